@@ -1,0 +1,53 @@
+"""The FastAPI application: :func:`create_app` wires routes, errors and the lifespan.
+
+The lifespan opens the server's services (database, registry, key store, pools, model
+service; see :mod:`modelbus.server`) when the app starts and closes them when it stops, so
+the same app object runs under uvicorn, in tests, or behind any ASGI server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI
+
+from modelbus import __version__
+from modelbus.api import errors, routers
+from modelbus.config import Settings
+from modelbus.server import Services, open_services
+
+ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
+
+DESCRIPTION = """\
+Every model version gets an HTTP API the moment it is published.
+
+* **Native API** under `/v1/`: models, versions, builds, invocations (sync, and async jobs),
+  API keys.
+* **Algorithmia-compatible API**: `POST /v1/algo/{owner}/{name}[/{version}]` and the
+  `/v1/algorithms/...` read routes, so existing Algorithmia clients keep working.
+
+Authenticate with `Authorization: Simple KEY` or `Authorization: Bearer KEY`. Every error is
+`{"error": {"message", "error_type", "code", ...}}` with a meaningful HTTP status.
+"""
+
+
+def create_app(settings: Settings, *, services: ServicesFactory = open_services) -> FastAPI:
+    """The modelbus API for ``settings``; ``services`` opens what the routes use."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with services(settings) as running:
+            app.state.services = running
+            yield
+
+    app = FastAPI(
+        title="modelbus",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in routers():
+        app.include_router(router)
+    return app

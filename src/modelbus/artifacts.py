@@ -1,0 +1,305 @@
+"""Model artifacts: deterministic archives of model folders, stored by content hash.
+
+:func:`pack` writes a folder as a tar stream with sorted entries and fixed metadata (mtime 0,
+uid/gid 0, no user names, modes reduced to 0644/0755), leaving out ``__pycache__``, ``.venv``,
+``node_modules`` and ``.git``. The content hash ``sha256:<hex>`` is the digest of that
+uncompressed tar stream, so the same files give the same hash on every machine whatever the
+compressor does; the stored file is the stream gzip-compressed.
+
+:class:`ArtifactStore` keeps archives under ``data_dir/artifacts/<hex>.tar.gz`` and unpacks
+them (atomically, once) to ``data_dir/models/<hex>/``. Archives uploaded by clients go
+through :func:`safe_extract`, which refuses path traversal, links pointing outside,
+device files and archives unpacking to more than a size limit (:class:`ArchiveError`).
+
+All functions here block (file I/O); async callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+from modelbus.errors import ArchiveError, BuildNotFound
+
+EXCLUDED_NAMES = frozenset({"__pycache__", ".venv", "node_modules", ".git"})
+MANIFEST_FILE = "modelbus.toml"
+DEFAULT_MAX_UNPACKED_BYTES = 2 * 1024**3
+DEFAULT_MAX_MEMBERS = 100_000
+_CHUNK = 1024 * 1024
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class _HashingWriter(io.RawIOBase):
+    """Passes bytes on to ``sink`` (if any) while hashing them."""
+
+    def __init__(self, sink: _Writable | None) -> None:
+        self.digest = hashlib.sha256()
+        self._sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.digest.update(data)
+        if self._sink is not None:
+            self._sink.write(data)
+        return len(data)
+
+    def content_hash(self) -> str:
+        return "sha256:" + self.digest.hexdigest()
+
+
+def pack(folder: Path, out: IO[bytes]) -> str:
+    """Write ``folder`` as a deterministic ``.tar.gz`` to ``out``; return its content hash.
+
+    Raises :class:`ArchiveError` for a symlink pointing outside the folder or a special file.
+    """
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
+        return _write_tar(folder, gz)
+
+
+def content_hash(folder: Path) -> str:
+    """The content hash :func:`pack` would give ``folder``, without writing anything."""
+    return _write_tar(folder, None)
+
+
+def _write_tar(folder: Path, sink: _Writable | None) -> str:
+    writer = _HashingWriter(sink)
+    root = folder.resolve()
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for path, info in _entries(root):
+            if info.isreg():
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return writer.content_hash()
+
+
+def _entries(root: Path) -> Iterator[tuple[Path, tarfile.TarInfo]]:
+    """Every entry under ``root`` in a fixed order, with normalized metadata."""
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in EXCLUDED_NAMES)
+        base = Path(directory)
+        names = sorted([*subdirs, *(f for f in files if f not in EXCLUDED_NAMES)])
+        for name in names:
+            path = base / name
+            yield path, _tarinfo(root, path)
+
+
+def _tarinfo(root: Path, path: Path) -> tarfile.TarInfo:
+    rel = path.relative_to(root).as_posix()
+    info = tarfile.TarInfo(rel)
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        info.type, info.mode = tarfile.SYMTYPE, 0o777
+        info.linkname = _inside_link(root, path, rel)
+    elif stat.S_ISDIR(st.st_mode):
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+    elif stat.S_ISREG(st.st_mode):
+        info.type, info.size = tarfile.REGTYPE, st.st_size
+        info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+    else:
+        raise ArchiveError(f"{rel}: not a regular file, folder or symlink; remove it")
+    return info
+
+
+def _inside_link(root: Path, path: Path, rel: str) -> str:
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        raise ArchiveError(
+            f"{rel}: symlink points outside the model folder (to {os.readlink(path)}); "
+            "copy the file into the folder instead"
+        )
+    return os.path.relpath(target, path.parent.resolve())
+
+
+def safe_extract(
+    archive: IO[bytes],
+    dest: Path,
+    *,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+) -> None:
+    """Extract a tar archive (plain, gz, bz2 or xz) into the existing folder ``dest``.
+
+    Raises :class:`ArchiveError` before writing anything unsafe: absolute or ``..`` paths,
+    links resolving outside ``dest``, device files or FIFOs, more than ``max_members``
+    entries, or more than ``max_unpacked_bytes`` of content. On error ``dest`` may hold a
+    partial extraction; the caller discards it.
+    """
+    total_bytes = 0
+    try:
+        with tarfile.open(fileobj=archive, mode="r|*") as tar:
+            for count, member in enumerate(tar, 1):
+                if count > max_members:
+                    raise ArchiveError(f"archive has more than {max_members} entries")
+                _check_member(member)
+                total_bytes += member.size
+                if total_bytes > max_unpacked_bytes:
+                    raise ArchiveError(f"archive unpacks to more than {max_unpacked_bytes} bytes")
+                tar.extract(member, dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise ArchiveError(f"unsafe archive entry: {exc}") from None
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise ArchiveError(
+            f"not a readable tar archive (tar, tar.gz, tar.bz2 or tar.xz expected): {exc}"
+        ) from None
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    name = member.name
+    if _escapes(name):
+        raise ArchiveError(f"unsafe path in archive: {name!r} (absolute or outside the folder)")
+    if member.issym():
+        target = posixpath.join(posixpath.dirname(name), member.linkname)
+        if member.linkname.startswith("/") or _escapes(target):
+            raise ArchiveError(f"symlink {name!r} points outside the folder ({member.linkname})")
+    elif member.islnk():
+        if _escapes(member.linkname):
+            raise ArchiveError(f"hard link {name!r} points outside the folder ({member.linkname})")
+    elif not (member.isreg() or member.isdir()):
+        raise ArchiveError(f"{name!r}: device files, FIFOs and other special entries are refused")
+
+
+def _escapes(name: str) -> bool:
+    """True for an absolute path or one whose normalized form leaves the folder."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return True
+    normalized = posixpath.normpath(name)
+    return normalized == ".." or normalized.startswith("../")
+
+
+class ArtifactStore:
+    """Content-addressed model archives on the local disk under ``data_dir``.
+
+    Every method blocks; concurrent calls (threads, processes) are safe because files only
+    appear through atomic renames and are never modified afterwards.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+    ) -> None:
+        self.archives_dir = data_dir.absolute() / "artifacts"
+        self.models_dir = data_dir.absolute() / "models"
+        self.max_unpacked_bytes = max_unpacked_bytes
+        self.max_members = max_members
+
+    def add_folder(self, folder: Path) -> str:
+        """Store a deterministic archive of ``folder``; return its content hash. Idempotent."""
+        self.archives_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.archives_dir / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with staging.open("wb") as out:
+                digest = pack(folder, out)
+            os.replace(staging, self.archive_path(digest))
+        finally:
+            staging.unlink(missing_ok=True)
+        return digest
+
+    def add_archive(self, data: bytes, *, check: Callable[[Path], object] | None = None) -> str:
+        """Store an uploaded archive (tar, tar.gz, ...) after unpacking it safely.
+
+        The archive may hold the model folder's files at its top level or inside one single
+        folder. ``check(folder)`` (say, manifest validation) runs on the unpacked folder
+        first; what it raises aborts the upload. The folder is re-packed deterministically,
+        so the hash depends only on the files. Raises :class:`ArchiveError` for an unsafe,
+        oversized or unreadable archive.
+        """
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        scratch = self.models_dir / f".upload-{uuid.uuid4().hex}"
+        scratch.mkdir()
+        try:
+            safe_extract(
+                io.BytesIO(data),
+                scratch,
+                max_unpacked_bytes=self.max_unpacked_bytes,
+                max_members=self.max_members,
+            )
+            root = _model_root(scratch)
+            if check is not None:
+                check(root)
+            return self.add_folder(root)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def archive_path(self, digest: str) -> Path:
+        """Where the archive with content hash ``digest`` is (or would be) stored."""
+        return self.archives_dir / f"{_hex(digest)}.tar.gz"
+
+    def has(self, digest: str) -> bool:
+        """Whether the archive for ``digest`` is stored here."""
+        return self.archive_path(digest).is_file()
+
+    def read(self, digest: str) -> bytes:
+        """The stored ``.tar.gz`` bytes; raises :class:`BuildNotFound` if absent."""
+        try:
+            return self.archive_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BuildNotFound(f"no artifact {digest} in {self.archives_dir}") from None
+
+    def model_dir(self, digest: str) -> Path:
+        """The unpacked model folder for ``digest``, unpacking it first if needed.
+
+        Raises :class:`BuildNotFound` if the archive is not stored on this machine.
+        """
+        target = self.models_dir / _hex(digest)
+        if target.is_dir():
+            return target
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.models_dir / f".tmp-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            with self._open(digest) as archive:
+                safe_extract(archive, staging, max_unpacked_bytes=2**62, max_members=2**62)
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            # Another thread or process unpacked the same content first.
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def _open(self, digest: str) -> IO[bytes]:
+        try:
+            return self.archive_path(digest).open("rb")
+        except FileNotFoundError:
+            raise BuildNotFound(f"no artifact {digest} in {self.archives_dir}") from None
+
+
+def _hex(digest: str) -> str:
+    hex_part = digest.removeprefix("sha256:")
+    if len(hex_part) != 64 or not all(c in "0123456789abcdef" for c in hex_part):
+        raise ArchiveError(f"not a content hash: {digest!r} (expected sha256:<64 hex digits>)")
+    return hex_part
+
+
+def _model_root(folder: Path) -> Path:
+    """``folder``, or its only subfolder when the archive wrapped everything in one."""
+    if (folder / MANIFEST_FILE).is_file():
+        return folder
+    children = [c for c in folder.iterdir() if c.name not in EXCLUDED_NAMES]
+    if len(children) == 1 and (children[0] / MANIFEST_FILE).is_file():
+        return children[0]
+    raise ArchiveError(
+        f"the archive has no {MANIFEST_FILE} at its top level (or in a single top folder)"
+    )

@@ -1,0 +1,89 @@
+"""Connectors, chosen by the URL's scheme and imported lazily.
+
+Each connector module defines ``make_source(url, ctx) -> Source`` and/or
+``make_sink(url, ctx) -> Sink``; a broker's client library is imported inside the module,
+never here, so a missing extra only matters to the listeners that use that broker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage, Sink, Source
+from modelbus.errors import DefinitionError
+
+__all__ = [
+    "SCHEMES",
+    "ConnectorContext",
+    "Delivery",
+    "OutMessage",
+    "Sink",
+    "Source",
+    "make_sink",
+    "make_source",
+    "scheme_of",
+]
+
+# scheme -> module implementing it
+SCHEMES: dict[str, str] = {
+    "memory": "modelbus.connectors.memory",
+    "local": "modelbus.connectors.local",
+    "dir": "modelbus.connectors.directory",
+    "sqs": "modelbus.connectors.sqs",
+    "sns": "modelbus.connectors.sns",
+    "s3": "modelbus.connectors.s3",
+    "kafka": "modelbus.connectors.kafka",
+    "postgresql": "modelbus.connectors.postgres",
+    "postgres": "modelbus.connectors.postgres",
+    "amqp": "modelbus.connectors.amqp",
+    "amqps": "modelbus.connectors.amqp",
+    "mqtt": "modelbus.connectors.mqtt",
+    "mqtts": "modelbus.connectors.mqtt",
+    "redis": "modelbus.connectors.redis",
+    "rediss": "modelbus.connectors.redis",
+    "nats": "modelbus.connectors.nats",
+    "webhook": "modelbus.connectors.webhook",
+    "http": "modelbus.connectors.webhook",
+    "https": "modelbus.connectors.webhook",
+}
+
+
+def scheme_of(url: str) -> str:
+    """The connector scheme of ``url``; SQS queue URLs (``https://sqs.REGION.amazonaws.com/...``)
+    count as ``sqs``, any other ``http(s)://`` URL is a webhook. Raises DefinitionError for
+    an unknown scheme."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https") and parts.hostname and parts.hostname.startswith("sqs."):
+        return "sqs"
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise DefinitionError(f"unknown connector scheme in {url!r}: use one of {known}")
+    return scheme
+
+
+def _module(url: str) -> Any:
+    return importlib.import_module(SCHEMES[scheme_of(url)])
+
+
+def make_source(url: str, ctx: ConnectorContext) -> Source:
+    """A Source for ``url``. Raises DefinitionError if the scheme has no source or the URL is
+    malformed, MissingExtra if the broker's client library is not installed."""
+    module = _module(url)
+    factory = getattr(module, "make_source", None)
+    if factory is None:
+        raise DefinitionError(f"{scheme_of(url)}:// can be an output sink but not a source")
+    source: Source = factory(url, ctx)
+    return source
+
+
+def make_sink(url: str, ctx: ConnectorContext) -> Sink:
+    """A Sink for ``url``; raises like :func:`make_source`."""
+    module = _module(url)
+    factory = getattr(module, "make_sink", None)
+    if factory is None:
+        raise DefinitionError(f"{scheme_of(url)}:// can be a source but not an output sink")
+    sink: Sink = factory(url, ctx)
+    return sink

@@ -1,0 +1,128 @@
+"""The connector interface: what every broker gives the listener runtime.
+
+A connector module (one per URL scheme) offers a :class:`Source`, a :class:`Sink`, or both,
+through two module-level factories ``make_source(url, ctx)`` and ``make_sink(url, ctx)``
+(see :mod:`modelbus.connectors`). Connectors carry out decisions; they never make them: the
+listener runtime alone decides between ack, release-with-delay and dead-letter
+(DESIGN.md, "Only the listener runtime decides").
+
+Every verb means the same on every broker:
+
+* ``ack``: the delivery is settled for good; the broker will not hand it out again.
+* ``release(delay_s)``: hand the delivery out again, to any consumer of this listener, no
+  sooner than ``delay_s`` from now, with its attempt number one higher. A broker with no
+  native delay gets it by republishing (or, where that is impossible, by the connector
+  holding the delivery and re-offering it itself), never by ignoring the delay.
+* ``extend(lease_s)``: nobody else gets this delivery for ``lease_s`` more seconds.
+* ``publish``: returns only once every message is durably accepted by the broker.
+
+Broker client exceptions are translated to :class:`~modelbus.errors.ConnectorError` (transient)
+or :class:`~modelbus.errors.ConnectorConfigError` (permanent: bad URL, credentials, missing
+queue) at the connector's edge, with the listener's name in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivery:
+    """One received message, as a Source hands it out.
+
+    ``message_id`` is the broker's id for the message, the same on every redelivery (it keys
+    run records and dedupe). ``attempt`` is 1 on the first delivery; where the broker counts
+    deliveries (SQS ApproximateReceiveCount, Redis/JetStream delivery counts) it is that count.
+    ``handle`` is the connector's own token (receipt handle, stream entry id, delivery tag...).
+    """
+
+    message_id: str
+    body: bytes
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    enqueued_at: float | None = None
+    handle: Any = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutMessage:
+    """A message for a Sink. ``id`` is deterministic (listener + source message id) so that
+    brokers with publish-side dedupe (SQS FIFO, JetStream ``Nats-Msg-Id``) drop duplicates and
+    consumers can. ``key`` orders or partitions where the broker supports it (FIFO group id,
+    Kafka key)."""
+
+    id: str
+    body: bytes
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConnectorContext:
+    """What a connector may know about the listener using it."""
+
+    listener: str
+    data_dir: Path
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where a listener's deliveries come from."""
+
+    @property
+    def lease_s(self) -> float | None:
+        """Seconds a received delivery stays hidden from other consumers before the broker
+        hands it out again unless extended; None where the broker holds it until ack or
+        disconnect (no lease to extend)."""
+        ...
+
+    async def open(self) -> None:
+        """Connect and check the source exists. Raises ConnectorConfigError (permanent: bad
+        URL, credentials, missing queue) or ConnectorError (transient: unreachable)."""
+        ...
+
+    async def receive(self, max_messages: int, wait_s: float) -> list[Delivery]:
+        """Wait up to ``wait_s`` for deliveries and return between 0 and ``max_messages`` of
+        them. Each returned delivery is leased to this consumer until acked, released or its
+        lease runs out."""
+        ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle deliveries for good. Idempotent; acking a delivery whose lease ran out is
+        not an error (the broker may redeliver it; dedupe makes that harmless)."""
+        ...
+
+    async def release(self, delivery: Delivery, delay_s: float) -> None:
+        """Hand ``delivery`` out again no sooner than ``delay_s`` from now (see module doc)."""
+        ...
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
+        """Keep ``deliveries`` hidden from other consumers for ``lease_s`` more seconds.
+        A no-op only where ``lease_s`` is None (the broker holds deliveries until ack)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop receiving and disconnect. Deliveries not acked are redelivered by the broker."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where results and dead letters go."""
+
+    async def open(self) -> None:
+        """Connect and check the destination exists; raises like :meth:`Source.open`."""
+        ...
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        """Publish ``messages``; returns only when the broker has durably accepted all of them
+        (publisher confirms, batch responses checked). Raises ConnectorError otherwise; a
+        partial failure raises too (the runtime retries the whole batch; ids dedupe)."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect."""
+        ...

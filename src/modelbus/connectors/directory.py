@@ -1,0 +1,330 @@
+"""``dir://PATH``: a folder as a bucket (the local stand-in for S3 + notifications).
+
+**Source.** The folder is scanned (recursively, every ``poll_ms``); each new file that is
+completely written (same size and modification time on two scans in a row; dotfiles,
+``~`` and temporary/partial names ignored) becomes an S3-shaped object-created notification
+(``eventSource: "modelbus:dir"``, bucket = the folder's absolute path, key = the file's path
+relative to it, URL-encoded like S3's) enqueued durably in a local queue under
+``DATA_DIR/queues/`` (one per listener and folder, so two listeners on one folder each see
+every file). A file is enqueued once per (key, size, mtime): restarts do not re-announce old
+files; a file rewritten with new content is announced again. Deliveries are read back from
+that queue with its leases, delays and attempt counts. :class:`FileReader` fetches the files.
+
+**Sink.** Results are written into the folder atomically (temporary dotfile, then a link to
+the final name). The name comes from the source object's ``key`` attribute when there is
+one (``scans/a.png`` -> ``scans/a.png.json``), else the output id; the extension from the
+``content-type`` attribute (``.json``, ``.txt``, or the MIME type's usual one, ``.bin``).
+A different result never overwrites an existing file: it gets ``NAME.OUTPUT_ID.EXT``
+instead. The same output written twice (a redelivery) is written once.
+
+The folder must be on this machine: use S3 for several machines.
+
+URL options (source): ``dir:///srv/inbox?lease_s=30&poll_ms=500``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import mimetypes
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote_plus, unquote, urlsplit
+
+from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.local import LocalSource, SqliteQueue, parse_query
+from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
+
+__all__ = [
+    "EVENT_SOURCE",
+    "DirectorySink",
+    "DirectorySource",
+    "FileReader",
+    "folder_of",
+    "make_sink",
+    "make_source",
+]
+
+EVENT_SOURCE = "modelbus:dir"
+_NAMESPACE = uuid.UUID("0d7b8f0e-5a7c-5e43-8f6f-3f7e2a4c9b21")
+_TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
+
+Stat = tuple[int, int]  # (size, mtime_ns)
+
+
+def folder_of(url: str) -> Path:
+    """The absolute folder a ``dir://`` URL names (``dir:///abs`` or ``dir://relative``);
+    percent-encoded characters are decoded (``dir:///srv/drop%20here``)."""
+    parts = urlsplit(url)
+    if parts.scheme != "dir" or not (parts.netloc + parts.path).strip("/"):
+        raise DefinitionError(f"{url}: expected dir:///absolute/path or dir://relative/path")
+    return Path(unquote(parts.netloc + parts.path)).expanduser().resolve()
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith((".", "~")) or name.lower().endswith(_TEMP_SUFFIXES)
+
+
+def scan(folder: Path) -> dict[str, Stat]:
+    """Every regular, non-ignored file under ``folder``: relative POSIX key -> (size, mtime)."""
+    found: dict[str, Stat] = {}
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if _ignored(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                stat = entry.stat(follow_symlinks=False)
+                key = Path(entry.path).relative_to(folder).as_posix()
+                found[key] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def notification(folder: Path, key: str, stat: Stat) -> OutMessage:
+    """The object-created notification for one file, with a deterministic id."""
+    size, mtime_ns = stat
+    seen = f"{key}\0{size}\0{mtime_ns}"
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": EVENT_SOURCE,
+        "eventName": "ObjectCreated:Put",
+        "eventTime": datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat(),
+        "s3": {
+            "bucket": {"name": str(folder)},
+            "object": {
+                "key": quote_plus(key, safe="/"),
+                "size": size,
+                "eTag": f"{mtime_ns:x}-{size:x}",
+            },
+        },
+    }
+    body = json.dumps({"Records": [record]}, separators=(",", ":")).encode()
+    return OutMessage(id=str(uuid.uuid5(_NAMESPACE, f"{folder}\0{seen}")), body=body)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DirectoryOptions:
+    """A ``dir://`` source URL, parsed."""
+
+    folder: Path
+    lease_s: float = 30.0
+    poll_ms: float = 500.0
+
+    @classmethod
+    def from_url(cls, url: str) -> DirectoryOptions:
+        """Parse ``dir://PATH?...``; raises DefinitionError."""
+        options = parse_query(url, {"lease_s": float, "poll_ms": float})
+        if any(v <= 0 for v in options.values()):
+            raise DefinitionError(f"{url}: lease_s and poll_ms must be positive")
+        return cls(folder=folder_of(url), **options)
+
+
+class DirectorySource:
+    """Announces completely written new files as object-created notifications."""
+
+    def __init__(self, options: DirectoryOptions, queue: SqliteQueue) -> None:
+        self.folder = options.folder
+        self._queue = queue
+        self._inner = LocalSource(queue, lease_s=options.lease_s, poll_ms=options.poll_ms)
+        self._poll_s = options.poll_ms / 1000
+        self._next_scan = 0.0
+        self._candidates: dict[str, Stat] = {}  # seen once, waiting to be seen unchanged
+        self._announced: dict[str, Stat] = {}  # enqueued (or found already enqueued)
+
+    @property
+    def lease_s(self) -> float:
+        return self._inner.lease_s
+
+    async def open(self) -> None:
+        if not self.folder.is_dir():
+            raise ConnectorConfigError(f"dir://{self.folder}: no such folder; create it first")
+        await self._inner.open()
+
+    async def receive(self, max_messages: int, wait_s: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if time.monotonic() >= self._next_scan:
+                await self._scan()
+            window = min(self._next_scan, deadline) - time.monotonic()
+            taken = await self._inner.receive(max_messages, max(0.0, window))
+            if taken or time.monotonic() >= deadline:
+                return taken
+
+    async def _scan(self) -> None:
+        self._next_scan = time.monotonic() + self._poll_s
+        try:
+            current = await asyncio.to_thread(scan, self.folder)
+        except OSError as exc:
+            raise ConnectorError(f"dir://{self.folder}: {exc.strerror or exc}") from exc
+        stable = {
+            key: stat
+            for key, stat in current.items()
+            if self._candidates.get(key) == stat and self._announced.get(key) != stat
+        }
+        self._candidates = current
+        if stable:
+            entries = [
+                (f"{k}\0{s[0]}\0{s[1]}", notification(self.folder, k, s)) for k, s in stable.items()
+            ]
+            await self._queue.publish_unseen(entries)
+            self._announced.update(stable)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self._inner.ack(deliveries)
+
+    async def release(self, delivery: Delivery, delay_s: float) -> None:
+        await self._inner.release(delivery, delay_s)
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
+        await self._inner.extend(deliveries, lease_s)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class FileReader:
+    """Reads the files that ``modelbus:dir`` notifications name, inside one folder only
+    (a notification naming any other bucket, or a key escaping the folder, is refused)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+
+    async def read(self, bucket: str, key: str) -> tuple[bytes, str | None]:
+        """The file's bytes and guessed content type. ConnectorError(permanent) if it is
+        gone or outside the folder, ConnectorError otherwise."""
+        data = await asyncio.to_thread(self._read, bucket, key)
+        return data, mimetypes.guess_type(key)[0]
+
+    def _read(self, bucket: str, key: str) -> bytes:
+        path = (self.folder / key).resolve()
+        if Path(bucket).resolve() != self.folder or self.folder not in path.parents:
+            raise ConnectorError(f"{bucket}/{key} is outside dir://{self.folder}", permanent=True)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ConnectorError(f"{path} was removed before it was read", permanent=True) from None
+        except OSError as exc:
+            raise ConnectorError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+class DirectorySink:
+    """Writes each result as a file in the folder (see the module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConnectorError(f"dir://{self.folder}: {exc.strerror or exc}") from exc
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        try:
+            await asyncio.to_thread(self._write_all, list(messages))
+        except OSError as exc:
+            raise ConnectorError(f"dir://{self.folder}: {exc.strerror or exc}") from exc
+
+    def _write_all(self, messages: list[OutMessage]) -> None:
+        for message in messages:
+            write_result(self.folder, message)
+
+    async def close(self) -> None:
+        return None
+
+
+def result_path(folder: Path, message: OutMessage) -> Path:
+    """Where ``message`` goes: named after the source object's key, else its id."""
+    key = message.attributes.get("key") or message.id
+    parts = [p.lstrip(".") or "_" for p in PurePosixPath(key).parts if p not in ("/", ".", "..")]
+    relative = Path(*parts) if parts else Path(message.id)
+    return folder / (str(relative) + _extension(message.attributes.get("content-type")))
+
+
+def _extension(content_type: str | None) -> str:
+    base = (content_type or "").split(";", 1)[0].strip().lower()
+    if base == "application/json" or base.endswith("+json"):
+        return ".json"
+    if base.startswith("text/"):
+        return ".txt"
+    return (mimetypes.guess_extension(base) if base else None) or ".bin"
+
+
+def write_result(folder: Path, message: OutMessage) -> Path:
+    """Write ``message`` atomically; returns the file it is in (see the module docstring)."""
+    target = result_path(folder, message)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(temp, "wb") as file:
+            file.write(message.body)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temp, target)  # atomic, and fails rather than replace an existing file
+        except FileExistsError:
+            if _same_output(target, message):
+                return target
+            target = target.with_name(
+                f"{_stem(target)}.{message.id}{_extension(message.attributes.get('content-type'))}"
+            )
+            os.replace(temp, target)  # the same output id: replacing it is idempotent
+        _fsync_dir(target.parent)
+        return target
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _stem(path: Path) -> str:
+    suffix = path.suffix
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _same_output(path: Path, message: OutMessage) -> bool:
+    """Whether ``path`` already holds this output: the same bytes, or a CloudEvent with the
+    same id (a redelivery's event differs in time and duration, not in identity)."""
+    existing = path.read_bytes()
+    if existing == message.body:
+        return True
+    try:
+        return bool(json.loads(existing).get("id") == message.id)
+    except (ValueError, AttributeError):
+        return False
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _queue_path(ctx: ConnectorContext, folder: Path) -> Path:
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    return ctx.data_dir / "queues" / f"dir-{ctx.listener}-{digest}.sqlite"
+
+
+def make_source(url: str, ctx: ConnectorContext) -> DirectorySource:
+    """A source announcing new files in the folder (queue under ``ctx.data_dir``)."""
+    options = DirectoryOptions.from_url(url)
+    return DirectorySource(options, SqliteQueue(_queue_path(ctx, options.folder)))
+
+
+def make_sink(url: str, ctx: ConnectorContext) -> DirectorySink:
+    """A sink writing result files into the folder."""
+    parse_query(url, {})
+    return DirectorySink(folder_of(url))

@@ -1,0 +1,166 @@
+"""The store's one schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Alembic migrations under ``modelbus/migrations`` create and evolve it; tests may use
+``metadata.create_all`` on a scratch database. Times are seconds since the epoch (float),
+which both databases store and compare the same way.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# --- registry ------------------------------------------------------------------------------
+
+models = Table(
+    "models",
+    metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+builds = Table(
+    "builds",
+    metadata,
+    Column("hash", String(80), primary_key=True),  # "sha256:<hex>" of the artifact
+    Column("owner", String(100), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("env_hash", String(80), nullable=True),  # the cached environment it runs in
+    Column("status", String(16), nullable=False),  # building | ready | failed
+    Column("manifest", JSON, nullable=False),
+    Column("log", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Index(None, "owner", "name"),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("version", String(40), primary_key=True),  # "1.2.3"
+    Column("major", Integer, nullable=False),
+    Column("minor", Integer, nullable=False),
+    Column("patch", Integer, nullable=False),
+    Column("build_hash", String(80), ForeignKey("builds.hash"), nullable=False),
+    Column("published", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),  # public part of the key, shown in listings
+    Column("name", String(200), nullable=False, default=""),
+    Column("secret_hash", String(128), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("spec", String(80), nullable=False),
+    Column("version", String(40), nullable=True),
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("input_data", LargeBinary, nullable=False),
+    Column("input_content_type", String(16), nullable=False),
+    Column("input_mime", String(200), nullable=True),
+    Column("timeout_s", Float, nullable=True),
+    Column("output_data", LargeBinary, nullable=True),
+    Column("output_content_type", String(16), nullable=True),
+    Column("output_mime", String(200), nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("duration_ms", Float, nullable=True),
+    Column("key_id", String(40), nullable=True),
+    # Which server process holds the job, and until when (renewed by its heartbeat); a job
+    # whose lease ran out is re-run by another process (jobs survive restarts and crashes).
+    Column("claimed_by", String(100), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Index(None, "status"),
+)
+
+# --- listeners ------------------------------------------------------------------------------
+
+listeners = Table(
+    "listeners",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("definition", JSON, nullable=False),  # credentials inside are encrypted
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("listener", String(100), primary_key=True),
+    Column("message_id", String(512), primary_key=True),
+    Column("status", String(16), nullable=False),  # running | retrying | succeeded | dead_lettered
+    Column("attempts", Integer, nullable=False),
+    Column("version", String(40), nullable=True),
+    Column("output_id", String(200), nullable=True),
+    Column("result_location", Text, nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("duration_ms", Float, nullable=True),
+    Column("first_received_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Index(None, "message_id"),
+    Index(None, "finished_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("listener", String(100), nullable=False),
+    Column("message_id", String(512), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("attributes", JSON, nullable=False),
+    Column("error_type", String(200), nullable=False),
+    Column("error_message", Text, nullable=False),
+    Column("stacktrace", Text, nullable=False, default=""),
+    Column("permanent", Boolean, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("model", String(300), nullable=False),  # owner/name@spec as the listener said
+    Column("version", String(40), nullable=True),  # the resolved version that failed
+    Column("created_at", Float, nullable=False),
+    Column("redriven_at", Float, nullable=True),
+    Column("redriven_to", String(300), nullable=True),
+    Index(None, "listener", "created_at"),
+)

@@ -1,0 +1,248 @@
+"""Test helpers shipped with modelbus, for your own tests and for ours.
+
+:class:`FunctionInvoker` is an in-memory :class:`~modelbus.invocation.Invoker`: model
+references resolve to plain Python callables instead of runner processes, so a listener can
+be exercised end to end (with ``memory://`` or ``local://`` queues) in milliseconds::
+
+    invoker = FunctionInvoker()
+    invoker.register("acme/upper", lambda text: text.upper(), version="1.0.0")
+
+    async def flaky(value):
+        raise RunnerCrashed("boom")          # any InvocationError subclass is passed through
+
+    invoker.register("acme/flaky", flaky)
+
+This is a test double, not a way to serve models: callables run inside the server process,
+sync ones on the event loop itself (use ``async def`` for anything slow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import re
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from modelbus.errors import (
+    InvocationError,
+    InvocationTimeout,
+    ModelError,
+    ModelNotFound,
+    VersionNotFound,
+)
+from modelbus.invocation import CallOptions, ModelRef, Payload, Result
+
+__all__ = ["Call", "FunctionInvoker", "as_payload"]
+
+ModelFunction = Callable[[Any], Any]
+BatchFunction = Callable[[list[Any]], Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Call:
+    """One recorded invocation (batches record one Call per input)."""
+
+    ref: ModelRef
+    version: str
+    payload: Payload
+    options: CallOptions
+    batch_size: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Entry:
+    fn: ModelFunction
+    batch: BatchFunction | None
+    takes_payload: bool
+
+
+def as_payload(value: Any) -> Payload:
+    """A callable's return value as a Payload: Payload as is, bytes -> binary, str -> text,
+    anything else -> JSON."""
+    if isinstance(value, Payload):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return Payload.from_binary(bytes(value))
+    if isinstance(value, str):
+        return Payload.from_text(value)
+    return Payload.from_json(value)
+
+
+class FunctionInvoker:
+    """An :class:`~modelbus.invocation.Invoker` backed by Python callables.
+
+    ``register("owner/name", fn, version="1.0.0")`` makes ``owner/name@1.0.0`` (and any spec
+    it satisfies: ``1.*``, ``1.0.*``, ``latest``) call ``fn(value)`` with the input's decoded
+    value (a JSON value, a str or bytes; the :class:`Payload` itself with
+    ``takes_payload=True``). ``fn`` may be sync or async; what it returns becomes the result
+    (see :func:`as_payload`); an :class:`InvocationError` it raises is passed through, any
+    other exception becomes a transient :class:`ModelError` with its traceback.
+
+    It records every call in :attr:`calls` and the highest number of concurrent calls seen
+    in :attr:`peak_concurrency`, so tests can observe back-pressure and batching.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, dict[str, _Entry]] = {}
+        self.calls: list[Call] = []
+        self.batch_sizes: list[int] = []
+        self.concurrency = 0
+        self.peak_concurrency = 0
+
+    def register(
+        self,
+        model: str,
+        fn: ModelFunction,
+        *,
+        version: str = "1.0.0",
+        batch: BatchFunction | None = None,
+        takes_payload: bool = False,
+    ) -> None:
+        """Make ``model@version`` call ``fn`` (and ``batch(values) -> outputs`` for batches,
+        when given; otherwise a batch calls ``fn`` once per input)."""
+        ref = ModelRef.parse(model)
+        _semver(version)
+        entry = _Entry(fn=fn, batch=batch, takes_payload=takes_payload)
+        self._models.setdefault(f"{ref.owner}/{ref.name}", {})[version] = entry
+
+    def resolve(self, ref: ModelRef) -> str:
+        """The registered version ``ref`` resolves to; raises ModelNotFound/VersionNotFound."""
+        versions = self._models.get(f"{ref.owner}/{ref.name}")
+        if not versions:
+            raise ModelNotFound(f"model {ref.owner}/{ref.name} does not exist")
+        matching = [v for v in versions if _matches(v, ref.spec)]
+        if not matching:
+            raise VersionNotFound(f"no version of {ref.owner}/{ref.name} matches {ref.spec!r}")
+        return max(matching, key=_semver)
+
+    async def invoke(self, ref: ModelRef, payload: Payload, options: CallOptions) -> Result:
+        """Run one input (see the class docstring)."""
+        version = self.resolve(ref)
+        entry = self._models[f"{ref.owner}/{ref.name}"][version]
+        self.calls.append(Call(ref=ref, version=version, payload=payload, options=options))
+        started = time.perf_counter()
+        with self._counting():
+            output = await self._run(entry.fn, _arg(entry, payload), options, version)
+        return Result(
+            output=as_payload(output),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            version=version,
+        )
+
+    async def invoke_batch(
+        self, ref: ModelRef, payloads: Sequence[Payload], options: CallOptions
+    ) -> list[Result | Exception]:
+        """Run several inputs on one resolved version; one Result or exception per input."""
+        version = self.resolve(ref)
+        entry = self._models[f"{ref.owner}/{ref.name}"][version]
+        self.batch_sizes.append(len(payloads))
+        for payload in payloads:
+            call = Call(ref=ref, version=version, payload=payload, options=options)
+            self.calls.append(_with_batch(call, len(payloads)))
+        if entry.batch is None:
+            outcomes = await asyncio.gather(
+                *(self._one(entry, p, options, version) for p in payloads),
+                return_exceptions=True,
+            )
+            return [
+                o if isinstance(o, Result | Exception) else ModelError(str(o)) for o in outcomes
+            ]
+        return await self._batch(entry, payloads, options, version)
+
+    async def _one(
+        self, entry: _Entry, payload: Payload, options: CallOptions, version: str
+    ) -> Result:
+        started = time.perf_counter()
+        with self._counting():
+            output = await self._run(entry.fn, _arg(entry, payload), options, version)
+        return Result(as_payload(output), (time.perf_counter() - started) * 1000, version)
+
+    async def _batch(
+        self, entry: _Entry, payloads: Sequence[Payload], options: CallOptions, version: str
+    ) -> list[Result | Exception]:
+        assert entry.batch is not None
+        started = time.perf_counter()
+        values = [_arg(entry, p) for p in payloads]
+        try:
+            with self._counting():
+                outputs = await self._run(entry.batch, values, options, version)
+        except InvocationError as exc:
+            return [exc for _ in payloads]
+        duration_ms = (time.perf_counter() - started) * 1000
+        if not isinstance(outputs, list) or len(outputs) != len(payloads):
+            error = ModelError("apply_batch must return one output per input", permanent=True)
+            return [error for _ in payloads]
+        return [
+            out if isinstance(out, Exception) else Result(as_payload(out), duration_ms, version)
+            for out in outputs
+        ]
+
+    async def _run(
+        self, fn: Callable[[Any], Any], arg: Any, options: CallOptions, version: str
+    ) -> Any:
+        try:
+            outcome = fn(arg)
+            if inspect.isawaitable(outcome):
+                outcome = await asyncio.wait_for(outcome, options.timeout_s)
+            return outcome
+        except TimeoutError:
+            raise _stamped(
+                InvocationTimeout(f"timed out after {options.timeout_s} s"), version
+            ) from None
+        except InvocationError as exc:
+            raise _stamped(exc, version) from None
+        except Exception as exc:
+            error = ModelError(
+                str(exc) or type(exc).__name__,
+                error_type=type(exc).__name__,
+                stacktrace=traceback.format_exc(),
+            )
+            raise _stamped(error, version) from exc
+
+    @contextlib.contextmanager
+    def _counting(self) -> Iterator[None]:
+        self.concurrency += 1
+        self.peak_concurrency = max(self.peak_concurrency, self.concurrency)
+        try:
+            yield
+        finally:
+            self.concurrency -= 1
+
+
+def _arg(entry: _Entry, payload: Payload) -> Any:
+    return payload if entry.takes_payload else payload.value()
+
+
+def _with_batch(call: Call, size: int) -> Call:
+    return Call(
+        ref=call.ref,
+        version=call.version,
+        payload=call.payload,
+        options=call.options,
+        batch_size=size,
+    )
+
+
+def _stamped(exc: InvocationError, version: str) -> InvocationError:
+    exc.version = version
+    return exc
+
+
+def _semver(version: str) -> tuple[int, int, int]:
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise ValueError(f"version {version!r} is not MAJOR.MINOR.PATCH")
+    major, minor, patch = (int(p) for p in version.split("."))
+    return major, minor, patch
+
+
+def _matches(version: str, spec: str) -> bool:
+    if spec in ("latest", version):
+        return True
+    if spec.endswith(".*"):
+        return version.startswith(spec[:-1])
+    return False

@@ -1,0 +1,318 @@
+"""The listener runtime end to end over one broker: source, output sink and error sink are
+all queues of that broker (written once; a broker's test module subclasses it).
+
+    class TestRedisListener(ListenerOverBroker):
+        def queue_url(self, role: str) -> str: ...     # a fresh queue (lease_s=1), both ends
+        async def drop_queues(self) -> None: ...       # delete what queue_url made
+
+Covers the runtime's three outcomes: success (result published, then acked), a transient
+failure retried until it succeeds, a permanent failure dead-lettered at once with the
+original message; and each time, nothing left unsettled on the source. With
+``private_server`` (a broker process of the test's own, :mod:`tests.brokers.servers`) and
+``private_url``, also: the broker unreachable when the listener starts (degraded, then it
+starts working when the broker comes up) and the broker killed and restarted mid-run (the
+listener resumes and every message gets its result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from modelbus.connectors import ConnectorContext, Delivery, OutMessage, make_sink, make_source
+from modelbus.db import Database
+from modelbus.definition import ListenerDefinition
+from modelbus.errors import ConnectorError, InputRejected, RunnerCrashed
+from modelbus.listener import Listener, RuntimeOptions
+from modelbus.metrics import Metrics
+from modelbus.retry import RetryPolicy
+from modelbus.runs import RunStore
+from modelbus.testing import FunctionInvoker
+
+from .servers import BrokerServer
+
+FAST = RuntimeOptions(
+    receive_wait_s=0.2,
+    op_timeout_s=5,
+    publish_timeout_s=5,
+    open_timeout_s=5,
+    stop_deadline_s=5,
+    reconnect=RetryPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.3, jitter=0),
+)
+
+
+class ListenerOverBroker:
+    """Subclass with ``queue_url`` and ``drop_queues``."""
+
+    def queue_url(self, role: str) -> str:
+        raise NotImplementedError
+
+    async def drop_queues(self) -> None:
+        raise NotImplementedError
+
+    def private_server(self, directory: Path) -> BrokerServer:
+        """An unstarted broker process of the test's own, keeping its data over restarts."""
+        raise NotImplementedError
+
+    def private_url(self, server: BrokerServer, role: str) -> str:
+        """A queue (``lease_s=1``) on ``server``, created by whichever end opens first."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def harness(self, tmp_path: Path) -> AsyncIterator[Harness]:
+        database = await Database.open(f"sqlite:///{tmp_path / 'store.sqlite'}")
+        await database.migrate()
+        runs = RunStore(database.engine)
+        harness = Harness(runs=runs, data_dir=tmp_path / "data")
+        try:
+            yield harness
+        finally:
+            for listener in harness.started:
+                await listener.stop(deadline_s=1)
+            await runs.close()
+            await database.close()
+            await self.drop_queues()
+
+    async def test_a_result_is_published_then_the_message_acked(self, harness: Harness) -> None:
+        harness.invoker.register("acme/upper", lambda v: {"upper": v["text"].upper()})
+        source, out = self.queue_url("in"), self.queue_url("out")
+        listener = await harness.start(source=source, outputs=[out], model="acme/upper@1.*")
+        await harness.publish(source, b'{"text": "hi"}', attributes={"tenant": "t1"})
+
+        (result,) = await harness.collect(out, 1)
+        event = json.loads(result.body)
+        assert event["data"] == {"upper": "HI"} and event["attempt"] == "1"
+        assert event["listener"] == listener.name
+        await harness.eventually(lambda: listener.status().counters["succeeded"] == 1)
+        await harness.assert_settled(source, listener)
+
+    async def test_a_transient_failure_is_retried_until_it_succeeds(self, harness: Harness) -> None:
+        calls: list[float] = []
+
+        def flaky(value: Any) -> Any:
+            calls.append(time.monotonic())
+            if len(calls) < 3:
+                raise RunnerCrashed("runner died")
+            return value
+
+        harness.invoker.register("acme/flaky", flaky)
+        source, out = self.queue_url("in"), self.queue_url("out")
+        retry = RetryPolicy(max_attempts=5, initial_backoff_s=0.3, multiplier=2, jitter=0)
+        listener = await harness.start(
+            source=source, outputs=[out], model="acme/flaky", retry=retry
+        )
+        message_id = await harness.publish(source, b'{"n": 1}')
+
+        (result,) = await harness.collect(out, 1)
+        assert json.loads(result.body)["attempt"] == "3"
+        assert calls[1] - calls[0] >= 0.3 * 0.9 and calls[2] - calls[1] >= 0.6 * 0.9
+        await harness.eventually(lambda: listener.status().counters["succeeded"] == 1)
+        (run,) = await harness.runs.get_runs(message_id, listener.name)
+        assert (run.status, run.attempts) == ("succeeded", 3)
+        await harness.assert_settled(source, listener)
+
+    async def test_a_permanent_failure_is_dead_lettered_with_the_original(
+        self, harness: Harness
+    ) -> None:
+        def refuse(value: Any) -> Any:
+            raise InputRejected("no such field: text")
+
+        harness.invoker.register("acme/strict", refuse)
+        source, out, errors = self.queue_url("in"), self.queue_url("out"), self.queue_url("dlq")
+        listener = await harness.start(
+            source=source, outputs=[out], error_sink=errors, model="acme/strict"
+        )
+        await harness.publish(source, b'{"n": 1}', attributes={"tenant": "t1"})
+
+        (dead,) = await harness.collect(errors, 1)
+        assert dead.body == b'{"n": 1}' and dead.attributes["tenant"] == "t1"
+        assert dead.attributes["modelbus-error-type"] == "InputRejected"
+        assert dead.attributes["modelbus-permanent"] == "true"
+        assert dead.attributes["modelbus-attempts"] == "1"
+        assert len(harness.invoker.calls) == 1
+        await harness.eventually(lambda: listener.status().counters["dead_lettered"] == 1)
+        await harness.assert_settled(source, listener)
+
+    async def test_a_broker_down_at_start_degrades_then_the_listener_starts(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        harness.invoker.register("acme/echo", lambda v: v)
+        server = self.private_server(tmp_path / "broker")
+        source, out = self.private_url(server, "in"), self.private_url(server, "out")
+        try:
+            listener = await harness.start(source=source, outputs=[out], model="acme/echo")
+            await listener.wait_for_state("degraded")
+            assert "source" in listener.status().problems
+            server.start()
+            await listener.wait_for_state("running", timeout_s=20)
+            await harness.publish(source, b'{"n": 1}', peek=False)
+            (result,) = await harness.collect(out, 1)
+            assert json.loads(result.body)["data"] == {"n": 1}
+            await listener.stop(deadline_s=1)
+            harness.started.remove(listener)
+        finally:
+            server.kill()
+
+    async def test_the_listener_resumes_after_a_broker_restart_and_loses_nothing(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        harness.invoker.register("acme/echo", lambda v: v)
+        server = self.private_server(tmp_path / "broker")
+        server.start()
+        source, out = self.private_url(server, "in"), self.private_url(server, "out")
+        try:
+            listener = await harness.start(source=source, outputs=[out], model="acme/echo")
+            await listener.wait_for_state("running")
+            await harness.publish_many(source, range(0, 20))
+            await harness.eventually(lambda: listener.status().counters["succeeded"] >= 5)
+            server.kill()  # mid-run: some done, some in flight, some waiting
+            await listener.wait_for_state("degraded", timeout_s=20)
+            server.start()
+            await harness.publish_many(source, range(20, 40))
+            results = await harness.collect_until(out, {n: True for n in range(40)})
+        finally:
+            server.kill()
+        assert sorted(results) == list(range(40))
+
+
+async def _open_retrying(source: Any, deadline: float) -> None:
+    while True:
+        try:
+            return await source.open()
+        except ConnectorError:
+            assert time.monotonic() < deadline, "the broker did not come back"
+            await asyncio.sleep(0.2)
+
+
+class Harness:
+    """A listener runtime's surroundings: run store, invoker, metrics, a data directory."""
+
+    def __init__(self, *, runs: RunStore, data_dir: Path) -> None:
+        self.runs = runs
+        self.data_dir = data_dir
+        self.invoker = FunctionInvoker()
+        self.metrics = Metrics(CollectorRegistry())
+        self.started: list[Listener] = []
+        self.ctx = ConnectorContext(listener="harness", data_dir=data_dir)
+
+    async def start(self, **fields: Any) -> Listener:
+        definition = ListenerDefinition(name=f"l-{uuid.uuid4().hex[:8]}", **fields)
+        listener = Listener(
+            definition,
+            invoker=self.invoker,
+            runs=self.runs,
+            metrics=self.metrics.listener(definition.name),
+            data_dir=self.data_dir,
+            options=FAST,
+        )
+        await listener.start()
+        self.started.append(listener)
+        return listener
+
+    async def publish(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        attributes: dict[str, str] | None = None,
+        peek: bool = True,
+    ) -> str:
+        """Publish one message; returns the source message id the runtime will see (read
+        back by a consumer of its own) unless ``peek`` is off."""
+        message = OutMessage(id=uuid.uuid4().hex, body=body, attributes=attributes or {})
+        await self._publish(url, [message])
+        return await self._peek_id(url) if peek else ""
+
+    async def publish_many(self, url: str, numbers: range) -> None:
+        """``{"n": N}`` for every N, retrying while the broker is coming back."""
+        batch = [OutMessage(id=f"n{n}", body=json.dumps({"n": n}).encode()) for n in numbers]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return await self._publish(url, batch)
+            except ConnectorError:
+                assert time.monotonic() < deadline, "the broker did not come back"
+                await asyncio.sleep(0.2)
+
+    async def _publish(self, url: str, messages: list[OutMessage]) -> None:
+        sink = make_sink(url, self.ctx)
+        await sink.open()
+        try:
+            await sink.publish(messages)
+        finally:
+            await sink.close()
+
+    async def collect_until(
+        self, url: str, wanted: dict[int, bool], *, timeout_s: float = 60.0
+    ) -> set[int]:
+        """The ``data.n`` of results on ``url`` until every wanted one came (duplicates, which
+        a restart may cause, count once)."""
+        source = make_source(url, ConnectorContext(listener="collector", data_dir=self.data_dir))
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        await _open_retrying(source, deadline)
+        try:
+            while not set(wanted) <= seen and time.monotonic() < deadline:
+                try:
+                    batch = await source.receive(10, 0.3)
+                    await source.ack(batch)
+                except ConnectorError:
+                    await asyncio.sleep(0.2)
+                    continue
+                seen |= {json.loads(d.body)["data"]["n"] for d in batch}
+        finally:
+            await source.close()
+        return seen
+
+    async def _peek_id(self, url: str) -> str:
+        # The broker assigns the message id (stream entry id / sequence): read it back
+        # through a consumer of our own, which leaves the listener's copy untouched.
+        (delivery,) = await self.collect(url, 1, listener="peek")
+        return delivery.message_id
+
+    async def collect(
+        self, url: str, count: int, *, timeout_s: float = 15.0, listener: str = "collector"
+    ) -> list[Delivery]:
+        """Receive and ack ``count`` messages of ``url`` as a listener of its own."""
+        source = make_source(url, ConnectorContext(listener=listener, data_dir=self.data_dir))
+        await source.open()
+        got: list[Delivery] = []
+        try:
+            deadline = time.monotonic() + timeout_s
+            while len(got) < count and time.monotonic() < deadline:
+                batch = await source.receive(count - len(got), 0.3)
+                if batch:
+                    await source.ack(batch)
+                got += batch
+        finally:
+            await source.close()
+        assert len(got) == count, f"expected {count} messages on {url}, got {len(got)}"
+        return got
+
+    async def eventually(self, check: Any, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.02)
+
+    async def assert_settled(self, url: str, listener: Listener) -> None:
+        """Stop the listener; a consumer of its own then finds nothing left on ``url`` for
+        longer than a lease (queue URLs are made with ``lease_s=1``)."""
+        await listener.stop(deadline_s=1)
+        self.started.remove(listener)
+        ctx = ConnectorContext(listener=listener.name, data_dir=self.data_dir)
+        source = make_source(url, ctx)
+        await source.open()
+        try:
+            leftovers = await source.receive(10, 2.0)
+        finally:
+            await source.close()
+        assert leftovers == []

@@ -1,0 +1,1 @@
+"""NATS JetStream connector tests (real servers)."""

@@ -1,0 +1,1 @@
+"""Redis Streams connector tests (real servers)."""

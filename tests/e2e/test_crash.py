@@ -1,0 +1,238 @@
+"""Nothing is lost (delivery contract, point 3): messages are queued, a separate serving
+process runs a listener over them with real runners, and it is SIGKILLed (with its runners)
+twice at random moments and restarted; one runner is also killed on its own. In the end
+every message has exactly one result id (duplicates delivered are counted, and allowed) or
+one dead letter, and none is missing.
+
+``local://`` runs 1,000 messages. SQS on moto runs 150: moto serves about 40 messages a
+second with batches of 10 (NOTES.md) and every message costs a receive, a send, a delete and
+our collector's receive and delete on it; 150 keeps that run near 20 s while still leaving
+room for two kills mid-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelbus.connectors import make_source
+from modelbus.connectors.base import Source
+from modelbus.db import Database
+from modelbus.envelopes import output_id
+from modelbus.runs import RunStore
+from tests.aws.motoserver import MotoServer
+
+from .brokers import Broker, LocalBroker, Message, SqsBroker
+from .node import BEHAVE, database_url, open_node
+from .processes import Serving
+
+LISTENER = "crash"
+PERMANENT_EVERY = 97  # these inputs are refused by the model: they must be dead-lettered
+STALL_S = 30.0  # no message settled for this long: the rest is lost (or stuck)
+
+
+@dataclass
+class Collector:
+    """A downstream consumer taking results and dead letters off their queues as they come."""
+
+    results: list[Message] = field(default_factory=list)
+    letters: list[Message] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def running(self, broker: Broker, out: str, dead: str) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(self._take(broker, out, self.results)),
+            asyncio.create_task(self._take(broker, dead, self.letters)),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _take(self, broker: Broker, url: str, into: list[Message]) -> None:
+        source: Source = make_source(url, broker.ctx)
+        await source.open()
+        try:
+            while True:
+                batch = await source.receive(10, 0.5)
+                if batch:
+                    await source.ack(batch)
+                into += [
+                    Message(
+                        message_id=d.message_id,
+                        body=d.body,
+                        attributes=dict(d.attributes),
+                        attempt=d.attempt,
+                    )
+                    for d in batch
+                ]
+        finally:
+            await source.close()
+
+    def unique_sources(self) -> set[str]:
+        return {m.attributes["sourcemessageid"] for m in self.results} | {
+            m.attributes["modelbus-source-message-id"] for m in self.letters
+        }
+
+
+@pytest.fixture(params=["local", "sqs"])
+async def crash_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+    data_dir = tmp_path / "data"
+    if request.param == "local":
+        yield LocalBroker(data_dir)
+        return
+    moto: MotoServer = request.getfixturevalue("moto")
+    request.getfixturevalue("aws_credentials")
+    async with SqsBroker.open(moto.endpoint_url, data_dir) as sqs:
+        yield sqs
+
+
+def _inputs(count: int) -> list[bytes]:
+    return [
+        json.dumps({"op": "permanent" if n % PERMANENT_EVERY == 0 else "ok", "n": n}).encode()
+        for n in range(count)
+    ]
+
+
+def _config(path: Path, source: str, out: str, dead: str) -> Path:
+    path.write_text(
+        f"""
+[[listeners]]
+name = "{LISTENER}"
+source = "{source}"
+model = "e2e/behave@1.*"
+outputs = ["{out}"]
+error_sink = "{dead}"
+max_in_flight = 16
+
+[listeners.retry]
+max_attempts = 10
+initial_backoff_s = 0.2
+max_backoff_s = 1.0
+"""
+    )
+    return path
+
+
+async def _progress_to(target: int, progress: Callable[[], int]) -> bool:
+    """Wait until ``progress()`` reaches ``target``; False once it stalls for STALL_S."""
+    last, moved_at = progress(), time.monotonic()
+    while last < target:
+        await asyncio.sleep(0.02)
+        now = progress()
+        if now != last:
+            last, moved_at = now, time.monotonic()
+        elif time.monotonic() - moved_at > STALL_S:
+            return False
+    return True
+
+
+async def test_killed_twice_mid_run_nothing_is_lost(crash_broker: Broker, tmp_path: Path) -> None:
+    broker = crash_broker
+    count = 1000 if broker.kind == "local" else 150
+    data_dir = tmp_path / "data"
+    async with open_node(data_dir, start=False) as node:
+        await node.push(BEHAVE, version="1.0.0")
+    source = await broker.queue("crash-in", lease_s=3)
+    out, dead = await broker.queue("crash-out"), await broker.queue("crash-dead")
+    sent = await broker.send_many(source, _inputs(count))
+    refused = {sent[n] for n in range(0, count, PERMANENT_EVERY)}
+    serving = Serving(data_dir, _config(tmp_path / "listeners.toml", source, out, dead))
+    collector = Collector()
+    # each kill comes after a random share (10-25 %) of the messages settled in that life
+    share = lambda: random.randint(count // 10, count // 4)  # noqa: E731
+    runner_kill_at = int(count * 0.8)
+    progress = lambda: len(collector.unique_sources())  # noqa: E731
+
+    started = time.monotonic()
+    timeline: list[str] = []
+
+    def note(event: str) -> None:
+        timeline.append(f"{time.monotonic() - started:.1f}s {event} ({progress()} settled)")
+
+    async with collector.running(broker, out, dead):
+        await serving.start()
+        note("serving")
+        try:
+            for _ in range(2):
+                at = progress() + share()
+                assert await _progress_to(at, progress), f"stalled before {at}:\n{serving.log()}"
+                serving.kill()
+                note("SIGKILL")
+                await serving.start()
+                note("serving again")
+            if await _progress_to(runner_kill_at, progress):
+                note(f"runner {serving.kill_a_runner()} SIGKILLed")
+            if await _progress_to(count, progress):
+                note("all settled")
+                await asyncio.sleep(1.0)  # late duplicates, if any, are counted too
+            else:
+                note(f"nothing settled for {STALL_S:g} s")
+        finally:
+            serving.stop()
+
+    tally = _tally(sent, collector, refused)
+    print(f"\ncrash test on {broker.kind}: {'; '.join(timeline)}\n{json.dumps(tally)}")
+    assert tally["lost"] == 0
+    assert tally["with result and dead letter"] == 0
+    for message in collector.results:
+        source_id = message.attributes["sourcemessageid"]
+        assert message.json()["id"] == output_id(LISTENER, source_id)
+    assert {m.attributes["modelbus-source-message-id"] for m in collector.letters} == refused
+    assert (await broker.depth(source)).total == 0
+    await _check_records(data_dir, sent, refused)
+
+
+def _tally(sent: list[str], collector: Collector, refused: set[str]) -> dict[str, Any]:
+    by_source = Counter(m.attributes["sourcemessageid"] for m in collector.results)
+    lettered = Counter(m.attributes["modelbus-source-message-id"] for m in collector.letters)
+    settled = set(by_source) | set(lettered)
+    return {
+        "in": len(sent),
+        "results": len(collector.results),
+        "unique results": len(by_source),
+        "duplicates": len(collector.results) - len(by_source),
+        "dead letters": len(lettered),
+        "duplicate dead letters": len(collector.letters) - len(lettered),
+        "with result and dead letter": len(set(by_source) & set(lettered)),
+        "lost": len(set(sent) - settled),
+        "expected dead letters": len(refused),
+    }
+
+
+async def _check_records(data_dir: Path, sent: list[str], refused: set[str]) -> None:
+    """The store agrees: one final run record per message, a dead letter for each refused."""
+    database = await Database.open(database_url(data_dir))
+    try:
+        runs = RunStore(database.engine)
+        page = await runs.list_runs(LISTENER, limit=len(sent) + 1)
+        statuses = {record.message_id: record.status for record in page.items}
+        assert statuses == {
+            message_id: "dead_lettered" if message_id in refused else "succeeded"
+            for message_id in sent
+        }
+        letters = await runs.dead_letter_ids(LISTENER)
+        assert len(letters) == len(refused)
+    finally:
+        await database.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env() -> Iterator[None]:
+    """The serving process must not pick up a developer's MODELBUS_* settings."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MODELBUS_")}
+    yield
+    os.environ.update(saved)

@@ -1,0 +1,189 @@
+"""RunStore on the migrated store, SQLite and PostgreSQL (tests/conftest.py's ``db``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from modelbus.db import Database
+from modelbus.errors import DeadLetterNotFound
+from modelbus.runs import Coalescer, DeadLetter, RunRecord, RunStore, redact_url
+
+
+@pytest.fixture
+async def store(db: Database) -> AsyncIterator[RunStore]:
+    """A RunStore on the migrated store, once on SQLite and once on PostgreSQL."""
+    runs = RunStore(db.engine)
+    yield runs
+    await runs.close()
+
+
+def run(
+    message_id: str, status: str, *, at: float = 100.0, listener: str = "l", **kw: object
+) -> RunRecord:
+    final = status in ("succeeded", "dead_lettered")
+    return RunRecord(
+        listener=listener,
+        message_id=message_id,
+        status=status,  # type: ignore[arg-type]
+        attempts=int(kw.pop("attempts", 1)),  # type: ignore[call-overload]
+        first_received_at=at,
+        updated_at=at,
+        finished_at=at if final else None,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def letter(letter_id: str, *, at: float, listener: str = "l", attempts: int = 1) -> DeadLetter:
+    return DeadLetter(
+        id=letter_id,
+        listener=listener,
+        message_id=f"m-{letter_id}",
+        body=b"\x00\x01body",
+        attributes={"k": "v"},
+        error_type="RunnerCrashed",
+        error_message="boom",
+        stacktrace="trace",
+        permanent=False,
+        attempts=attempts,
+        model="a/b@1.*",
+        version="1.0.0",
+        created_at=at,
+    )
+
+
+async def test_run_records_round_trip_and_keep_their_first_receive_time(store: RunStore) -> None:
+    await store.record(run("m1", "running", at=10))
+    await store.record(
+        run(
+            "m1",
+            "succeeded",
+            at=20,
+            attempts=2,
+            version="1.2.3",
+            output_id="o1",
+            result_location=("local://out",),
+            duration_ms=5.5,
+        )
+    )
+    await store.record(run("m1", "running", at=30, listener="other"))
+    (mine,) = await store.get_runs("m1", "l")
+    assert (mine.status, mine.attempts, mine.version, mine.output_id) == (
+        "succeeded",
+        2,
+        "1.2.3",
+        "o1",
+    )
+    assert (mine.first_received_at, mine.updated_at, mine.finished_at) == (10, 20, 20)
+    assert mine.result_location == ("local://out",) and mine.duration_ms == 5.5
+    assert [r.listener for r in await store.get_runs("m1")] == ["l", "other"]
+    assert await store.get_runs("nope") == []
+
+
+async def test_a_final_status_is_not_overwritten_by_a_late_intermediate_one(
+    store: RunStore,
+) -> None:
+    await store.record(run("m1", "succeeded", at=10))
+    store.note(run("m1", "running", at=20))
+    await store.flush()
+    (record,) = await store.get_runs("m1")
+    assert record.status == "succeeded"
+    await store.record(run("m1", "dead_lettered", at=30, error={"type": "X", "message": "y"}))
+    (record,) = await store.get_runs("m1")
+    assert record.status == "dead_lettered" and record.error == {"type": "X", "message": "y"}
+
+
+async def test_dedupe_check_sees_only_successes(store: RunStore) -> None:
+    await store.record(run("a", "succeeded"))
+    await store.record(run("b", "retrying"))
+    await store.record(run("c", "succeeded", listener="other"))
+    assert await store.succeeded("l", ["a", "b", "c", "d"]) == {"a"}
+    assert await store.succeeded("l", []) == set()
+
+
+async def test_many_concurrent_writes_all_land(store: RunStore) -> None:
+    await asyncio.gather(*(store.record(run(f"m{i}", "succeeded", at=i)) for i in range(200)))
+    page = await store.list_runs("l", limit=500)
+    assert len(page.items) == 200 and page.next_cursor is None
+
+
+async def test_run_listing_pages(store: RunStore) -> None:
+    for i in range(5):
+        await store.record(run(f"m{i}", "succeeded" if i % 2 else "retrying", at=float(i)))
+    first = await store.list_runs("l", limit=2)
+    assert [r.message_id for r in first.items] == ["m4", "m3"]
+    second = await store.list_runs("l", limit=2, cursor=first.next_cursor)
+    assert [r.message_id for r in second.items] == ["m2", "m1"]
+    third = await store.list_runs("l", limit=2, cursor=second.next_cursor)
+    assert [r.message_id for r in third.items] == ["m0"] and third.next_cursor is None
+    only = await store.list_runs("l", status="succeeded")
+    assert [r.message_id for r in only.items] == ["m3", "m1"]
+
+
+async def test_dead_letters_store_page_and_redrive_marks(store: RunStore) -> None:
+    for i in range(5):
+        await store.dead_letter(
+            run(f"m-d{i}", "dead_lettered", at=float(i)), letter(f"d{i}", at=float(i))
+        )
+    await store.dead_letter(run("x", "dead_lettered"), letter("x1", at=1.0, listener="other"))
+    await store.dead_letter(run("m-d4", "dead_lettered", at=9.0), letter("d4", at=9.0, attempts=7))
+
+    one = await store.get_dead_letter("d4")
+    assert (one.body, one.attributes, one.attempts) == (b"\x00\x01body", {"k": "v"}, 7)
+    assert one.created_at == 4.0  # replaced in place, first dead-lettering time kept
+    (record,) = await store.get_runs("m-d4")
+    assert record.status == "dead_lettered"
+
+    page = await store.list_dead_letters("l", limit=3)
+    assert [d.id for d in page.items] == ["d4", "d3", "d2"]
+    rest = await store.list_dead_letters("l", limit=3, cursor=page.next_cursor)
+    assert [d.id for d in rest.items] == ["d1", "d0"] and rest.next_cursor is None
+
+    await store.mark_redriven(["d0", "d3"], to="a/b@2.0.0", at=50.0)
+    redriven = await store.get_dead_letter("d0")
+    assert (redriven.redriven_at, redriven.redriven_to) == (50.0, "a/b@2.0.0")
+    assert await store.dead_letter_ids("l") == ["d1", "d2", "d4"]
+    pending = await store.list_dead_letters("l", include_redriven=False)
+    assert [d.id for d in pending.items] == ["d4", "d2", "d1"]
+    with pytest.raises(DeadLetterNotFound):
+        await store.get_dead_letter("nope")
+
+
+async def test_prune_ends_the_dedupe_window(store: RunStore) -> None:
+    await store.record(run("old", "succeeded", at=10))
+    await store.record(run("new", "succeeded", at=100))
+    await store.record(run("open", "running", at=5))
+    assert await store.prune(finished_before=50) == 1
+    assert await store.succeeded("l", ["old", "new"]) == {"new"}
+    assert len(await store.get_runs("open")) == 1
+
+
+async def test_coalescer_groups_concurrent_submissions() -> None:
+    flushed: list[list[int]] = []
+
+    async def flush(items: list[int]) -> None:
+        await asyncio.sleep(0.01)
+        flushed.append(items)
+
+    coalescer: Coalescer[int] = Coalescer(flush)
+    await asyncio.gather(*(coalescer.submit(i) for i in range(100)))
+    assert sorted(i for batch in flushed for i in batch) == list(range(100))
+    assert len(flushed) < 10
+
+
+async def test_coalescer_reports_a_failed_flush_to_its_waiters() -> None:
+    async def flush(items: list[int]) -> None:
+        raise RuntimeError("disk full")
+
+    coalescer: Coalescer[int] = Coalescer(flush)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await coalescer.submit(1)
+    coalescer.submit_nowait(2)  # logged, not raised
+    await coalescer.drain()
+
+
+def test_redact_url() -> None:
+    assert redact_url("amqp://user:secret@host:5672/vh") == "amqp://user:***@host:5672/vh"
+    assert redact_url("local://jobs") == "local://jobs"
