@@ -1,8 +1,8 @@
 """A consumer in its own OS process, for the contract suite's cross-process tests.
 
     python consumer_process.py hold  URL DATA_DIR LISTENER COUNT
-        receive COUNT deliveries (leases taken, never settled), print their ids as one JSON
-        line, then wait to be killed.
+        print "ready" once subscribed, receive COUNT deliveries (never settled), print their
+        ids as one JSON line, then wait to be killed.
     python consumer_process.py drain URL DATA_DIR LISTENER WORK_MS IDLE_S
         print "ready", then receive one delivery at a time, "work" WORK_MS, ack it and print
         its id; exit after IDLE_S without deliveries.
@@ -26,6 +26,7 @@ from modelbus.connectors import ConnectorContext, make_source
 async def hold(url: str, data_dir: str, listener: str, count: int) -> None:
     source = make_source(url, ConnectorContext(listener=listener, data_dir=Path(data_dir)))
     await source.open()
+    print("ready", flush=True)
     taken: list[str] = []
     deadline = time.monotonic() + 30
     while len(taken) < count and time.monotonic() < deadline:

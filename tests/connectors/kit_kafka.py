@@ -28,7 +28,9 @@ class KafkaKit(BrokerKit):
     competing consumers share the work); deliveries are held, not leased (lease_s None)."""
 
     name = "kafka"
-    capabilities = Capabilities(fifo=False, cross_process=True, min_lease_s=1.0)
+    capabilities = Capabilities(
+        fifo=False, cross_process=True, leases=False, counts_redeliveries=False
+    )
 
     @classmethod
     def unavailable(cls) -> str | None:

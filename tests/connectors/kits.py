@@ -32,6 +32,16 @@ class Capabilities:
     # Sources of *different listeners* on one URL each get every message (consumer group,
     # durable consumer or subscription per listener); False for plain queues (SQS, local).
     fan_out: bool = False
+    # Deliveries are leased: one left unsettled comes back after the lease (``lease_s``).
+    # False (RabbitMQ, MQTT, Kafka): it stays with its consumer until acked or released, or
+    # until that consumer goes away; ``extend`` then has nothing to do.
+    leases: bool = True
+    # A dead consumer's deliveries come back only when *that* consumer (same listener and
+    # data directory) resumes its session (MQTT persistent sessions), not to another one.
+    redelivers_to_same_consumer: bool = False
+    # A delivery that comes back after its consumer died carries ``attempt >= 2``. False for
+    # Kafka, which keeps no delivery count (attempts count releases only).
+    counts_redeliveries: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

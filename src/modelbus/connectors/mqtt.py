@@ -48,8 +48,13 @@ in version 5, the envelope's ``id``), else ``sha256:`` of the session, packet id
 payload (a resend after a reconnect reuses the packet id). ``attempt`` is the carried
 ``modelbus-attempt`` (1 if absent) plus one if the broker flags the delivery as a resend, so
 several crashes of the same replica while holding a message count once.
-``attributes`` are the version 5 user properties (``modelbus-*`` left out) and content type,
+``attributes`` are the version 5 user properties (but the connector's own ``modelbus-id``,
+``modelbus-attempt``, ``modelbus-topic``, ``modelbus-escaped``) and content type,
 or the envelope's attributes, plus ``mqtt-topic``, the topic the message was published to.
+Brokers refuse control characters in user properties (Mosquitto drops the connection as
+"malformed UTF-8"), so the sink percent-escapes an attribute whose name or value holds one
+(a stack trace's newlines...) and lists it in the ``modelbus-escaped`` property (a JSON list);
+the source unescapes exactly those.
 
 Release: retries kept by modelbus, since MQTT has no redelivery delay.
 ``release(delivery, delay_s)`` writes a copy (``modelbus-attempt`` one higher, the same
@@ -143,6 +148,10 @@ DEFAULT_INFLIGHT = 20
 ID_PROPERTY = "modelbus-id"
 ATTEMPT_PROPERTY = "modelbus-attempt"
 TOPIC_PROPERTY = "modelbus-topic"
+ESCAPED_PROPERTY = "modelbus-escaped"
+# What MQTT brokers refuse in a UTF-8 string (U+0000 always; Mosquitto also the other C0 and
+# C1 control characters), escaped as %XX with "%" itself (see the module docstring).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # An envelope: this magic, a 4-byte big-endian header length, a JSON header, the body.
 ENVELOPE_MAGIC = b"\x00modelbus-envelope/1\n"
 # Reason codes (MQTT 5; paho maps 3.1.1 return codes onto them) that no retry can fix.
@@ -934,7 +943,7 @@ def _delivery(message: MQTTMessage, connection: _Connection) -> Delivery:
         topic = str(header.get("topic") or topic)
     message_id = user.pop(ID_PROPERTY, "") or _content_id(message, connection.client_id, payload)
     carried = _int(user.pop(ATTEMPT_PROPERTY, None), default=1)
-    attributes = {k: v for k, v in user.items() if not k.startswith("modelbus-")}
+    attributes = dict(user)  # the connector's own properties were popped above
     if content_type:
         attributes.setdefault("content-type", content_type)
     attributes["mqtt-topic"] = topic
@@ -952,7 +961,40 @@ def _user_properties(message: MQTTMessage) -> tuple[dict[str, str], str | None]:
     if props is None:
         return {}, None
     pairs = getattr(props, "UserProperty", None) or []
-    return {str(k): str(v) for k, v in pairs}, getattr(props, "ContentType", None)
+    return _unescaped(pairs), getattr(props, "ContentType", None)
+
+
+def _escaped(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """User properties a broker accepts: pairs with control characters percent-escaped and
+    named in ``modelbus-escaped``."""
+    out: list[tuple[str, str]] = []
+    escaped: list[str] = []
+    for key, value in pairs:
+        if _CONTROL.search(key) or _CONTROL.search(value):
+            key, value = _escape(key), _escape(value)
+            escaped.append(key)
+        out.append((key, value))
+    if escaped:
+        out.append((ESCAPED_PROPERTY, json.dumps(escaped)))
+    return out
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", text.replace("%", "%25"))
+
+
+def _unescaped(pairs: Sequence[tuple[Any, Any]]) -> dict[str, str]:
+    user = {str(k): str(v) for k, v in pairs}
+    try:
+        escaped = json.loads(user.pop(ESCAPED_PROPERTY, "[]"))
+    except ValueError:
+        escaped = []
+    if not isinstance(escaped, list):
+        return user
+    for key in escaped:
+        if isinstance(key, str) and key in user:
+            user[unquote(key)] = unquote(user.pop(key))
+    return user
 
 
 def _int(value: Any, *, default: int) -> int:
@@ -1006,7 +1048,7 @@ def _publish_props(user: Sequence[tuple[str, str]], content_type: str | None) ->
 
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if user:
-        props.UserProperty = list(user)
+        props.UserProperty = _escaped(user)
     if content_type:
         props.ContentType = content_type
     return props

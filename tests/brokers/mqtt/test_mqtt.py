@@ -139,6 +139,28 @@ async def test_published_messages_arrive_with_body_id_and_attributes(
         await source.close()
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_attributes_with_control_characters_round_trip(
+    mosquitto: int, ctx: ConnectorContext, topic: str, version: str
+) -> None:
+    # A dead letter's stack trace has newlines, which Mosquitto refuses in a user property
+    # ("malformed UTF-8", connection dropped): the sink escapes them, the source unescapes.
+    attributes = {
+        "trace": 'Traceback:\n  File "m.py"\tline 1\r\n\x00end',
+        "tenant": "100% acme",
+        "key\nwith newline": "v",
+        "plain": "%41 stays %41",
+    }
+    source, sink = await opened(url_for(topic, version), ctx)
+    try:
+        await sink.publish([OutMessage(id="esc-1", body=b"{}", attributes=attributes)])
+        (got,) = await receive_until(source, 1)
+        await source.ack([got])
+    finally:
+        await close(source, sink)
+    assert {k: v for k, v in got.attributes.items() if k != "mqtt-topic"} == attributes
+
+
 async def test_a_bare_3_1_1_message_gets_a_content_id_that_survives_a_resend(
     mosquitto: int, ctx: ConnectorContext, topic: str
 ) -> None:
