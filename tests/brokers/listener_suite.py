@@ -1,17 +1,14 @@
-"""The listener runtime end to end over one broker: source, output sink and error sink are
-all queues of that broker (written once; a broker's test module subclasses it).
+"""The listener runtime over a broker process of the test's own (written once; a broker's
+test module subclasses it). The runtime's outcomes over every broker (success, retry, dead
+letter) are tests/connectors/test_listener_over_kits.py, which uses :class:`Harness` too.
 
     class TestRedisListener(ListenerOverBroker):
-        def queue_url(self, role: str) -> str: ...     # a fresh queue (lease_s=1), both ends
-        async def drop_queues(self) -> None: ...       # delete what queue_url made
+        def private_server(self, directory: Path) -> BrokerServer: ...  # unstarted, own data
+        def private_url(self, server: BrokerServer, role: str) -> str: ...  # lease_s=1
 
-Covers the runtime's three outcomes: success (result published, then acked), a transient
-failure retried until it succeeds, a permanent failure dead-lettered at once with the
-original message; and each time, nothing left unsettled on the source. With
-``private_server`` (a broker process of the test's own, :mod:`tests.brokers.servers`) and
-``private_url``, also: the broker unreachable when the listener starts (degraded, then it
-starts working when the broker comes up) and the broker killed and restarted mid-run (the
-listener resumes and every message gets its result).
+The broker unreachable when the listener starts: degraded, then it starts working when the
+broker comes up. The broker killed and restarted mid-run: the listener resumes and every
+message gets its result.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from modelbus.connectors import ConnectorContext, Delivery, OutMessage, make_sink, make_source
 from modelbus.db import Database
 from modelbus.definition import ListenerDefinition
-from modelbus.errors import ConnectorError, InputRejected, RunnerCrashed
+from modelbus.errors import ConnectorError
 from modelbus.listener import Listener, RuntimeOptions
 from modelbus.metrics import Metrics
 from modelbus.retry import RetryPolicy
@@ -50,13 +48,7 @@ FAST = RuntimeOptions(
 
 
 class ListenerOverBroker:
-    """Subclass with ``queue_url`` and ``drop_queues``."""
-
-    def queue_url(self, role: str) -> str:
-        raise NotImplementedError
-
-    async def drop_queues(self) -> None:
-        raise NotImplementedError
+    """Subclass with ``private_server`` and ``private_url``."""
 
     def private_server(self, directory: Path) -> BrokerServer:
         """An unstarted broker process of the test's own, keeping its data over restarts."""
@@ -68,78 +60,8 @@ class ListenerOverBroker:
 
     @pytest.fixture
     async def harness(self, tmp_path: Path) -> AsyncIterator[Harness]:
-        database = await Database.open(f"sqlite:///{tmp_path / 'store.sqlite'}")
-        await database.migrate()
-        runs = RunStore(database.engine)
-        harness = Harness(runs=runs, data_dir=tmp_path / "data")
-        try:
+        async with opened_harness(tmp_path) as harness:
             yield harness
-        finally:
-            for listener in harness.started:
-                await listener.stop(deadline_s=1)
-            await runs.close()
-            await database.close()
-            await self.drop_queues()
-
-    async def test_a_result_is_published_then_the_message_acked(self, harness: Harness) -> None:
-        harness.invoker.register("acme/upper", lambda v: {"upper": v["text"].upper()})
-        source, out = self.queue_url("in"), self.queue_url("out")
-        listener = await harness.start(source=source, outputs=[out], model="acme/upper@1.*")
-        await harness.publish(source, b'{"text": "hi"}', attributes={"tenant": "t1"})
-
-        (result,) = await harness.collect(out, 1)
-        event = json.loads(result.body)
-        assert event["data"] == {"upper": "HI"} and event["attempt"] == "1"
-        assert event["listener"] == listener.name
-        await harness.eventually(lambda: listener.status().counters["succeeded"] == 1)
-        await harness.assert_settled(source, listener)
-
-    async def test_a_transient_failure_is_retried_until_it_succeeds(self, harness: Harness) -> None:
-        calls: list[float] = []
-
-        def flaky(value: Any) -> Any:
-            calls.append(time.monotonic())
-            if len(calls) < 3:
-                raise RunnerCrashed("runner died")
-            return value
-
-        harness.invoker.register("acme/flaky", flaky)
-        source, out = self.queue_url("in"), self.queue_url("out")
-        retry = RetryPolicy(max_attempts=5, initial_backoff_s=0.3, multiplier=2, jitter=0)
-        listener = await harness.start(
-            source=source, outputs=[out], model="acme/flaky", retry=retry
-        )
-        message_id = await harness.publish(source, b'{"n": 1}')
-
-        (result,) = await harness.collect(out, 1)
-        assert json.loads(result.body)["attempt"] == "3"
-        assert calls[1] - calls[0] >= 0.3 * 0.9 and calls[2] - calls[1] >= 0.6 * 0.9
-        await harness.eventually(lambda: listener.status().counters["succeeded"] == 1)
-        (run,) = await harness.runs.get_runs(message_id, listener.name)
-        assert (run.status, run.attempts) == ("succeeded", 3)
-        await harness.assert_settled(source, listener)
-
-    async def test_a_permanent_failure_is_dead_lettered_with_the_original(
-        self, harness: Harness
-    ) -> None:
-        def refuse(value: Any) -> Any:
-            raise InputRejected("no such field: text")
-
-        harness.invoker.register("acme/strict", refuse)
-        source, out, errors = self.queue_url("in"), self.queue_url("out"), self.queue_url("dlq")
-        listener = await harness.start(
-            source=source, outputs=[out], error_sink=errors, model="acme/strict"
-        )
-        await harness.publish(source, b'{"n": 1}', attributes={"tenant": "t1"})
-
-        (dead,) = await harness.collect(errors, 1)
-        assert dead.body == b'{"n": 1}' and dead.attributes["tenant"] == "t1"
-        assert dead.attributes["modelbus-error-type"] == "InputRejected"
-        assert dead.attributes["modelbus-permanent"] == "true"
-        assert dead.attributes["modelbus-attempts"] == "1"
-        assert len(harness.invoker.calls) == 1
-        await harness.eventually(lambda: listener.status().counters["dead_lettered"] == 1)
-        await harness.assert_settled(source, listener)
 
     async def test_a_broker_down_at_start_degrades_then_the_listener_starts(
         self, harness: Harness, tmp_path: Path
@@ -181,6 +103,22 @@ class ListenerOverBroker:
         finally:
             server.kill()
         assert sorted(results) == list(range(40))
+
+
+@asynccontextmanager
+async def opened_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """A :class:`Harness` on a fresh SQLite run store; its listeners stopped at the end."""
+    database = await Database.open(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    await database.migrate()
+    runs = RunStore(database.engine)
+    harness = Harness(runs=runs, data_dir=tmp_path / "data")
+    try:
+        yield harness
+    finally:
+        for listener in harness.started:
+            await listener.stop(deadline_s=1)
+        await runs.close()
+        await database.close()
 
 
 async def _open_retrying(source: Any, deadline: float) -> None:

@@ -3,24 +3,22 @@ started once per test process on a free port, a fresh 2-partition topic per queu
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 
 from tests.brokers.kafka.tansu import Tansu
 
-from .kits import BrokerKit, Capabilities, QueueUrls
-
-_broker: Tansu | None = None
+from .kits import BrokerKit, Capabilities, QueueUrls, process_server
 
 
 def _tansu() -> Tansu:
     """The process's tansu, started on first use and stopped at exit."""
-    global _broker
-    if _broker is None:
-        _broker = Tansu()
-        _broker.start()
-        atexit.register(_broker.close)
-    return _broker
+
+    def start() -> Tansu:
+        broker = Tansu()
+        broker.start()
+        return broker
+
+    return process_server("tansu", start, Tansu.close)
 
 
 class KafkaKit(BrokerKit):

@@ -4,7 +4,6 @@ visibility timeout (whole seconds, at least 1)."""
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import math
 import os
@@ -12,19 +11,18 @@ import os
 from tests.aws.kit import sqs_url, unique_name
 from tests.aws.motoserver import FAKE_CREDENTIALS, MotoServer, fake_credentials
 
-from .kits import BrokerKit, Capabilities, QueueUrls
-
-_server: MotoServer | None = None
+from .kits import BrokerKit, Capabilities, QueueUrls, process_server
 
 
 def _moto() -> MotoServer:
     """The process's moto server, started on first use and stopped at exit."""
-    global _server
-    if _server is None:
-        _server = MotoServer()
-        _server.start()
-        atexit.register(_server.stop)
-    return _server
+
+    def start() -> MotoServer:
+        server = MotoServer()
+        server.start()
+        return server
+
+    return process_server("moto", start, MotoServer.stop)
 
 
 class SqsKit(BrokerKit):

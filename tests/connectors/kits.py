@@ -10,15 +10,19 @@ are skipped.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import pkgutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from modelbus.connectors import ConnectorContext
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,18 @@ class Capabilities:
     # A delivery that comes back after its consumer died carries ``attempt >= 2``. False for
     # Kafka, which keeps no delivery count (attempts count releases only).
     counts_redeliveries: bool = True
+
+
+_servers: dict[str, Any] = {}
+
+
+def process_server(name: str, start: Callable[[], T], stop: Callable[[T], object]) -> T:
+    """A server shared by every test of this process (moto, tansu...): started by ``start``
+    on first use, stopped by ``stop`` at exit."""
+    if name not in _servers:
+        server = _servers[name] = start()
+        atexit.register(stop, server)
+    return cast(T, _servers[name])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,29 +22,18 @@ from typing import Any
 import pytest
 
 from modelbus.connectors import Delivery, Source, make_source
-from modelbus.db import Database
 from modelbus.errors import InputRejected, RunnerCrashed
 from modelbus.listener import Listener
 from modelbus.retry import RetryPolicy
-from modelbus.runs import RunStore
-from tests.brokers.listener_suite import Harness
+from tests.brokers.listener_suite import Harness, opened_harness
 
 from .kits import BrokerKit
 
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    database = await Database.open(f"sqlite:///{tmp_path / 'store.sqlite'}")
-    await database.migrate()
-    runs = RunStore(database.engine)
-    harness = Harness(runs=runs, data_dir=tmp_path / "data")
-    try:
+    async with opened_harness(tmp_path) as harness:
         yield harness
-    finally:
-        for listener in harness.started:
-            await listener.stop(deadline_s=1)
-        await runs.close()
-        await database.close()
 
 
 @asynccontextmanager
