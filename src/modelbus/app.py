@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from modelbus import __version__
 from modelbus.api import errors, routers
+from modelbus.api.limits import BodyLimit
 from modelbus.config import Settings
 from modelbus.server import Services, open_services
 
@@ -48,6 +49,8 @@ def create_app(settings: Settings, *, services: ServicesFactory = open_services)
         lifespan=lifespan,
     )
     errors.install(app)
+    # Before routing, authentication and FastAPI's own body parsing (see api/limits.py).
+    app.add_middleware(BodyLimit, default_bytes=settings.max_body_bytes, routes=lambda: app.routes)
     for router in routers():
         app.include_router(router)
     return app

@@ -9,7 +9,8 @@ compressor does; the stored file is the stream gzip-compressed.
 :class:`ArtifactStore` keeps archives under ``data_dir/artifacts/<hex>.tar.gz`` and unpacks
 them (atomically, once) to ``data_dir/models/<hex>/``. Archives uploaded by clients go
 through :func:`safe_extract`, which refuses path traversal, links pointing outside,
-device files and archives unpacking to more than a size limit (:class:`ArchiveError`).
+device files, archives unpacking to more than a size limit or holding too many entries,
+and hostile tar metadata (huge or endlessly chained extended headers) (:class:`ArchiveError`).
 
 All functions here block (file I/O); async callers run them in a thread.
 """
@@ -19,12 +20,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
@@ -35,6 +38,9 @@ EXCLUDED_NAMES = frozenset({"__pycache__", ".venv", "node_modules", ".git"})
 MANIFEST_FILE = "modelbus.toml"
 DEFAULT_MAX_UNPACKED_BYTES = 2 * 1024**3
 DEFAULT_MAX_MEMBERS = 100_000
+# Extended tar headers (PAX records, GNU long names) hold a path and a few attributes.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_CHAIN = 8
 _CHUNK = 1024 * 1024
 
 
@@ -128,6 +134,40 @@ def _inside_link(root: Path, path: Path, rel: str) -> str:
     return os.path.relpath(target, path.parent.resolve())
 
 
+class _LimitedTarInfo(tarfile.TarInfo):
+    """A TarInfo whose header parsing refuses hostile metadata before reading it: an
+    extended header (PAX, GNU long name or link) over :data:`MAX_HEADER_BYTES` (tarfile
+    would read it whole into memory, however large), more than
+    :data:`MAX_HEADER_CHAIN` extended headers in a row (tarfile parses a chain
+    recursively), and GNU sparse entries (their extension blocks are unbounded)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise ArchiveError(f"{self.name!r}: sparse files are refused in model archives")
+        if self.type in _EXTENDED_HEADERS:
+            if self.size > MAX_HEADER_BYTES:
+                raise ArchiveError(
+                    f"archive has an extended header of {self.size} bytes "
+                    f"(at most {MAX_HEADER_BYTES} are accepted)"
+                )
+            chain = getattr(tarfile_, "_modelbus_chain", 0) + 1
+            if chain > MAX_HEADER_CHAIN:
+                raise ArchiveError(f"archive has more than {MAX_HEADER_CHAIN} headers in a row")
+            tarfile_._modelbus_chain = chain  # type: ignore[attr-defined]
+        else:
+            tarfile_._modelbus_chain = 0  # type: ignore[attr-defined]
+        return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
+
+
+_EXTENDED_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
 def safe_extract(
     archive: IO[bytes],
     dest: Path,
@@ -137,14 +177,26 @@ def safe_extract(
 ) -> None:
     """Extract a tar archive (plain, gz, bz2 or xz) into the existing folder ``dest``.
 
-    Raises :class:`ArchiveError` before writing anything unsafe: absolute or ``..`` paths,
-    links resolving outside ``dest``, device files or FIFOs, more than ``max_members``
-    entries, or more than ``max_unpacked_bytes`` of content. On error ``dest`` may hold a
-    partial extraction; the caller discards it.
+    Raises :class:`ArchiveError` for absolute or ``..`` paths, links resolving outside
+    ``dest``, device files or FIFOs, more than ``max_members`` entries, more than
+    ``max_unpacked_bytes`` of content, or hostile metadata (see :class:`_LimitedTarInfo`).
+    A seekable ``archive`` is checked whole before anything is written; an unseekable one
+    entry by entry, so on error ``dest`` may hold a partial extraction the caller discards.
     """
+    if archive.seekable():
+        start = archive.tell()
+        _read_members(archive, None, max_unpacked_bytes, max_members)
+        archive.seek(start)
+    _read_members(archive, dest, max_unpacked_bytes, max_members)
+
+
+def _read_members(
+    archive: IO[bytes], dest: Path | None, max_unpacked_bytes: int, max_members: int
+) -> None:
+    """Check every entry (and extract it into ``dest`` unless None)."""
     total_bytes = 0
     try:
-        with tarfile.open(fileobj=archive, mode="r|*") as tar:
+        with tarfile.open(fileobj=archive, mode="r|*", tarinfo=_LimitedTarInfo) as tar:
             for count, member in enumerate(tar, 1):
                 if count > max_members:
                     raise ArchiveError(f"archive has more than {max_members} entries")
@@ -152,10 +204,11 @@ def safe_extract(
                 total_bytes += member.size
                 if total_bytes > max_unpacked_bytes:
                     raise ArchiveError(f"archive unpacks to more than {max_unpacked_bytes} bytes")
-                tar.extract(member, dest, filter="data")
+                if dest is not None:
+                    tar.extract(member, dest, filter="data")
     except tarfile.FilterError as exc:
         raise ArchiveError(f"unsafe archive entry: {exc}") from None
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         raise ArchiveError(
             f"not a readable tar archive (tar, tar.gz, tar.bz2 or tar.xz expected): {exc}"
         ) from None

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
+from modelbus import jsondoc
 from modelbus.connectors.base import Delivery, OutMessage
 from modelbus.errors import ConnectorError, InvalidInput
 from modelbus.filters import MISSING
@@ -191,7 +192,7 @@ def _maybe_json_object(body: bytes) -> dict[str, Any] | None:
     if body.lstrip()[:1] != b"{":
         return None
     try:
-        doc = json.loads(body)
+        doc = jsondoc.loads(body)
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
@@ -199,7 +200,7 @@ def _maybe_json_object(body: bytes) -> dict[str, Any] | None:
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(body)
+        doc = jsondoc.loads(body)
     except ValueError as exc:
         raise InvalidInput(f"{what} must be a JSON object: {exc}") from None
     if not isinstance(doc, dict):
@@ -216,7 +217,7 @@ def _payload(data: bytes, content_type: str | None) -> tuple[Payload, Any]:
     """A body as its content type says, or sniffed (JSON, else text, else binary)."""
     if content_type is None:
         try:
-            return Payload(data, "json"), json.loads(data)
+            return Payload(data, "json"), jsondoc.loads(data)
         except ValueError:
             pass
         try:
@@ -226,7 +227,7 @@ def _payload(data: bytes, content_type: str | None) -> tuple[Payload, Any]:
         return Payload(data, "text"), MISSING
     if _is_json_type(content_type):
         try:
-            return Payload(data, "json"), json.loads(data)
+            return Payload(data, "json"), jsondoc.loads(data)
         except ValueError as exc:
             raise InvalidInput(f"body declared {content_type} does not parse: {exc}") from None
     if content_type.lower().startswith("text/"):
@@ -242,9 +243,10 @@ def _as_utf8(data: bytes, content_type: str) -> bytes:
             charset = value.strip('"').lower()
     try:
         text = data.decode(charset)
-    except (LookupError, UnicodeDecodeError) as exc:
+        # Some codecs (utf-7, unicode_escape...) decode to lone surrogates, which are not text.
+        return data if charset in ("utf-8", "utf8") else text.encode("utf-8")
+    except (LookupError, ValueError) as exc:  # UnicodeError is a ValueError
         raise InvalidInput(f"body declared {content_type} does not decode: {exc}") from None
-    return data if charset in ("utf-8", "utf8") else text.encode("utf-8")
 
 
 def _is_cloudevent(doc: Mapping[str, Any]) -> bool:
@@ -297,6 +299,10 @@ def _sns(doc: Mapping[str, Any], attrs: Mapping[str, str], depth: int) -> list[I
     message = doc["Message"]
     if not isinstance(message, str):
         raise InvalidInput("SNS notification Message must be a string")
+    try:
+        inner = message.encode("utf-8")
+    except UnicodeEncodeError:  # a JSON \ud800 escape: a lone surrogate is not text
+        raise InvalidInput("SNS notification Message is not valid Unicode text") from None
     added: dict[str, str] = {}
     raw_attributes = doc.get("MessageAttributes") or {}
     if not isinstance(raw_attributes, dict):
@@ -304,7 +310,7 @@ def _sns(doc: Mapping[str, Any], attrs: Mapping[str, str], depth: int) -> list[I
     for name, spec in raw_attributes.items():
         if isinstance(spec, dict) and "Value" in spec:
             added[str(name)] = _text(spec["Value"])
-    return _decode(message.encode("utf-8"), {**attrs, **added}, depth=depth + 1)
+    return _decode(inner, {**attrs, **added}, depth=depth + 1)
 
 
 def _is_object_event(doc: Mapping[str, Any]) -> bool:
@@ -336,12 +342,14 @@ def _object_ref(record: Mapping[str, Any]) -> ObjectRef:
     try:
         s3 = record["s3"]
         bucket = s3["bucket"]["name"]
-        key = unquote_plus(s3["object"]["key"])
-        size = s3["object"].get("size")
-    except (KeyError, TypeError) as exc:
+        obj = s3["object"]
+        raw_key = obj["key"]
+    except (KeyError, TypeError, IndexError) as exc:
         raise InvalidInput(f"object notification record lacks {exc}") from None
-    if not isinstance(bucket, str) or not key:
+    if not isinstance(bucket, str) or not isinstance(raw_key, str) or not bucket or not raw_key:
         raise InvalidInput("object notification record has no bucket name or key")
+    key = unquote_plus(raw_key)
+    size = obj.get("size") if isinstance(obj, dict) else None
     return ObjectRef(
         event_source=str(record["eventSource"]),
         bucket=bucket,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from modelbus import jsondoc
 from modelbus.errors import InvalidInput
 
 ContentType = Literal["json", "text", "binary"]
@@ -44,7 +45,7 @@ class Payload:
     def sniff(cls, data: bytes, mime: str | None = None) -> Payload:
         """A raw body as DESIGN.md decodes it: JSON if it parses, else UTF-8 text, else binary."""
         try:
-            json.loads(data)
+            jsondoc.loads(data)
             return cls(data, "json")
         except ValueError:
             pass
@@ -57,7 +58,7 @@ class Payload:
     def value(self) -> Any:
         """The decoded value: a JSON value, a str, or bytes."""
         if self.content_type == "json":
-            return json.loads(self.data)
+            return jsondoc.loads(self.data)
         if self.content_type == "text":
             return self.data.decode("utf-8")
         return self.data

@@ -29,6 +29,7 @@ from modelbus import registry as reg
 from modelbus.api.auth import Key, Manager, Reader, can_read_model
 from modelbus.api.context import services
 from modelbus.api.errors import error_detail, responses
+from modelbus.api.limits import allow_body
 from modelbus.api.payloads import read_body
 from modelbus.api.schemas import (
     BuildInfo,
@@ -184,6 +185,7 @@ Bump = Literal["major", "minor", "patch"]
         }
     },
 )
+@allow_body(MAX_ARCHIVE_BYTES)
 async def push(
     request: Request,
     owner: str,

@@ -11,11 +11,11 @@ A request without a ``Content-Type`` is sniffed: JSON if it parses, else text, e
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from fastapi import Request
 
+from modelbus import jsondoc
 from modelbus.api.context import services
 from modelbus.errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
 from modelbus.invocation import Payload, Result
@@ -84,7 +84,7 @@ def payload_from_body(content_type: str | None, data: bytes) -> Payload:
 def _json_payload(data: bytes, charset: str) -> Payload:
     data = _as_utf8(data, charset)
     try:
-        json.loads(data)
+        jsondoc.loads(data)
     except ValueError as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
     return Payload(data, "json")
@@ -94,11 +94,12 @@ def _as_utf8(data: bytes, charset: str) -> bytes:
     """``data`` as UTF-8, transcoded from ``charset`` when it is another encoding."""
     try:
         text = data.decode(charset)
+        # Some codecs (utf-7, unicode_escape...) decode to lone surrogates, which are not text.
+        return data if charset.lower() in _UTF8 else text.encode("utf-8")
     except LookupError as exc:
         raise UnsupportedContentType(f"unknown charset {charset!r}") from exc
-    except UnicodeDecodeError as exc:
+    except ValueError as exc:  # UnicodeError is a ValueError; so is a NUL in the name
         raise InvalidInput(f"the body is not valid {charset} text: {exc}") from exc
-    return data if charset.lower() in _UTF8 else text.encode("utf-8")
 
 
 def result_value(output: Payload) -> Any:

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from modelbus import jsondoc
 from modelbus.errors import (
     ConnectorConfigError,
     ConnectorError,
@@ -518,7 +519,7 @@ def attributes_from_api(message_attributes: Mapping[str, Mapping[str, Any]]) -> 
 
 def _json_object(text: str) -> dict[str, str] | None:
     try:
-        value = json.loads(text)
+        value = jsondoc.loads(text)
     except ValueError:
         return None
     if not isinstance(value, dict):
@@ -547,4 +548,6 @@ def decode_message(body: str, attributes: Mapping[str, str]) -> tuple[bytes, dic
             remaining[ENCODING_ATTRIBUTE] = encoding
     elif encoding is not None:
         remaining[ENCODING_ATTRIBUTE] = encoding
-    return body.encode("utf-8"), remaining
+    # surrogatepass: a lone surrogate (a JSON \ud800 escape in an SNS envelope) is kept
+    # as the bytes it stands for instead of failing; the body then decodes as binary.
+    return body.encode("utf-8", "surrogatepass"), remaining

@@ -32,7 +32,6 @@ harmless. ``publish`` puts up to :data:`MAX_CONCURRENT_PUTS` objects at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from modelbus import jsondoc
 from modelbus.connectors.aws import (
     AWS_OPTIONS,
     CALL_TIMEOUT_S,
@@ -210,7 +210,7 @@ def _sniff_content_type(body: bytes) -> str:
     except UnicodeDecodeError:
         return "application/octet-stream"
     try:
-        json.loads(text)
+        jsondoc.loads(text)
     except ValueError:
         return "text/plain; charset=utf-8"
     return "application/json"

@@ -26,13 +26,13 @@ MessageDeduplicationId is ``OutMessage.id`` and MessageGroupId is ``OutMessage.k
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from modelbus import jsondoc
 from modelbus.connectors.aws import (
     AWS_OPTIONS,
     AwsClient,
@@ -208,7 +208,7 @@ def unwrap_notification(body: bytes) -> tuple[bytes, dict[str, str]] | None:
     "Message": ..., "MessageAttributes": {name: {"Type", "Value"}}}``), with the modelbus
     body and attribute convention undone; None if ``body`` is not such a notification."""
     try:
-        envelope = json.loads(body)
+        envelope = jsondoc.loads(body)
     except ValueError:
         return None
     if not isinstance(envelope, dict) or envelope.get("Type") != "Notification":

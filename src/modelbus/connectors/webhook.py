@@ -74,6 +74,9 @@ MIN_SECRET_CHARS = 16
 SEND_CONCURRENCY = 8
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_MAX_SIGNATURE_PARTS = 16  # t plus one v1 per secret being rotated: a few are plenty
 _KEPT_HEADERS = ("content-type", "traceparent", "tracestate")
 _DROPPED_HEADERS = {"x-modelbus-signature", "x-forwarded-for", "x-real-ip"}
 
@@ -93,14 +96,17 @@ def sign(secret: str, body: bytes, *, timestamp: int | None = None) -> str:
 
 
 def _parse_signature(header: str) -> tuple[str, list[str]]:
+    """``(t, [v1, ...])`` from a signature header; raises Unauthenticated when it has no
+    ASCII-digit ``t`` or no well-formed ``v1`` (64 lower-case hex digits). Anything a client
+    can send (non-ASCII digits, a thousand-digit time) ends here, never in a 500."""
     timestamp, signatures = "", []
-    for part in header.split(","):
+    for part in header.split(",")[:_MAX_SIGNATURE_PARTS]:
         key, _, value = part.strip().partition("=")
         if key == "t":
             timestamp = value
-        elif key == "v1":
+        elif key == "v1" and _HEX_DIGEST.fullmatch(value):
             signatures.append(value)
-    if not timestamp.isdigit() or not signatures:
+    if not _TIMESTAMP.fullmatch(timestamp) or not signatures:
         raise Unauthenticated(f"malformed {SIGNATURE_HEADER}: expected t=UNIX_SECONDS,v1=HEX")
     return timestamp, signatures
 

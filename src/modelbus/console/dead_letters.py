@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from modelbus import jsondoc
 from modelbus.api.context import services
 from modelbus.console.auth import Posting, Viewer, Viewing
 from modelbus.console.models import version_choices
@@ -56,8 +57,8 @@ def body_view(body: bytes) -> tuple[str, str]:
     except UnicodeDecodeError:
         return hexdump(head) + more, "binary, shown as hex"
     try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False), "JSON"
-    except ValueError:
+        return json.dumps(jsondoc.loads(text), indent=2, ensure_ascii=False), "JSON"
+    except (ValueError, RecursionError):  # pretty-printing recurses deeper than parsing
         return text + more, "text"
 
 

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from modelbus import jsondoc
 from modelbus.console.auth import Posted
 from modelbus.definition import BatchPolicy, ListenerDefinition
 from modelbus.errors import DefinitionError
@@ -122,6 +123,6 @@ class ListenerForm:
 
 def _filter(text: str, name: str) -> Any:
     try:
-        return json.loads(text)
+        return jsondoc.loads(text)
     except ValueError as exc:
         raise DefinitionError(f"listener {name!r}: filter: not valid JSON ({exc})") from None

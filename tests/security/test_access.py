@@ -1,0 +1,252 @@
+"""Access control: every route has a rule, and the running server enforces it for every
+scope. Routes are enumerated from the app itself, so a new route without a rule here fails
+:func:`test_every_route_has_a_rule` until someone decides who may call it.
+
+Rules:
+
+* ``public``: no key (health, the API's own description, the console's login and assets);
+* ``signature``: no API key, an HMAC signature instead (webhooks, see test_webhooks.py);
+* ``session``: console pages, a login session made from an API key (else -> login form);
+* ``any``: any valid key, whatever its scopes;
+* ``admin``, ``models:manage``, ``listeners:manage``: that scope (admin allows everything);
+* ``call``: a scope allowing calls of the model in the path (``call:OWNER/NAME``, ``call:*``);
+* ``read``: model metadata, for model managers and for keys that may call the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelbus import keys
+from modelbus.app import create_app
+from modelbus.config import Settings
+from tests.security.conftest import make_key, store_rows
+from tests.support.fixtures import Published
+from tests.support.server import ModelbusServer
+
+RULES: dict[tuple[str, str], str] = {
+    ("GET", "/health"): "public",
+    ("GET", "/openapi.json"): "public",
+    ("GET", "/docs"): "public",
+    ("GET", "/docs/oauth2-redirect"): "public",
+    ("GET", "/redoc"): "public",
+    ("GET", "/metrics"): "any",
+    ("POST", "/v1/hooks/{name}"): "signature",
+    # models
+    ("GET", "/v1/models"): "any",  # lists only the models the key may read
+    ("GET", "/v1/models/{owner}/{name}"): "read",
+    ("GET", "/v1/models/{owner}/{name}/versions"): "read",
+    ("GET", "/v1/models/{owner}/{name}/builds"): "read",
+    ("GET", "/v1/builds/{build}"): "read",  # of the build's model
+    ("POST", "/v1/models/{owner}/{name}/publish"): "models:manage",
+    ("POST", "/v1/models/{owner}/{name}/versions"): "models:manage",
+    # invocations
+    ("POST", "/v1/models/{owner}/{name}/invoke"): "call",
+    ("POST", "/v1/models/{owner}/{name}/versions/{spec}/invoke"): "call",
+    ("POST", "/v1/models/{owner}/{name}/jobs"): "call",
+    ("POST", "/v1/models/{owner}/{name}/versions/{spec}/jobs"): "call",
+    ("GET", "/v1/jobs/{job_id}"): "any",  # and only the key that made the job, or admin
+    # keys
+    ("POST", "/v1/keys"): "admin",
+    ("GET", "/v1/keys"): "admin",
+    ("GET", "/v1/keys/self"): "any",
+    ("DELETE", "/v1/keys/{key_id}"): "admin",
+    # listeners, runs, dead letters (reading: credentials masked, no message bodies)
+    ("GET", "/v1/listeners"): "any",
+    ("POST", "/v1/listeners"): "listeners:manage",
+    ("PUT", "/v1/listeners"): "listeners:manage",
+    ("GET", "/v1/listeners/{name}"): "any",
+    ("PUT", "/v1/listeners/{name}"): "listeners:manage",
+    ("DELETE", "/v1/listeners/{name}"): "listeners:manage",
+    ("POST", "/v1/listeners/{name}/pause"): "listeners:manage",
+    ("POST", "/v1/listeners/{name}/resume"): "listeners:manage",
+    ("GET", "/v1/listeners/{name}/status"): "any",
+    ("GET", "/v1/users/{user}/event-listeners"): "any",
+    ("GET", "/v1/runs/{message_id:path}"): "any",
+    ("GET", "/v1/listeners/{name}/runs"): "any",
+    ("GET", "/v1/listeners/{name}/dead-letters"): "any",
+    ("GET", "/v1/dead-letters/{letter_id}"): "listeners:manage",  # has the message body
+    ("POST", "/v1/listeners/{name}/dead-letters/redrive"): "listeners:manage",
+    # Algorithmia
+    ("POST", "/v1/algo/{owner}/{name}"): "call",
+    ("POST", "/v1/algo/{owner}/{name}/{version}"): "call",
+    ("GET", "/v1/algorithms/{owner}/{name}"): "read",
+    ("GET", "/v1/algorithms/{owner}/{name}/versions"): "read",
+    ("GET", "/v1/algorithms/{owner}/{name}/versions/{version}"): "read",
+    ("GET", "/v1/algorithms/{owner}/{name}/builds"): "read",
+    ("GET", "/v1/algorithms/{owner}/{name}/builds/{build_id}"): "read",
+    ("GET", "/v1/algorithms/{owner}/{name}/builds/{build_id}/logs"): "read",
+    # the console
+    ("GET", "/console/login"): "public",
+    ("POST", "/console/login"): "public",
+    ("GET", "/console/static/{name}"): "public",
+}
+CONSOLE = "/console"
+
+# Scopes -> which rules they satisfy (for the model test/echo in the paths).
+SCOPES = ("call:test/echo", "call:other/model", "call:*", "models:manage", "listeners:manage")
+ALLOWED = {
+    "any": {*SCOPES, "admin"},
+    "admin": {"admin"},
+    "models:manage": {"models:manage", "admin"},
+    "listeners:manage": {"listeners:manage", "admin"},
+    "call": {"call:test/echo", "call:*", "admin"},
+    "read": {"call:test/echo", "call:*", "models:manage", "admin"},
+}
+
+
+def app_routes() -> Iterator[tuple[str, str]]:
+    """(method, path) of every route of the app, HEAD aside."""
+    app = create_app(Settings.from_env({}, data_dir=Path("/nonexistent")))
+
+    def walk(routes: list[object]) -> Iterator[object]:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI's included routers
+            yield from walk(inner.routes) if inner is not None else (route,)
+
+    for route in walk(list(app.routes)):
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if method != "HEAD":
+                yield method, str(getattr(route, "path", ""))
+
+
+ROUTES = sorted(set(app_routes()))
+
+
+def rule_of(method: str, path: str) -> str | None:
+    if path.startswith(CONSOLE) and (method, path) not in RULES:
+        return "session"
+    return RULES.get((method, path))
+
+
+def test_every_route_has_a_rule() -> None:
+    assert len(ROUTES) > 60
+    missing = [f"{m} {p}" for m, p in ROUTES if rule_of(m, p) is None]
+    assert not missing, f"routes without an access rule in {__file__}: {missing}"
+    stale = [f"{m} {p}" for m, p in RULES if (m, p) not in ROUTES]
+    assert not stale, f"rules for routes that no longer exist: {stale}"
+
+
+def concrete(path: str, published: Published) -> str:
+    values = {
+        "owner": "test",
+        "name": "echo",
+        "spec": "1.0.0",
+        "version": "1.0.0",
+        "build": published.echo_builds["1.0.0"],
+        "build_id": published.echo_builds["1.0.0"],
+        "job_id": uuid.uuid4().hex,
+        "key_id": "ffffffffffffffff",
+        "user": "test",
+        "letter_id": uuid.uuid4().hex,
+        "message_id:path": "no-such-message",
+        "rest:path": "nowhere",
+    }
+    return re.sub(r"\{([^}]+)\}", lambda m: values[m[1]], path)
+
+
+def send(server: ModelbusServer, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    body = b"{}" if method in ("POST", "PUT") else None
+    headers = {"content-type": "application/json", **headers}
+    with httpx.Client(base_url=server.url, timeout=60.0, follow_redirects=False) as http:
+        return http.request(method, path, content=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def scoped_keys(modelbus_server: ModelbusServer, published: Published) -> dict[str, str]:
+    server = modelbus_server
+    found = {scope: make_key(server, scope, name=f"access {scope}") for scope in SCOPES}
+    found["admin"] = server.admin_key
+    return found
+
+
+API_ROUTES = [(m, p) for m, p in ROUTES if rule_of(m, p) not in ("public", "session")]
+
+
+@pytest.mark.parametrize(("method", "path"), API_ROUTES, ids=[f"{m} {p}" for m, p in API_ROUTES])
+def test_each_route_enforces_its_rule_for_each_scope(
+    server: ModelbusServer,
+    published: Published,
+    scoped_keys: dict[str, str],
+    method: str,
+    path: str,
+) -> None:
+    rule = rule_of(method, path)
+    url = concrete(path, published)
+    if rule == "signature":
+        # No API key is wanted, and one does not replace the signature.
+        for headers in ({}, {"Authorization": f"Bearer {server.admin_key}"}):
+            assert send(server, method, url, headers).status_code in (401, 404)
+        return
+    for headers in ({}, {"Authorization": "Bearer mb_0000000000000000_" + "A" * 43}):
+        answer = send(server, method, url, headers)
+        assert answer.status_code == 401, (headers, answer.text)
+        assert answer.json()["error"]["code"] == "Unauthenticated"
+    assert rule is not None
+    for scope, key in scoped_keys.items():
+        answer = send(server, method, url, {"Authorization": f"Bearer {key}"})
+        if scope in ALLOWED[rule]:
+            assert answer.status_code not in (401, 403), (scope, answer.text)
+        else:
+            assert answer.status_code == 403, (scope, answer.text)
+            assert answer.json()["error"]["code"] == "Forbidden"
+
+
+CONSOLE_ROUTES = [(m, p) for m, p in ROUTES if rule_of(m, p) == "session"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), CONSOLE_ROUTES, ids=[f"{m} {p}" for m, p in CONSOLE_ROUTES]
+)
+def test_console_pages_need_a_session_not_just_a_key(
+    server: ModelbusServer, published: Published, method: str, path: str
+) -> None:
+    url = concrete(path, published)
+    for headers in ({}, {"Authorization": f"Bearer {server.admin_key}"}):
+        answer = send(server, method, url, headers)
+        assert answer.status_code in (303, 403), answer.text[:300]
+        if answer.status_code == 303:
+            # /console itself forwards to the models page, which asks for a login.
+            expected = "/console/models" if path == CONSOLE else "/console/login"
+            assert answer.headers["location"].startswith(expected)
+
+
+def test_keys_are_stored_hashed_and_compared_in_constant_time(server: ModelbusServer) -> None:
+    key = make_key(server, "call:*", name="hashed")
+    key_id, secret = re.fullmatch(r"mb_([0-9a-f]{16})_(.+)", key).groups()  # type: ignore[union-attr]
+    (row,) = store_rows(server, f"SELECT * FROM api_keys WHERE id = '{key_id}'")
+    assert secret not in str(row) and key not in str(row)
+    assert row["secret_hash"] == hashlib.sha256(secret.encode()).hexdigest()
+    # Nothing in the store holds a key's secret, for any key (the admin key included).
+    dump = str(list(store_rows(server, "SELECT * FROM api_keys")))
+    assert server.admin_key.rsplit("_", 1)[1] not in dump
+    # The comparison is hmac.compare_digest, never ==, in the one place keys are checked.
+    source = inspect.getsource(keys.KeyStore.verify)
+    assert "hmac.compare_digest(" in source
+    assert not re.search(r"secret_hash\s*[!=]=", source)
+
+
+def test_a_revoked_key_stops_at_once(server: ModelbusServer) -> None:
+    key = make_key(server, "admin", name="revoked soon")
+    key_id = key.split("_")[1]
+    with server.http(key) as http:
+        assert http.get("/v1/keys/self").status_code == 200
+        with server.http() as admin:
+            assert admin.delete(f"/v1/keys/{key_id}").status_code == 200
+        # The very next request, on the same connection, is refused; so is a key with the
+        # right id and a wrong secret.
+        refused = http.get("/v1/keys/self")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "Unauthenticated"
+        assert http.get("/v1/keys").status_code == 401
+    forged = f"mb_{key_id}_" + "B" * 43
+    with server.http(forged) as http:
+        assert http.get("/v1/keys/self").status_code == 401
