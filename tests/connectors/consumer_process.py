@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from modelbus.connectors import ConnectorContext, make_source
+from modelbus.connectors import ConnectorContext, Source, make_source
 
 
 async def hold(url: str, data_dir: str, listener: str, count: int) -> None:
@@ -35,9 +35,20 @@ async def hold(url: str, data_dir: str, listener: str, count: int) -> None:
     await asyncio.sleep(3600)
 
 
+async def joined(source: Source, timeout_s: float = 60.0) -> None:
+    """Sources that join a consumer group (Kafka) say which partitions they own in
+    ``assignment``: wait until the group has given this one some."""
+    deadline = time.monotonic() + timeout_s
+    owns_nothing = getattr(source, "assignment", True) == frozenset()
+    while owns_nothing and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        owns_nothing = getattr(source, "assignment", True) == frozenset()
+
+
 async def drain(url: str, data_dir: str, listener: str, work_ms: float, idle_s: float) -> None:
     source = make_source(url, ConnectorContext(listener=listener, data_dir=Path(data_dir)))
     await source.open()
+    await joined(source)
     print("ready", flush=True)
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < idle_s:

@@ -22,6 +22,7 @@ import pytest
 
 from modelbus.connectors import Delivery, OutMessage, Sink, Source, make_sink, make_source
 
+from .consumer_process import joined
 from .kits import BrokerKit, QueueUrls
 
 CONSUMER = Path(__file__).with_name("consumer_process.py")
@@ -296,8 +297,9 @@ async def test_competing_consumers_share_work_and_settle_each_message_once(
     total = 30
     async with opened_queue(kit, lease_s=30.0) as (source, sink, urls):
         other = _OtherConsumer(kit, urls)
-        await other.start()
+        await other.start()  # "ready" once it owns partitions, where the broker has groups
         try:
+            await joined(source)
             await sink.publish(messages(total))
             mine = await _drain(source, work_s=0.01, idle_s=1.5)
             theirs = await other.finish()
