@@ -102,8 +102,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from modelbus.connectors.aws import parse_bool, parse_int, parse_query
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -186,13 +186,13 @@ class AmqpSettings:
         """Parse ``amqp(s)://...``. Raises DefinitionError if malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("amqp", "amqps"):
-            raise DefinitionError(f"{_redact(url)} is not an amqp:// or amqps:// URL")
+            raise DefinitionError(f"{redacted(url)!r} is not an amqp:// or amqps:// URL")
         query = parse_query(url, AMQP_OPTIONS)
         tls = parts.scheme.lower() == "amqps"
         try:
             port = parts.port or (5671 if tls else 5672)
         except ValueError:
-            raise DefinitionError(f"{_redact(url)}: the port is not a number") from None
+            raise DefinitionError(f"{redacted(url)!r}: the port is not a number") from None
         return cls(
             host=parts.hostname or "localhost",
             port=port,
@@ -240,14 +240,6 @@ def _queue_type(query: Mapping[str, str]) -> Literal["classic", "quorum"]:
 def _heartbeat(query: Mapping[str, str]) -> int:
     value = parse_int(query, "heartbeat_s", low=0, high=3600)
     return DEFAULT_HEARTBEAT_S if value is None else value
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return repr(url)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return repr(parts._replace(netloc=netloc).geturl())
 
 
 def delay_bucket_ms(delay_s: float) -> int:

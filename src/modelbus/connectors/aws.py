@@ -45,7 +45,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,7 +55,6 @@ from modelbus import jsondoc
 from modelbus.errors import (
     ConnectorConfigError,
     ConnectorError,
-    DefinitionError,
     MissingExtra,
 )
 
@@ -77,9 +76,6 @@ __all__ = [
     "encode_message",
     "error_codes",
     "fifo_id",
-    "parse_bool",
-    "parse_int",
-    "parse_query",
     "raise_for_failed",
     "require_aiobotocore",
     "translate",
@@ -181,48 +177,6 @@ class AwsOptions:
         else:
             endpoint = endpoint or f"{parts.scheme}://{parts.netloc}"
         return cls(region=region, endpoint_url=endpoint, profile=options.profile)
-
-
-def parse_query(url: str, known: Iterable[str]) -> dict[str, str]:
-    """The query parameters of ``url``; DefinitionError for an unknown or repeated one."""
-    allowed = frozenset(known)
-    pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-    query: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in allowed:
-            choices = ", ".join(sorted(allowed))
-            raise DefinitionError(f"unknown option {name!r} in {url!r}; known options: {choices}")
-        if name in query:
-            raise DefinitionError(f"option {name!r} is given twice in {url!r}")
-        query[name] = value
-    return query
-
-
-def parse_bool(query: Mapping[str, str], name: str, *, default: bool = False) -> bool:
-    """``true``/``false`` (also 1/0, yes/no) from the query; DefinitionError otherwise."""
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise DefinitionError(f"option {name}={raw!r} must be true or false")
-
-
-def parse_int(query: Mapping[str, str], name: str, *, low: int, high: int) -> int | None:
-    """An integer between ``low`` and ``high`` from the query, or None if absent."""
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise DefinitionError(f"option {name}={raw!r} must be a whole number") from None
-    if not low <= value <= high:
-        raise DefinitionError(f"option {name}={value} must be between {low} and {high}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

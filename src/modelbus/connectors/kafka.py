@@ -86,8 +86,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from modelbus.connectors.aws import parse_bool, parse_int, parse_query
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 __all__ = [
@@ -178,7 +178,7 @@ class KafkaSettings:
         """Parse ``kafka://...``. Raises DefinitionError if malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() != "kafka":
-            raise DefinitionError(f"{_redact(url)!r} is not a kafka:// URL")
+            raise DefinitionError(f"{redacted(url)!r} is not a kafka:// URL")
         query = parse_query(url, KAFKA_OPTIONS)
         username, password, servers = _netloc(parts.netloc, url)
         return cls(
@@ -236,18 +236,18 @@ def _netloc(netloc: str, url: str) -> tuple[str | None, str | None, tuple[str, .
         username, password = unquote(user), unquote(secret)
     servers = tuple(h.strip() for h in hosts.split(",") if h.strip())
     if not servers:
-        raise DefinitionError(f"{_redact(url)!r}: write kafka://HOST:PORT/TOPIC")
+        raise DefinitionError(f"{redacted(url)!r}: write kafka://HOST:PORT/TOPIC")
     for server in servers:
         host, _, port = server.rpartition(":")
         if not host or not port.isdigit():
-            raise DefinitionError(f"{_redact(url)!r}: {server!r} is not HOST:PORT")
+            raise DefinitionError(f"{redacted(url)!r}: {server!r} is not HOST:PORT")
     return username, password, servers
 
 
 def _topic_of(path: str, url: str) -> str:
     topic = path.strip("/")
     if not topic:
-        raise DefinitionError(f"{_redact(url)!r}: name the topic, kafka://HOST:PORT/TOPIC")
+        raise DefinitionError(f"{redacted(url)!r}: name the topic, kafka://HOST:PORT/TOPIC")
     return _checked_topic(topic)
 
 
@@ -274,11 +274,6 @@ def _choice(
     if value not in allowed:
         raise DefinitionError(f"option {name}={raw!r} must be one of {', '.join(allowed)}")
     return value
-
-
-def _redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 # --------------------------------------------------------------------------- errors

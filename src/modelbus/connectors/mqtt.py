@@ -104,8 +104,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import unquote, urlsplit
 
-from modelbus.connectors.aws import parse_bool, parse_int, parse_query
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -189,13 +189,13 @@ class MqttSettings:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("mqtt", "mqtts"):
-            raise DefinitionError(f"{_redact(url)} is not an mqtt:// or mqtts:// URL")
+            raise DefinitionError(f"{redacted(url)!r} is not an mqtt:// or mqtts:// URL")
         query = parse_query(url, MQTT_OPTIONS)
         _check_qos(query)
         try:
             port = parts.port or (8883 if scheme == "mqtts" else 1883)
         except ValueError:
-            raise DefinitionError(f"{_redact(url)}: the port is not a number") from None
+            raise DefinitionError(f"{redacted(url)!r}: the port is not a number") from None
         return cls(
             host=parts.hostname or "localhost",
             port=port,
@@ -234,9 +234,9 @@ def _topic(url: str, path: str, fragment: str) -> str:
     if fragment == "" and url.endswith("#"):
         topic += "#"  # an unencoded trailing '#' would otherwise vanish as a fragment
     elif fragment:
-        raise DefinitionError(f"{_redact(url)}: write '#' in a topic filter as %23")
+        raise DefinitionError(f"{redacted(url)!r}: write '#' in a topic filter as %23")
     if not topic:
-        raise DefinitionError(f"{_redact(url)}: give the topic as the URL's path")
+        raise DefinitionError(f"{redacted(url)!r}: give the topic as the URL's path")
     return topic
 
 
@@ -258,14 +258,6 @@ def _group(raw: str | None) -> str | None:
 def _int_or(query: Mapping[str, str], name: str, default: int, high: int, *, low: int = 0) -> int:
     value = parse_int(query, name, low=low, high=high)
     return default if value is None else value
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return repr(url)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return repr(parts._replace(netloc=netloc).geturl())
 
 
 def require_paho() -> None:

@@ -91,9 +91,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -179,8 +180,8 @@ class NatsSettings:
         """Parse ``url``. Raises DefinitionError if it is malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() != "nats":
-            raise DefinitionError(f"{_redact(url)!r} is not a nats:// URL")
-        query = _query(url)
+            raise DefinitionError(f"{redacted(url)!r} is not a nats:// URL")
+        query = parse_query(url, _OPTIONS)
         userinfo, _, hosts = parts.netloc.rpartition("@")
         user, has_password, password = userinfo.partition(":")
         stream = query.get("stream") or None
@@ -198,17 +199,17 @@ class NatsSettings:
             password=unquote(password) if has_password else None,
             token=unquote(user) if userinfo and not has_password else None,
             creds=query.get("creds") or None,
-            tls=_bool(query, "tls"),
+            tls=parse_bool(query, "tls"),
             ca_file=query.get("ca_file") or None,
             stream=stream,
             subject=query.get("subject") or None,
             durable=durable,
-            lease_s=_float(query, "lease_s", DEFAULT_LEASE_S, low=0.1, high=86400),
-            max_deliver=_int(query, "max_deliver", low=1),
-            max_ack_pending=_int(query, "max_ack_pending", low=1),
+            lease_s=parse_float(query, "lease_s", DEFAULT_LEASE_S, low=0.1, high=86400),
+            max_deliver=parse_int(query, "max_deliver", low=1),
+            max_ack_pending=parse_int(query, "max_ack_pending", low=1),
             start="new" if start == "new" else "all",
-            create=_bool(query, "create"),
-            timeout_s=_float(query, "timeout_s", DEFAULT_TIMEOUT_S, low=0.1, high=3600),
+            create=parse_bool(query, "create"),
+            timeout_s=parse_float(query, "timeout_s", DEFAULT_TIMEOUT_S, low=0.1, high=3600),
         )
 
     @property
@@ -225,67 +226,9 @@ def _servers(hosts: str, url: str) -> tuple[str, ...]:
         if not colon:
             name, port = address, "4222"
         if not name or not port.isdigit():
-            raise DefinitionError(f"{_redact(url)!r}: {address!r} is not HOST:PORT")
+            raise DefinitionError(f"{redacted(url)!r}: {address!r} is not HOST:PORT")
         servers.append(f"nats://{name}:{port}")
     return tuple(servers)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.split(":", 1)[0] + ":***" if ":" in userinfo else "***"
-    return parts._replace(netloc=f"{user}@{hosts}").geturl()
-
-
-def _query(url: str) -> dict[str, str]:
-    query: dict[str, str] = {}
-    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            known = ", ".join(sorted(_OPTIONS))
-            raise DefinitionError(f"unknown option {name!r} in {_redact(url)!r}; known: {known}")
-        if name in query:
-            raise DefinitionError(f"option {name!r} is given twice in {_redact(url)!r}")
-        query[name] = value
-    return query
-
-
-def _bool(query: Mapping[str, str], name: str) -> bool:
-    raw = (query.get(name) or "false").lower()
-    if raw in ("true", "1", "yes"):
-        return True
-    if raw in ("false", "0", "no"):
-        return False
-    raise DefinitionError(f"option {name}={query[name]!r} must be true or false")
-
-
-def _float(
-    query: Mapping[str, str], name: str, default: float, *, low: float, high: float
-) -> float:
-    raw = query.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise DefinitionError(f"option {name}={raw!r} must be a number") from None
-    if not low <= value <= high:
-        raise DefinitionError(f"option {name}={raw} must be between {low:g} and {high:g}")
-    return value
-
-
-def _int(query: Mapping[str, str], name: str, *, low: int) -> int | None:
-    raw = query.get(name)
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise DefinitionError(f"option {name}={raw!r} must be a whole number") from None
-    if value < low:
-        raise DefinitionError(f"option {name}={value} must be at least {low}")
-    return value
 
 
 def default_durable(listener: str) -> str:

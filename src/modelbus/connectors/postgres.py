@@ -69,8 +69,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from modelbus.connectors.aws import parse_bool, parse_int, parse_query
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 __all__ = [
@@ -132,10 +132,10 @@ class OutboxSettings:
         """Parse ``postgresql://...?table=NAME``. Raises DefinitionError if malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("postgresql", "postgres"):
-            raise DefinitionError(f"{_redact(url)!r} is not a postgresql:// URL")
+            raise DefinitionError(f"{redacted(url)!r} is not a postgresql:// URL")
         if not parts.hostname or parts.path.strip("/") == "":
             raise DefinitionError(
-                f"{_redact(url)!r}: write postgresql://USER@HOST:PORT/DATABASE?table=NAME"
+                f"{redacted(url)!r}: write postgresql://USER@HOST:PORT/DATABASE?table=NAME"
             )
         query = parse_query(url, OUTBOX_OPTIONS)
         table = query.get("table") or ""
@@ -162,10 +162,6 @@ class OutboxSettings:
         parts = urlsplit(self.dsn)
         host = parts.hostname or ""
         return f"outbox {self.table!r} on {host}:{parts.port or 5432}{parts.path}"
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 # --------------------------------------------------------------------------- errors

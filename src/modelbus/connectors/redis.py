@@ -91,9 +91,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -271,15 +272,15 @@ class RedisSettings:
         """Parse ``url``. Raises DefinitionError if it is malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("redis", "rediss"):
-            raise DefinitionError(f"{_redact(url)!r} is not a redis:// or rediss:// URL")
-        query = _query(url)
+            raise DefinitionError(f"{redacted(url)!r} is not a redis:// or rediss:// URL")
+        query = parse_query(url, _OPTIONS)
         stream = query.get("stream", "")
         if not stream:
-            raise DefinitionError(f"{_redact(url)!r}: say which stream: ?stream=NAME")
+            raise DefinitionError(f"{redacted(url)!r}: say which stream: ?stream=NAME")
         try:
             port = parts.port or 6379
         except ValueError:
-            raise DefinitionError(f"{_redact(url)!r}: the port is not a number") from None
+            raise DefinitionError(f"{redacted(url)!r}: the port is not a number") from None
         start = query.get("start") or "all"
         if start not in ("all", "new"):
             raise DefinitionError(f"option start={start!r} must be all or new")
@@ -294,14 +295,14 @@ class RedisSettings:
             stream=stream,
             group=query.get("group") or None,
             consumer=query.get("consumer") or None,
-            lease_s=_float(query, "lease_s", DEFAULT_LEASE_S, low=0.1, high=86400),
+            lease_s=parse_float(query, "lease_s", DEFAULT_LEASE_S, low=0.1, high=86400),
             start="new" if start == "new" else "all",
-            delete_acked=_bool(query, "delete_acked"),
-            maxlen=_int(query, "maxlen", None, low=1, high=2**63 - 1),
+            delete_acked=parse_bool(query, "delete_acked"),
+            maxlen=parse_int(query, "maxlen", low=1, high=2**63 - 1),
             body_field=query.get("body_field") or "body",
-            create=_bool(query, "create"),
-            wait_replicas=_int(query, "wait_replicas", 0, low=0, high=1000) or 0,
-            timeout_s=_float(query, "timeout_s", DEFAULT_TIMEOUT_S, low=0.1, high=3600),
+            create=parse_bool(query, "create"),
+            wait_replicas=parse_int(query, "wait_replicas", low=0, high=1000, default=0) or 0,
+            timeout_s=parse_float(query, "timeout_s", DEFAULT_TIMEOUT_S, low=0.1, high=3600),
         )
 
     @property
@@ -316,68 +317,8 @@ def _db_of(path: str, url: str) -> int:
     if not text:
         return 0
     if not text.isdigit():
-        raise DefinitionError(f"{_redact(url)!r}: the path must be a database number, like /0")
+        raise DefinitionError(f"{redacted(url)!r}: the path must be a database number, like /0")
     return int(text)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
-
-
-def _query(url: str) -> dict[str, str]:
-    query: dict[str, str] = {}
-    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            known = ", ".join(sorted(_OPTIONS))
-            raise DefinitionError(f"unknown option {name!r} in {_redact(url)!r}; known: {known}")
-        if name in query:
-            raise DefinitionError(f"option {name!r} is given twice in {_redact(url)!r}")
-        query[name] = value
-    return query
-
-
-def _bool(query: Mapping[str, str], name: str) -> bool:
-    raw = (query.get(name) or "false").lower()
-    if raw in ("true", "1", "yes"):
-        return True
-    if raw in ("false", "0", "no"):
-        return False
-    raise DefinitionError(f"option {name}={query[name]!r} must be true or false")
-
-
-def _float(
-    query: Mapping[str, str], name: str, default: float, *, low: float, high: float
-) -> float:
-    raw = query.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise DefinitionError(f"option {name}={raw!r} must be a number") from None
-    if not low <= value <= high:
-        raise DefinitionError(f"option {name}={raw} must be between {low:g} and {high:g}")
-    return value
-
-
-def _int(
-    query: Mapping[str, str], name: str, default: int | None, *, low: int, high: int
-) -> int | None:
-    raw = query.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise DefinitionError(f"option {name}={raw!r} must be a whole number") from None
-    if not low <= value <= high:
-        raise DefinitionError(f"option {name}={value} must be between {low} and {high}")
-    return value
 
 
 # ------------------------------------------------------------------------------ connection

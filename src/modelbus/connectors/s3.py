@@ -48,12 +48,11 @@ from modelbus.connectors.aws import (
     AwsOptions,
     client_errors,
     error_codes,
-    parse_bool,
-    parse_query,
     require_aiobotocore,
     translate,
 )
 from modelbus.connectors.base import ConnectorContext, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
 
 __all__ = ["S3ObjectReader", "S3Settings", "S3Sink", "make_reader", "make_sink"]

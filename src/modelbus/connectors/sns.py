@@ -43,13 +43,12 @@ from modelbus.connectors.aws import (
     encode_message,
     error_codes,
     fifo_id,
-    parse_bool,
-    parse_query,
     raise_for_failed,
     require_aiobotocore,
     with_ids,
 )
 from modelbus.connectors.base import ConnectorContext, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
 
 __all__ = ["SnsSettings", "SnsSink", "make_sink", "unwrap_notification"]

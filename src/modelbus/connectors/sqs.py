@@ -72,14 +72,12 @@ from modelbus.connectors.aws import (
     encode_message,
     error_codes,
     fifo_id,
-    parse_bool,
-    parse_int,
-    parse_query,
     raise_for_failed,
     require_aiobotocore,
     with_ids,
 )
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
 
 __all__ = ["SqsReceipt", "SqsSettings", "SqsSink", "SqsSource", "make_sink", "make_source"]
