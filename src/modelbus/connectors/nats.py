@@ -88,12 +88,13 @@ import re
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.leases import Holds
 from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
@@ -430,66 +431,6 @@ class NatsHandle:
     sequence: int
 
 
-@dataclass(slots=True)
-class _Hold:
-    deliveries: list[Delivery]
-    until: float  # time.monotonic() the deliveries are to stay hidden until
-    covered: float  # ... the broker hides them until, as last renewed
-
-
-class _Holds:
-    """Leases asked for longer than the consumer's ack wait: a task of the source renews
-    them (``+WPI``) every third of an ack wait until they are due, settled, or the source
-    closes. If the process dies, they lapse one ack wait later."""
-
-    def __init__(
-        self,
-        lease_s: float,
-        renew: Callable[[Sequence[Delivery], float], Awaitable[float]],
-        what: str,
-    ) -> None:
-        self._lease_s = lease_s
-        self._renew = renew  # (deliveries, seconds wanted) -> seconds covered
-        self._what = what
-        self._holds: dict[str, _Hold] = {}  # message id -> its hold
-        self._task: asyncio.Task[None] | None = None
-
-    def hold(self, deliveries: Sequence[Delivery], *, until: float, covered: float) -> None:
-        hold = _Hold(list(deliveries), until, covered)
-        for delivery in deliveries:
-            self._holds[delivery.message_id] = hold
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"leases:{self._what}")
-
-    def forget(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            self._holds.pop(delivery.message_id, None)
-
-    async def close(self) -> None:
-        self._holds.clear()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while self._holds:
-            await asyncio.sleep(self._lease_s / 3)
-            for hold in {id(h): h for h in self._holds.values()}.values():
-                await self._renew_one(hold)
-
-    async def _renew_one(self, hold: _Hold) -> None:
-        live = [d for d in hold.deliveries if self._holds.get(d.message_id) is hold]
-        now = time.monotonic()
-        if not live or hold.covered >= hold.until:
-            self.forget(live)
-            return
-        try:
-            hold.covered = now + await self._renew(live, hold.until - now)
-        except ConnectorError:
-            log.warning("%s: renewing a lease failed", self._what, exc_info=True)
-
-
 class NatsSource:
     """Receives from one stream through a durable pull consumer (see the module docstring).
     ack, release and extend may run concurrently with receive; receive itself is not meant
@@ -506,7 +447,7 @@ class NatsSource:
         self._subscription: JetStreamContext.PullSubscription | None = None
         # stream sequence -> the highest attempt handed out, most recent last
         self._attempts: OrderedDict[int, int] = OrderedDict()
-        self._holds = _Holds(settings.lease_s, self._in_progress, self._nats.what)
+        self._holds = Holds(settings.lease_s, self._in_progress, self._nats.what)
 
     @property
     def lease_s(self) -> float:
@@ -612,7 +553,7 @@ class NatsSource:
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """``in_progress`` for each: nobody else gets them for ``ack_wait`` more seconds; a
         longer ``lease_s`` is renewed by this source every third of an ack wait until it is
-        due (see :class:`_Holds`). Raises ConnectorError."""
+        due (see :class:`~modelbus.connectors.leases.Holds`). Raises ConnectorError."""
         if not deliveries:
             return
         now = time.monotonic()

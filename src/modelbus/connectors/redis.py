@@ -88,12 +88,13 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.leases import Holds
 from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redacted
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
@@ -474,66 +475,6 @@ class _Keys:
         return cls(stream, f"{prefix}:retry", f"{prefix}:parking", f"{prefix}:due")
 
 
-@dataclass(slots=True)
-class _Hold:
-    deliveries: list[Delivery]
-    until: float  # time.monotonic() the deliveries are to stay hidden until
-    covered: float  # ... the broker hides them until, as last renewed
-
-
-class _Holds:
-    """Leases asked for longer than the broker keeps one (``extend`` past the URL's
-    ``lease_s``): a task of the source renews them every third of a lease until they are
-    due, settled, or the source closes. If the process dies, they lapse one lease later."""
-
-    def __init__(
-        self,
-        lease_s: float,
-        renew: Callable[[Sequence[Delivery], float], Awaitable[float]],
-        what: str,
-    ) -> None:
-        self._lease_s = lease_s
-        self._renew = renew  # (deliveries, seconds wanted) -> seconds covered
-        self._what = what
-        self._holds: dict[str, _Hold] = {}  # message id -> its hold
-        self._task: asyncio.Task[None] | None = None
-
-    def hold(self, deliveries: Sequence[Delivery], *, until: float, covered: float) -> None:
-        hold = _Hold(list(deliveries), until, covered)
-        for delivery in deliveries:
-            self._holds[delivery.message_id] = hold
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"leases:{self._what}")
-
-    def forget(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            self._holds.pop(delivery.message_id, None)
-
-    async def close(self) -> None:
-        self._holds.clear()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while self._holds:
-            await asyncio.sleep(self._lease_s / 3)
-            for hold in {id(h): h for h in self._holds.values()}.values():
-                await self._renew_one(hold)
-
-    async def _renew_one(self, hold: _Hold) -> None:
-        live = [d for d in hold.deliveries if self._holds.get(d.message_id) is hold]
-        now = time.monotonic()
-        if not live or hold.covered >= hold.until:
-            self.forget(live)
-            return
-        try:
-            hold.covered = now + await self._renew(live, hold.until - now)
-        except ConnectorError:
-            log.warning("%s: renewing a lease failed", self._what, exc_info=True)
-
-
 class RedisSource:
     """Receives from one stream through a consumer group (see the module docstring).
     receive, ack, release and extend may run concurrently (each takes its own connection
@@ -551,7 +492,7 @@ class RedisSource:
         self._next_sweep = 0.0
         self._cursors = ["0-0", "0-0"]
         self._scripts: dict[str, AsyncScript] = {}
-        self._holds = _Holds(settings.lease_s, self._reset_idle, self._redis.what)
+        self._holds = Holds(settings.lease_s, self._reset_idle, self._redis.what)
 
     @property
     def lease_s(self) -> float:
@@ -743,8 +684,8 @@ class RedisSource:
         """Keep the deliveries from other consumers for ``lease_s`` more seconds: their idle
         time is reset so that it reaches the URL's ``lease_s`` exactly then; a longer lease
         is renewed by this source every third of a lease until it is due (see
-        :class:`_Holds`). Entries another consumer has claimed since are left alone.
-        Raises ConnectorError."""
+        :class:`~modelbus.connectors.leases.Holds`). Entries another consumer has claimed
+        since are left alone. Raises ConnectorError."""
         if not deliveries:
             return
         now = time.monotonic()
