@@ -1,0 +1,169 @@
+"""Nothing is lost when processes die (DESIGN.md, delivery contract point 3), on every broker
+a listener can read: inputs flow through a real ``modelbus serve`` (listener file, real
+runners of the e2e ``behave`` model); at random moments the serving process is SIGKILLed and
+restarted, twice, and one runner is SIGKILLed on its own. A downstream collector takes every
+result and dead letter as it comes. In the end every input has exactly one outcome: one
+result (redeliveries may publish it again, always under the same output id, so a dedupe
+drops them) or one dead letter (every :data:`PERMANENT_EVERY`-th input is refused by the
+model). ``modelbus serve`` runs the listeners itself: there is no separate listener worker.
+
+Also checked at each kill: the runners of the killed server die with it (they sit in
+sessions of their own, out of reach of the server's process group: PR_SET_PDEATHSIG).
+
+Sizes: :func:`tests.chaos.brokers.messages` (``MODELBUS_CHAOS_MESSAGES``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from modelbus.connectors import ConnectorContext, make_sink
+from modelbus.connectors.base import OutMessage
+from modelbus.errors import ConnectorError
+from tests.e2e.node import BEHAVE, open_node
+from tests.e2e.processes import Serving, _children
+
+from .accounting import STALL_S, Collector, Tally, progress_to, table
+from .brokers import KINDS, messages, open_kit, with_query
+
+LISTENER = "chaos"
+PERMANENT_EVERY = 97
+LEASE_S = 3
+
+
+def inputs(count: int) -> list[bytes]:
+    return [
+        json.dumps({"op": "permanent" if n % PERMANENT_EVERY == 0 else "ok", "n": n}).encode()
+        for n in range(count)
+    ]
+
+
+def listener_file(path: Path, *, source: str, out: str, dead: str, extra: str = "") -> Path:
+    path.write_text(
+        f"""
+[[listeners]]
+name = "{LISTENER}"
+source = "{source}"
+model = "e2e/behave@1.*"
+outputs = ["{out}"]
+error_sink = "{dead}"
+max_in_flight = 32
+{extra}
+[listeners.retry]
+max_attempts = 10
+initial_backoff_s = 0.2
+max_backoff_s = 1.0
+"""
+    )
+    return path
+
+
+async def publish(url: str, ctx: ConnectorContext, bodies: list[bytes], *, chunk: int = 100) -> None:
+    """Send ``bodies`` as a producer would (through modelbus's sink for the broker), retrying
+    a chunk while the broker is away."""
+    sink = make_sink(url, ctx)
+    await sink.open()
+    try:
+        for start in range(0, len(bodies), chunk):
+            messages = [
+                OutMessage(id=f"in-{start + i}", body=body)
+                for i, body in enumerate(bodies[start : start + chunk])
+            ]
+            for attempt in range(50):
+                try:
+                    await sink.publish(messages)
+                    break
+                except ConnectorError:
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.2)
+    finally:
+        await sink.close()
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies count as gone)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(pid)
+    return found
+
+
+async def kill_server(serving: Serving) -> list[int]:
+    """SIGKILL the server; returns its runners that are still alive 5 s later."""
+    assert serving.server is not None and serving.server.process is not None
+    runners = _children(serving.server.process.pid)
+    serving.kill()
+    deadline = time.monotonic() + 5
+    while alive(runners) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return alive(runners)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_killed_processes_lose_nothing(kind: str, tmp_path: Path, report: list[str]) -> None:
+    count = messages(kind)
+    async with open_kit(kind, tmp_path) as kit:
+        data_dir = kit.data_dir
+        async with open_node(data_dir, start=False) as node:
+            await node.push(BEHAVE, version="1.0.0")
+        queues = [await kit.new_queue(lease_s=LEASE_S) for _ in range(3)]
+        # a listener's group is its name unless the URL says otherwise (Kafka's kit does)
+        source, out, dead = (
+            (with_query(q.source_url, drop=("group",)), with_query(q.sink_url, drop=("group",)))
+            for q in queues
+        )
+        config = listener_file(
+            tmp_path / "listeners.toml", source=source[0], out=out[1], dead=dead[1]
+        )
+        serving = Serving(data_dir, config)
+        ctx = ConnectorContext(listener="chaos-collector", data_dir=data_dir)
+        collector = Collector(ctx)
+        progress = collector.settled_count
+        started = time.monotonic()
+        events: list[str] = []
+
+        def note(event: str) -> None:
+            events.append(f"{time.monotonic() - started:.1f}s {event} @{progress()}")
+
+        share = lambda: random.randint(count // 10, count // 4)  # noqa: E731
+        survivors: list[int] = []
+        async with collector.running(out[0], dead[0]):
+            await serving.start()
+            producer = asyncio.create_task(publish(source[1], ctx, inputs(count)))
+            try:
+                for _ in range(2):
+                    at = progress() + share()
+                    assert await progress_to(at, progress), f"stalled before {at}:\n{serving.log()}"
+                    survivors += await kill_server(serving)
+                    note("serve SIGKILLed")
+                    await serving.start()
+                if await progress_to(int(count * 0.8), progress):
+                    note(f"runner {serving.kill_a_runner()} SIGKILLed")
+                await producer
+                if await progress_to(count, progress):
+                    await asyncio.sleep(1.0)  # late duplicates, if any, are counted too
+                else:
+                    note(f"nothing settled for {STALL_S:g} s")
+            finally:
+                producer.cancel()
+                with contextlib.suppress(BaseException):
+                    await producer
+                serving.stop()
+
+    tally = Tally.of(
+        kind, range(count), collector, seconds=time.monotonic() - started, events=events
+    )
+    report.append(table([tally], f"process kills on {kind}"))
+    assert survivors == [], f"runners outlived their SIGKILLed server: {survivors}"
+    tally.check(expected_dead=len(range(0, count, PERMANENT_EVERY)))
