@@ -98,7 +98,9 @@ def letter_n(delivery: Delivery) -> int:
     return int(json.loads(delivery.body)["n"])
 
 
-async def progress_to(target: int, progress: Callable[[], int], *, stall_s: float = STALL_S) -> bool:
+async def progress_to(
+    target: int, progress: Callable[[], int], *, stall_s: float = STALL_S
+) -> bool:
     """Wait until ``progress()`` reaches ``target``; False once it stalls for ``stall_s``."""
     last, moved_at = progress(), time.monotonic()
     while last < target:
@@ -150,8 +152,10 @@ class Tally:
             unique_results=len(results),
             dead_letters=len(collector.letters),
             unique_dead_letters=len(letters),
-            duplicates_suppressed=len(collector.results) - len(results)
-            + len(collector.letters) - len(letters),
+            duplicates_suppressed=len(collector.results)
+            - len(results)
+            + len(collector.letters)
+            - len(letters),
             both=len(set(results) & set(letters)),
             ids_per_input=max((len(v) for v in ids.values()), default=0),
             lost=len(set(sent) - set(results) - set(letters)),

@@ -65,7 +65,9 @@ max_backoff_s = 1.0
     return path
 
 
-async def publish(url: str, ctx: ConnectorContext, bodies: list[bytes], *, chunk: int = 100) -> None:
+async def publish(
+    url: str, ctx: ConnectorContext, bodies: list[bytes], *, chunk: int = 100
+) -> None:
     """Send ``bodies`` as a producer would (through modelbus's sink for the broker), retrying
     a chunk while the broker is away."""
     sink = make_sink(url, ctx)
@@ -104,10 +106,23 @@ async def kill_server(serving: Serving) -> list[int]:
     assert serving.server is not None and serving.server.process is not None
     runners = _children(serving.server.process.pid)
     serving.kill()
-    deadline = time.monotonic() + 5
-    while alive(runners) and time.monotonic() < deadline:
+    for _ in range(100):  # 5 s
+        if not alive(runners):
+            break
         await asyncio.sleep(0.05)
     return alive(runners)
+
+
+async def kill_a_runner(serving: Serving, *, within_s: float = 20.0) -> str:
+    """SIGKILL one runner once the server has one (it starts them on demand: right after a
+    restart, a slow group join can leave it without any for a while)."""
+    assert serving.server is not None and serving.server.process is not None
+    deadline = time.monotonic() + within_s
+    while not _children(serving.server.process.pid):
+        if time.monotonic() > deadline:
+            return "no runner to kill"
+        await asyncio.sleep(0.05)
+    return f"runner {serving.kill_a_runner()} SIGKILLed"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -149,7 +164,7 @@ async def test_killed_processes_lose_nothing(kind: str, tmp_path: Path, report: 
                     note("serve SIGKILLed")
                     await serving.start()
                 if await progress_to(int(count * 0.8), progress):
-                    note(f"runner {serving.kill_a_runner()} SIGKILLed")
+                    note(await kill_a_runner(serving))
                 await producer
                 if await progress_to(count, progress):
                     await asyncio.sleep(1.0)  # late duplicates, if any, are counted too
@@ -167,3 +182,34 @@ async def test_killed_processes_lose_nothing(kind: str, tmp_path: Path, report: 
     report.append(table([tally], f"process kills on {kind}"))
     assert survivors == [], f"runners outlived their SIGKILLed server: {survivors}"
     tally.check(expected_dead=len(range(0, count, PERMANENT_EVERY)))
+
+
+async def test_a_runner_busy_in_a_long_call_dies_with_its_server(tmp_path: Path) -> None:
+    """The runner is mid-call (not reading its stdin) when the server is SIGKILLed: it must
+    not run on for the rest of its call (an hour here)."""
+    data_dir = tmp_path / "data"
+    async with open_node(data_dir, start=False) as node:
+        await node.push(BEHAVE, version="1.0.0")
+    source, out, dead = (f"local://{role}?lease_s=30" for role in ("in", "out", "dead"))
+    serving = Serving(
+        data_dir, listener_file(tmp_path / "l.toml", source=source, out=out, dead=dead)
+    )
+    trace = tmp_path / "trace.jsonl"
+    await serving.start()
+    try:
+        body = {"op": "sleep", "seconds": 3600, "trace": str(trace), "n": 0}
+        await publish(
+            source,
+            ConnectorContext(listener="producer", data_dir=data_dir),
+            [json.dumps(body).encode()],
+        )
+        deadline = time.monotonic() + 30
+        while not (trace.exists() and trace.read_text()):
+            assert time.monotonic() < deadline, f"the call never started:\n{serving.log()}"
+            await asyncio.sleep(0.05)
+        (pid,) = {json.loads(line)["pid"] for line in trace.read_text().splitlines()}
+        assert alive([pid]) == [pid]
+        assert await kill_server(serving) == []
+        assert alive([pid]) == []
+    finally:
+        serving.stop()
