@@ -45,7 +45,9 @@ def inputs(count: int) -> list[bytes]:
     ]
 
 
-def listener_file(path: Path, *, source: str, out: str, dead: str, extra: str = "") -> Path:
+def listener_file(
+    path: Path, *, source: str, out: str, dead: str, max_in_flight: int = 32, extra: str = ""
+) -> Path:
     path.write_text(
         f"""
 [[listeners]]
@@ -54,7 +56,7 @@ source = "{source}"
 model = "e2e/behave@1.*"
 outputs = ["{out}"]
 error_sink = "{dead}"
-max_in_flight = 32
+max_in_flight = {max_in_flight}
 {extra}
 [listeners.retry]
 max_attempts = 10
