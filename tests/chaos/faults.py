@@ -1,0 +1,181 @@
+"""Broker faults for the chaos suite: a broker that goes away and comes back, and a network
+partition, each behind one small interface.
+
+    async with restartable("redis", tmp_path) as fault:    # a private redis-server
+        url = fault.url("in", lease_s=3)                     # reaches the broker through the fault
+        await fault.down(); ...; await fault.up()
+
+* :func:`restartable`: a private broker process on a free port (Redis, NATS, PostgreSQL:
+  tests/brokers/servers.py), SIGKILLed by ``down`` and started again on the same port with
+  its data by ``up``. RabbitMQ has no private instance here (a node takes seconds to boot and
+  wants a node name and an Erlang cookie of its own): its fault is the shared server behind a
+  :class:`~tests.support.proxy.TcpProxy` that refuses and resets every connection, which
+  is all a client sees of a stopped broker.
+* :func:`partitioned`: the shared broker behind a proxy that ``down`` turns into a black hole
+  (connections stay open, no byte passes: clients find out only through their timeouts).
+
+``url`` is the listener's way to the broker (through the fault); ``direct_url`` is the way of
+the test's own producer and collector (around a proxy, where there is one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.brokers.servers import BrokerServer, NatsServer, PostgresServer, RedisServer
+from tests.support.proxy import TcpProxy
+
+__all__ = ["Fault", "partitioned", "restartable"]
+
+SHARED = {
+    "redis": ("127.0.0.1", 6379),
+    "nats": ("127.0.0.1", 4222),
+    "postgres": ("127.0.0.1", 5432),
+    "amqp": ("127.0.0.1", 5672),
+}
+SHARED_DATABASE = "test"
+
+
+@dataclass
+class Fault:
+    kind: str
+    address: str  # host:port the listener uses
+    direct: str  # host:port the test's producer and collector use
+    database: str
+    down: Callable[[], object]
+    up: Callable[[], object]
+    names: list[str] = field(default_factory=list)
+
+    def queue(self, role: str) -> str:
+        """A fresh queue name for ``role`` (dropped at the end on shared brokers)."""
+        name = f"mbtest-amqp-chaos-{role}-{uuid.uuid4().hex[:10]}"  # the amqp suite's prefix
+        self.names.append(name)
+        return name
+
+    def url(self, name: str, *, lease_s: float | None = None, direct: bool = False) -> str:
+        """A queue named ``name`` (made on first open); a source's lease when given."""
+        address = self.direct if direct else self.address
+        lease = {"lease_s": lease_s} if lease_s is not None else {}
+        if self.kind == "redis":
+            return _url(f"redis://{address}/0", stream=name, create=True, **lease)
+        if self.kind == "nats":
+            return _url(
+                f"nats://{address}", stream=name, subject=f"{name}.in", create=True, **lease
+            )
+        if self.kind == "postgres":
+            table = name.replace("-", "_")
+            poll = {"poll_s": 1} if lease else {}
+            return _url(
+                f"postgresql://postgres@{address}/{self.database}",
+                table=table,
+                create=True,
+                **lease,
+                **poll,
+            )
+        if self.kind == "amqp":
+            return _url(f"amqp://guest:guest@{address}/", queue=name, create=True)
+        raise AssertionError(self.kind)
+
+
+async def _drop(kind: str, names: list[str]) -> None:
+    """Remove the queues a test made on a shared broker."""
+    if kind == "redis":
+        from tests.brokers.redis.kit import drop_stream
+
+        for name in names:
+            await drop_stream(name)
+    elif kind == "nats":
+        from tests.brokers.nats.kit import drop_stream as drop_nats_stream
+
+        for name in names:
+            await drop_nats_stream(name)
+    elif kind == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{SHARED_DATABASE}")
+        try:
+            for name in names:
+                await conn.execute(f'DROP TABLE IF EXISTS "{name.replace("-", "_")}"')
+        finally:
+            await conn.close()
+    elif kind == "amqp":
+        from tests.brokers.amqp.conftest import delete_queues
+
+        for name in names:
+            await delete_queues(name)
+
+
+def _url(base: str, **options: object) -> str:
+    query = "&".join(
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()
+    )
+    return f"{base}?{query}"
+
+
+def _server(kind: str, directory: Path) -> BrokerServer:
+    if kind == "redis":
+        return RedisServer(directory)
+    if kind == "nats":
+        return NatsServer(directory)
+    return PostgresServer(directory)
+
+
+@contextlib.asynccontextmanager
+async def restartable(kind: str, tmp_path: Path) -> AsyncIterator[Fault]:
+    """A broker that ``down`` stops dead and ``up`` brings back (see the module docstring)."""
+    if kind == "amqp":
+        async with _proxied(kind, cut=True) as fault:
+            yield fault
+        return
+    # PostgreSQL runs as its own user, which cannot enter pytest's private tmp_path
+    directory = Path(tempfile.mkdtemp(prefix=f"chaos-{kind}-")) if kind == "postgres" else None
+    server = _server(kind, directory or tmp_path / kind)
+    server.start()
+    address = f"127.0.0.1:{server.port}"
+    try:
+        yield Fault(
+            kind=kind,
+            address=address,
+            direct=address,
+            database="postgres",
+            down=server.kill,
+            up=server.start,
+        )
+    finally:
+        server.kill()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def partitioned(kind: str) -> AsyncIterator[Fault]:
+    """The shared broker behind a proxy that ``down`` makes a black hole."""
+    async with _proxied(kind, cut=False) as fault:
+        yield fault
+
+
+@contextlib.asynccontextmanager
+async def _proxied(kind: str, *, cut: bool) -> AsyncIterator[Fault]:
+    host, port = SHARED[kind]
+    proxy = TcpProxy(host, port)
+    await proxy.start()
+    fault = Fault(
+        kind=kind,
+        address=proxy.address,
+        direct=f"{host}:{port}",
+        database=SHARED_DATABASE,
+        down=proxy.cut if cut else proxy.blackhole,
+        up=proxy.restore,
+    )
+    try:
+        yield fault
+    finally:
+        await proxy.close()
+        with contextlib.suppress(Exception):
+            await _drop(kind, fault.names)
