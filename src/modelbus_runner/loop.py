@@ -53,11 +53,15 @@ class Channel:
         return cls(reader, writer)
 
     def watch_hangup(self, busy: threading.Event) -> None:
-        """Exit the process when the server closes the channel while a call runs (the
-        server died: nobody will read the answer). Between calls :meth:`receive` sees the
-        end of the stream and the runner exits normally. A daemon thread polls for the
-        hang-up without reading, so no frame is taken from the main loop."""
+        """Exit the process when the server dies while a call runs (nobody will read the
+        answer). The server closing the channel is not enough: a graceful close shuts
+        stdin and still waits for the call in flight; only a channel closed *and* a new
+        parent process (the server is gone, the runner was re-parented) ends the call. Between
+        calls :meth:`receive` sees the end of the stream and the runner exits normally. A
+        daemon thread polls for the hang-up without reading, so no frame is taken from the
+        main loop. (On Linux the server also arms PR_SET_PDEATHSIG, which is quicker.)"""
         fd = self._reader.fileno()
+        parent = os.getppid()
 
         def watch() -> None:
             poller = select.poll()
@@ -65,8 +69,11 @@ class Channel:
             while not poller.poll():
                 pass
             while True:
-                if busy.is_set():
-                    print("modelbus_runner: the server went away during a call", file=sys.stderr)
+                if busy.is_set() and os.getppid() != parent:
+                    with contextlib.suppress(OSError):  # stderr went with the server
+                        print(
+                            "modelbus_runner: the server went away during a call", file=sys.stderr
+                        )
                     os._exit(1)
                 time.sleep(0.1)
 

@@ -71,7 +71,8 @@ class Collector:
                     if results:
                         now = time.monotonic()
                         for delivery in batch:
-                            self.arrived.setdefault(result_n(delivery), now)
+                            with contextlib.suppress(KeyError, TypeError, ValueError):
+                                self.arrived.setdefault(result_n(delivery), now)
             except ConnectorError:
                 await asyncio.sleep(0.3)  # the broker is away: read on once it is back
             finally:

@@ -20,18 +20,30 @@ the test's own producer and collector (around a proxy, where there is one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from modelbus.connectors import ConnectorContext
 from tests.brokers.servers import BrokerServer, NatsServer, PostgresServer, RedisServer
 from tests.support.proxy import TcpProxy
 
-__all__ = ["Fault", "partitioned", "restartable"]
+from .accounting import Collector, Tally, progress_to
+from .brokers import BASE_MESSAGES
+from .flow import inputs, publish
+
+__all__ = ["COUNT", "Fault", "partitioned", "restartable", "run_with_fault"]
+
+COUNT = max(150, BASE_MESSAGES // 10)  # inputs of one fault run
+StatusOf = Callable[[], Awaitable[dict[str, Any]]]
 
 SHARED = {
     "redis": ("127.0.0.1", 6379),
@@ -179,3 +191,75 @@ async def _proxied(kind: str, *, cut: bool) -> AsyncIterator[Fault]:
         await proxy.close()
         with contextlib.suppress(Exception):
             await _drop(kind, fault.names)
+
+
+async def _call(step: Callable[[], object]) -> None:
+    if inspect.iscoroutinefunction(step):
+        await step()
+    else:
+        await asyncio.to_thread(step)
+
+
+async def _wait_state(status: StatusOf, state: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = await status()
+        if now["state"] == state:
+            return now
+        assert time.monotonic() < deadline, f"listener not {state} within {timeout_s} s: {now}"
+        await asyncio.sleep(0.1)
+
+
+async def run_with_fault(
+    fault: Fault,
+    data_dir: Path,
+    status: StatusOf,
+    *,
+    source: str,
+    out: str,
+    dead: str,
+    hold_s: float,
+    degraded_within_s: float,
+    recovered_within_s: float,
+) -> tuple[Tally, list[str], dict[str, Any]]:
+    """Send COUNT inputs; a third of the way through bring the fault down until the listener
+    says degraded and ``hold_s`` more, then up; wait for every outcome."""
+    ctx = ConnectorContext(listener="chaos-collector", data_dir=data_dir)
+    collector = Collector(ctx)
+    events: list[str] = []
+    started = time.monotonic()
+
+    def note(event: str) -> None:
+        events.append(f"{time.monotonic() - started:.1f}s {event} @{collector.settled_count()}")
+
+    async with collector.running(fault_url(fault, out), fault_url(fault, dead)):
+        producer = asyncio.create_task(publish(fault_url(fault, source), ctx, inputs(COUNT)))
+        try:
+            assert await progress_to(COUNT // 3, collector.settled_count)
+            await _call(fault.down)
+            note("broker down")
+            degraded = await _wait_state(status, "degraded", degraded_within_s)
+            parts = sorted({part.split()[0] for part in degraded["problems"]})
+            note(f"listener degraded ({', '.join(parts) or 'no part named'})")
+            await asyncio.sleep(hold_s)
+            await _call(fault.up)
+            note("broker up")
+            await _wait_state(status, "running", recovered_within_s)
+            note("listener running")
+            await producer
+            done = await progress_to(COUNT, collector.settled_count)
+            if done:
+                await asyncio.sleep(1.0)  # late duplicates are counted too
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+    assert done, f"stalled: {events}"
+    tally = Tally.of(
+        fault.kind, range(COUNT), collector, seconds=time.monotonic() - started, events=events
+    )
+    return tally, events, degraded
+
+
+def fault_url(fault: Fault, url: str) -> str:
+    """The same queue, reached directly (the test's producer and collector)."""
+    return url.replace(fault.address, fault.direct)

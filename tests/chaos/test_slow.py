@@ -21,7 +21,7 @@ from tests.e2e.processes import Serving
 
 from .accounting import Collector, progress_to
 from .brokers import open_kit
-from .test_kills import listener_file, publish
+from .flow import listener_file, publish
 
 LEASE_S = 1
 CALL_S = 2.5  # two and a half leases long
