@@ -39,7 +39,8 @@ STALL_S = 45.0  # no input settled for this long: the rest is lost (or stuck)
 @dataclass
 class Collector:
     """Takes results and dead letters off their queues (acking them) as they come, keeping
-    reading through broker outages (it reconnects)."""
+    reading through broker outages (it reconnects). Give it source URLs with a short lease
+    where the broker has leases: what it held when a connection broke comes back after it."""
 
     ctx: ConnectorContext
     results: list[Delivery] = field(default_factory=list)
@@ -65,9 +66,9 @@ class Collector:
                 await source.open()
                 while True:
                     batch = await source.receive(50, 0.3)
+                    into += batch  # seen, acked or not: what comes again counts as a duplicate
                     if batch:
                         await source.ack(batch)
-                    into += batch
                     if results:
                         now = time.monotonic()
                         for delivery in batch:

@@ -32,17 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from modelbus.connectors import ConnectorContext
 from tests.brokers.servers import BrokerServer, NatsServer, PostgresServer, RedisServer
 from tests.support.proxy import TcpProxy
 
 from .accounting import Collector, Tally, progress_to
-from .brokers import BASE_MESSAGES
+from .brokers import BASE_MESSAGES, with_query
 from .flow import inputs, publish
 
 __all__ = ["COUNT", "Fault", "partitioned", "restartable", "run_with_fault"]
 
 COUNT = max(150, BASE_MESSAGES // 10)  # inputs of one fault run
+COLLECTOR_LEASE_S = 2  # what the collector held when its connection broke comes back soon
 StatusOf = Callable[[], Awaitable[dict[str, Any]]]
 
 SHARED = {
@@ -221,9 +224,11 @@ async def run_with_fault(
     hold_s: float,
     degraded_within_s: float,
     recovered_within_s: float,
+    describe: Callable[[], str] = str,
 ) -> tuple[Tally, list[str], dict[str, Any]]:
     """Send COUNT inputs; a third of the way through bring the fault down until the listener
-    says degraded and ``hold_s`` more, then up; wait for every outcome."""
+    says degraded and ``hold_s`` more, then up; wait for every outcome. ``describe`` says
+    more when it stalls (the server's log)."""
     ctx = ConnectorContext(listener="chaos-collector", data_dir=data_dir)
     collector = Collector(ctx)
     events: list[str] = []
@@ -232,7 +237,10 @@ async def run_with_fault(
     def note(event: str) -> None:
         events.append(f"{time.monotonic() - started:.1f}s {event} @{collector.settled_count()}")
 
-    async with collector.running(fault_url(fault, out), fault_url(fault, dead)):
+    async with collector.running(
+        fault_url(fault, out, lease_s=COLLECTOR_LEASE_S),
+        fault_url(fault, dead, lease_s=COLLECTOR_LEASE_S),
+    ):
         producer = asyncio.create_task(publish(fault_url(fault, source), ctx, inputs(COUNT)))
         try:
             assert await progress_to(COUNT // 3, collector.settled_count)
@@ -253,13 +261,25 @@ async def run_with_fault(
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
-    assert done, f"stalled: {events}"
+    if not done:
+        final = await status()
+        pytest.fail(
+            f"stalled: {events}\nproducer done: {producer.done()}; "
+            f"results {len(collector.results)}, letters {len(collector.letters)}; "
+            f"status {final}\n{describe()[-6000:]}"
+        )
     tally = Tally.of(
         fault.kind, range(COUNT), collector, seconds=time.monotonic() - started, events=events
     )
     return tally, events, degraded
 
 
-def fault_url(fault: Fault, url: str) -> str:
-    """The same queue, reached directly (the test's producer and collector)."""
-    return url.replace(fault.address, fault.direct)
+def fault_url(fault: Fault, url: str, *, lease_s: float | None = None) -> str:
+    """The same queue, reached directly (the test's producer and collector), with a lease
+    when given and the broker has leases."""
+    direct = url.replace(fault.address, fault.direct)
+    if lease_s is not None and fault.kind != "amqp":
+        direct = with_query(
+            direct, lease_s=lease_s, **({"poll_s": 1} if fault.kind == "postgres" else {})
+        )
+    return direct

@@ -64,6 +64,7 @@ async def test_a_broker_restart_mid_run_degrades_recovers_and_loses_nothing(
                 hold_s=DOWN_S,
                 degraded_within_s=40,  # serve's own op timeout is 30 s
                 recovered_within_s=60,  # reconnects back off up to 30 s
+                describe=serving.log,
             )
         finally:
             await http.aclose()
