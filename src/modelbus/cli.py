@@ -746,6 +746,13 @@ def listeners_create(
         float | None,
         typer.Option("--timeout", help="Seconds per invocation [default: the version's]."),
     ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body-bytes",
+            help="Largest message body run; larger ones are dead-lettered [10485760].",
+        ),
+    ] = None,
     filter_json: Annotated[
         str | None,
         typer.Option(
@@ -806,6 +813,7 @@ def listeners_create(
                 "max_wait_ms": batch_wait_ms,
                 "max_in_flight": max_in_flight,
                 "timeout_s": timeout,
+                "max_body_bytes": max_body_bytes,
                 "filter": _filter_json(filter_json),
                 "output_mode": output_mode,
                 "enabled": False if disabled else None,

@@ -50,6 +50,8 @@ __all__ = [
     "parse_definitions",
 ]
 
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # as the HTTP API's default body limit
+
 _SPEC = re.compile(
     r"^(latest|\d+\.\d+\.\d+|\d+\.\d+\.\*|\d+\.\*|sha256:[0-9a-f]{8,64}|[0-9a-f]{7,64})$"
 )
@@ -109,6 +111,13 @@ class ListenerDefinition(BaseModel):
     )
     timeout_s: float | None = Field(
         None, gt=0, le=86_400, description="Per-invocation timeout; null = the version's default."
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        le=1024 * 1024 * 1024,
+        description="Largest message body the listener decodes and runs; a larger one is "
+        "dead-lettered at once (PayloadTooLarge) without reaching the model.",
     )
     extend_lease: bool = Field(
         True,

@@ -26,7 +26,8 @@ Transient: :class:`InvocationTimeout`, :class:`RunnerCrashed`, :class:`Overloade
 :class:`ConnectorError` that is not permanent, and **an unknown model or a version spec that
 resolves to nothing** (:class:`NotFound`): it may be published in a minute, so those
 messages wait out the retries rather than being dead-lettered at once. Permanent: an
-undecodable body (:class:`InvalidInput`), :class:`InputRejected`, a model error marked
+undecodable body (:class:`InvalidInput`), a body over ``max_body_bytes``
+(:class:`PayloadTooLarge`), :class:`InputRejected`, a model error marked
 permanent, a bad version spec, a permanent connector error (object gone, message too big).
 Anything unexpected is treated as transient.
 
@@ -74,6 +75,7 @@ from modelbus.errors import (
     InvocationError,
     ModelbusError,
     NotFound,
+    PayloadTooLarge,
 )
 from modelbus.filters import compile_filter
 from modelbus.invocation import CallOptions, Invoker, ModelRef, Payload, Result
@@ -552,6 +554,7 @@ class Listener:
     ) -> Invoked | Skipped | Failed:
         stage = "decode"
         try:
+            self._check_size(delivery)
             items = decode(delivery)
             if not items:
                 return Skipped("no_input")
@@ -567,6 +570,15 @@ class Listener:
                 return await self._invoke(delivery, items, ref)
         except Exception as exc:
             return _failed(exc, stage)
+
+    def _check_size(self, delivery: Delivery) -> None:
+        """Refuse (for good) a body over ``max_body_bytes`` before decoding it."""
+        limit = self.definition.max_body_bytes
+        if len(delivery.body) > limit:
+            raise PayloadTooLarge(
+                f"message body of {len(delivery.body)} bytes is over the listener's "
+                f"max_body_bytes ({limit})"
+            )
 
     @contextlib.contextmanager
     def _running_note(self, delivery: Delivery) -> Iterator[None]:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import ctypes
 import logging
 import os
 import resource
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -290,6 +292,7 @@ class Runner:
                 await self._stdin.drain()
                 frame = await _read_frame(self._stdout)
             outputs = _outputs(frame, self._next_id, len(payloads))
+            outputs = tuple(_name_memory_limit(o, self.spec.memory_limit_mb) for o in outputs)
         except TimeoutError:
             self.kill()
             raise InvocationTimeout(
@@ -318,6 +321,9 @@ class Runner:
         else:
             await self._finish()
             cause = f"runner {self.pid} {_describe_exit(self.returncode)} {when}"
+            limit_mb = self.spec.memory_limit_mb
+            if limit_mb and any(_MEMORY_HINT in line for line in self._stderr_tail):
+                cause += f" after running out of memory (memory_limit_mb = {limit_mb})"
         return RunnerCrashed(cause + self._stderr_report())
 
     async def _finish(self) -> None:
@@ -769,7 +775,6 @@ _BROKEN = (asyncio.IncompleteReadError, protocol.ProtocolError, ConnectionError)
 
 
 async def _spawn(spec: RunnerSpec) -> asyncio.subprocess.Process:
-    limit_mb = spec.memory_limit_mb or 0
     try:
         return await asyncio.create_subprocess_exec(
             *spec.argv,
@@ -779,18 +784,47 @@ async def _spawn(spec: RunnerSpec) -> asyncio.subprocess.Process:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # own process group: killpg reaches the model's children
-            preexec_fn=_memory_limit(limit_mb * 1024 * 1024) if limit_mb > 0 else None,
+            preexec_fn=_child_setup((spec.memory_limit_mb or 0) * 1024 * 1024),
             limit=_STREAM_LIMIT_BYTES,
         )
     except OSError as exc:
         raise RunnerCrashed(f"cannot start runner {spec.argv[0]!r}: {exc}") from exc
 
 
-def _memory_limit(limit_bytes: int) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+def _child_setup(limit_bytes: int) -> Callable[[], None]:
+    """What runs in the runner between fork and exec: the memory limit (RLIMIT_AS) if any,
+    and on Linux a SIGKILL as soon as the server dies. A runner sits in its own session (so
+    the server's process group does not reach it): without the death signal, a SIGKILLed
+    server would leave runners busy with a long call alive, holding memory and the
+    model's resources, until that call ended."""
+    parent = os.getpid()
+    prctl = _prctl()
+
+    def apply() -> None:
+        if limit_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the server died before the signal was armed
+                os._exit(1)
 
     return apply
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux (looked up in the server, not in the forked child), else
+    None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return function
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> protocol.Frame:
@@ -848,6 +882,22 @@ def _model_error(error: object, *, prefix: str = "") -> ModelError:
         error_type=error_type,
         stacktrace=str(info.get("stacktrace") or ""),
         permanent=bool(info.get("permanent", False)),
+    )
+
+
+_MEMORY_HINT = "MemoryError"
+
+
+def _name_memory_limit(output: Payload | ModelError, limit_mb: int | None) -> Payload | ModelError:
+    """A MemoryError under a memory limit says so: Python's own message is usually empty."""
+    if not limit_mb or not isinstance(output, ModelError) or output.error_type != _MEMORY_HINT:
+        return output
+    detail = f" ({output.message})" if output.message != output.error_type else ""
+    return ModelError(
+        f"the model exceeded its memory limit: memory_limit_mb = {limit_mb}{detail}",
+        error_type=output.error_type,
+        stacktrace=output.stacktrace,
+        permanent=output.permanent,
     )
 
 

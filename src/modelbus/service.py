@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,16 +32,27 @@ DEFAULT_MAX_RUNNING_JOBS = 16
 
 class SchemaChecks:
     """A version's input and output JSON Schemas, compiled once per build (a build's schemas
-    never change). Binary payloads are not checked; text is checked as a JSON string."""
+    never change). Binary input is refused where an input schema is declared; binary output
+    is not checked; text is checked as a JSON string."""
 
     def __init__(self) -> None:
         self._compiled: dict[tuple[str, str], Any] = {}
 
     def check_input(self, spec: RunnerSpec, payload: Payload) -> None:
-        """Raise :class:`InputRejected` (permanent) naming the offending field."""
+        """Raise :class:`InputRejected` (permanent) naming the offending field. A model that
+        declares an input schema takes JSON (or text): binary input is refused, since
+        the schema can say nothing about it and the model would get bytes it never expects."""
+        if spec.input_schema is not None and payload.content_type == "binary":
+            raise InputRejected(
+                f"binary input ({len(payload.data)} bytes"
+                f"{', ' + payload.mime if payload.mime else ''}) refused: the model's input "
+                f"schema expects JSON ({_schema_summary(spec.input_schema)})"
+            )
         problem = self._problem(spec.key, "input", spec.input_schema, payload)
         if problem:
-            raise InputRejected(f"input rejected by the model's schema at {problem}")
+            raise InputRejected(
+                f"input rejected by the model's schema at {problem}{_not_json(payload)}"
+            )
 
     def check_output(self, spec: RunnerSpec, result: Result) -> Result | ModelError:
         """``result``, or a :class:`ModelError` (error type ``OutputRejected``) when the
@@ -69,6 +81,27 @@ class SchemaChecks:
             return None
         where = "/".join(str(part) for part in found.absolute_path) or "(the top level)"
         return f"{where}: {found.message}"
+
+
+def _not_json(payload: Payload) -> str:
+    """Why a text input that the schema refused is not JSON, if it looks like it was meant
+    to be (a body that failed to parse arrives as text)."""
+    if payload.content_type != "text" or payload.data.lstrip()[:1] not in (b"{", b"["):
+        return ""
+    try:
+        json.loads(payload.data)
+    except ValueError as exc:
+        return f" (the input is text, not valid JSON: {exc})"
+    return ""
+
+
+def _schema_summary(schema: Mapping[str, object]) -> str:
+    """``type: object, required: text`` or the like: enough to say what the model wants."""
+    parts = [f"type: {schema['type']}"] if "type" in schema else []
+    required = schema.get("required")
+    if isinstance(required, list) and required:
+        parts.append("required: " + ", ".join(str(r) for r in required))
+    return "; ".join(parts) or "a JSON Schema"
 
 
 class ModelService:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
@@ -48,6 +51,36 @@ class Channel:
         os.close(devnull)
         os.dup2(2, 1)
         return cls(reader, writer)
+
+    def watch_hangup(self, busy: threading.Event) -> None:
+        """Exit the process when the server dies while a call runs (nobody will read the
+        answer). The server closing the channel is not enough: a graceful close shuts
+        stdin and still waits for the call in flight; only a channel closed *and* a new
+        parent process (the server is gone, the runner was re-parented) ends the call. Between
+        calls :meth:`receive` sees the end of the stream and the runner exits normally. A
+        daemon thread polls for the hang-up without reading, so no frame is taken from the
+        main loop. (On Linux the server also arms PR_SET_PDEATHSIG, which is quicker.)"""
+        fd = self._reader.fileno()
+        parent = os.getppid()
+
+        def watch() -> None:
+            poller = select.poll()
+            poller.register(fd, 0)  # POLLHUP and POLLERR are always reported
+            while not poller.poll():
+                pass
+            while True:
+                if busy.is_set() and os.getppid() != parent:
+                    with contextlib.suppress(OSError):  # stderr went with the server
+                        print(
+                            "modelbus_runner: the server went away during a call", file=sys.stderr
+                        )
+                    os._exit(1)
+                time.sleep(0.1)
+
+        try:
+            threading.Thread(target=watch, name="modelbus-hangup", daemon=True).start()
+        except RuntimeError:  # no room for a thread (a tight memory limit): EOF still ends us
+            print("modelbus_runner: cannot watch for a hang-up", file=sys.stderr)
 
     def receive(self) -> Frame | None:
         """The next frame, or None when the server closed the channel."""
@@ -92,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     ready = {"type": "ready", "protocol": PROTOCOL_VERSION, "batch": model.batch}
     channel.send({**ready, "pid": os.getpid()})
+    busy = threading.Event()
+    if hasattr(select, "poll"):
+        channel.watch_hangup(busy)
     try:
-        serve(channel, model)
+        serve(channel, model, busy)
     except ProtocolError as exc:
         print(f"modelbus_runner: protocol error: {exc}", file=sys.stderr)
         return 2
@@ -102,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def serve(channel: Channel, model: Model) -> None:
-    """Answer calls until a shutdown frame or the end of stdin."""
+def serve(channel: Channel, model: Model, busy: threading.Event | None = None) -> None:
+    """Answer calls until a shutdown frame or the end of stdin; ``busy`` is set while a
+    call runs."""
     capture = StdoutCapture()
+    busy = busy or threading.Event()
     while True:
         frame = channel.receive()
         if frame is None or frame.type == "shutdown":
@@ -112,7 +150,12 @@ def serve(channel: Channel, model: Model) -> None:
         if frame.type != "call":
             print(f"modelbus_runner: ignoring a {frame.type!r} frame", file=sys.stderr)
             continue
-        channel.send(*answer(frame, model, capture))
+        busy.set()
+        try:
+            reply = answer(frame, model, capture)
+        finally:
+            busy.clear()
+        channel.send(*reply)
 
 
 def answer(

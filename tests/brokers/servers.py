@@ -10,6 +10,7 @@ names; these are for the rest. No pytest needed here (bench scripts use them too
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -18,10 +19,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["BrokerServer", "NatsServer", "RedisServer", "free_port"]
+__all__ = ["BrokerServer", "NatsServer", "PostgresServer", "RedisServer", "free_port"]
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+POSTGRES = shutil.which("postgres") or "/usr/lib/postgresql/16/bin/postgres"
+INITDB = shutil.which("initdb") or str(Path(POSTGRES).with_name("initdb"))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,6 +47,7 @@ class BrokerServer:
     ``kill`` or ``stop`` brings it back on the same port with the same data."""
 
     name = "broker"
+    user: str | None = None  # run the process as this user (PostgreSQL refuses root)
 
     def __init__(self, directory: Path, *, port: int | None = None) -> None:
         self.directory = directory
@@ -61,7 +65,11 @@ class BrokerServer:
             raise RuntimeError(f"{self.name} is already running")
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                user=self.user,
             )
         deadline = time.monotonic() + timeout_s
         while not _accepts(self.port):
@@ -168,6 +176,43 @@ class NatsServer(BrokerServer):
         at = f"{auth}@" if auth else ""
         query = "&".join(f"{k}={_text(v)}" for k, v in options.items())
         return f"nats://{at}127.0.0.1:{self.port}?{query}"
+
+
+class PostgresServer(BrokerServer):
+    """A PostgreSQL cluster of its own (``initdb`` on first start, trust authentication,
+    database ``postgres``, fsync off: a SIGKILL of the server is not a power cut). Run as the
+    ``postgres`` user when the tests run as root. The directory must be reachable by that
+    user: pass one under /tmp made with :func:`tempfile.mkdtemp`, not pytest's tmp_path."""
+
+    name = "postgres"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            shutil.chown(self.directory, "postgres")
+        self._data = self.directory / "db"
+
+    def start(self, *, timeout_s: float = 15.0) -> None:
+        if not self._data.exists():
+            subprocess.run(
+                [INITDB, "-D", str(self._data), "-U", "postgres", "--auth=trust", "-N"],
+                check=True,
+                capture_output=True,
+                user=self.user,
+            )
+        super().start(timeout_s=timeout_s)
+
+    def command(self) -> list[str]:
+        return [
+            POSTGRES, "-D", str(self._data), "-p", str(self.port), "-k", str(self.directory),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100",
+        ]  # fmt: skip
+
+    def url(self, **options: object) -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/postgres?OPTIONS``."""
+        query = "&".join(f"{k}={_text(v)}" for k, v in options.items())
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres?{query}"
 
 
 def _text(value: object) -> str:

@@ -31,7 +31,7 @@ from urllib.parse import urlencode, urlsplit
 from modelbus.connectors import ConnectorContext, make_source
 from modelbus.connectors.base import OutMessage
 from modelbus.connectors.local import LocalOptions, SqliteQueue
-from tests.aws.motoserver import free_port
+from tests.support.proxy import TcpProxy
 
 __all__ = ["Broker", "Depth", "LocalBroker", "Message", "SqsBroker", "TcpProxy", "drain_url"]
 
@@ -189,64 +189,6 @@ class LocalBroker:
                 await asyncio.to_thread(db.execute, "ROLLBACK")
         finally:
             await asyncio.to_thread(db.close)
-
-
-class TcpProxy:
-    """A TCP forwarder on a free local port that can be cut (refusing and dropping every
-    connection) and restored on the same port."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.port = free_port()
-        await self._listen()
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        """Refuse new connections and drop the open ones."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def restore(self) -> None:
-        """Accept connections again, on the same port."""
-        if self._server is None:
-            await self._listen()
-
-    async def close(self) -> None:
-        await self.cut()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*self.target), 5)
-        except (OSError, TimeoutError):
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        finally:
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.transport.abort()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    with contextlib.suppress(OSError, RuntimeError):
-        writer.write_eof()
 
 
 class SqsBroker:

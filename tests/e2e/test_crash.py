@@ -13,27 +13,24 @@ room for two kills mid-run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelbus.connectors import make_source
-from modelbus.connectors.base import Source
 from modelbus.db import Database
 from modelbus.envelopes import output_id
 from modelbus.runs import RunStore
 from tests.aws.motoserver import MotoServer
+from tests.chaos.accounting import Collector, progress_to
 
-from .brokers import Broker, LocalBroker, Message, SqsBroker
+from .brokers import Broker, LocalBroker, SqsBroker
 from .node import BEHAVE, database_url, open_node
 from .processes import Serving
 
@@ -42,50 +39,10 @@ PERMANENT_EVERY = 97  # these inputs are refused by the model: they must be dead
 STALL_S = 30.0  # no message settled for this long: the rest is lost (or stuck)
 
 
-@dataclass
-class Collector:
-    """A downstream consumer taking results and dead letters off their queues as they come."""
-
-    results: list[Message] = field(default_factory=list)
-    letters: list[Message] = field(default_factory=list)
-
-    @contextlib.asynccontextmanager
-    async def running(self, broker: Broker, out: str, dead: str) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(self._take(broker, out, self.results)),
-            asyncio.create_task(self._take(broker, dead, self.letters)),
-        ]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _take(self, broker: Broker, url: str, into: list[Message]) -> None:
-        source: Source = make_source(url, broker.ctx)
-        await source.open()
-        try:
-            while True:
-                batch = await source.receive(10, 0.5)
-                if batch:
-                    await source.ack(batch)
-                into += [
-                    Message(
-                        message_id=d.message_id,
-                        body=d.body,
-                        attributes=dict(d.attributes),
-                        attempt=d.attempt,
-                    )
-                    for d in batch
-                ]
-        finally:
-            await source.close()
-
-    def unique_sources(self) -> set[str]:
-        return {m.attributes["sourcemessageid"] for m in self.results} | {
-            m.attributes["modelbus-source-message-id"] for m in self.letters
-        }
+def unique_sources(collector: Collector) -> set[str]:
+    return {m.attributes["sourcemessageid"] for m in collector.results} | {
+        m.attributes["modelbus-source-message-id"] for m in collector.letters
+    }
 
 
 @pytest.fixture(params=["local", "sqs"])
@@ -128,16 +85,7 @@ max_backoff_s = 1.0
 
 
 async def _progress_to(target: int, progress: Callable[[], int]) -> bool:
-    """Wait until ``progress()`` reaches ``target``; False once it stalls for STALL_S."""
-    last, moved_at = progress(), time.monotonic()
-    while last < target:
-        await asyncio.sleep(0.02)
-        now = progress()
-        if now != last:
-            last, moved_at = now, time.monotonic()
-        elif time.monotonic() - moved_at > STALL_S:
-            return False
-    return True
+    return await progress_to(target, progress, stall_s=STALL_S)
 
 
 async def test_killed_twice_mid_run_nothing_is_lost(crash_broker: Broker, tmp_path: Path) -> None:
@@ -151,11 +99,11 @@ async def test_killed_twice_mid_run_nothing_is_lost(crash_broker: Broker, tmp_pa
     sent = await broker.send_many(source, _inputs(count))
     refused = {sent[n] for n in range(0, count, PERMANENT_EVERY)}
     serving = Serving(data_dir, _config(tmp_path / "listeners.toml", source, out, dead))
-    collector = Collector()
+    collector = Collector(broker.ctx)
     # each kill comes after a random share (10-25 %) of the messages settled in that life
     share = lambda: random.randint(count // 10, count // 4)  # noqa: E731
     runner_kill_at = int(count * 0.8)
-    progress = lambda: len(collector.unique_sources())  # noqa: E731
+    progress = lambda: len(unique_sources(collector))  # noqa: E731
 
     started = time.monotonic()
     timeline: list[str] = []
@@ -163,7 +111,7 @@ async def test_killed_twice_mid_run_nothing_is_lost(crash_broker: Broker, tmp_pa
     def note(event: str) -> None:
         timeline.append(f"{time.monotonic() - started:.1f}s {event} ({progress()} settled)")
 
-    async with collector.running(broker, out, dead):
+    async with collector.running(out, dead):
         await serving.start()
         note("serving")
         try:
@@ -190,7 +138,7 @@ async def test_killed_twice_mid_run_nothing_is_lost(crash_broker: Broker, tmp_pa
     assert tally["with result and dead letter"] == 0
     for message in collector.results:
         source_id = message.attributes["sourcemessageid"]
-        assert message.json()["id"] == output_id(LISTENER, source_id)
+        assert json.loads(message.body)["id"] == output_id(LISTENER, source_id)
     assert {m.attributes["modelbus-source-message-id"] for m in collector.letters} == refused
     assert (await broker.depth(source)).total == 0
     await _check_records(data_dir, sent, refused)

@@ -1,0 +1,110 @@
+"""The brokers the chaos suite runs on, as the connector contract suite's kits
+(tests/connectors/kits.py): fresh queues per role, a source URL and a sink URL each.
+
+    async with open_kit("redis", tmp_path) as kit:
+        urls = await kit.new_queue(lease_s=3)
+
+Plus how many messages each broker gets: ``MODELBUS_CHAOS_MESSAGES`` (default
+:data:`DEFAULT_MESSAGES`) is the count for the embedded queue; slower brokers get a share of
+it (:data:`SHARE`), never fewer than :data:`MIN_MESSAGES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tests.aws.kit import sqs_url, unique_name
+from tests.aws.motoserver import MotoServer, fake_credentials
+from tests.connectors.kits import BrokerKit, Capabilities, LocalKit, QueueUrls
+
+__all__ = ["KINDS", "SqsKit", "messages", "open_kit", "with_query"]
+
+KINDS = ("local", "sqs", "redis", "amqp", "nats", "kafka", "postgres")
+DEFAULT_MESSAGES = 2000
+MIN_MESSAGES = 100
+# Per-message cost relative to local:// through a real `modelbus serve` on 2 cores (moto is
+# slowest by far: NOTES.md).
+SHARE = {
+    "local": 1.0,
+    "redis": 0.25,
+    "nats": 0.25,
+    "postgres": 0.25,
+    "amqp": 0.2,
+    "kafka": 0.15,
+    "sqs": 0.075,
+}
+
+
+BASE_MESSAGES = int(os.environ.get("MODELBUS_CHAOS_MESSAGES", DEFAULT_MESSAGES))
+
+
+def messages(kind: str) -> int:
+    """How many inputs a run on ``kind`` sends (see the module docstring)."""
+    return max(MIN_MESSAGES, int(BASE_MESSAGES * SHARE[kind]))
+
+
+def with_query(url: str, *, drop: tuple[str, ...] = (), **options: object) -> str:
+    """``url`` with query parameters removed (``drop``) or set."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in drop and k not in options]
+    query += [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in options.items()]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class SqsKit(BrokerKit):
+    """SQS queues on a moto_server (the source's lease is the queue's visibility timeout)."""
+
+    name = "sqs"
+    capabilities = Capabilities(min_lease_s=1.0)
+    endpoint_url = ""
+
+    async def new_queue(self, *, lease_s: float) -> QueueUrls:
+        name = unique_name("chaos")
+        url = sqs_url(
+            self.endpoint_url,
+            name,
+            create=True,
+            wait_s=1,
+            visibility_timeout_s=max(1, round(lease_s)),
+        )
+        return QueueUrls(source_url=url, sink_url=url)
+
+
+def _kit_class(kind: str) -> type[BrokerKit]:
+    if kind == "local":
+        return LocalKit
+    if kind == "sqs":
+        return SqsKit
+    if kind == "amqp":
+        from tests.brokers.amqp.kit import AmqpKit
+
+        return AmqpKit
+    module = __import__(f"tests.connectors.kit_{kind}", fromlist=["KITS"])
+    (kit,) = module.KITS
+    return kit  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def open_kit(kind: str, tmp_path: Path) -> AsyncIterator[BrokerKit]:
+    """A started kit of ``kind`` (skipped, saying why, when its server is unavailable)."""
+    import pytest
+
+    cls = _kit_class(kind)
+    why = cls.unavailable()
+    if why:
+        pytest.skip(why)
+    with contextlib.ExitStack() as stack:
+        kit = cls(tmp_path)
+        if isinstance(kit, SqsKit):
+            moto = stack.enter_context(MotoServer())
+            stack.enter_context(fake_credentials())
+            kit.endpoint_url = moto.endpoint_url
+        await kit.start()
+        try:
+            yield kit
+        finally:
+            await kit.stop()
