@@ -17,11 +17,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from tests.aws.kit import sqs_url, unique_name
-from tests.aws.motoserver import MotoServer, fake_credentials
-from tests.connectors.kits import BrokerKit, Capabilities, LocalKit, QueueUrls
+from tests.connectors.kits import BrokerKit, LocalKit
 
-__all__ = ["KINDS", "SqsKit", "messages", "open_kit", "with_query"]
+__all__ = ["KINDS", "messages", "open_kit", "with_query"]
 
 KINDS = ("local", "sqs", "redis", "amqp", "nats", "kafka", "postgres")
 DEFAULT_MESSAGES = 2000
@@ -55,37 +53,11 @@ def with_query(url: str, *, drop: tuple[str, ...] = (), **options: object) -> st
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-class SqsKit(BrokerKit):
-    """SQS queues on a moto_server (the source's lease is the queue's visibility timeout)."""
-
-    name = "sqs"
-    capabilities = Capabilities(min_lease_s=1.0)
-    endpoint_url = ""
-
-    async def new_queue(self, *, lease_s: float) -> QueueUrls:
-        name = unique_name("chaos")
-        url = sqs_url(
-            self.endpoint_url,
-            name,
-            create=True,
-            wait_s=1,
-            visibility_timeout_s=max(1, round(lease_s)),
-        )
-        return QueueUrls(source_url=url, sink_url=url)
-
-
 def _kit_class(kind: str) -> type[BrokerKit]:
     if kind == "local":
         return LocalKit
-    if kind == "sqs":
-        return SqsKit
-    if kind == "amqp":
-        from tests.brokers.amqp.kit import AmqpKit
-
-        return AmqpKit
     module = __import__(f"tests.connectors.kit_{kind}", fromlist=["KITS"])
-    (kit,) = module.KITS
-    return kit  # type: ignore[no-any-return]
+    return module.KITS[0]  # type: ignore[no-any-return]  # amqp: classic before quorum
 
 
 @contextlib.asynccontextmanager
@@ -97,14 +69,9 @@ async def open_kit(kind: str, tmp_path: Path) -> AsyncIterator[BrokerKit]:
     why = cls.unavailable()
     if why:
         pytest.skip(why)
-    with contextlib.ExitStack() as stack:
-        kit = cls(tmp_path)
-        if isinstance(kit, SqsKit):
-            moto = stack.enter_context(MotoServer())
-            stack.enter_context(fake_credentials())
-            kit.endpoint_url = moto.endpoint_url
-        await kit.start()
-        try:
-            yield kit
-        finally:
-            await kit.stop()
+    kit = cls(tmp_path)
+    await kit.start()
+    try:
+        yield kit
+    finally:
+        await kit.stop()

@@ -2,7 +2,7 @@
 and with quorum queues, on the shared server on 127.0.0.1:5672.
 
 RabbitMQ has no leases (``lease_s`` is None: a delivery stays with its consumer until acked,
-released or its connection closes), which the contract suite learns from the source's ``lease_s``.
+released or its connection closes), which :class:`Capabilities` says with ``leases=False``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["KITS", "AmqpKit", "AmqpQuorumKit"]
 class AmqpKit(BrokerKit):
     name = "amqp"
     queue_type: ClassVar[str] = "classic"
-    capabilities = Capabilities(fifo=True, cross_process=True)
+    capabilities = Capabilities(fifo=True, cross_process=True, leases=False)
 
     @classmethod
     def unavailable(cls) -> str | None:
