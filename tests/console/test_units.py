@@ -13,9 +13,10 @@ from modelbus.console.dead_letters import body_view, hexdump
 from modelbus.console.listener_form import ListenerForm
 from modelbus.console.models import _shown
 from modelbus.console.session import SessionCodec, SessionExpired, csrf_matches, load_secret
-from modelbus.definition import ListenerDefinition
+from modelbus.definition import BatchPolicy, ListenerDefinition
 from modelbus.errors import DefinitionError, Unauthenticated
 from modelbus.invocation import Payload
+from modelbus.retry import RetryPolicy
 from modelbus.secrets import SecretBox
 from tests.support.server import ModelbusServer
 
@@ -76,6 +77,7 @@ def test_the_listener_form_round_trips_every_field() -> None:
             "retry": {"max_attempts": 3, "initial_backoff_s": 0.5, "jitter": 0.1},
             "batch": {"max_batch_size": 4, "max_wait_ms": 20},
             "max_in_flight": 8,
+            "max_body_bytes": 4096,
             "timeout_s": 12.5,
             "extend_lease": False,
             "filter": {"attributes": {"key": [{"suffix": ".pdf"}]}},
@@ -84,6 +86,14 @@ def test_the_listener_form_round_trips_every_field() -> None:
         }
     )
     assert ListenerForm.of(definition).definition() == definition
+
+
+def test_the_listener_form_has_a_field_for_every_definition_field() -> None:
+    # A definition field missing from the form is reset to its default on every save.
+    form_fields = set(ListenerForm.__dataclass_fields__)
+    nested = {"retry": RetryPolicy.model_fields, "batch": BatchPolicy.model_fields}
+    for name in ListenerDefinition.model_fields:
+        assert (set(nested[name]) if name in nested else {name}) <= form_fields, name
 
 
 def test_a_blank_form_means_the_definitions_defaults() -> None:

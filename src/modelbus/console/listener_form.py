@@ -39,6 +39,7 @@ class ListenerForm:
     outputs: str = ""
     error_sink: str = ""
     max_in_flight: str = ""
+    max_body_bytes: str = ""
     timeout_s: str = ""
     max_attempts: str = ""
     initial_backoff_s: str = ""
@@ -58,6 +59,7 @@ class ListenerForm:
         retry, batch = RetryPolicy(), BatchPolicy()
         values: dict[str, Any] = {
             "max_in_flight": str(ListenerDefinition.model_fields["max_in_flight"].default),
+            "max_body_bytes": str(ListenerDefinition.model_fields["max_body_bytes"].default),
             **{name: _number(getattr(retry, name)) for name in RETRY_FIELDS},
             **{name: _number(getattr(batch, name)) for name in BATCH_FIELDS},
         }
@@ -73,6 +75,7 @@ class ListenerForm:
             "outputs": "\n".join(definition.outputs),
             "error_sink": definition.error_sink or "",
             "max_in_flight": str(definition.max_in_flight),
+            "max_body_bytes": str(definition.max_body_bytes),
             "timeout_s": _number(definition.timeout_s),
             **{name: _number(getattr(definition.retry, name)) for name in RETRY_FIELDS},
             **{name: _number(getattr(definition.batch, name)) for name in BATCH_FIELDS},
@@ -105,7 +108,7 @@ class ListenerForm:
         data: dict[str, Any] = {"name": self.name, "source": self.source, "model": self.model}
         data["outputs"] = [line.strip() for line in self.outputs.splitlines() if line.strip()]
         values = asdict(self)
-        for name in ("error_sink", "max_in_flight", "timeout_s", "output_mode"):
+        for name in ("error_sink", "max_in_flight", "max_body_bytes", "timeout_s", "output_mode"):
             if values[name]:
                 data[name] = values[name]
         retry = {name: values[name] for name in RETRY_FIELDS if values[name]}
