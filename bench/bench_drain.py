@@ -101,7 +101,10 @@ async def start_consumer(
         task = asyncio.create_task(kit.hand_loop(names, model_of(node), batch, progress))
 
         async def stop_hand() -> None:
-            task.cancel()
+            # Again and again: redis-py swallows a cancellation that lands in a blocking read.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.2)
             await asyncio.gather(task, return_exceptions=True)
 
         return stop_hand
