@@ -65,6 +65,7 @@ WARMUP_MESSAGES = 5
 
 @dataclass(frozen=True)
 class Figures:
+    messages: int
     msg_per_s: float
     p50_ms: float
     p99_ms: float
@@ -227,17 +228,23 @@ def percentile(values: list[float], q: float) -> float:
 # --- one broker ---------------------------------------------------------------------------------
 
 
+def messages_for(kit: Kit, args: argparse.Namespace) -> int:
+    return min(args.messages, args.sqs_messages) if kit.name == "sqs" else int(args.messages)
+
+
 async def measure(kit: Kit, node: Node, args: argparse.Namespace) -> dict[str, Figures]:
     rates: dict[str, list[float]] = {side: [] for side in SIDES}
+    count = messages_for(kit, args)
     for _ in range(args.runs):
         for side in SIDES:
-            rates[side].append(await drain(kit, node, side, args.messages, args.batch))
+            rates[side].append(await drain(kit, node, side, count, args.batch))
             _say({"broker": kit.name, "side": side, "drain_msg_per_s": round(rates[side][-1], 1)})
     rate = min(args.rate, 0.5 * min(statistics.median(r) for r in rates.values()))
     figures = {}
     for side in SIDES:
         lat = await latency(kit, node, side, args.latency_messages, rate, args.batch)
         figures[side] = Figures(
+            messages=count,
             msg_per_s=statistics.median(rates[side]),
             p50_ms=percentile(lat, 0.50),
             p99_ms=percentile(lat, 0.99),
@@ -247,7 +254,7 @@ async def measure(kit: Kit, node: Node, args: argparse.Namespace) -> dict[str, F
             {
                 "broker": kit.name,
                 "side": side,
-                "messages": args.messages,
+                "messages": count,
                 "batch": args.batch,
                 "runs_msg_per_s": [round(r, 1) for r in rates[side]],
                 "latency_rate_per_s": round(rate, 1),
@@ -264,14 +271,14 @@ def _say(line: dict[str, object]) -> None:
 
 def table(results: dict[str, dict[str, Figures]], kits: dict[str, Kit]) -> str:
     head = (
-        f"{'broker':9}{'modelbus msg/s':>15}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'broker':9}{'messages':>9}{'modelbus msg/s':>15}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'hand msg/s':>12}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}  client"
     )
     lines = [head, "-" * len(head)]
     for name, figures in results.items():
         ours, hand = figures["modelbus"], figures["hand"]
         lines.append(
-            f"{name:9}{ours.msg_per_s:15,.0f}{ours.p50_ms:8.1f}{ours.p99_ms:8.1f}"
+            f"{name:9}{ours.messages:9,}{ours.msg_per_s:15,.0f}{ours.p50_ms:8.1f}{ours.p99_ms:8.1f}"
             f"{hand.msg_per_s:12,.0f}{hand.p50_ms:8.1f}{hand.p99_ms:8.1f}"
             f"{ours.msg_per_s / hand.msg_per_s:7.2f}  {kits[name].client}"
         )
@@ -297,7 +304,7 @@ async def main(args: argparse.Namespace) -> None:
                     results[name] = await measure(kit, node, args)
     print()
     print(
-        f"{args.messages:,} messages of ~200 B per drain, batch / max_in_flight {args.batch}, "
+        f"JSON messages of ~200 B, batch / max_in_flight {args.batch}, "
         f"{args.latency_messages} latency messages, {args.runs} run(s)"
     )
     print(table(results, kits))
@@ -314,6 +321,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=100,
         help="hand loop batch and listener max_in_flight (default 100)",
+    )
+    p.add_argument(
+        "--sqs-messages",
+        type=int,
+        default=1_000,
+        help="drain size on SQS (moto drains ~30 msg/s; default 1000)",
     )
     p.add_argument("--runs", type=int, default=1, help="drains per side; the median is shown")
     p.add_argument("--latency-messages", type=int, default=200, help="(default 200)")

@@ -474,9 +474,7 @@ class KafkaKit(Kit):
     async def preload(self, names: Names, bodies: list[bytes]) -> None:
         from aiokafka import AIOKafkaProducer
 
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.tansu.bootstrap, acks="all", linger_ms=5
-        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.tansu.bootstrap, acks="all", linger_ms=5)
         await producer.start()
         try:
             futures = [await producer.send(names.native["in"], body) for body in bodies]
