@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
@@ -139,8 +139,27 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     if url.database and url.database != ":memory:":
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
+    _sqlite_events(engine.sync_engine)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def sqlite_sync_engine(url: URL) -> Engine:
+    """A synchronous engine (pysqlite) on the SQLite file of an async engine's ``url``, with
+    the same pragmas and transactions, for work that must make one thread hop, not several.
+    Use it from one thread; ``write_options()`` on a connection makes it a write transaction
+    (``BEGIN IMMEDIATE``), as :meth:`Database.write` does."""
+    engine = create_engine(url.set(drivername="sqlite"))
+    _sqlite_events(engine)
+    return engine
+
+
+def write_options() -> dict[str, Any]:
+    """Execution options that make a connection's transaction a write transaction."""
+    return {_WRITE_OPTION: True}
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit BEGIN comes too late, only
         # before the first write, so reads would not be in the transaction).
@@ -152,12 +171,10 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(_WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    return engine
 
 
 def _postgres_engine(url: URL, connect_timeout_s: float, statement_timeout_s: float) -> AsyncEngine:

@@ -565,7 +565,9 @@ class Listener:
                     return Skipped("filtered")
             with self._running_note(delivery):
                 stage = "fetch"
-                items = list(await asyncio.gather(*(self._fetch(i) for i in items)))
+                if any(i.object is not None and i.payload is None for i in items):
+                    # Only then: a gather and a wait_for cost two tasks per message.
+                    items = list(await asyncio.gather(*(self._fetch(i) for i in items)))
                 stage = "invoke"
                 return await self._invoke(delivery, items, ref)
         except Exception as exc:

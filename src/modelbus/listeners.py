@@ -171,7 +171,7 @@ class ListenerManager:
             self._sync_task = asyncio.create_task(self._sync_loop(self._options.sync_interval_s))
 
     async def stop(self) -> None:
-        """Stop every listener gracefully (in parallel), then flush the run store."""
+        """Stop every listener gracefully (in parallel), then flush and close the run store."""
         self._started = False
         if self._sync_task is not None:
             self._sync_task.cancel()
@@ -180,7 +180,7 @@ class ListenerManager:
         async with self._lock:
             running, self._running = list(self._running.values()), {}
             await asyncio.gather(*(self._stop(listener) for listener in running))
-        await self.runs.flush()
+        await self.runs.close()
 
     async def sync(self) -> None:
         """Make this process run exactly the enabled listeners of the store, as stored."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -187,3 +188,36 @@ async def test_coalescer_reports_a_failed_flush_to_its_waiters() -> None:
 def test_redact_url() -> None:
     assert redact_url("amqp://user:secret@host:5672/vh") == "amqp://user:***@host:5672/vh"
     assert redact_url("local://jobs") == "local://jobs"
+
+
+async def test_a_recorded_run_is_committed_for_every_other_connection(
+    db: Database, database_url: str
+) -> None:
+    """record() returns only once the record is committed: another engine on the same store
+    (another node, another process) sees it at once, and a closed store can be used again."""
+    store = RunStore(db.engine)
+    other = await Database.open(database_url)
+    try:
+        await store.record(run("m1", "succeeded"))
+        assert await RunStore(other.engine).succeeded("l", ["m1", "m2"]) == {"m1"}
+        await store.close()
+        await store.record(run("m2", "succeeded"))
+        assert await RunStore(other.engine).succeeded("l", ["m1", "m2"]) == {"m1", "m2"}
+        assert await store.succeeded("l", ["m1", "m2", "m3"]) == {"m1", "m2"}
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_a_failed_group_commit_fails_its_waiters_and_writes_nothing(db: Database) -> None:
+    """The dead letter and its run record commit together or not at all."""
+    store = RunStore(db.engine)
+    broken = replace(letter("d1", at=5.0), body=None)  # type: ignore[arg-type]  # NOT NULL
+    try:
+        with pytest.raises(Exception, match=r"(?i)not null|null value"):
+            await store.dead_letter(run("m-d1", "dead_lettered"), broken)
+        assert await store.get_runs("m-d1") == []
+        await store.record(run("m-ok", "succeeded"))  # the store still works
+        assert await store.succeeded("l", ["m-ok"]) == {"m-ok"}
+    finally:
+        await store.close()
