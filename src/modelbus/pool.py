@@ -584,7 +584,10 @@ class Pool:
         return runner
 
     def _give_back(self, waiter: asyncio.Future[Runner]) -> None:
-        """A waiter gave up: if a runner was handed to it meanwhile, pass the runner on."""
+        """A waiter gave up: out of the queue; if a runner was handed to it meanwhile, pass
+        the runner on."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)  # rare (timeouts, cancellations): O(n) is fine
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             self._release(waiter.result())
 
@@ -699,16 +702,17 @@ class Pool:
         return len(self._idle) + len(self._busy) + self._starting
 
     def _queued(self) -> int:
-        self._prune_waiters()
+        """Calls waiting for a runner. A waiter leaves the queue when it is served
+        (``_dispatch``), fails (``_fail_waiters``) or gives up (``_give_back``), so this is
+        O(1): it used to rebuild the queue on every call, quadratic under a burst."""
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()
         return len(self._waiters)
 
     def _prune_idle(self) -> None:
         """Drop idle runners that died and whose exit is still being handled."""
         if not all(runner.alive for runner in self._idle):
             self._idle = [runner for runner in self._idle if runner.alive]
-
-    def _prune_waiters(self) -> None:
-        self._waiters = deque(w for w in self._waiters if not w.done())
 
     def _stop(self, runner: Runner) -> None:
         self._track(self._stops, runner.close(grace_s=self.settings.stop_grace_s))
