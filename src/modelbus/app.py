@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from modelbus import __version__
 from modelbus.api import errors, routers
+from modelbus.api.auth import Key
 from modelbus.api.limits import BodyLimit
 from modelbus.config import Settings
 from modelbus.server import Services, open_services
@@ -28,7 +30,9 @@ Every model version gets an HTTP API the moment it is published.
 * **Algorithmia-compatible API**: `POST /v1/algo/{owner}/{name}[/{version}]` and the
   `/v1/algorithms/...` read routes, so existing Algorithmia clients keep working.
 
-Authenticate with `Authorization: Simple KEY` or `Authorization: Bearer KEY`. Every error is
+Authenticate with `Authorization: Simple KEY` or `Authorization: Bearer KEY` on every route
+but `GET /health` (this document too: `GET /openapi.json`; in a browser, log in to the
+console and open `/console/api`). Every error is
 `{"error": {"message", "error_type", "code", ...}}` with a meaningful HTTP status.
 """
 
@@ -47,10 +51,21 @@ def create_app(settings: Settings, *, services: ServicesFactory = open_services)
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The API's description needs a key too (GET /openapi.json below); browsers read it
+        # in the console (/console/api), not through Swagger UI's public /docs and /redoc.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     # Before routing, authentication and FastAPI's own body parsing (see api/limits.py).
     app.add_middleware(BodyLimit, default_bytes=settings.max_body_bytes, routes=lambda: app.routes)
     for router in routers():
         app.include_router(router)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(key: Key) -> JSONResponse:
+        """The OpenAPI document of this API (any valid key)."""
+        return JSONResponse(app.openapi())
+
     return app

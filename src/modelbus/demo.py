@@ -173,7 +173,7 @@ def summary(plan: DemoPlan, admin_key: str | None, published: dict[str, str]) ->
     lines = [
         "",
         "[bold]modelbus demo is ready[/bold]",
-        f"  API:               {plan.url}   (docs: {plan.url}/docs)",
+        f"  API:               {plan.url}   (reference: {plan.url}/console/api)",
         *([f"  console:           {plan.url}{plan.console_path}"] if plan.console_path else []),
         f"  admin API key:     {key}",
         f"                     (kept in {key_file})",

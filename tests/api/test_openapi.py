@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tests.support.server import ModelbusServer
 
 
 def test_openapi_lists_every_route_with_a_summary(server: ModelbusServer) -> None:
-    document = httpx.get(f"{server.url}/openapi.json").json()
+    with server.http() as http:
+        document = http.get("/openapi.json").json()
     paths = document["paths"]
     for path in (
         "/health",
@@ -39,3 +42,26 @@ def test_openapi_lists_every_route_with_a_summary(server: ModelbusServer) -> Non
     error = invoke["responses"]["404"]["content"]["application/json"]["schema"]
     assert error["$ref"].endswith("/ErrorBody")
     assert "APIKeyHeader" in document["components"]["securitySchemes"]
+
+
+def test_the_description_needs_a_key_like_every_route_but_health(server: ModelbusServer) -> None:
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        answer = httpx.get(f"{server.url}{path}")
+        assert answer.status_code in (401, 404), path
+    assert httpx.get(f"{server.url}/openapi.json").status_code == 401
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_the_console_shows_the_reference_to_a_logged_in_browser(server: ModelbusServer) -> None:
+    with httpx.Client(base_url=server.url) as browser:
+        assert browser.get("/console/api").status_code in (303, 307)  # to the login form
+        form = browser.get("/console/login").text
+        token = re.search(r'name="login_token" value="([^"]+)"', form)
+        assert token is not None
+        fields = {"api_key": server.admin_key, "login_token": token[1], "next": "/console/api"}
+        assert browser.post("/console/login", data=fields).status_code == 303
+        page = browser.get("/console/api", follow_redirects=True)
+        assert page.status_code == 200
+        assert "/v1/algo/{owner}/{name}" in page.text and "Algorithmia" in page.text
+        document = browser.get("/console/openapi.json").json()
+        assert "/v1/listeners" in document["paths"]

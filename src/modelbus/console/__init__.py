@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 def routers() -> list[APIRouter]:
     """Every route group of the console."""
-    from modelbus.console import assets, auth, dead_letters, listeners, models, runs
+    from modelbus.console import assets, auth, dead_letters, listeners, models, reference, runs
 
     return [
         auth.router,
@@ -37,6 +37,7 @@ def routers() -> list[APIRouter]:
         listeners.router,
         dead_letters.router,
         runs.router,
+        reference.router,
         assets.router,
         assets.fallback,
     ]
