@@ -26,13 +26,20 @@ def inputs(count: int) -> list[bytes]:
 
 
 def listener_file(
-    path: Path, *, source: str, out: str, dead: str, max_in_flight: int = 32, extra: str = ""
+    path: Path,
+    *,
+    source: str,
+    out: str,
+    dead: str,
+    max_in_flight: int = 32,
+    extra: str = "",
+    name: str = LISTENER,
 ) -> Path:
-    """A listener file with the one listener LISTENER (``extra``: more TOML keys)."""
+    """A listener file with the one listener ``name`` (``extra``: more TOML keys)."""
     path.write_text(
         f"""
 [[listeners]]
-name = "{LISTENER}"
+name = "{name}"
 source = "{source}"
 model = "e2e/behave@1.*"
 outputs = ["{out}"]

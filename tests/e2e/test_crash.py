@@ -29,6 +29,7 @@ from modelbus.envelopes import output_id
 from modelbus.runs import RunStore
 from tests.aws.motoserver import MotoServer
 from tests.chaos.accounting import Collector, progress_to
+from tests.chaos.flow import listener_file
 
 from .brokers import Broker, LocalBroker, SqsBroker
 from .node import BEHAVE, database_url, open_node
@@ -64,26 +65,6 @@ def _inputs(count: int) -> list[bytes]:
     ]
 
 
-def _config(path: Path, source: str, out: str, dead: str) -> Path:
-    path.write_text(
-        f"""
-[[listeners]]
-name = "{LISTENER}"
-source = "{source}"
-model = "e2e/behave@1.*"
-outputs = ["{out}"]
-error_sink = "{dead}"
-max_in_flight = 16
-
-[listeners.retry]
-max_attempts = 10
-initial_backoff_s = 0.2
-max_backoff_s = 1.0
-"""
-    )
-    return path
-
-
 async def _progress_to(target: int, progress: Callable[[], int]) -> bool:
     return await progress_to(target, progress, stall_s=STALL_S)
 
@@ -98,7 +79,17 @@ async def test_killed_twice_mid_run_nothing_is_lost(crash_broker: Broker, tmp_pa
     out, dead = await broker.queue("crash-out"), await broker.queue("crash-dead")
     sent = await broker.send_many(source, _inputs(count))
     refused = {sent[n] for n in range(0, count, PERMANENT_EVERY)}
-    serving = Serving(data_dir, _config(tmp_path / "listeners.toml", source, out, dead))
+    serving = Serving(
+        data_dir,
+        listener_file(
+            tmp_path / "listeners.toml",
+            name=LISTENER,
+            source=source,
+            out=out,
+            dead=dead,
+            max_in_flight=16,
+        ),
+    )
     collector = Collector(broker.ctx)
     # each kill comes after a random share (10-25 %) of the messages settled in that life
     share = lambda: random.randint(count // 10, count // 4)  # noqa: E731
