@@ -47,7 +47,7 @@ class BrokerServer:
     ``kill`` or ``stop`` brings it back on the same port with the same data."""
 
     name = "broker"
-    user: str | None = None  # run the process as this user (PostgreSQL refuses root)
+    run_as: str | None = None  # the OS user running the process (PostgreSQL refuses root)
 
     def __init__(self, directory: Path, *, port: int | None = None) -> None:
         self.directory = directory
@@ -69,7 +69,7 @@ class BrokerServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
-                user=self.user,
+                user=self.run_as,
             )
         deadline = time.monotonic() + timeout_s
         while not _accepts(self.port):
@@ -189,7 +189,7 @@ class PostgresServer(BrokerServer):
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         if os.geteuid() == 0:
-            self.user = "postgres"
+            self.run_as = "postgres"
             shutil.chown(self.directory, "postgres")
         self._data = self.directory / "db"
 
@@ -199,7 +199,7 @@ class PostgresServer(BrokerServer):
                 [INITDB, "-D", str(self._data), "-U", "postgres", "--auth=trust", "-N"],
                 check=True,
                 capture_output=True,
-                user=self.user,
+                user=self.run_as,
             )
         super().start(timeout_s=timeout_s)
 
