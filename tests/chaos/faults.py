@@ -7,10 +7,10 @@ partition, each behind one small interface.
 
 * :func:`restartable`: a private broker process on a free port (Redis, NATS, PostgreSQL:
   tests/brokers/servers.py), SIGKILLed by ``down`` and started again on the same port with
-  its data by ``up``. RabbitMQ has no private instance here (a node takes seconds to boot and
-  wants a node name and an Erlang cookie of its own): its fault is the shared server behind a
-  :class:`~tests.support.proxy.TcpProxy` that refuses and resets every connection, which
-  is all a client sees of a stopped broker.
+  its data by ``up``. RabbitMQ: a private node (tests/brokers/amqp/conftest.py), stopped
+  with ``rabbitmqctl stop`` and booted again; where that cannot run (it needs root), the
+  shared server behind a :class:`~tests.support.proxy.TcpProxy` that refuses and resets
+  every connection, which is all a client sees of a stopped broker.
 * :func:`partitioned`: the shared broker behind a proxy that ``down`` turns into a black hole
   (connections stay open, no byte passes: clients find out only through their timeouts).
 
@@ -145,7 +145,7 @@ def _server(kind: str, directory: Path) -> BrokerServer:
 async def restartable(kind: str, tmp_path: Path) -> AsyncIterator[Fault]:
     """A broker that ``down`` stops dead and ``up`` brings back (see the module docstring)."""
     if kind == "amqp":
-        async with _proxied(kind, cut=True) as fault:
+        async with _restartable_rabbitmq() as fault:
             yield fault
         return
     # PostgreSQL runs as its own user, which cannot enter pytest's private tmp_path
@@ -166,6 +166,36 @@ async def restartable(kind: str, tmp_path: Path) -> AsyncIterator[Fault]:
         server.kill()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _restartable_rabbitmq() -> AsyncIterator[Fault]:
+    """A RabbitMQ node of the test's own, stopped (``rabbitmqctl stop``) and started again;
+    where one cannot run (not root), the shared server behind a proxy that cuts and resets
+    every connection instead."""
+    from tests.brokers.amqp.conftest import PrivateRabbitMQ
+
+    if PrivateRabbitMQ.unavailable() is not None:
+        async with _proxied("amqp", cut=True) as fault:
+            yield fault
+        return
+    folder = Path(tempfile.mkdtemp(prefix="chaos-rabbitmq-"))  # the rabbitmq user reads it
+    node = PrivateRabbitMQ(folder)
+    await node.start()
+    address = f"127.0.0.1:{node.port}"
+    try:
+        yield Fault(
+            kind="amqp",
+            address=address,
+            direct=address,
+            database=SHARED_DATABASE,
+            down=node.stop,
+            up=node.start,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await node.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
@@ -225,10 +255,13 @@ async def run_with_fault(
     degraded_within_s: float,
     recovered_within_s: float,
     describe: Callable[[], str] = str,
+    paced: bool = False,
 ) -> tuple[Tally, list[str], dict[str, Any]]:
     """Send COUNT inputs; a third of the way through bring the fault down until the listener
     says degraded and ``hold_s`` more, then up; wait for every outcome. ``describe`` says
-    more when it stalls (the server's log)."""
+    more when it stalls (the server's log). ``paced``: inputs trickle in over ~6 s, so the
+    fault lands mid-run and inputs keep coming while the broker is away; else they are sent
+    at once (and a fast listener may have drained them all before the fault)."""
     ctx = ConnectorContext(listener="chaos-collector", data_dir=data_dir)
     collector = Collector(ctx)
     events: list[str] = []
@@ -241,7 +274,9 @@ async def run_with_fault(
         fault_url(fault, out, lease_s=COLLECTOR_LEASE_S),
         fault_url(fault, dead, lease_s=COLLECTOR_LEASE_S),
     ):
-        producer = asyncio.create_task(publish(fault_url(fault, source), ctx, inputs(COUNT)))
+        pacing = {"chunk": 5, "pace_s": 30 / COUNT} if paced else {}
+        sending = publish(fault_url(fault, source), ctx, inputs(COUNT), **pacing)
+        producer = asyncio.create_task(sending)
         try:
             assert await progress_to(COUNT // 3, collector.settled_count)
             await _call(fault.down)

@@ -4,7 +4,9 @@ serve`` over the e2e ``behave`` model, and a producer that keeps sending through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from pathlib import Path
 
 from modelbus.connectors import ConnectorContext, make_sink
@@ -56,10 +58,17 @@ max_backoff_s = 1.0
 
 
 async def publish(
-    url: str, ctx: ConnectorContext, bodies: list[bytes], *, chunk: int = 100
+    url: str,
+    ctx: ConnectorContext,
+    bodies: list[bytes],
+    *,
+    chunk: int = 100,
+    pace_s: float = 0.0,
+    patience_s: float = 60.0,
 ) -> None:
-    """Send ``bodies`` as a producer would (through modelbus's sink for the broker), retrying
-    a chunk while the broker is away."""
+    """Send ``bodies`` as a producer would (through modelbus's sink for the broker), a chunk
+    every ``pace_s``; while the broker is away, reconnect and retry a chunk for up to
+    ``patience_s``."""
     sink = make_sink(url, ctx)
     await sink.open()
     try:
@@ -68,13 +77,19 @@ async def publish(
                 OutMessage(id=f"in-{start + i}", body=body)
                 for i, body in enumerate(bodies[start : start + chunk])
             ]
-            for attempt in range(50):
+            deadline = time.monotonic() + patience_s
+            while True:
                 try:
                     await sink.publish(messages)
                     break
                 except ConnectorError:
-                    if attempt == 49:
+                    if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.2)
+                    with contextlib.suppress(ConnectorError):
+                        await sink.close()
+                        await sink.open()
+            if pace_s:
+                await asyncio.sleep(pace_s)
     finally:
         await sink.close()

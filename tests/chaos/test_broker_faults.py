@@ -62,6 +62,7 @@ async def test_a_broker_restart_mid_run_degrades_recovers_and_loses_nothing(
                 out=out,
                 dead=dead,
                 hold_s=DOWN_S,
+                paced=True,  # the broker goes away mid-run, with inputs still coming
                 degraded_within_s=40,  # serve's own op timeout is 30 s
                 recovered_within_s=60,  # reconnects back off up to 30 s
                 describe=serving.log,
