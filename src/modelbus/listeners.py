@@ -184,8 +184,10 @@ class ListenerManager:
 
     async def sync(self) -> None:
         """Make this process run exactly the enabled listeners of the store, as stored."""
-        stored = {info.name: info.definition for info in await self.list()}
         async with self._lock:
+            # Read under the lock: read before it, a listener deleted (or changed) meanwhile
+            # was started again from the stale row until the next sync (seen in CI).
+            stored = {info.name: info.definition for info in await self.list()}
             for name in set(self._running) - set(stored):
                 await self._stop(self._running.pop(name))
             for definition in stored.values():
@@ -363,7 +365,7 @@ class ListenerManager:
             last_error=None,
             last_error_at=None,
             problems={},
-            counters=self.metrics.listener(name).snapshot(),
+            counters=self.metrics.snapshot(name),
         )
 
     async def pause(self, name: str) -> ListenerInfo:

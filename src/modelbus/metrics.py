@@ -71,6 +71,15 @@ class Metrics:
             metrics = self._listeners[name] = ListenerMetrics(self, name)
         return metrics
 
+    def snapshot(self, name: str) -> dict[str, float]:
+        """Listener ``name``'s figures (:meth:`ListenerMetrics.snapshot`) without creating
+        its series: all zero for a listener with none (a status read racing a delete must
+        not bring back the series :meth:`remove` dropped)."""
+        metrics = self._listeners.get(name)
+        if metrics is not None:
+            return metrics.snapshot()
+        return _figures(_Counts(), in_flight=0.0, oldest_age_s=0.0)
+
     def remove(self, name: str) -> None:
         """Drop a deleted listener's series."""
         if self._listeners.pop(name, None) is None:
@@ -155,17 +164,22 @@ class ListenerMetrics:
     def snapshot(self) -> dict[str, float]:
         """The figures ``listeners status`` shows: counters since the process started, the
         two gauges now, and the latency count/sum."""
-        counts = self._counts
-        return {
-            "received": counts.received,
-            "succeeded": counts.succeeded,
-            "retried": counts.retried,
-            "dead_lettered": counts.dead_lettered,
-            "skipped_filtered": counts.filtered,
-            "skipped_duplicate": counts.duplicate,
-            "skipped_no_input": counts.no_input,
-            "in_flight": self._in_flight_fn(),
-            "oldest_in_flight_age_s": self._oldest_fn(),
-            "latency_count": counts.latency_count,
-            "latency_sum_s": counts.latency_sum_s,
-        }
+        return _figures(
+            self._counts, in_flight=self._in_flight_fn(), oldest_age_s=self._oldest_fn()
+        )
+
+
+def _figures(counts: _Counts, *, in_flight: float, oldest_age_s: float) -> dict[str, float]:
+    return {
+        "received": counts.received,
+        "succeeded": counts.succeeded,
+        "retried": counts.retried,
+        "dead_lettered": counts.dead_lettered,
+        "skipped_filtered": counts.filtered,
+        "skipped_duplicate": counts.duplicate,
+        "skipped_no_input": counts.no_input,
+        "in_flight": in_flight,
+        "oldest_in_flight_age_s": oldest_age_s,
+        "latency_count": counts.latency_count,
+        "latency_sum_s": counts.latency_sum_s,
+    }

@@ -51,3 +51,15 @@ def test_two_registries_do_not_share_anything() -> None:
     Metrics(one).listener("x").received()
     Metrics(two)
     assert sample(two, "modelbus_listener_received_total", listener="x") is None
+
+
+def test_reading_a_deleted_listeners_figures_does_not_bring_its_series_back() -> None:
+    # A status read racing a delete once re-created the series with zeros (seen in CI).
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.listener("gone").received(2)
+    assert metrics.snapshot("gone")["received"] == 2
+    metrics.remove("gone")
+    figures = metrics.snapshot("gone")
+    assert figures["received"] == 0 and set(figures) >= {"succeeded", "in_flight"}
+    assert sample(registry, "modelbus_listener_received_total", listener="gone") is None
