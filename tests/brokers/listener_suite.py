@@ -25,7 +25,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from modelbus.connectors import ConnectorContext, Delivery, OutMessage, make_sink, make_source
+from modelbus.connectors import (
+    ConnectorContext,
+    Delivery,
+    OutMessage,
+    Source,
+    make_sink,
+    make_source,
+)
 from modelbus.db import Database
 from modelbus.definition import ListenerDefinition
 from modelbus.errors import ConnectorError
@@ -119,6 +126,21 @@ async def opened_harness(tmp_path: Path) -> AsyncIterator[Harness]:
             await listener.stop(deadline_s=1)
         await runs.close()
         await database.close()
+
+
+async def read_acked(
+    source: Source, count: int, *, timeout_s: float, what: str = "the source"
+) -> list[Delivery]:
+    """Receive and ack exactly ``count`` messages of an opened ``source``, or fail."""
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        batch = await source.receive(count - len(got), 0.3)
+        if batch:
+            await source.ack(batch)
+        got += batch
+    assert len(got) == count, f"expected {count} messages on {what}, got {len(got)}"
+    return got
 
 
 async def _open_retrying(source: Any, deadline: float) -> None:
@@ -222,18 +244,10 @@ class Harness:
         """Receive and ack ``count`` messages of ``url`` as a listener of its own."""
         source = make_source(url, ConnectorContext(listener=listener, data_dir=self.data_dir))
         await source.open()
-        got: list[Delivery] = []
         try:
-            deadline = time.monotonic() + timeout_s
-            while len(got) < count and time.monotonic() < deadline:
-                batch = await source.receive(count - len(got), 0.3)
-                if batch:
-                    await source.ack(batch)
-                got += batch
+            return await read_acked(source, count, timeout_s=timeout_s, what=url)
         finally:
             await source.close()
-        assert len(got) == count, f"expected {count} messages on {url}, got {len(got)}"
-        return got
 
     async def eventually(self, check: Any, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from modelbus.connectors import Delivery, Source, make_source
+from modelbus.connectors import Source, make_source
 from modelbus.errors import InputRejected, RunnerCrashed
 from modelbus.listener import Listener
 from modelbus.retry import RetryPolicy
-from tests.brokers.listener_suite import Harness, opened_harness
+from tests.brokers.listener_suite import Harness, opened_harness, read_acked
 
 from .kits import BrokerKit
 
@@ -46,18 +46,6 @@ async def reader(kit: BrokerKit, url: str) -> AsyncIterator[Source]:
         yield source
     finally:
         await source.close()
-
-
-async def read(source: Source, count: int, timeout_s: float = 20.0) -> list[Delivery]:
-    got: list[Delivery] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < count and time.monotonic() < deadline:
-        batch = await source.receive(count - len(got), 0.3)
-        if batch:
-            await source.ack(batch)
-        got += batch
-    assert len(got) == count, f"expected {count} messages, got {len(got)}"
-    return got
 
 
 async def running(harness: Harness, **fields: Any) -> Listener:
@@ -92,7 +80,7 @@ async def test_a_result_is_published_then_the_message_acked(
     async with reader(kit, out) as results:
         listener = await running(harness, source=source, outputs=[out], model="acme/upper@1.*")
         await harness.publish(source, b'{"text": "hi"}', attributes={"tenant": "t1"}, peek=False)
-        (result,) = await read(results, 1)
+        (result,) = await read_acked(results, 1, timeout_s=20)
     event = json.loads(result.body)
     assert event["data"] == {"upper": "HI"} and event["attempt"] == "1"
     assert event["listener"] == listener.name
@@ -119,7 +107,7 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(
             harness, source=source, outputs=[out], model="acme/flaky", retry=retry
         )
         await harness.publish(source, b'{"n": 1}', peek=False)
-        (result,) = await read(results, 1)
+        (result,) = await read_acked(results, 1, timeout_s=20)
     assert json.loads(result.body)["attempt"] == "3"
     assert calls[1] - calls[0] >= 0.3 * 0.9 and calls[2] - calls[1] >= 0.6 * 0.9
     await harness.eventually(lambda: listener.status().counters["succeeded"] == 1)
@@ -141,7 +129,7 @@ async def test_a_permanent_failure_is_dead_lettered_with_the_original(
             harness, source=source, outputs=[out], error_sink=errors, model="acme/strict"
         )
         await harness.publish(source, b'{"n": 1}', attributes={"tenant": "t1"}, peek=False)
-        (dead,) = await read(dead_letters, 1)
+        (dead,) = await read_acked(dead_letters, 1, timeout_s=20)
     assert dead.body == b'{"n": 1}' and dead.attributes["tenant"] == "t1"
     assert dead.attributes["modelbus-error-type"] == "InputRejected"
     assert dead.attributes["modelbus-permanent"] == "true"
