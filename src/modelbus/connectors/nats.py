@@ -29,6 +29,10 @@ Query options:
   ``[subject]``, or ``[STREAM.>]`` without one). Without it a missing stream is a
   ConnectorConfigError. The durable consumer is always created (or updated) by the source.
 * ``timeout_s`` (default 10): the deadline of every request (plus a fetch's wait).
+* ``ping_s`` (default 5): the client PINGs the server this often and drops the connection
+  (then reconnects) when two PINGs in a row get no PONG, so a silent network (a black-holed
+  connection: no error, no bytes) is noticed within about three times this and the listener
+  says ``degraded`` instead of waiting on what looks like an empty stream.
 * ``creds``: a ``.creds`` file (JWT + NKey); ``tls=true`` and ``ca_file=PATH`` for TLS.
 
 Source. ``receive`` is one pull ``fetch`` of up to ``max_messages`` (what is waiting comes
@@ -109,6 +113,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 30.0
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_PING_S = 5.0
+MAX_OUTSTANDING_PINGS = 2
 CONNECT_TIMEOUT_S = 5
 RECONNECT_WAIT_S = 1
 # Concurrent publishes (each waits for its PubAck) of one batch.
@@ -132,6 +138,7 @@ _OPTIONS = frozenset(
         "start",
         "create",
         "timeout_s",
+        "ping_s",
         "creds",
         "tls",
         "ca_file",
@@ -175,6 +182,7 @@ class NatsSettings:
     start: Literal["all", "new"] = "all"
     create: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
+    ping_s: float = DEFAULT_PING_S
 
     @classmethod
     def from_url(cls, url: str) -> NatsSettings:
@@ -211,6 +219,7 @@ class NatsSettings:
             start="new" if start == "new" else "all",
             create=parse_bool(query, "create"),
             timeout_s=parse_float(query, "timeout_s", DEFAULT_TIMEOUT_S, low=0.1, high=3600),
+            ping_s=parse_float(query, "ping_s", DEFAULT_PING_S, low=0.5, high=3600),
         )
 
     @property
@@ -301,6 +310,8 @@ class _Connection:
             "connect_timeout": CONNECT_TIMEOUT_S,
             "reconnect_time_wait": RECONNECT_WAIT_S,
             "max_reconnect_attempts": 1,
+            "ping_interval": s.ping_s,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
             "error_cb": self._on_error,
             "user": s.user,
             "password": s.password,
