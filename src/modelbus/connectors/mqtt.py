@@ -16,6 +16,14 @@ Query options:
 * ``group`` (source): the shared-subscription group, default the listener's name. The source
   subscribes to ``$share/<group>/<topic>``: listeners with different groups each receive
   every message; the replicas of one listener (one group) compete for them.
+* ``shared`` (source, default true): ``shared=false`` subscribes to the topic itself, not in
+  a group: for a listener run as ONE replica (several would each get every message) on a
+  broker that forgets shared subscriptions when it restarts. Mosquitto 2.0 does: after a
+  restart it restores a persistent session's plain subscriptions, and its queued messages,
+  but not its shared ones, so what is published between the restart and the listener's
+  reconnect (a few seconds) reaches no one. With ``shared=false`` the restored session
+  queues it. (A broker crash loses what Mosquitto acknowledged since its last save either
+  way: see its ``autosave_interval``.)
 * ``client_id`` (source): the prefix of the source's client ids (see "Sessions"); default
   ``modelbus-<listener>-<node>``, ``<node>`` a random id kept in the data directory.
 * ``session_expiry_s`` (source, version 5): how long the broker keeps a disconnected
@@ -29,11 +37,16 @@ Query options:
 * ``envelope=true`` (sink, version 3.1.1): wrap each message in modelbus's envelope so that
   its id and attributes travel (3.1.1 has no message properties); default false: the bare
   body, and the attributes are dropped. The source unwraps envelopes in either version.
-* ``keepalive_s`` (default 30), ``timeout_s``: the deadline of connecting, subscribing and
-  each publish (default 10).
+* ``keepalive_s`` (default 10, at least 5): the client pings a connection idle this long and
+  drops it when the answer does not come within another ``keepalive_s``, so a silent network
+  is noticed within about twice this (the broker drops the session after 1.5 times it).
+* ``timeout_s``: the deadline of connecting, subscribing and each publish (default 10).
 
 Sessions. A source connects with a persistent session (3.1.1 ``clean_session=0``, 5
-``clean_start=0`` with ``session_expiry_s``) under the client id ``<client_id>-<slot>``, the
+``clean_start=0`` with ``session_expiry_s``) under the client id
+``<client_id>-<subscriptions>-<slot>``: ``<subscriptions>`` six hex digits of a hash of its
+topic filters (so a listener whose topic, group or ``shared`` changes starts a new session,
+rather than resuming one that still holds the old subscriptions and their messages), the
 slot the lowest number not held by another source of the same data directory (a lock file).
 So a replica that restarts gets its session back, and with it the messages it held unacked:
 the broker sends them again (flagged DUP). Messages are PUBACKed only when the runtime acks
@@ -132,6 +145,7 @@ MQTT_OPTIONS = frozenset(
         "version",
         "qos",
         "group",
+        "shared",
         "client_id",
         "session_expiry_s",
         "inflight",
@@ -142,7 +156,7 @@ MQTT_OPTIONS = frozenset(
     }
 )
 DEFAULT_TIMEOUT_S = 10
-DEFAULT_KEEPALIVE_S = 30
+DEFAULT_KEEPALIVE_S = 10
 DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 DEFAULT_INFLIGHT = 20
 ID_PROPERTY = "modelbus-id"
@@ -175,6 +189,7 @@ class MqttSettings:
     tls: bool = False
     version: int = 5
     group: str | None = None
+    shared: bool = True
     client_id: str | None = None
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
     inflight: int = DEFAULT_INFLIGHT
@@ -205,6 +220,7 @@ class MqttSettings:
             tls=scheme == "mqtts",
             version=_version(query),
             group=_group(query.get("group")),
+            shared=parse_bool(query, "shared", default=True),
             client_id=query.get("client_id") or None,
             session_expiry_s=_int_or(
                 query, "session_expiry_s", DEFAULT_SESSION_EXPIRY_S, 2**32 - 1
@@ -336,6 +352,8 @@ class _Connection:
         self._on_message = on_message
         self._on_lost = on_lost
         self._connected: asyncio.Future[None] = self._loop.create_future()
+        # A connection lost before anyone awaited the CONNACK is no news to log at exit
+        self._connected.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._acks: dict[int, asyncio.Future[None]] = {}
         self.lost = asyncio.Event()
         self.session_present = False
@@ -752,7 +770,11 @@ class MqttSource:
         self._data_dir = ctx.data_dir
         self.group = settings.group or _safe(ctx.listener)
         self.retry_topic = settings.retry_topic or f"modelbus/retry/{self.group}"
-        self._prefix = settings.client_id or f"modelbus-{_safe(ctx.listener)}-{{node}}"
+        topics = (settings.topic, self.retry_topic)
+        self.filters = tuple(f"$share/{self.group}/{t}" if settings.shared else t for t in topics)
+        subscriptions = hashlib.sha256("\0".join(self.filters).encode()).hexdigest()[:6]
+        base = settings.client_id or f"modelbus-{_safe(ctx.listener)}-{{node}}"
+        self._prefix = f"{base}-{subscriptions}"
         self._connection: _Connection | None = None
         self._slot: _Slot | None = None
         self._store: _RetryStore | None = None
@@ -802,9 +824,8 @@ class MqttSource:
             on_lost=lambda: buffer.put_nowait(_LOST),
         )
         await connection.connect()
-        filters = [f"$share/{self.group}/{t}" for t in (self.settings.topic, self.retry_topic)]
         try:
-            await connection.subscribe(filters)
+            await connection.subscribe(self.filters)
         except BaseException:
             connection.close_now()
             raise

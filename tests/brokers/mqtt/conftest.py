@@ -70,15 +70,11 @@ def ctx(tmp_path: Path) -> Iterator[ConnectorContext]:
     remove_sessions(context, PORT)
 
 
-def remove_sessions(ctx: ConnectorContext, port: int, *, prefix: str | None = None) -> None:
-    """End the sessions of the client ids ``ctx``'s sources used (slots 0-3) on ``port``."""
-    node_file = ctx.data_dir / "mqtt" / "node-id"
-    if prefix is None:
-        if not node_file.exists():
-            return
-        prefix = f"modelbus-{ctx.listener}-{node_file.read_text().strip()}"
-    for slot in range(4):
-        _end_session(f"{prefix}-{slot}", port)
+def remove_sessions(ctx: ConnectorContext, port: int) -> None:
+    """End the sessions of every client id ``ctx``'s sources used on ``port`` (a source takes
+    a slot, a lock file named after its client id, in the data directory)."""
+    for lock in sorted((ctx.data_dir / "mqtt" / "slots").glob("*.lock")):
+        _end_session(lock.name.removesuffix(".lock"), port)
 
 
 def _end_session(client_id: str, port: int) -> None:

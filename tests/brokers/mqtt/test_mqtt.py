@@ -78,6 +78,8 @@ def test_url_options_are_parsed() -> None:
     assert MqttSettings.from_url("mqtt://localhost/a/#").topic == "a/#"
     default = MqttSettings.from_url("mqtt://localhost/a")
     assert (default.port, default.version, default.user, default.group) == (1883, 5, None, None)
+    assert (default.shared, default.keepalive_s) == (True, 10)
+    assert not MqttSettings.from_url("mqtt://localhost/a?shared=false").shared
 
 
 @pytest.mark.parametrize(
@@ -88,6 +90,8 @@ def test_url_options_are_parsed() -> None:
         "mqtt://localhost/a?qos=2",
         "mqtt://localhost/a?version=4.2",
         "mqtt://localhost/a?group=x/y",
+        "mqtt://localhost/a?shared=maybe",
+        "mqtt://localhost/a?keepalive_s=2",
         "mqtt://localhost/a?colour=blue",
         "mqtt://localhost/a#b",
     ],
@@ -199,6 +203,35 @@ async def test_unacked_deliveries_come_back_to_the_same_replica_flagged_as_resen
         assert await nothing_within(source, 0.5)
     finally:
         await close(source, sink)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_a_listener_moved_to_another_topic_gets_a_new_session(
+    mosquitto: int, ctx: ConnectorContext, topic: str, version: str
+) -> None:
+    """A persistent session keeps its subscriptions: the source of a listener whose topic
+    changed must not resume the old session, or the old topic's messages would keep coming."""
+    old = make_source(url_for(topic, version), ctx)
+    await old.open()
+    old_client = old.client_id
+    await old.close()
+    new_url = url_for(f"{topic}-moved", version)
+    source = make_source(new_url, ctx)
+    await source.open()
+    sink_old, sink_new = make_sink(url_for(topic, version), ctx), make_sink(new_url, ctx)
+    await sink_old.open()
+    await sink_new.open()
+    try:
+        wanted = messages(2, prefix="new")
+        await sink_old.publish(messages(3, prefix="old"))
+        await sink_new.publish(wanted)
+        got = await receive_until(source, 2)
+        await source.ack(got)
+        assert sorted(d.message_id for d in got) == sorted(m.id for m in wanted)
+        assert await nothing_within(source, 0.5)
+        assert source.client_id != old_client
+    finally:
+        await close(source, sink_old, sink_new)
 
 
 async def test_extend_is_a_no_op_because_the_session_holds_deliveries_until_acked(
@@ -466,6 +499,38 @@ async def test_a_broker_restart_mid_run_loses_nothing(
         await close(source, sink)
         remove_sessions(ctx, broker.port)
     assert seen == {m.id for m in sent}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_an_unshared_session_keeps_what_comes_while_the_broker_restarts(
+    private_mosquitto: PrivateMosquitto, ctx: ConnectorContext, topic: str, version: str
+) -> None:
+    """``shared=false``: a plain subscription, which Mosquitto restores with the session after
+    a restart (its shared ones it forgets), so what is published after the restart and
+    before the listener is back is queued for it."""
+    broker = private_mosquitto
+    url = url_for(topic, version, port=broker.port, timeout_s=2, shared=False)
+    source = make_source(url, ctx)
+    await source.open()  # the session and its subscription
+    await source.close()
+    await broker.stop()
+    await broker.start()
+    sent = messages(20)
+    sink = make_sink(url, ctx)
+    await sink.open()
+    try:
+        await sink.publish(sent)
+    finally:
+        await sink.close()
+    source = make_source(url, ctx)
+    await source.open()
+    try:
+        got = await receive_until(source, len(sent))
+        await source.ack(got)
+    finally:
+        await source.close()
+        remove_sessions(ctx, broker.port)
+    assert sorted(d.message_id for d in got) == sorted(m.id for m in sent)
 
 
 async def _publish_like_the_runtime(sink: MqttSink, sent: list[OutMessage]) -> None:
