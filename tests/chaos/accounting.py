@@ -34,6 +34,7 @@ from modelbus.errors import ConnectorError
 __all__ = ["STALL_S", "Collector", "Tally", "progress_to", "table"]
 
 STALL_S = 45.0  # no input settled for this long: the rest is lost (or stuck)
+OPEN_S = 60.0  # the collector's sources open within this
 
 
 @dataclass
@@ -49,21 +50,29 @@ class Collector:
 
     @contextlib.asynccontextmanager
     async def running(self, out_url: str, dead_url: str | None) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(self._take(out_url, self.results, True))]
+        """Collect until the block ends; it starts once every source is open (MQTT keeps
+        nothing for a subscription that does not exist yet)."""
+        opened = [asyncio.Event() for _ in range(2 if dead_url else 1)]
+        tasks = [asyncio.create_task(self._take(out_url, self.results, True, opened[0]))]
         if dead_url:
-            tasks.append(asyncio.create_task(self._take(dead_url, self.letters, False)))
+            tasks.append(asyncio.create_task(self._take(dead_url, self.letters, False, opened[1])))
         try:
+            async with asyncio.timeout(OPEN_S):
+                await asyncio.gather(*(event.wait() for event in opened))
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _take(self, url: str, into: list[Delivery], results: bool) -> None:
+    async def _take(
+        self, url: str, into: list[Delivery], results: bool, opened: asyncio.Event
+    ) -> None:
         while True:
             source = make_source(url, self.ctx)
             try:
                 await source.open()
+                opened.set()
                 while True:
                     batch = await source.receive(50, 0.3)
                     into += batch  # seen, acked or not: what comes again counts as a duplicate

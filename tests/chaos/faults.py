@@ -53,7 +53,9 @@ SHARED = {
     "nats": ("127.0.0.1", 4222),
     "postgres": ("127.0.0.1", 5432),
     "amqp": ("127.0.0.1", 5672),
+    "mqtt": ("127.0.0.1", 1883),
 }
+MQTT_SESSION_S = 60  # the persistent sessions a test leaves on the shared broker expire
 SHARED_DATABASE = "test"
 
 
@@ -66,6 +68,7 @@ class Fault:
     down: Callable[[], object]
     up: Callable[[], object]
     names: list[str] = field(default_factory=list)
+    options: dict[str, object] = field(default_factory=dict)  # on every URL of ``url``
 
     def queue(self, role: str) -> str:
         """A fresh queue name for ``role`` (dropped at the end on shared brokers)."""
@@ -95,6 +98,13 @@ class Fault:
             )
         if self.kind == "amqp":
             return _url(f"amqp://guest:guest@{address}/", queue=name, create=True)
+        if self.kind == "mqtt":  # no leases; a group of its own, so consumers compete in it
+            return _url(
+                f"mqtt://{address}/mbtest/{name}",
+                group=name,
+                session_expiry_s=MQTT_SESSION_S,
+                **self.options,
+            )
         raise AssertionError(self.kind)
 
 
@@ -148,6 +158,10 @@ async def restartable(kind: str, tmp_path: Path) -> AsyncIterator[Fault]:
         async with _restartable_rabbitmq() as fault:
             yield fault
         return
+    if kind == "mqtt":
+        async with _restartable_mosquitto() as fault:
+            yield fault
+        return
     # PostgreSQL runs as its own user, which cannot enter pytest's private tmp_path
     directory = Path(tempfile.mkdtemp(prefix=f"chaos-{kind}-")) if kind == "postgres" else None
     server = _server(kind, directory or tmp_path / kind)
@@ -195,6 +209,38 @@ async def _restartable_rabbitmq() -> AsyncIterator[Fault]:
     finally:
         with contextlib.suppress(Exception):
             await node.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _restartable_mosquitto() -> AsyncIterator[Fault]:
+    """A Mosquitto of the test's own, stopped (SIGTERM) and started again on the same port
+    with its sessions and queued messages. Not SIGKILL: Mosquitto writes its persistence
+    file on a timer or on shutdown, never before a PUBACK, so a killed Mosquitto loses what
+    it acknowledged since the last save (docs/brokers.md), which no client can make up for."""
+    import signal
+
+    from tests.brokers.mqtt.conftest import PrivateMosquitto
+
+    folder = Path(tempfile.mkdtemp(prefix="chaos-mosquitto-"))
+    broker = PrivateMosquitto(folder)
+    await broker.start()
+    address = f"127.0.0.1:{broker.port}"
+
+    try:
+        yield Fault(
+            kind="mqtt",
+            address=address,
+            direct=address,
+            database=SHARED_DATABASE,
+            down=broker.stop,
+            up=broker.start,
+            # Mosquitto 2.0 forgets shared subscriptions when it restarts (the connector's
+            # docstring, ``shared``): one listener replica, plain subscriptions
+            options={"shared": False},
+        )
+    finally:
+        await broker.stop(signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -270,6 +316,8 @@ async def run_with_fault(
     def note(event: str) -> None:
         events.append(f"{time.monotonic() - started:.1f}s {event} @{collector.settled_count()}")
 
+    # MQTT drops what is published before anyone subscribed: the listener must be up first
+    await _wait_state(status, "running", recovered_within_s)
     async with collector.running(
         fault_url(fault, out, lease_s=COLLECTOR_LEASE_S),
         fault_url(fault, dead, lease_s=COLLECTOR_LEASE_S),
@@ -298,8 +346,10 @@ async def run_with_fault(
             await asyncio.gather(producer, return_exceptions=True)
     if not done:
         final = await status()
+        missing = sorted(set(range(COUNT)) - collector.result_ns() - collector.letter_ns())
         pytest.fail(
-            f"stalled: {events}\nproducer done: {producer.done()}; "
+            f"stalled: {events}\nmissing inputs: {spans(missing)}\n"
+            f"producer done: {producer.done()}; "
             f"results {len(collector.results)}, letters {len(collector.letters)}; "
             f"status {final}\n{describe()[-6000:]}"
         )
@@ -309,11 +359,22 @@ async def run_with_fault(
     return tally, events, degraded
 
 
+def spans(numbers: list[int]) -> str:
+    """``3-7, 9, 12-13`` for sorted ``numbers``."""
+    parts: list[tuple[int, int]] = []
+    for n in numbers:
+        if parts and parts[-1][1] == n - 1:
+            parts[-1] = (parts[-1][0], n)
+        else:
+            parts.append((n, n))
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in parts)
+
+
 def fault_url(fault: Fault, url: str, *, lease_s: float | None = None) -> str:
     """The same queue, reached directly (the test's producer and collector), with a lease
     when given and the broker has leases."""
     direct = url.replace(fault.address, fault.direct)
-    if lease_s is not None and fault.kind != "amqp":
+    if lease_s is not None and fault.kind not in ("amqp", "mqtt"):
         direct = with_query(
             direct, lease_s=lease_s, **({"poll_s": 1} if fault.kind == "postgres" else {})
         )

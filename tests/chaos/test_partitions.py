@@ -26,7 +26,7 @@ from .flow import LISTENER, PERMANENT_EVERY
 PARTITION_S = max(FAST_RUNTIME.op_timeout_s, FAST_RUNTIME.publish_timeout_s) + 3
 
 
-@pytest.mark.parametrize("kind", ["redis", "nats", "postgres", "amqp"])
+@pytest.mark.parametrize("kind", ["redis", "nats", "postgres", "amqp", "mqtt"])
 async def test_a_partition_longer_than_the_timeouts_degrades_recovers_and_loses_nothing(
     kind: str, tmp_path: Path, report: list[str]
 ) -> None:
@@ -60,7 +60,8 @@ async def test_a_partition_longer_than_the_timeouts_degrades_recovers_and_loses_
             out=out,
             dead=dead,
             hold_s=PARTITION_S,
-            degraded_within_s=40,  # the runtime notices through its own timeouts
+            paced=True,  # inputs keep coming: an idle consumer must notice the silence too
+            degraded_within_s=30,  # op timeouts, or the clients' heartbeats (about 20 s)
             recovered_within_s=30,
         )
     report.append(table([tally], f"network partition on {kind} ({PARTITION_S:g} s black hole)"))
