@@ -1,0 +1,194 @@
+"""ListenerManager races: a read of the stored listeners overtaken by a delete, a changed
+definition or a pause, on this node or on another sharing the store.
+
+Each test forces one interleaving with :func:`race`: the first read of the stored listeners
+made by one operation is held, with what it read, while a concurrent change runs until it
+is done or has to wait for the manager's lock; then the read is let go. No sleeps: the
+outcome is the same on every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelbus.connectors import SCHEMES
+from modelbus.errors import ListenerNotFound
+from modelbus.listeners import ListenerManager, ManagerOptions
+
+from . import tracking_connector
+from .conftest import FAST, Env
+
+RACE_TIMEOUT_S = 30.0  # a deadlock fails the test instead of hanging it
+
+
+@pytest.fixture
+def queue_kind() -> str:
+    return "memory"
+
+
+@pytest.fixture(autouse=True)
+def tracked_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SCHEMES, "tracked", tracking_connector.__name__)
+
+
+class WatchedLock(asyncio.Lock):
+    """The manager's lock, telling when a caller has had to wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contended = asyncio.Event()
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.contended.set()
+        return await super().acquire()
+
+
+@dataclass
+class Node:
+    """One ``serve`` process's listener manager, its metrics and its (watched) lock."""
+
+    manager: ListenerManager
+    registry: CollectorRegistry
+    lock: WatchedLock
+
+    def series(self, name: str) -> float | None:
+        """Listener ``name``'s received count in this node's metrics (None: no series)."""
+        return self.registry.get_sample_value(
+            "modelbus_listener_received_total", {"listener": name}
+        )
+
+
+def new_node(env: Env, engine: AsyncEngine) -> Node:
+    registry = CollectorRegistry()
+    manager = ListenerManager(
+        engine=engine,
+        invoker=env.invoker,
+        data_dir=env.data_dir,
+        registry=registry,
+        runs=env.runs,
+        options=ManagerOptions(sync_interval_s=None, stop_deadline_s=2, runtime=FAST),
+    )
+    lock = manager._lock = WatchedLock()
+    return Node(manager=manager, registry=registry, lock=lock)
+
+
+@pytest.fixture
+async def node(env: Env, engine: AsyncEngine) -> AsyncIterator[Node]:
+    env.invoker.register("acme/echo", lambda v: v)
+    started = new_node(env, engine)
+    await started.manager.start()
+    yield started
+    await started.manager.stop()
+
+
+@pytest.fixture
+async def other(env: Env, engine: AsyncEngine) -> AsyncIterator[Node]:
+    """A second node on the same store."""
+    started = new_node(env, engine)
+    await started.manager.start()
+    yield started
+    await started.manager.stop()
+
+
+async def race(
+    node: Node,
+    reading: Callable[[], Coroutine[Any, Any, Any]],
+    change: Callable[[], Coroutine[Any, Any, Any]],
+) -> None:
+    """Run ``reading`` on ``node`` and hold its first read of the stored listeners, with what
+    it read, while ``change`` runs until it is done or waits for ``node``'s lock; then let
+    both finish (their exceptions propagate)."""
+    manager = node.manager
+    read, go = asyncio.Event(), asyncio.Event()
+
+    def held(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def read_then_wait(*args: Any) -> Any:
+            stored = await original(*args)
+            if not read.is_set():
+                read.set()
+                await go.wait()
+            return stored
+
+        return read_then_wait
+
+    async with asyncio.timeout(RACE_TIMEOUT_S):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(manager, "list", held(manager.list))
+            patch.setattr(manager, "_row", held(manager._row))
+            reader = asyncio.create_task(reading())
+            await read.wait()
+            node.lock.contended.clear()
+            changer = asyncio.create_task(change())
+            waiting = asyncio.create_task(node.lock.contended.wait())
+            await asyncio.wait({changer, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            go.set()
+            await asyncio.gather(reader, changer)
+
+
+def tracked(role: str) -> str:
+    return f"tracked://{role}-{uuid.uuid4().hex[:10]}"
+
+
+async def assert_gone(node: Node, name: str, source: str) -> None:
+    """Not stored, not running, its source closed, its series dropped."""
+    with pytest.raises(ListenerNotFound):
+        await node.manager.get(name)
+    assert name not in node.manager._running
+    assert tracking_connector.unclosed(source) == 0
+    assert node.series(name) is None
+
+
+# --- a sync against a change on the same node ----------------------------------------------
+
+
+async def test_a_sync_that_read_before_a_delete_does_not_start_the_listener_again(
+    env: Env, node: Node
+) -> None:
+    source = tracked("in")
+    await node.manager.create(env.definition(name="gone", source=source))
+    runtime = node.manager._running["gone"]
+
+    await race(node, node.manager.sync, lambda: node.manager.delete("gone"))
+
+    assert runtime.state == "stopped"
+    await assert_gone(node, "gone", source)
+
+
+async def test_a_sync_that_read_before_a_change_does_not_restart_the_old_definition(
+    env: Env, node: Node
+) -> None:
+    source, old_out, new_out = tracked("in"), env.url("old"), env.url("new")
+    await node.manager.create(env.definition(name="moved", source=source, outputs=[old_out]))
+    changed = env.definition(name="moved", source=source, outputs=[new_out])
+
+    await race(node, node.manager.sync, lambda: node.manager.apply([changed]))
+
+    assert (await node.manager.get("moved")).definition == changed
+    assert node.manager._running["moved"].definition == changed
+    assert tracking_connector.unclosed(source) == 1  # the new runtime's, no other
+    await env.publish(source, b'{"n": 1}')
+    assert len(await env.collect(new_out, 1)) == 1
+
+
+async def test_a_sync_that_read_before_a_pause_does_not_resume_the_listener(
+    env: Env, node: Node
+) -> None:
+    source = tracked("in")
+    await node.manager.create(env.definition(name="held", source=source))
+
+    await race(node, node.manager.sync, lambda: node.manager.pause("held"))
+
+    assert not (await node.manager.get("held")).definition.enabled
+    assert "held" not in node.manager._running
+    assert (await node.manager.status("held")).state == "paused"
+    assert tracking_connector.unclosed(source) == 0
