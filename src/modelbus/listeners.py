@@ -192,6 +192,10 @@ class ListenerManager:
                 await self._stop(self._running.pop(name))
             for definition in stored.values():
                 await self._reconcile(definition)
+            # Deleted by another process (running here or paused): :meth:`delete` dropped
+            # its series there, not here, and a scrape of this process still showed them.
+            for name in self.metrics.names() - set(stored):
+                self.metrics.remove(name)
 
     async def _sync_loop(self, interval_s: float) -> None:
         while True:

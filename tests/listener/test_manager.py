@@ -187,6 +187,10 @@ async def test_another_process_follows_changes_through_sync(
         await other.sync()
         assert "shared" not in other._running
         assert (await other.status("shared")).state == "paused"
+        assert "shared" in other.metrics.names()  # a paused listener keeps its figures
+        await manager.delete("shared")
+        await other.sync()
+        assert "shared" not in other.metrics.names()  # a deleted one does not
     finally:
         await other.stop()
 

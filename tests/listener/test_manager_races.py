@@ -192,3 +192,22 @@ async def test_a_sync_that_read_before_a_pause_does_not_resume_the_listener(
     assert "held" not in node.manager._running
     assert (await node.manager.status("held")).state == "paused"
     assert tracking_connector.unclosed(source) == 0
+
+
+# --- another node sharing the store ---------------------------------------------------------
+
+
+async def test_a_node_that_read_before_another_deleted_converges_at_its_next_sync(
+    env: Env, node: Node, other: Node
+) -> None:
+    # The two nodes' locks are their own: the other node starts the listener from the row
+    # it read, and only its next sync can stop it. It must then leave nothing behind.
+    source = tracked("in")
+    await node.manager.create(env.definition(name="shared", source=source))
+
+    await race(other, other.manager.sync, lambda: node.manager.delete("shared"))
+    assert "shared" in other.manager._running  # read before the delete: started
+
+    await other.manager.sync()
+    await assert_gone(other, "shared", source)
+    await assert_gone(node, "shared", source)
