@@ -194,6 +194,32 @@ async def test_a_sync_that_read_before_a_pause_does_not_resume_the_listener(
     assert tracking_connector.unclosed(source) == 0
 
 
+async def test_a_sync_that_read_before_a_create_does_not_stop_the_new_listener(
+    env: Env, node: Node
+) -> None:
+    source = tracked("in")
+    created = env.definition(name="new", source=source)
+
+    await race(node, node.manager.sync, lambda: node.manager.create(created))
+
+    assert "new" in node.manager._running
+    assert node.manager._running["new"].definition == (await node.manager.get("new")).definition
+    assert tracking_connector.unclosed(source) == 1
+
+
+async def test_a_sync_that_read_before_a_resume_does_not_stop_the_listener_again(
+    env: Env, node: Node
+) -> None:
+    source = tracked("in")
+    await node.manager.create(env.definition(name="back", source=source, enabled=False))
+
+    await race(node, node.manager.sync, lambda: node.manager.resume("back"))
+
+    assert (await node.manager.get("back")).definition.enabled
+    assert "back" in node.manager._running
+    assert tracking_connector.unclosed(source) == 1
+
+
 # --- another node sharing the store ---------------------------------------------------------
 
 
