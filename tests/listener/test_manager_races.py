@@ -220,6 +220,65 @@ async def test_a_sync_that_read_before_a_resume_does_not_stop_the_listener_again
     assert tracking_connector.unclosed(source) == 1
 
 
+# --- a change against another change on the same node -------------------------------------
+
+
+async def test_an_apply_that_read_before_a_delete_does_not_run_a_listener_it_did_not_store(
+    env: Env, node: Node
+) -> None:
+    source = tracked("in")
+    await node.manager.create(env.definition(name="gone", source=source))
+    changed = env.definition(name="gone", source=source, max_in_flight=2)
+
+    await race(node, lambda: node.manager.apply([changed]), lambda: node.manager.delete("gone"))
+
+    await assert_gone(node, "gone", source)
+
+
+async def test_a_resume_that_read_before_a_delete_does_not_run_a_listener_it_did_not_store(
+    env: Env, node: Node
+) -> None:
+    source = tracked("in")
+    await node.manager.create(env.definition(name="gone", source=source, enabled=False))
+
+    await race(node, lambda: node.manager.resume("gone"), lambda: node.manager.delete("gone"))
+
+    await assert_gone(node, "gone", source)
+
+
+async def test_a_pause_that_read_before_a_change_does_not_undo_the_change(
+    env: Env, node: Node
+) -> None:
+    source, old_out, new_out = tracked("in"), env.url("old"), env.url("new")
+    await node.manager.create(env.definition(name="both", source=source, outputs=[old_out]))
+    changed = env.definition(name="both", source=source, outputs=[new_out])
+
+    await race(node, lambda: node.manager.pause("both"), lambda: node.manager.apply([changed]))
+
+    # The pause took the lock first; the change applied after it (and resumed: apply makes
+    # the store hold the definition as given, enabled included).
+    assert (await node.manager.get("both")).definition == changed
+    assert node.manager._running["both"].definition == changed
+    assert tracking_connector.unclosed(source) == 1
+
+
+async def test_a_pruning_apply_that_read_before_a_delete_does_not_fail_on_it(
+    env: Env, node: Node
+) -> None:
+    kept = env.definition(name="kept", source=tracked("kept"))
+    await node.manager.create(kept)
+    await node.manager.create(env.definition(name="gone", source=tracked("gone")))
+
+    async def apply_and_prune() -> None:
+        result = await node.manager.apply([kept], prune=True)
+        assert result.unchanged == ["kept"]
+
+    await race(node, apply_and_prune, lambda: node.manager.delete("gone"))
+
+    assert [info.name for info in await node.manager.list()] == ["kept"]
+    assert set(node.manager._running) == {"kept"}
+
+
 # --- another node sharing the store ---------------------------------------------------------
 
 
