@@ -173,13 +173,17 @@ class ListenerManager:
             self._sync_task = asyncio.create_task(self._sync_loop(self._options.sync_interval_s))
 
     async def stop(self) -> None:
-        """Stop every listener gracefully (in parallel), then flush and close the run store."""
+        """Stop following the store (a sync pass under way finishes first), stop every
+        listener gracefully (in parallel), then flush and close the run store."""
         self._started = False
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
-            self._sync_task = None
         async with self._lock:
+            # Cancel the sync loop with the lock held, so never mid-pass: cancelled while
+            # stopping a listener (deleted or changed elsewhere), it left that one draining
+            # after this returned, the run store closed under it.
+            if self._sync_task is not None:
+                self._sync_task.cancel()
+                await asyncio.gather(self._sync_task, return_exceptions=True)
+                self._sync_task = None
             running, self._running = list(self._running.values()), {}
             await asyncio.gather(*(self._stop(listener) for listener in running))
         await self.runs.close()

@@ -24,7 +24,7 @@ from modelbus.errors import ListenerNotFound
 from modelbus.listeners import ListenerManager, ManagerOptions
 
 from . import tracking_connector
-from .conftest import FAST, Env
+from .conftest import FAST, Env, eventually
 
 RACE_TIMEOUT_S = 30.0  # a deadlock fails the test instead of hanging it
 
@@ -67,7 +67,7 @@ class Node:
         )
 
 
-def new_node(env: Env, engine: AsyncEngine) -> Node:
+def new_node(env: Env, engine: AsyncEngine, *, sync_interval_s: float | None = None) -> Node:
     registry = CollectorRegistry()
     manager = ListenerManager(
         engine=engine,
@@ -75,7 +75,7 @@ def new_node(env: Env, engine: AsyncEngine) -> Node:
         data_dir=env.data_dir,
         registry=registry,
         runs=env.runs,
-        options=ManagerOptions(sync_interval_s=None, stop_deadline_s=2, runtime=FAST),
+        options=ManagerOptions(sync_interval_s=sync_interval_s, stop_deadline_s=2, runtime=FAST),
     )
     lock = manager._lock = WatchedLock()
     return Node(manager=manager, registry=registry, lock=lock)
@@ -126,13 +126,19 @@ async def race(
             patch.setattr(manager, "_row", held(manager._row))
             reader = asyncio.create_task(reading())
             await read.wait()
-            node.lock.contended.clear()
             changer = asyncio.create_task(change())
-            waiting = asyncio.create_task(node.lock.contended.wait())
-            await asyncio.wait({changer, waiting}, return_when=asyncio.FIRST_COMPLETED)
-            waiting.cancel()
+            await done_or_waiting(changer, node.lock)
             go.set()
             await asyncio.gather(reader, changer)
+
+
+async def done_or_waiting(task: asyncio.Task[Any], lock: WatchedLock) -> None:
+    """Return once ``task`` is done or waits for ``lock`` (call it right after creating
+    ``task``: waits for the lock before are forgotten)."""
+    lock.contended.clear()
+    waiting = asyncio.create_task(lock.contended.wait())
+    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
 
 
 def tracked(role: str) -> str:
@@ -296,3 +302,48 @@ async def test_a_node_that_read_before_another_deleted_converges_at_its_next_syn
     await other.manager.sync()
     await assert_gone(other, "shared", source)
     await assert_gone(node, "shared", source)
+
+
+# --- stopping a node ----------------------------------------------------------------------
+
+
+async def test_stopping_a_node_mid_sync_waits_for_the_listener_that_sync_is_stopping(
+    env: Env, engine: AsyncEngine
+) -> None:
+    # The sync loop is stopping a listener deleted elsewhere, and that listener is draining
+    # a delivery, when the node stops: stop() returns only once the listener has stopped.
+    invoked, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow(value: Any) -> Any:
+        invoked.set()
+        await finish.wait()
+        return value
+
+    env.invoker.register("acme/slow", slow)
+    writer = new_node(env, engine)  # not started: it only changes the store
+    follower = new_node(env, engine, sync_interval_s=0.01)
+    await follower.manager.start()
+    source, out = tracked("in"), env.url("out")
+    definition = env.definition(name="busy", source=source, outputs=[out], model="acme/slow@1.*")
+    try:
+        await writer.manager.create(definition)
+        await eventually(lambda: "busy" in follower.manager._running)
+        runtime = follower.manager._running["busy"]
+        await env.publish(source, b'{"n": 1}')
+        await invoked.wait()
+        await writer.manager.delete("busy")
+        await eventually(lambda: "busy" not in follower.manager._running)  # being stopped
+
+        async def stop_then_look() -> tuple[str, int]:
+            await follower.manager.stop()
+            return runtime.state, tracking_connector.unclosed(source)
+
+        stopping = asyncio.create_task(stop_then_look())
+        await done_or_waiting(stopping, follower.lock)
+        finish.set()
+        assert await stopping == ("stopped", 0)
+        assert len(await env.collect(out, 1)) == 1  # drained, not dropped
+    finally:
+        finish.set()
+        await follower.manager.stop()
+        await runtime.stop()
