@@ -1,10 +1,11 @@
-"""ListenerManager races: a read of the stored listeners overtaken by a delete, a changed
-definition or a pause, on this node or on another sharing the store.
+"""ListenerManager races: a read of the stored listeners overtaken by a change (create,
+delete, apply, pause, resume) on the same node or on another sharing the store; a node
+stopped while its sync loop is stopping a listener.
 
-Each test forces one interleaving with :func:`race`: the first read of the stored listeners
-made by one operation is held, with what it read, while a concurrent change runs until it
-is done or has to wait for the manager's lock; then the read is let go. No sleeps: the
-outcome is the same on every run.
+Each test forces its interleaving: :func:`race` holds the first read of the stored
+listeners made by one operation, with what it read, while a concurrent change runs until it
+is done or has to wait for the manager's lock (:class:`WatchedLock`), then lets the read
+go. No timing decides the outcome: every run takes the same path.
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ async def node(env: Env, engine: AsyncEngine) -> AsyncIterator[Node]:
 async def other(env: Env, engine: AsyncEngine) -> AsyncIterator[Node]:
     """A second node on the same store."""
     started = new_node(env, engine)
+    await started.manager.start()
+    yield started
+    await started.manager.stop()
+
+
+@pytest.fixture
+async def follower(env: Env, engine: AsyncEngine) -> AsyncIterator[Node]:
+    """A node that follows the store with its sync loop (every 10 ms)."""
+    started = new_node(env, engine, sync_interval_s=0.01)
     await started.manager.start()
     yield started
     await started.manager.stop()
@@ -308,7 +318,7 @@ async def test_a_node_that_read_before_another_deleted_converges_at_its_next_syn
 
 
 async def test_stopping_a_node_mid_sync_waits_for_the_listener_that_sync_is_stopping(
-    env: Env, engine: AsyncEngine
+    env: Env, engine: AsyncEngine, follower: Node
 ) -> None:
     # The sync loop is stopping a listener deleted elsewhere, and that listener is draining
     # a delivery, when the node stops: stop() returns only once the listener has stopped.
@@ -321,14 +331,13 @@ async def test_stopping_a_node_mid_sync_waits_for_the_listener_that_sync_is_stop
 
     env.invoker.register("acme/slow", slow)
     writer = new_node(env, engine)  # not started: it only changes the store
-    follower = new_node(env, engine, sync_interval_s=0.01)
-    await follower.manager.start()
     source, out = tracked("in"), env.url("out")
-    definition = env.definition(name="busy", source=source, outputs=[out], model="acme/slow@1.*")
+    await writer.manager.create(
+        env.definition(name="busy", source=source, outputs=[out], model="acme/slow@1.*")
+    )
+    await eventually(lambda: "busy" in follower.manager._running)
+    runtime = follower.manager._running["busy"]
     try:
-        await writer.manager.create(definition)
-        await eventually(lambda: "busy" in follower.manager._running)
-        runtime = follower.manager._running["busy"]
         await env.publish(source, b'{"n": 1}')
         await invoked.wait()
         await writer.manager.delete("busy")
@@ -345,5 +354,4 @@ async def test_stopping_a_node_mid_sync_waits_for_the_listener_that_sync_is_stop
         assert len(await env.collect(out, 1)) == 1  # drained, not dropped
     finally:
         finish.set()
-        await follower.manager.stop()
-        await runtime.stop()
+        await runtime.stop()  # idempotent; what a failure left draining
