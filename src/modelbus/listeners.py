@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import delete, insert, select, update
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+Outcome = Literal["created", "updated", "unchanged"]  # what apply did to one listener
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -171,13 +173,17 @@ class ListenerManager:
             self._sync_task = asyncio.create_task(self._sync_loop(self._options.sync_interval_s))
 
     async def stop(self) -> None:
-        """Stop every listener gracefully (in parallel), then flush and close the run store."""
+        """Stop following the store (a sync pass under way finishes first), stop every
+        listener gracefully (in parallel), then flush and close the run store."""
         self._started = False
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
-            self._sync_task = None
         async with self._lock:
+            # Cancel the sync loop with the lock held, so never mid-pass: cancelled while
+            # stopping a listener (deleted or changed elsewhere), it left that one draining
+            # after this returned, the run store closed under it.
+            if self._sync_task is not None:
+                self._sync_task.cancel()
+                await asyncio.gather(self._sync_task, return_exceptions=True)
+                self._sync_task = None
             running, self._running = list(self._running.values()), {}
             await asyncio.gather(*(self._stop(listener) for listener in running))
         await self.runs.close()
@@ -192,6 +198,10 @@ class ListenerManager:
                 await self._stop(self._running.pop(name))
             for definition in stored.values():
                 await self._reconcile(definition)
+            # Deleted by another process (running here or paused): :meth:`delete` dropped
+            # its series there, not here, and a scrape of this process still showed them.
+            for name in self.metrics.names() - set(stored):
+                self.metrics.remove(name)
 
     async def _sync_loop(self, interval_s: float) -> None:
         while True:
@@ -274,15 +284,7 @@ class ListenerManager:
                 raise Conflict(
                     f"listener {definition.name!r} exists already: use apply to change it"
                 )
-            await self._execute(
-                insert(listeners_table).values(
-                    name=definition.name,
-                    definition=self._stored_form(definition),
-                    enabled=definition.enabled,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            await self._insert(definition, now)
             await self._reconcile(definition)
         return ListenerInfo(definition=definition, created_at=now, updated_at=now)
 
@@ -302,35 +304,46 @@ class ListenerManager:
             for definition in definitions:
                 await self.validate(definition)
         result = ApplyResult()
-        stored = {info.name: info for info in await self.list()}
+        by_outcome: dict[Outcome, list[str]] = {
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+        }
         for definition in definitions:
-            previous = stored.get(definition.name)
-            if previous is None:
-                await self.create(definition, check=False)
-                result.created.append(definition.name)
-            elif previous.definition == definition:
-                result.unchanged.append(definition.name)
-            else:
-                await self._update(definition)
-                result.updated.append(definition.name)
+            by_outcome[await self._put(definition)].append(definition.name)
         if prune:
-            for name in sorted(set(stored) - set(names)):
-                await self.delete(name)
-                result.deleted.append(name)
+            result.deleted.extend(await self._prune(keep=set(names)))
         return result
 
-    async def _update(self, definition: ListenerDefinition) -> None:
+    async def _put(self, definition: ListenerDefinition) -> Outcome:
+        """Store ``definition`` and run it as stored. Decided on the row as it is under the
+        lock: a row read before it may be stale (deleted or changed meanwhile), and acting
+        on it ran a listener that was not stored any more."""
+        outcome: Outcome = "unchanged"
         async with self._lock:
-            await self._execute(
-                update(listeners_table)
-                .where(listeners_table.c.name == definition.name)
-                .values(
-                    definition=self._stored_form(definition),
-                    enabled=definition.enabled,
-                    updated_at=time.time(),
-                )
-            )
+            row = await self._row(definition.name)
+            if row is None:
+                await self._insert(definition, time.time())
+                outcome = "created"
+            elif self._differs(row, definition):
+                await self._replace(definition)
+                outcome = "updated"
             await self._reconcile(definition)
+        return outcome
+
+    def _differs(self, row: Any, definition: ListenerDefinition) -> bool:
+        try:
+            return _info(row, self._secrets).definition != definition
+        except DefinitionError:  # stored by an older version, now refused: replace it
+            return True
+
+    async def _prune(self, keep: set[str]) -> list[str]:
+        """Delete the stored listeners not in ``keep`` (read under the lock, as in _put)."""
+        async with self._lock:
+            names = [info.name for info in await self.list() if info.name not in keep]
+            for name in names:
+                await self._forget(name)
+        return names
 
     async def list(self) -> list[ListenerInfo]:
         """Every stored listener, by name."""
@@ -377,19 +390,34 @@ class ListenerManager:
         return await self._set_enabled(name, True)
 
     async def _set_enabled(self, name: str, enabled: bool) -> ListenerInfo:
-        info = await self.get(name)
-        if info.definition.enabled != enabled:
-            await self._update(info.definition.model_copy(update={"enabled": enabled}))
-        return await self.get(name)
+        async with self._lock:
+            # The flag alone, in one statement, then the row as it is: writing back a whole
+            # definition read before would undo a change made meanwhile (here or elsewhere)
+            # or run a listener deleted meanwhile. (_info takes the flag from its column.)
+            await self._execute(
+                update(listeners_table)
+                .where(listeners_table.c.name == name, listeners_table.c.enabled != enabled)
+                .values(enabled=enabled, updated_at=time.time())
+            )
+            row = await self._row(name)
+            if row is None:
+                raise ListenerNotFound(f"listener {name!r} does not exist")
+            info = _info(row, self._secrets)
+            await self._reconcile(info.definition)
+        return info
 
     async def delete(self, name: str) -> None:
         """Stop and forget a listener (its run records and dead letters are kept)."""
         await self.get(name)
         async with self._lock:
-            running = self._running.pop(name, None)
-            if running is not None:
-                await self._stop(running)
-            await self._execute(delete(listeners_table).where(listeners_table.c.name == name))
+            await self._forget(name)
+
+    async def _forget(self, name: str) -> None:
+        """Stop listener ``name``, delete its row, drop its series (lock held)."""
+        running = self._running.pop(name, None)
+        if running is not None:
+            await self._stop(running)
+        await self._execute(delete(listeners_table).where(listeners_table.c.name == name))
         self.metrics.remove(name)
 
     # --- redrive -----------------------------------------------------------------------------
@@ -467,6 +495,28 @@ class ListenerManager:
         if self._secrets is None:
             return definition.model_dump(mode="json")
         return self._secrets.seal(definition)
+
+    async def _insert(self, definition: ListenerDefinition, now: float) -> None:
+        await self._execute(
+            insert(listeners_table).values(
+                name=definition.name,
+                definition=self._stored_form(definition),
+                enabled=definition.enabled,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def _replace(self, definition: ListenerDefinition) -> None:
+        await self._execute(
+            update(listeners_table)
+            .where(listeners_table.c.name == definition.name)
+            .values(
+                definition=self._stored_form(definition),
+                enabled=definition.enabled,
+                updated_at=time.time(),
+            )
+        )
 
     async def _row(self, name: str) -> Any:
         query = select(listeners_table).where(listeners_table.c.name == name)

@@ -80,6 +80,10 @@ class Metrics:
             return metrics.snapshot()
         return _figures(_Counts(), in_flight=0.0, oldest_age_s=0.0)
 
+    def names(self) -> set[str]:
+        """The listeners that have series here."""
+        return set(self._listeners)
+
     def remove(self, name: str) -> None:
         """Drop a deleted listener's series."""
         if self._listeners.pop(name, None) is None:

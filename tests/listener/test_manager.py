@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelbus.definition import ListenerDefinition, parse_definitions
@@ -23,6 +24,7 @@ from modelbus.errors import (
 from modelbus.listeners import ListenerManager, ManagerOptions, TokenBucket
 from modelbus.retry import RetryPolicy
 from modelbus.runs import RunRecord, RunStore
+from modelbus.schema import listeners as listeners_table
 
 from .conftest import FAST, Env, eventually
 
@@ -119,6 +121,35 @@ async def test_apply_restarts_only_what_changed_and_prunes(
         await manager.get("c")
 
 
+async def test_apply_replaces_a_stored_definition_that_is_not_valid_any_more(
+    env: Env, manager: ListenerManager, engine: AsyncEngine
+) -> None:
+    env.invoker.register("acme/echo", lambda v: v)
+    stored_by_an_older_version = {
+        "name": "old",
+        "source": "local://x",
+        "model": "acme/echo@1.*",
+        "retired_option": 1,
+    }
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(listeners_table).values(
+                name="old",
+                definition=stored_by_an_older_version,
+                enabled=True,
+                created_at=1.0,
+                updated_at=1.0,
+            )
+        )
+    assert await manager.list() == []  # refused when read, logged
+
+    definition = env.definition(name="old", source=env.url("in"))
+    result = await manager.apply([definition])
+    assert result.updated == ["old"]
+    assert (await manager.get("old")).definition == definition
+    assert manager._running["old"].definition == definition
+
+
 async def test_apply_takes_a_listener_file(env: Env, manager: ListenerManager) -> None:
     env.invoker.register("acme/echo", lambda v: v)
     source = env.url("in")
@@ -187,6 +218,10 @@ async def test_another_process_follows_changes_through_sync(
         await other.sync()
         assert "shared" not in other._running
         assert (await other.status("shared")).state == "paused"
+        assert "shared" in other.metrics.names()  # a paused listener keeps its figures
+        await manager.delete("shared")
+        await other.sync()
+        assert "shared" not in other.metrics.names()  # a deleted one does not
     finally:
         await other.stop()
 

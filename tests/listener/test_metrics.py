@@ -41,7 +41,9 @@ def test_per_listener_series_in_the_given_registry() -> None:
     assert snapshot["in_flight"] == 2 and snapshot["oldest_in_flight_age_s"] == 7.5
     assert snapshot["latency_count"] == 1 and abs(snapshot["latency_sum_s"] - 0.2) < 1e-9
 
+    assert metrics.names() == {"a", "b"}
     metrics.remove("a")
+    assert metrics.names() == {"b"}
     assert b'listener="a"' not in generate_latest(registry)
     assert sample(registry, "modelbus_listener_received_total", listener="b") == 1
 
