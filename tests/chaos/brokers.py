@@ -6,7 +6,8 @@
 
 Plus how many messages each broker gets: ``MODELBUS_CHAOS_MESSAGES`` (default
 :data:`DEFAULT_MESSAGES`) is the count for the embedded queue; slower brokers get a share of
-it (:data:`SHARE`), never fewer than :data:`MIN_MESSAGES`.
+it (:data:`SHARE`), never fewer than :data:`MIN_MESSAGES`, unless
+``MODELBUS_CHAOS_MESSAGES_<KIND>`` gives that broker's count.
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ BASE_MESSAGES = int(os.environ.get("MODELBUS_CHAOS_MESSAGES", DEFAULT_MESSAGES))
 
 
 def messages(kind: str) -> int:
-    """How many inputs a run on ``kind`` sends (see the module docstring)."""
+    """How many inputs a run on ``kind`` sends (see the module docstring);
+    ``MODELBUS_CHAOS_MESSAGES_<KIND>`` (e.g. ``_REDIS``) sets one broker's count outright."""
+    exact = os.environ.get(f"MODELBUS_CHAOS_MESSAGES_{kind.upper()}")
+    if exact:
+        return int(exact)
     return max(MIN_MESSAGES, int(BASE_MESSAGES * SHARE[kind]))
 
 

@@ -98,6 +98,8 @@ class Fault:
             )
         if self.kind == "amqp":
             return _url(f"amqp://guest:guest@{address}/", queue=name, create=True)
+        if self.kind == "kafka":  # no leases; a group per listener (the listener's name)
+            return _url(f"kafka://{address}/{name}", create=True, partitions=2, session_timeout_s=2)
         if self.kind == "mqtt":  # no leases; a group of its own, so consumers compete in it
             return _url(
                 f"mqtt://{address}/mbtest/{name}",
@@ -247,8 +249,38 @@ async def _restartable_mosquitto() -> AsyncIterator[Fault]:
 @contextlib.asynccontextmanager
 async def partitioned(kind: str) -> AsyncIterator[Fault]:
     """The shared broker behind a proxy that ``down`` makes a black hole."""
+    if kind == "kafka":
+        async with _partitioned_tansu() as fault:
+            yield fault
+        return
     async with _proxied(kind, cut=False) as fault:
         yield fault
+
+
+@contextlib.asynccontextmanager
+async def _partitioned_tansu() -> AsyncIterator[Fault]:
+    """A tansu of the test's own behind a proxy, which it advertises: a Kafka client asks
+    the bootstrap server where the brokers are and connects there, so every client (the
+    test's producer and collector too) goes through the proxy, and sits out the partition."""
+    from tests.brokers.kafka.tansu import Tansu, free_port
+
+    port = free_port()
+    proxy = TcpProxy("127.0.0.1", port)
+    await proxy.start()
+    broker = Tansu(port=port, advertise=proxy.address)
+    await asyncio.to_thread(broker.start)
+    try:
+        yield Fault(
+            kind="kafka",
+            address=proxy.address,
+            direct=proxy.address,
+            database=SHARED_DATABASE,
+            down=proxy.blackhole,
+            up=proxy.restore,
+        )
+    finally:
+        await proxy.close()
+        await asyncio.to_thread(broker.close)
 
 
 @contextlib.asynccontextmanager
@@ -374,7 +406,7 @@ def fault_url(fault: Fault, url: str, *, lease_s: float | None = None) -> str:
     """The same queue, reached directly (the test's producer and collector), with a lease
     when given and the broker has leases."""
     direct = url.replace(fault.address, fault.direct)
-    if lease_s is not None and fault.kind not in ("amqp", "mqtt"):
+    if lease_s is not None and fault.kind not in ("amqp", "mqtt", "kafka"):
         direct = with_query(
             direct, lease_s=lease_s, **({"poll_s": 1} if fault.kind == "postgres" else {})
         )

@@ -26,7 +26,7 @@ from .flow import LISTENER, PERMANENT_EVERY
 PARTITION_S = max(FAST_RUNTIME.op_timeout_s, FAST_RUNTIME.publish_timeout_s) + 3
 
 
-@pytest.mark.parametrize("kind", ["redis", "nats", "postgres", "amqp", "mqtt"])
+@pytest.mark.parametrize("kind", ["redis", "nats", "postgres", "amqp", "mqtt", "kafka"])
 async def test_a_partition_longer_than_the_timeouts_degrades_recovers_and_loses_nothing(
     kind: str, tmp_path: Path, report: list[str]
 ) -> None:

@@ -66,6 +66,14 @@ be acked or released, commits what is contiguous and forgets them: their buffere
 and any delivery still in flight go to the new owner from the committed position. Acking or
 releasing such a delivery afterwards does nothing (the new owner redelivers it).
 
+A silent connection. aiokafka retries failed fetches by itself and logs them, so a consumer
+whose network went silent (a partition: no error, no bytes) would only ever see empty
+fetches. After ``PROBE_IDLE_S`` without records, the fetch loop asks the broker for the
+end offsets of the partitions it owns (the topic list while it owns none) within
+``PROBE_TIMEOUT_S``; no answer makes ``receive`` raise a transient ConnectorError, so the
+listener says ``degraded`` and reconnects. An idle consumer costs one small request every
+``PROBE_IDLE_S``.
+
 Sink. ``publish`` produces every message (``acks=all``; key ``OutMessage.key``; headers the
 attributes plus ``modelbus-id``) and waits for all of them. Idempotent producers and
 transactions are not used (some Kafka-protocol brokers lack them); ``OutMessage.id`` in the
@@ -125,6 +133,8 @@ CALL_TIMEOUT_S = 30.0
 REVOKE_DRAIN_S = 10.0
 FETCH_WAIT_MS = 200
 FETCH_MAX_WAIT_MS = 100  # how long the broker may hold a fetch with nothing new
+PROBE_IDLE_S = 5.0  # no records for this long: ask the broker something (a silent network?)
+PROBE_TIMEOUT_S = 10.0
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 # Headers the source reads and strips; everything else is an attribute.
@@ -298,7 +308,7 @@ def _translate(exc: BaseException, what: str, listener: str) -> ConnectorError:
     if isinstance(exc, errors.MessageSizeTooLargeError):
         return ConnectorError(f"{context}: message too large for the broker: {exc}", permanent=True)
     if isinstance(exc, TimeoutError):
-        return ConnectorError(f"{context}: timed out")
+        return ConnectorError(f"{context}: timed out" + (f" ({exc})" if str(exc) else ""))
     return ConnectorError(f"{context}: {type(exc).__name__}: {exc}")
 
 
@@ -465,6 +475,7 @@ class KafkaSource:
         join the group and start fetching. Raises ConnectorConfigError for a missing topic
         or refused credentials, ConnectorError if no broker answers."""
         aiokafka = _aiokafka()
+        self._failure = None  # the last connection's; a reopened source starts afresh
         self._consumer = aiokafka.AIOKafkaConsumer(**self._consumer_options())
         self._producer = aiokafka.AIOKafkaProducer(**_producer_options(self.settings))
         try:
@@ -502,18 +513,25 @@ class KafkaSource:
         """Fetch forever into the partition buffers, so that the group sees this consumer
         poll however slowly the runtime takes deliveries."""
         errors = _aiokafka().errors
+        heard_at = time.monotonic()  # the broker last answered with records or to a probe
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS)
+                if not batch and time.monotonic() - heard_at >= PROBE_IDLE_S:
+                    await self._probe()
+                    heard_at = time.monotonic()
+                    self._failure = None
             except asyncio.CancelledError:
                 raise
-            except errors.KafkaError as exc:
+            except (errors.KafkaError, TimeoutError) as exc:
                 self._failure = _translate(exc, f"fetching from {self._what}", self.listener)
                 log.warning("%s", self._failure)
                 self._wakeup.set()
                 await asyncio.sleep(1.0)
                 continue
-            self._failure = None
+            if batch:
+                heard_at = time.monotonic()
+                self._failure = None
             for tp, records in batch.items():
                 state = self._partitions.get(tp)
                 if state is not None and not state.revoking:
@@ -521,6 +539,16 @@ class KafkaSource:
                     self._pause_if_full(state)
             if batch:
                 self._wakeup.set()
+
+    async def _probe(self) -> None:
+        """One request the broker must answer (see *A silent connection*); raises
+        TimeoutError or a KafkaError if it does not within PROBE_TIMEOUT_S."""
+        owned = list(self._consumer.assignment())
+        asking = self._consumer.end_offsets(owned) if owned else self._consumer.topics()
+        try:
+            await asyncio.wait_for(asking, PROBE_TIMEOUT_S)
+        except TimeoutError:
+            raise TimeoutError(f"no answer to a probe in {PROBE_TIMEOUT_S:g} s") from None
 
     def _pause_if_full(self, state: _Partition) -> None:
         if not state.paused and len(state.buffered) >= self.settings.prefetch:

@@ -59,8 +59,11 @@ class Tansu:
     the port accepts connections; :meth:`stop` terminates the process (kills it after
     ``STOP_TIMEOUT_S``)."""
 
-    def __init__(self, *, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, log_path: Path | None = None, advertise: str = ""
+    ) -> None:
         self.port = port or free_port()
+        self.advertise = advertise  # host:port clients are told to use (a proxy); default its own
         self.host = "127.0.0.1"
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -81,8 +84,9 @@ class Tansu:
         if self.running:
             return
         listener = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertise}" if self.advertise else listener
         argv = [tansu_binary(), "broker", "--listener-url", listener]
-        argv += ["--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
+        argv += ["--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"]
         with open(self._log_file(), "ab") as log:
             self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         self._wait_listening(timeout_s)
