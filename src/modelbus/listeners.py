@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelbus.connectors import ConnectorContext, make_sink, make_source
@@ -323,8 +324,12 @@ class ListenerManager:
         async with self._lock:
             row = await self._row(definition.name)
             if row is None:
-                await self._insert(definition, time.time())
-                outcome = "created"
+                try:
+                    await self._insert(definition, time.time())
+                    outcome = "created"
+                except Conflict:  # another node created it meanwhile: apply wins
+                    await self._replace(definition)
+                    outcome = "updated"
             elif self._differs(row, definition):
                 await self._replace(definition)
                 outcome = "updated"
@@ -497,15 +502,22 @@ class ListenerManager:
         return self._secrets.seal(definition)
 
     async def _insert(self, definition: ListenerDefinition, now: float) -> None:
-        await self._execute(
-            insert(listeners_table).values(
-                name=definition.name,
-                definition=self._stored_form(definition),
-                enabled=definition.enabled,
-                created_at=now,
-                updated_at=now,
+        """Store a new row. Raises Conflict if the name was taken meanwhile (by another
+        node sharing the store: this node's lock does not keep those out)."""
+        try:
+            await self._execute(
+                insert(listeners_table).values(
+                    name=definition.name,
+                    definition=self._stored_form(definition),
+                    enabled=definition.enabled,
+                    created_at=now,
+                    updated_at=now,
+                )
             )
-        )
+        except IntegrityError:
+            raise Conflict(
+                f"listener {definition.name!r} exists already: use apply to change it"
+            ) from None
 
     async def _replace(self, definition: ListenerDefinition) -> None:
         await self._execute(

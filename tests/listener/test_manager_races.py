@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelbus.connectors import SCHEMES
-from modelbus.errors import ListenerNotFound
+from modelbus.errors import Conflict, ListenerNotFound
 from modelbus.listeners import ListenerManager, ManagerOptions
 
 from . import tracking_connector
@@ -312,6 +312,37 @@ async def test_a_node_that_read_before_another_deleted_converges_at_its_next_syn
     await other.manager.sync()
     await assert_gone(other, "shared", source)
     await assert_gone(node, "shared", source)
+
+
+async def test_two_nodes_creating_one_name_at_once_give_the_loser_a_conflict(
+    env: Env, node: Node, other: Node
+) -> None:
+    # The other node's check for the name is held while this node creates it (another
+    # node's lock keeps nothing out): its insert then meets the row, which must be the
+    # API's Conflict (409), not a database error.
+    first, second = tracked("in"), tracked("in")
+    with pytest.raises(Conflict, match="exists already"):
+        await race(
+            other,
+            lambda: other.manager.create(env.definition(name="twice", source=second)),
+            lambda: node.manager.create(env.definition(name="twice", source=first)),
+        )
+    assert (await node.manager.get("twice")).definition.source == first
+    assert "twice" not in other.manager._running
+    assert tracking_connector.unclosed(second) == 0
+
+
+async def test_an_apply_racing_a_create_on_another_node_replaces_what_it_created(
+    env: Env, node: Node, other: Node
+) -> None:
+    first, second = tracked("in"), tracked("in")
+    await race(
+        other,
+        lambda: other.manager.apply([env.definition(name="twice", source=second)]),
+        lambda: node.manager.create(env.definition(name="twice", source=first)),
+    )
+    assert (await other.manager.get("twice")).definition.source == second
+    assert other.manager._running["twice"].definition.source == second
 
 
 # --- stopping a node ----------------------------------------------------------------------
