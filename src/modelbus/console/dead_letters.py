@@ -3,7 +3,8 @@ and redrive the selected ones to the listener's own version spec or a chosen ver
 
 Thin over the run store and :meth:`modelbus.listeners.ListenerManager.redrive`, as the
 ``/v1`` dead-letter routes: any logged-in key sees the list and the errors; the original
-bodies and redriving need ``listeners:manage``.
+bodies and redriving need ``listeners:manage``, and the versions offered for a redrive are
+shown only to keys that may read the model.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from modelbus import jsondoc
+from modelbus.api.auth import can_read_model
 from modelbus.api.context import services
 from modelbus.console.auth import Posting, Viewer, Viewing
 from modelbus.console.models import version_choices
 from modelbus.console.web import PREFIX, ConsoleRoute, render
 from modelbus.errors import InvalidInput, ModelbusError
+from modelbus.invocation import ModelRef
 from modelbus.keys import LISTENERS_MANAGE
 from modelbus.listeners import RedriveResult
 from modelbus.runs import DeadLetter
+from modelbus.server import Services
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -134,15 +138,6 @@ async def _page(
     page = await running.listeners.runs.list_dead_letters(
         name, limit=PAGE_SIZE, cursor=cursor, include_redriven=include_redriven
     )
-    ref = info.definition.ref
-    choices: list[tuple[str, str]] = []
-    try:
-        model = await running.registry.get_model(ref.owner, ref.name)
-        versions = await running.registry.list_versions(ref.owner, ref.name)
-        builds = await running.registry.list_builds(ref.owner, ref.name)
-        choices = version_choices(model, versions, builds)
-    except ModelbusError:
-        pass  # the model is gone: the listener's own spec is the only choice shown
     failed = {k: running.secrets.redact(v) for k, v in (result.failed if result else {}).items()}
     return render(
         request,
@@ -153,9 +148,26 @@ async def _page(
         letters=[letter_view(letter, viewer) for letter in page.items],
         next_cursor=page.next_cursor,
         include_redriven=include_redriven,
-        choices=choices,
+        choices=await _redrive_choices(running, viewer, info.definition.ref),
         can_manage=viewer.allows(LISTENERS_MANAGE),
         result=result,
         failed=failed,
         error=error,
     )
+
+
+async def _redrive_choices(
+    running: Services, viewer: Viewer, ref: ModelRef
+) -> list[tuple[str, str]]:
+    """The versions letters may be redriven to. They are the model's metadata, so only a key
+    that may read the model sees them (as ``GET /v1/models/.../versions``); for any other,
+    and when the model is gone, the listener's own spec is the only choice shown."""
+    if not can_read_model(viewer.key, ref.owner, ref.name):
+        return []
+    try:
+        model = await running.registry.get_model(ref.owner, ref.name)
+        versions = await running.registry.list_versions(ref.owner, ref.name)
+        builds = await running.registry.list_builds(ref.owner, ref.name)
+    except ModelbusError:
+        return []
+    return version_choices(model, versions, builds)
