@@ -202,3 +202,12 @@ def test_login_needs_the_forms_token_and_a_valid_key(console_server: ModelbusSer
         assert elsewhere.headers["location"] == "/console/models"  # no open redirect
     with httpx.Client(base_url=console_server.url, timeout=30.0) as anonymous:
         assert anonymous.get("/console/listeners/live").status_code == 303
+
+
+def test_a_bad_query_parameter_is_a_page_not_json(console_server: ModelbusServer) -> None:
+    with contextlib.closing(_logged_in(console_server)) as http:
+        page = http.get("/console/listeners/anything/dead-letters", params={"all": "notabool"})
+    assert page.status_code == 422
+    assert page.headers["content-type"].startswith("text/html")
+    assert "query.all" in page.text and "valid boolean" in page.text
+    assert page.headers["x-frame-options"] == "DENY"

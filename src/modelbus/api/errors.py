@@ -117,9 +117,13 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [_describe(e) for e in exc.errors()]
-    response = plain_error(422, "invalid request: " + "; ".join(problems), "ValidationError")
+    response = plain_error(422, validation_message(exc), "ValidationError")
     return response
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """``invalid request: query.all: Input should be a valid boolean; ...``."""
+    return "invalid request: " + "; ".join(_describe(e) for e in exc.errors())
 
 
 def _describe(problem: Any) -> str:

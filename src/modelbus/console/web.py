@@ -18,12 +18,13 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
 from starlette.types import Message
 
-from modelbus.api.errors import status_for
+from modelbus.api.errors import status_for, validation_message
 from modelbus.api.payloads import read_body
 from modelbus.errors import ModelbusError, Unauthenticated
 
@@ -107,7 +108,10 @@ def login_location(request: Request) -> str:
 
 def error_page(request: Request, exc: ModelbusError) -> HTMLResponse:
     """A modelbus error as a page, with the status the API gives it."""
-    status = status_for(exc)
+    return _error_page(request, status_for(exc), exc.message)
+
+
+def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
     viewer = getattr(request.state, "viewer", None)
     return render(
         request,
@@ -115,7 +119,7 @@ def error_page(request: Request, exc: ModelbusError) -> HTMLResponse:
         status_code=status,
         status=status,
         title=_ERROR_TITLES.get(status, "Something went wrong"),
-        message=exc.message,
+        message=message,
         viewer=viewer,
     )
 
@@ -144,6 +148,8 @@ class ConsoleRoute(APIRoute):
                 response = see_other(login_location(request))
             except ModelbusError as exc:
                 response = error_page(request, exc)
+            except RequestValidationError as exc:  # a bad query parameter: a page too
+                response = _error_page(request, 422, validation_message(exc))
             response.headers.update(SECURITY_HEADERS)
             response.headers.setdefault("Cache-Control", "no-store")
             return response
