@@ -416,6 +416,13 @@ class Listener:
     async def _close_quietly(self, closing: Awaitable[None]) -> None:
         try:
             await asyncio.wait_for(closing, self._options.op_timeout_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this listener is being cancelled
+            # A client cancelled inside its own close (aiokafka does): that must not end
+            # this listener's task, which would leave it 'degraded' forever.
+            log.warning("listener %s: closing was cancelled inside the connector", self.name)
         except Exception as exc:
             log.warning("listener %s: closing failed: %s", self.name, exc)
 

@@ -164,6 +164,10 @@ async def restartable(kind: str, tmp_path: Path) -> AsyncIterator[Fault]:
         async with _restartable_mosquitto() as fault:
             yield fault
         return
+    if kind == "kafka":
+        async with _restartable_tansu() as fault:
+            yield fault
+        return
     # PostgreSQL runs as its own user, which cannot enter pytest's private tmp_path
     directory = Path(tempfile.mkdtemp(prefix=f"chaos-{kind}-")) if kind == "postgres" else None
     server = _server(kind, directory or tmp_path / kind)
@@ -244,6 +248,37 @@ async def _restartable_mosquitto() -> AsyncIterator[Fault]:
     finally:
         await broker.stop(signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _restartable_tansu() -> AsyncIterator[Fault]:
+    """A tansu of the test's own keeping its topics, records and committed offsets in S3 (a
+    private moto server): SIGKILLed and started again on the same port with all of it."""
+    import urllib.request
+
+    from tests.aws.motoserver import MotoServer
+    from tests.brokers.kafka.tansu import Tansu
+
+    moto = MotoServer()
+    await asyncio.to_thread(moto.start)
+    try:
+        bucket = urllib.request.Request(f"{moto.endpoint_url}/tansu", method="PUT")
+        await asyncio.to_thread(urllib.request.urlopen, bucket, None, 10)
+        broker = Tansu(s3_endpoint=moto.endpoint_url)
+        await asyncio.to_thread(broker.start)
+        try:
+            yield Fault(
+                kind="kafka",
+                address=broker.bootstrap,
+                direct=broker.bootstrap,
+                database=SHARED_DATABASE,
+                down=broker.kill,
+                up=broker.start,
+            )
+        finally:
+            await asyncio.to_thread(broker.close)
+    finally:
+        await asyncio.to_thread(moto.stop)
 
 
 @contextlib.asynccontextmanager

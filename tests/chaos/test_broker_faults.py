@@ -28,7 +28,7 @@ from .flow import LISTENER, PERMANENT_EVERY, listener_file
 DOWN_S = 4.0  # the broker stays away this long after the listener said degraded
 
 
-@pytest.mark.parametrize("kind", ["redis", "nats", "postgres", "amqp", "mqtt"])
+@pytest.mark.parametrize("kind", ["redis", "nats", "postgres", "amqp", "mqtt", "kafka"])
 async def test_a_broker_restart_mid_run_degrades_recovers_and_loses_nothing(
     kind: str, tmp_path: Path, report: list[str]
 ) -> None:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any
 
+import pytest
+
+from modelbus.connectors import SCHEMES
 from modelbus.connectors.memory import BROKER
 from modelbus.envelopes import dead_letter_id, output_id
 from modelbus.errors import InputRejected, ModelError, RunnerCrashed
 from modelbus.retry import RetryPolicy
 
+from . import cancelling_connector
 from .conftest import Env, eventually
 
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -369,6 +374,26 @@ async def test_source_outage_degrades_then_recovers_by_itself(env: Env) -> None:
     queue.outage(None)
     await listener.wait_for_state("running", timeout_s=5)
     await env.publish(source, b'{"n": 1}')
+    assert len(await env.collect(out, 1)) == 1
+
+
+async def test_a_source_whose_close_cancels_itself_does_not_end_the_listener(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if env.kind != "memory":
+        pytest.skip("an outage of the source is injected through the memory broker")
+    monkeypatch.setitem(SCHEMES, "cancelling", cancelling_connector.__name__)
+    env.invoker.register("acme/echo", lambda v: v)
+    name, out = f"in-{uuid.uuid4().hex[:10]}", env.url("out")
+    listener = await env.start(env.definition(source=f"cancelling://{name}", outputs=[out]))
+    await listener.wait_for_state("running")
+
+    BROKER.queue(name).outage("connection refused")
+    await listener.wait_for_state("degraded", timeout_s=5)
+    await eventually(lambda: name in cancelling_connector.CLOSES)  # reconnecting closed it
+    BROKER.queue(name).outage(None)
+    await listener.wait_for_state("running", timeout_s=5)
+    await env.publish(f"memory://{name}", b'{"n": 1}')
     assert len(await env.collect(out, 1)) == 1
 
 

@@ -133,6 +133,8 @@ CALL_TIMEOUT_S = 30.0
 REVOKE_DRAIN_S = 10.0
 FETCH_WAIT_MS = 200
 FETCH_MAX_WAIT_MS = 100  # how long the broker may hold a fetch with nothing new
+STOP_TIMEOUT_S = 10.0  # a client's stop, then it is left to finish in the background
+_STOPPING: set[asyncio.Future[Any]] = set()  # those stops (a reference keeps them alive)
 PROBE_IDLE_S = 5.0  # no records for this long: ask the broker something (a silent network?)
 PROBE_TIMEOUT_S = 10.0
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -332,12 +334,24 @@ async def _start(client: Any, what: str, listener: str) -> None:
 
 
 async def _stop(client: Any) -> None:
+    """Stop an aiokafka client, waiting at most STOP_TIMEOUT_S. A consumer whose group
+    coordinator went away can take much longer, and ignores cancellation while it does (it
+    waits for its own coordination task): such a stop is left to finish in the background
+    rather than hold up a reconnect. The group forgets the member when its session times out."""
     if client is None:
         return
-    try:
-        await asyncio.wait_for(client.stop(), CALL_TIMEOUT_S)
-    except Exception:
-        log.warning("stopping a Kafka client failed", exc_info=True)
+    stopping = asyncio.ensure_future(client.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=STOP_TIMEOUT_S)
+    if not done:
+        log.warning(
+            "a Kafka client did not stop within %g s; it stops in the background", STOP_TIMEOUT_S
+        )
+        _STOPPING.add(stopping)
+        stopping.add_done_callback(_STOPPING.discard)
+    elif stopping.cancelled():  # aiokafka cancels itself when a coordination task was
+        log.warning("stopping a Kafka client was cancelled inside the client")
+    elif stopping.exception() is not None:
+        log.warning("stopping a Kafka client failed: %r", stopping.exception())
 
 
 async def _ensure_topics(

