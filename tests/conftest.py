@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -31,6 +34,25 @@ ADMIN_URL = os.environ.get(
     "MODELBUS_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 CONNECT_TIMEOUT_S = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The main process makes the folder the chaos suite's tables go to (tests/chaos)."""
+    if not hasattr(config, "workerinput") and "MODELBUS_CHAOS_REPORT_DIR" not in os.environ:
+        os.environ["MODELBUS_CHAOS_REPORT_DIR"] = tempfile.mkdtemp(prefix="chaos-report-")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the chaos suite's accounting tables, from every worker, at the end."""
+    folder = os.environ.get("MODELBUS_CHAOS_REPORT_DIR")
+    if not folder or hasattr(terminalreporter.config, "workerinput"):
+        return
+    tables = sorted(Path(folder).glob("*.txt"), key=lambda path: path.stat().st_mtime)
+    if tables:
+        terminalreporter.section("chaos accounting")
+        for table in tables:
+            terminalreporter.write_line(table.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_database(url: str, database: str) -> str:
