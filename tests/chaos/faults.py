@@ -70,6 +70,29 @@ class Fault:
     names: list[str] = field(default_factory=list)
     options: dict[str, object] = field(default_factory=dict)  # on every URL of ``url``
 
+    @classmethod
+    def of_own(
+        cls,
+        kind: str,
+        address: str,
+        *,
+        down: Callable[[], object],
+        up: Callable[[], object],
+        database: str = SHARED_DATABASE,
+        options: dict[str, object] | None = None,
+    ) -> Fault:
+        """A broker of the test's own at ``address``: the listener and the test's producer
+        and collector all reach it there."""
+        return cls(
+            kind=kind,
+            address=address,
+            direct=address,
+            database=database,
+            down=down,
+            up=up,
+            options=options or {},
+        )
+
     def queue(self, role: str) -> str:
         """A fresh queue name for ``role`` (dropped at the end on shared brokers)."""
         name = f"mbtest-amqp-chaos-{role}-{uuid.uuid4().hex[:10]}"  # the amqp suite's prefix
@@ -174,14 +197,7 @@ async def restartable(kind: str, tmp_path: Path) -> AsyncIterator[Fault]:
     server.start()
     address = f"127.0.0.1:{server.port}"
     try:
-        yield Fault(
-            kind=kind,
-            address=address,
-            direct=address,
-            database="postgres",
-            down=server.kill,
-            up=server.start,
-        )
+        yield Fault.of_own(kind, address, down=server.kill, up=server.start, database="postgres")
     finally:
         server.kill()
         if directory is not None:
@@ -204,14 +220,7 @@ async def _restartable_rabbitmq() -> AsyncIterator[Fault]:
     await node.start()
     address = f"127.0.0.1:{node.port}"
     try:
-        yield Fault(
-            kind="amqp",
-            address=address,
-            direct=address,
-            database=SHARED_DATABASE,
-            down=node.stop,
-            up=node.start,
-        )
+        yield Fault.of_own("amqp", address, down=node.stop, up=node.start)
     finally:
         with contextlib.suppress(Exception):
             await node.stop()
@@ -223,7 +232,8 @@ async def _restartable_mosquitto() -> AsyncIterator[Fault]:
     """A Mosquitto of the test's own, stopped (SIGTERM) and started again on the same port
     with its sessions and queued messages. Not SIGKILL: Mosquitto writes its persistence
     file on a timer or on shutdown, never before a PUBACK, so a killed Mosquitto loses what
-    it acknowledged since the last save (docs/brokers.md), which no client can make up for."""
+    it acknowledged since the last save (modelbus.connectors.mqtt, Sink), which no client
+    can make up for."""
     import signal
 
     from tests.brokers.mqtt.conftest import PrivateMosquitto
@@ -232,18 +242,11 @@ async def _restartable_mosquitto() -> AsyncIterator[Fault]:
     broker = PrivateMosquitto(folder)
     await broker.start()
     address = f"127.0.0.1:{broker.port}"
-
     try:
-        yield Fault(
-            kind="mqtt",
-            address=address,
-            direct=address,
-            database=SHARED_DATABASE,
-            down=broker.stop,
-            up=broker.start,
-            # Mosquitto 2.0 forgets shared subscriptions when it restarts (the connector's
-            # docstring, ``shared``): one listener replica, plain subscriptions
-            options={"shared": False},
+        # Mosquitto 2.0 forgets shared subscriptions when it restarts (the connector's
+        # docstring, ``shared``): one listener replica, plain subscriptions
+        yield Fault.of_own(
+            "mqtt", address, down=broker.stop, up=broker.start, options={"shared": False}
         )
     finally:
         await broker.stop(signal.SIGKILL)
@@ -267,14 +270,7 @@ async def _restartable_tansu() -> AsyncIterator[Fault]:
         broker = Tansu(s3_endpoint=moto.endpoint_url)
         await asyncio.to_thread(broker.start)
         try:
-            yield Fault(
-                kind="kafka",
-                address=broker.bootstrap,
-                direct=broker.bootstrap,
-                database=SHARED_DATABASE,
-                down=broker.kill,
-                up=broker.start,
-            )
+            yield Fault.of_own("kafka", broker.bootstrap, down=broker.kill, up=broker.start)
         finally:
             await asyncio.to_thread(broker.close)
     finally:
@@ -305,14 +301,7 @@ async def _partitioned_tansu() -> AsyncIterator[Fault]:
     broker = Tansu(port=port, advertise=proxy.address)
     await asyncio.to_thread(broker.start)
     try:
-        yield Fault(
-            kind="kafka",
-            address=proxy.address,
-            direct=proxy.address,
-            database=SHARED_DATABASE,
-            down=proxy.blackhole,
-            up=proxy.restore,
-        )
+        yield Fault.of_own("kafka", proxy.address, down=proxy.blackhole, up=proxy.restore)
     finally:
         await proxy.close()
         await asyncio.to_thread(broker.close)
