@@ -348,7 +348,7 @@ async def _stop(client: Any) -> None:
         )
         _STOPPING.add(stopping)
         stopping.add_done_callback(_STOPPING.discard)
-    elif stopping.cancelled():  # aiokafka cancels itself when a coordination task was
+    elif stopping.cancelled():  # seen when the group coordinator had gone away mid-stop
         log.warning("stopping a Kafka client was cancelled inside the client")
     elif stopping.exception() is not None:
         log.warning("stopping a Kafka client failed: %r", stopping.exception())
