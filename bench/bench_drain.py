@@ -54,9 +54,9 @@ from drain_kits import KITS, Kit, Names, Progress, body, ctx
 from tests.e2e.node import BEHAVE, Node, open_node
 
 from modelbus.connectors import OutMessage, make_sink, make_source
-from modelbus.definition import ListenerDefinition
-from modelbus.invocation import CallOptions, ModelRef, Payload, Result
-from modelbus.listeners import ManagerOptions
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.manager import ManagerOptions
+from modelbus.runtime.invocation import CallOptions, ModelRef, Payload, Result
 
 REF = ModelRef.parse("e2e/behave@1.*")
 SIDES = ("hand", "modelbus")

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelbus.invocation import CallOptions, Payload
-from modelbus.pool import Pool, RunnerSpec
-from modelbus.runners import install_runtime, python_argv, runner_env
+from modelbus.registry.launch import install_runtime, python_argv, runner_env
+from modelbus.runtime.invocation import CallOptions, Payload
+from modelbus.runtime.pool import Pool, RunnerSpec
 
 PROBE = Path(__file__).resolve().parents[1] / "tests" / "models" / "probe"
 OPTIONS = CallOptions()

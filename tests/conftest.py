@@ -6,7 +6,7 @@
   overrides the server (default ``postgresql://postgres@127.0.0.1:5432/test``).
 - ``backend``: parametrized over ``sqlite`` and ``postgresql``; every test using the fixtures
   below runs once per backend.
-- ``db``: a :class:`modelbus.db.Database` migrated to head with all tables empty (a new
+- ``db``: a :class:`modelbus.store.database.Database` migrated to head with all tables empty (a new
   SQLite file under the test's temp dir, or the session's PostgreSQL database, truncated).
 - ``database_url``: the URL ``db`` uses (to open more connections, as other nodes would).
 - ``blank_database_url``: that database with no tables at all (for migration tests).
@@ -27,8 +27,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from modelbus import schema
-from modelbus.db import VERSION_TABLE, Database
+from modelbus.store import schema
+from modelbus.store.database import VERSION_TABLE, Database
 
 ADMIN_URL = os.environ.get(
     "MODELBUS_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -23,7 +23,7 @@ class Settings:
     ``listeners_file``: a TOML listener file applied at start (created or updated; with
     ``prune_listeners`` stored listeners absent from it are deleted). ``metrics_public``:
     ``/metrics`` answers without an API key. ``secret_key``: the key(s) encrypting broker
-    credentials (default: ``DATA_DIR/secret.key``, see :mod:`modelbus.secrets`).
+    credentials (default: ``DATA_DIR/secret.key``, see :mod:`modelbus.store.secrets`).
     ``stop_deadline_s``: how long a graceful stop lets in-flight messages finish.
     """
 

@@ -1,6 +1,6 @@
 """Test helpers shipped with modelbus, for your own tests and for ours.
 
-:class:`FunctionInvoker` is an in-memory :class:`~modelbus.invocation.Invoker`: model
+:class:`FunctionInvoker` is an in-memory :class:`~modelbus.runtime.invocation.Invoker`: model
 references resolve to plain Python callables instead of runner processes, so a listener can
 be exercised end to end (with ``memory://`` or ``local://`` queues) in milliseconds::
 
@@ -35,7 +35,7 @@ from modelbus.errors import (
     ModelNotFound,
     VersionNotFound,
 )
-from modelbus.invocation import CallOptions, ModelRef, Payload, Result
+from modelbus.runtime.invocation import CallOptions, ModelRef, Payload, Result
 
 __all__ = ["Call", "FunctionInvoker", "as_payload"]
 
@@ -74,7 +74,7 @@ def as_payload(value: Any) -> Payload:
 
 
 class FunctionInvoker:
-    """An :class:`~modelbus.invocation.Invoker` backed by Python callables.
+    """An :class:`~modelbus.runtime.invocation.Invoker` backed by Python callables.
 
     ``register("owner/name", fn, version="1.0.0")`` makes ``owner/name@1.0.0`` (and any spec
     it satisfies: ``1.*``, ``1.0.*``, ``latest``) call ``fn(value)`` with the input's decoded

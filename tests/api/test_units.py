@@ -8,11 +8,11 @@ import json
 import pytest
 
 from modelbus import errors
-from modelbus.api.algorithmia import algorithmia_spec
-from modelbus.api.auth import key_from_header
-from modelbus.api.errors import error_detail, job_error_code, status_for
-from modelbus.api.payloads import payload_from_body
 from modelbus.client import encode_input, error_from_response
+from modelbus.web.api.algorithmia import algorithmia_spec
+from modelbus.web.api.auth import key_from_header
+from modelbus.web.api.errors import error_detail, job_error_code, status_for
+from modelbus.web.api.payloads import payload_from_body
 
 
 @pytest.mark.parametrize(

@@ -33,13 +33,13 @@ from modelbus.connectors import (
     make_sink,
     make_source,
 )
-from modelbus.db import Database
-from modelbus.definition import ListenerDefinition
 from modelbus.errors import ConnectorError
-from modelbus.listener import Listener, RuntimeOptions
-from modelbus.metrics import Metrics
-from modelbus.retry import RetryPolicy
-from modelbus.runs import RunStore
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.lifecycle import Listener, RuntimeOptions
+from modelbus.listeners.metrics import Metrics
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.store.database import Database
+from modelbus.store.runs import RunStore
 from modelbus.testing import FunctionInvoker
 
 from .servers import BrokerServer

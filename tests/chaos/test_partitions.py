@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from modelbus.definition import ListenerDefinition
+from modelbus.listeners.definition import ListenerDefinition
 from tests.e2e.node import BEHAVE, FAST_RUNTIME, open_node
 
 from .accounting import table

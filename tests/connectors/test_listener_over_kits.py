@@ -23,8 +23,8 @@ import pytest
 
 from modelbus.connectors import Source, make_source
 from modelbus.errors import InputRejected, RunnerCrashed
-from modelbus.listener import Listener
-from modelbus.retry import RetryPolicy
+from modelbus.listeners.lifecycle import Listener
+from modelbus.listeners.retry import RetryPolicy
 from tests.brokers.listener_suite import Harness, opened_harness, read_acked
 
 from .kits import BrokerKit

@@ -9,15 +9,15 @@ import re
 import httpx
 import pytest
 
-from modelbus.console.dead_letters import body_view, hexdump
-from modelbus.console.listener_form import ListenerForm
-from modelbus.console.models import _shown
-from modelbus.console.session import SessionCodec, SessionExpired, csrf_matches, load_secret
-from modelbus.definition import BatchPolicy, ListenerDefinition
 from modelbus.errors import DefinitionError, Unauthenticated
-from modelbus.invocation import Payload
-from modelbus.retry import RetryPolicy
-from modelbus.secrets import SecretBox
+from modelbus.listeners.definition import BatchPolicy, ListenerDefinition
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.runtime.invocation import Payload
+from modelbus.store.secrets import SecretBox
+from modelbus.web.console.dead_letters import body_view, hexdump
+from modelbus.web.console.listener_form import ListenerForm
+from modelbus.web.console.models import _shown
+from modelbus.web.console.session import SessionCodec, SessionExpired, csrf_matches, load_secret
 from tests.support.server import ModelbusServer
 
 KEY = "mb_0123456789abcdef_" + "k" * 43

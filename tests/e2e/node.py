@@ -20,14 +20,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from modelbus.db import Database
-from modelbus.jobs import JobStore
-from modelbus.listener import RuntimeOptions
-from modelbus.listeners import ListenerManager, ManagerOptions
-from modelbus.pool import PoolManager
-from modelbus.registry import PushResult, Registry
-from modelbus.retry import RetryPolicy
-from modelbus.service import ModelService
+from modelbus.listeners.lifecycle import RuntimeOptions
+from modelbus.listeners.manager import ListenerManager, ManagerOptions
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.registry.catalog import PushResult, Registry
+from modelbus.runtime.pool import PoolManager
+from modelbus.runtime.service import ModelService
+from modelbus.store.database import Database
+from modelbus.store.jobs import JobStore
 
 __all__ = [
     "BEHAVE",

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from modelbus.db import Database
-from modelbus.envelopes import output_id
-from modelbus.runs import RunStore
+from modelbus.listeners.envelopes import output_id
+from modelbus.store.database import Database
+from modelbus.store.runs import RunStore
 from tests.aws.motoserver import MotoServer
 from tests.chaos.accounting import Collector, progress_to
 from tests.chaos.flow import listener_file

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from modelbus.definition import ListenerDefinition
-from modelbus.envelopes import dead_letter_id, output_id
-from modelbus.retry import RetryPolicy
-from modelbus.runs import RunRecord
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.envelopes import dead_letter_id, output_id
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.store.runs import RunRecord
 
 from .brokers import Broker, Message
 from .conftest import Trace, eventually

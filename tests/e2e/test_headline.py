@@ -24,8 +24,8 @@ import pytest
 
 from modelbus.connectors import ConnectorContext
 from modelbus.connectors.sns import unwrap_notification
-from modelbus.definition import ListenerDefinition
-from modelbus.envelopes import output_id
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.envelopes import output_id
 from tests.aws.motoserver import MotoServer
 
 from .brokers import REGION, drain_url

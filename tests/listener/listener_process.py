@@ -15,11 +15,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from modelbus.definition import ListenerDefinition
-from modelbus.invocation import Payload
-from modelbus.listener import Listener
-from modelbus.metrics import Metrics
-from modelbus.runs import RunStore
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.lifecycle import Listener
+from modelbus.listeners.metrics import Metrics
+from modelbus.runtime.invocation import Payload
+from modelbus.store.runs import RunStore
 from modelbus.testing import FunctionInvoker
 
 

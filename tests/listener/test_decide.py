@@ -14,7 +14,7 @@ from modelbus.errors import (
     VersionNotFound,
     VersionSpecError,
 )
-from modelbus.listener import (
+from modelbus.listeners.lifecycle import (
     Ack,
     DeadLetterDecision,
     Failed,
@@ -25,7 +25,7 @@ from modelbus.listener import (
     classify,
     decide,
 )
-from modelbus.retry import RetryPolicy
+from modelbus.listeners.retry import RetryPolicy
 
 POLICY = RetryPolicy(max_attempts=3, initial_backoff_s=2, jitter=0)
 

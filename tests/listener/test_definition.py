@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from modelbus.definition import (
+from modelbus.errors import DefinitionError
+from modelbus.listeners.definition import (
     ListenerDefinition,
     check_lease,
     load_definitions,
     model_ref,
     parse_definitions,
 )
-from modelbus.errors import DefinitionError
 
 
 def make(**fields: object) -> ListenerDefinition:

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from modelbus.connectors.base import Delivery
-from modelbus.envelopes import (
+from modelbus.errors import ConnectorError, InvalidInput
+from modelbus.listeners.envelopes import (
     Correlation,
     DeadLetterInfo,
     ObjectReaders,
@@ -18,9 +19,8 @@ from modelbus.envelopes import (
     fetch,
     output_id,
 )
-from modelbus.errors import ConnectorError, InvalidInput
-from modelbus.filters import MISSING
-from modelbus.invocation import Payload, Result
+from modelbus.listeners.filters import MISSING
+from modelbus.runtime.invocation import Payload, Result
 
 
 def delivery(body: bytes | str | dict[str, Any], **attributes: str) -> Delivery:

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from modelbus.errors import DefinitionError
-from modelbus.filters import MISSING, compile_filter
+from modelbus.listeners.filters import MISSING, compile_filter
 
 BODY = {
     "type": "invoice",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelbus.invocation import Payload
+from modelbus.runtime.invocation import Payload
 
 from .conftest import FAST, Env, eventually
 

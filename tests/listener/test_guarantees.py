@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelbus.listener import Listener
-from modelbus.retry import RetryPolicy
-from modelbus.schema import metadata
-from modelbus.schema import runs as runs_table
+from modelbus.listeners.lifecycle import Listener
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.store.schema import metadata
+from modelbus.store.schema import runs as runs_table
 from modelbus.testing import FunctionInvoker
 
 from .conftest import FAST, Env, eventually

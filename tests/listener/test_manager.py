@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelbus.definition import ListenerDefinition, parse_definitions
 from modelbus.errors import (
     Conflict,
     DeadLetterNotFound,
@@ -21,10 +20,11 @@ from modelbus.errors import (
     ListenerNotFound,
     ModelError,
 )
-from modelbus.listeners import ListenerManager, ManagerOptions, TokenBucket
-from modelbus.retry import RetryPolicy
-from modelbus.runs import RunRecord, RunStore
-from modelbus.schema import listeners as listeners_table
+from modelbus.listeners.definition import ListenerDefinition, parse_definitions
+from modelbus.listeners.manager import ListenerManager, ManagerOptions, TokenBucket
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.store.runs import RunRecord, RunStore
+from modelbus.store.schema import listeners as listeners_table
 
 from .conftest import FAST, Env, eventually
 

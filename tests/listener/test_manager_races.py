@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelbus.connectors import SCHEMES
 from modelbus.errors import Conflict, ListenerNotFound
-from modelbus.listeners import ListenerManager, ManagerOptions
+from modelbus.listeners.manager import ListenerManager, ManagerOptions
 
 from . import tracking_connector
 from .conftest import FAST, Env, eventually

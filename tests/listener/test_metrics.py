@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from modelbus.metrics import Metrics
+from modelbus.listeners.metrics import Metrics
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelbus.connectors import SCHEMES
-from modelbus.envelopes import dead_letter_id
+from modelbus.listeners.envelopes import dead_letter_id
 
 from . import refusing_connector
 from .conftest import Env, eventually

@@ -5,7 +5,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from modelbus.retry import RetryPolicy
+from modelbus.listeners.retry import RetryPolicy
 
 
 def test_backoff_is_exponential_and_capped_without_jitter() -> None:

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from modelbus.db import Database
 from modelbus.errors import DeadLetterNotFound
-from modelbus.runs import Coalescer, DeadLetter, RunRecord, RunStore, redact_url
+from modelbus.store.database import Database
+from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStore, redact_url
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import pytest
 
 from modelbus.connectors import SCHEMES
 from modelbus.connectors.memory import BROKER
-from modelbus.envelopes import dead_letter_id, output_id
 from modelbus.errors import InputRejected, ModelError, RunnerCrashed
-from modelbus.retry import RetryPolicy
+from modelbus.listeners.envelopes import dead_letter_id, output_id
+from modelbus.listeners.retry import RetryPolicy
 
 from . import cancelling_connector
 from .conftest import Env, eventually

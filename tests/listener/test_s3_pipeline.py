@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelbus.invocation import Payload
+from modelbus.runtime.invocation import Payload
 from tests.aws.motoserver import MotoServer, fake_credentials
 
 from .conftest import Env, eventually

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from modelbus.artifacts import ArtifactStore, content_hash, pack, safe_extract
 from modelbus.errors import ArchiveError, BuildNotFound
+from modelbus.registry.artifacts import ArtifactStore, content_hash, pack, safe_extract
 
 MANIFEST = '[model]\nowner = "a"\nname = "b"\n[runtime]\nentrypoint = "model:apply"\n'
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from modelbus import builds
-from modelbus.builds import READY_MARKER, Builder, launch_problem
 from modelbus.errors import BuildError
-from modelbus.manifest import Manifest
+from modelbus.registry import builds
+from modelbus.registry.builds import READY_MARKER, Builder, launch_problem
+from modelbus.registry.manifest import Manifest
 
 MakeModel = Callable[..., Path]
 

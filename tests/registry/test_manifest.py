@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelbus.errors import ManifestError
-from modelbus.manifest import Manifest
+from modelbus.registry.manifest import Manifest
 
 MINIMAL = """
 [model]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from modelbus.db import Database
 from modelbus.errors import (
     BuildError,
     BuildNotFound,
@@ -24,8 +23,9 @@ from modelbus.errors import (
     VersionNotFound,
     VersionSpecError,
 )
-from modelbus.invocation import ModelRef
-from modelbus.registry import Registry
+from modelbus.registry.catalog import Registry
+from modelbus.runtime.invocation import ModelRef
+from modelbus.store.database import Database
 
 MakeModel = Callable[..., Path]
 SIX = 'entrypoint = "model:apply"\nrequirements = ["six==1.17.0"]'

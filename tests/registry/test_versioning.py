@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelbus.errors import VersionSpecError
-from modelbus.versioning import HashRef, Version, VersionSpec, parse_ref
+from modelbus.registry.versioning import HashRef, Version, VersionSpec, parse_ref
 
 HEX64 = "ab" * 32
 numbers = st.integers(min_value=0, max_value=10_000)

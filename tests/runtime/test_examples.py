@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from modelbus.errors import ModelError
-from modelbus.invocation import CallOptions, Payload, Result
-from modelbus.pool import Pool, RunnerSpec
+from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.pool import Pool, RunnerSpec
 
 from .conftest import EXAMPLES
 

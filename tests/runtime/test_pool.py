@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from modelbus.errors import InvocationTimeout, ModelError, Overloaded, RunnerCrashed
-from modelbus.invocation import CallOptions, Payload, Result
-from modelbus.pool import Pool, PoolManager
+from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.pool import Pool, PoolManager
 
 from .conftest import SpecFactory
 

@@ -1,4 +1,4 @@
-"""One runner process, driven through modelbus.pool.Runner: real processes, no mocks."""
+"""One runner process, driven through modelbus.runtime.pool.Runner: real processes, no mocks."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from modelbus.errors import InvocationTimeout, ModelError, RunnerCrashed
-from modelbus.invocation import Payload
-from modelbus.pool import Runner, RunnerSpec
+from modelbus.runtime.invocation import Payload
+from modelbus.runtime.pool import Runner, RunnerSpec
 
 from .conftest import MODELS, SpecFactory
 

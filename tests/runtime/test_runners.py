@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import modelbus_runner
-from modelbus.runners import install_runtime, python_argv, runner_env
+from modelbus.registry.launch import install_runtime, python_argv, runner_env
 
 
 def test_python_argv_names_only_what_is_given() -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelbus import keys
-from modelbus.app import create_app
 from modelbus.config import Settings
+from modelbus.store import keys
+from modelbus.web.app import create_app
 from tests.security.conftest import make_key, store_rows
 from tests.support.fixtures import Published
 from tests.support.server import ModelbusServer

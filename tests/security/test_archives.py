@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from modelbus.artifacts import DEFAULT_MAX_MEMBERS, DEFAULT_MAX_UNPACKED_BYTES, MAX_HEADER_BYTES
+from modelbus.registry.artifacts import (
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_UNPACKED_BYTES,
+    MAX_HEADER_BYTES,
+)
 from tests.support.server import ModelbusServer
 
 MANIFEST = b'[model]\nowner = "test"\nname = "hostile"\n[runtime]\nentrypoint = "model:apply"\n'

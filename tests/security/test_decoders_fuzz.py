@@ -25,15 +25,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelbus import envelopes
-from modelbus.api.payloads import payload_from_body
-from modelbus.artifacts import safe_extract
 from modelbus.connectors.aws import decode_message, encode_message
 from modelbus.connectors.base import Delivery
 from modelbus.connectors.sns import unwrap_notification
 from modelbus.connectors.webhook import sign, verify
 from modelbus.errors import ArchiveError, InvalidInput, Unauthenticated, UnsupportedContentType
-from modelbus.filters import MISSING
+from modelbus.listeners import envelopes
+from modelbus.listeners.filters import MISSING
+from modelbus.registry.artifacts import safe_extract
+from modelbus.web.api.payloads import payload_from_body
 
 FUZZ = settings(
     max_examples=150,

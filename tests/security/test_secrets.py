@@ -62,7 +62,7 @@ def test_runners_get_a_minimal_environment(guarded: ModelbusServer) -> None:
         assert name not in env and value not in dumped, name
     assert guarded.admin_key not in dumped
     assert not [name for name in env if name.startswith("MODELBUS_")]
-    # Only the documented allow-list (modelbus.runners) plus Python's own settings.
+    # Only the documented allow-list (modelbus.registry.launch) plus Python's own settings.
     allowed = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "PYTHONUNBUFFERED"}
     allowed |= {
         "PYTHONDONTWRITEBYTECODE",

@@ -1,4 +1,4 @@
-"""modelbus.secrets: masking credentials in URLs, text and logs; the encrypted stored form."""
+"""modelbus.store.secrets: masking credentials in URLs, text and logs; the encrypted stored form."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from modelbus.definition import ListenerDefinition
 from modelbus.errors import DefinitionError, InvalidInput
-from modelbus.secrets import (
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.store.secrets import (
     RedactingFilter,
     SecretBox,
     credentials_of,
@@ -155,7 +155,7 @@ async def test_the_server_masks_credentials_in_every_log_handler(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from modelbus.config import Settings
-    from modelbus.server import open_services
+    from modelbus.web.server import open_services
 
     settings = Settings.from_env({}, data_dir=tmp_path / "data")
     with caplog.at_level(logging.INFO):

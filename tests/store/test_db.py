@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, select, text
 
-from modelbus import schema
-from modelbus.db import VERSION_TABLE, Database, normalize_url
 from modelbus.errors import InvalidInput, MissingExtra
+from modelbus.store import schema
+from modelbus.store.database import VERSION_TABLE, Database, normalize_url
 
 
 @pytest.mark.parametrize(

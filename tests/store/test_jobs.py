@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from modelbus.db import Database
 from modelbus.errors import Conflict, JobNotFound, ModelError
-from modelbus.invocation import ModelRef, Payload, Result
-from modelbus.jobs import JobError, JobStore
+from modelbus.runtime.invocation import ModelRef, Payload, Result
+from modelbus.store.database import Database
+from modelbus.store.jobs import JobError, JobStore
 
 REF = ModelRef("acme", "ocr", "1.*")
 

@@ -8,10 +8,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from modelbus import schema
-from modelbus.db import Database
 from modelbus.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
-from modelbus.keys import ADMIN, KeyInfo, KeyStore
+from modelbus.store import schema
+from modelbus.store.database import Database
+from modelbus.store.keys import ADMIN, KeyInfo, KeyStore
 
 KEY_FORMAT = re.compile(r"^mb_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$")
 

@@ -51,12 +51,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from modelbus import jsondoc
 from modelbus.errors import (
     ConnectorConfigError,
     ConnectorError,
     MissingExtra,
 )
+from modelbus.runtime import jsondoc
 
 __all__ = [
     "CALL_TIMEOUT_S",

@@ -2,7 +2,7 @@
 
 S3 is no source of its own: object-created notifications reach a listener through SQS (or
 SNS to SQS), and the listener fetches each object with :func:`make_reader` (see
-objects.md and :mod:`modelbus.envelopes`).
+objects.md and :mod:`modelbus.listeners.envelopes`).
 
 Sink URL::
 
@@ -40,7 +40,6 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from modelbus import jsondoc
 from modelbus.connectors.aws import (
     AWS_OPTIONS,
     CALL_TIMEOUT_S,
@@ -54,6 +53,7 @@ from modelbus.connectors.aws import (
 from modelbus.connectors.base import ConnectorContext, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
+from modelbus.runtime import jsondoc
 
 __all__ = ["S3ObjectReader", "S3Settings", "S3Sink", "make_reader", "make_sink"]
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelbus import jsondoc
 from modelbus.connectors.aws import (
     AWS_OPTIONS,
     AwsClient,
@@ -50,6 +49,7 @@ from modelbus.connectors.aws import (
 from modelbus.connectors.base import ConnectorContext, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
+from modelbus.runtime import jsondoc
 
 __all__ = ["SnsSettings", "SnsSink", "make_sink", "unwrap_notification"]
 

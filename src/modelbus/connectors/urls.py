@@ -18,7 +18,7 @@ __all__ = ["parse_bool", "parse_float", "parse_int", "parse_query", "redacted"]
 
 def redacted(url: str) -> str:
     """``url`` with its password, token and secret options replaced by ``***``."""
-    from modelbus.secrets import redact_url  # secrets needs definitions, which need us
+    from modelbus.store.secrets import redact_url  # secrets needs definitions, which need us
 
     return redact_url(url)
 

@@ -50,7 +50,7 @@ import httpx
 from modelbus.connectors.base import ConnectorContext, OutMessage
 from modelbus.connectors.local import LocalSource, SqliteQueue, parse_query
 from modelbus.errors import ConnectorError, DefinitionError, Unauthenticated
-from modelbus.secrets import redact_url
+from modelbus.store.secrets import redact_url
 
 __all__ = [
     "ATTRIBUTE_PREFIX",

@@ -1,0 +1,1 @@
+"""Event listeners: definitions, the delivery runtime of each listener, and their manager."""

@@ -1,0 +1,329 @@
+"""Listener definitions: what an operator declares, validated before anything runs.
+
+A listener is ``source -> filter -> model@version-spec -> outputs``, plus an error sink and
+its policies. The same model is the HTTP API's schema, the ``listeners`` table's JSON and
+the entries of a listener file. Listener files are **TOML** (read with the standard
+library's ``tomllib``), an array of tables named ``listeners``::
+
+    [[listeners]]
+    name = "ocr-inbox"
+    source = "dir:///srv/inbox"
+    model = "acme/ocr@1.*"
+    outputs = ["local://ocr-results"]
+    error_sink = "local://ocr-dead"
+    timeout_s = 120
+
+    [listeners.retry]
+    max_attempts = 3
+
+    [listeners.filter.attributes]
+    key = [{ suffix = ".pdf" }, { suffix = ".png" }]
+
+Validation refuses what cannot work and says what to change: unknown schemes, malformed
+URLs, bad model references, bad filters, loops (an output that is the source). One check
+needs the broker and runs when the source is opened: :func:`check_lease`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import SplitResult, parse_qsl, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelbus.connectors import scheme_of
+from modelbus.errors import DefinitionError, InvalidInput
+from modelbus.listeners.filters import compile_filter
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.runtime.invocation import ModelRef
+
+__all__ = [
+    "BatchPolicy",
+    "ListenerDefinition",
+    "check_lease",
+    "load_definitions",
+    "model_ref",
+    "parse_definitions",
+]
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # as the HTTP API's default body limit
+
+_SPEC = re.compile(
+    r"^(latest|\d+\.\d+\.\d+|\d+\.\d+\.\*|\d+\.\*|sha256:[0-9a-f]{8,64}|[0-9a-f]{7,64})$"
+)
+
+
+class BatchPolicy(BaseModel):
+    """How deliveries are grouped into one ``apply_batch`` call.
+
+    Up to ``max_batch_size`` inputs are collected, waiting at most ``max_wait_ms`` after the
+    first one; ``max_batch_size=1`` (the default) calls the model once per input.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_size: int = Field(1, ge=1, le=1000, description="Inputs per model call.")
+    max_wait_ms: int = Field(
+        0, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds."
+    )
+
+
+class ListenerDefinition(BaseModel):
+    """One event listener: every message on ``source`` goes to ``model``; results go to every
+    sink in ``outputs``; what cannot succeed goes to ``error_sink`` (and the dead-letter store).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="Unique name: letters, digits, '_', '.', '-' (at most 100).",
+        examples=["ocr-inbox"],
+    )
+    source: str = Field(
+        description="Connector URL messages are received from, e.g. local://jobs, "
+        "dir:///srv/inbox, sqs://queue?region=eu-west-1.",
+        examples=["local://jobs"],
+    )
+    model: str = Field(
+        description="OWNER/NAME@SPEC; SPEC is a version (1.2.3), a wildcard (1.2.*, 1.*), "
+        "latest (the default), or a build hash.",
+        examples=["acme/ocr@1.*"],
+    )
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="Sink URLs every result is published to (all of them, before the "
+        "message is acknowledged). May be empty: results are then only recorded.",
+    )
+    error_sink: str | None = Field(
+        None,
+        description="Sink URL dead letters are published to (original body and attributes, "
+        "plus the error). Dead letters are stored in the database either way.",
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry and backoff.")
+    batch: BatchPolicy = Field(default_factory=BatchPolicy, description="Batching of inputs.")
+    max_in_flight: int = Field(
+        16, ge=1, le=10_000, description="Most deliveries held at once (back-pressure)."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=86_400, description="Per-invocation timeout; null = the version's default."
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        le=1024 * 1024 * 1024,
+        description="Largest message body the listener decodes and runs; a larger one is "
+        "dead-lettered at once (PayloadTooLarge) without reaching the model.",
+    )
+    extend_lease: bool = Field(
+        True,
+        description="Extend the source's lease (visibility timeout) while a message is being "
+        "processed, so a slow model does not cause redelivery.",
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="EventBridge-style pattern on the decoded body and the attributes; "
+        "messages that do not match are acknowledged without invoking. "
+        "See modelbus.listeners.filters.",
+        examples=[{"body": {"type": ["invoice"]}, "attributes": {"key": [{"suffix": ".pdf"}]}}],
+    )
+    output_mode: Literal["cloudevent", "raw"] = Field(
+        "cloudevent",
+        description="cloudevent: results are structured CloudEvents carrying the correlation; "
+        "raw: the bare result (correlation in message attributes only).",
+    )
+    enabled: bool = Field(True, description="Disabled listeners are stored but not run.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        try:
+            return str(model_ref(value))
+        except DefinitionError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("source")
+    @classmethod
+    def _source_url(cls, value: str) -> str:
+        return _check_url(value)
+
+    @field_validator("outputs")
+    @classmethod
+    def _output_urls(cls, value: list[str]) -> list[str]:
+        checked = [_check_url(url) for url in value]
+        if len(set(checked)) != len(checked):
+            raise ValueError("an output sink is listed twice: list each sink once")
+        return checked
+
+    @field_validator("error_sink")
+    @classmethod
+    def _error_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            compile_filter(value)
+        except DefinitionError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ListenerDefinition:
+        if self.batch.max_batch_size > self.max_in_flight:
+            raise ValueError(
+                f"batch.max_batch_size ({self.batch.max_batch_size}) exceeds max_in_flight "
+                f"({self.max_in_flight}): a batch could never fill; raise max_in_flight"
+            )
+        sinks = [*self.outputs, *([self.error_sink] if self.error_sink else [])]
+        for sink in sinks:
+            if _same_place(sink, self.source):
+                raise ValueError(
+                    f"sink {sink} is the source itself: results would be received again "
+                    "forever; publish to another queue or folder"
+                )
+        if self.error_sink and self.error_sink in self.outputs:
+            raise ValueError("error_sink is also an output: give dead letters their own sink")
+        return self
+
+    @property
+    def ref(self) -> ModelRef:
+        """The parsed model reference."""
+        return ModelRef.parse(self.model)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, where: str = "") -> ListenerDefinition:
+        """Validate ``data``; raises :class:`DefinitionError` listing every problem as
+        ``field: what to change`` (``where`` prefixes the message, e.g. a file name)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise DefinitionError(_explain(exc, where or _name_of(data))) from None
+
+
+def model_ref(text: str) -> ModelRef:
+    """Parse ``OWNER/NAME[@SPEC]`` and check the spec's form; raises DefinitionError."""
+    try:
+        ref = ModelRef.parse(text)
+    except InvalidInput as exc:
+        raise DefinitionError(str(exc)) from None
+    if not _SPEC.match(ref.spec):
+        raise DefinitionError(
+            f"version spec {ref.spec!r} is not valid: use 1.2.3, 1.2.*, 1.*, latest or a build hash"
+        )
+    return ref
+
+
+def check_lease(definition: ListenerDefinition, lease_s: float | None) -> None:
+    """Refuse a source whose lease could lapse during an invocation that nobody extends.
+
+    Called once the source is open (the lease is the broker's visibility timeout). With
+    ``extend_lease`` on, or a broker without leases (``lease_s`` None), anything goes."""
+    if definition.extend_lease or lease_s is None:
+        return
+    if definition.timeout_s is None:
+        raise DefinitionError(
+            f"listener {definition.name!r}: extend_lease is off and the source's lease is "
+            f"{lease_s:g} s, but timeout_s is not set: set timeout_s below {lease_s:g} s or "
+            "turn extend_lease on"
+        )
+    if definition.timeout_s >= lease_s:
+        raise DefinitionError(
+            f"listener {definition.name!r}: extend_lease is off and the source's lease "
+            f"({lease_s:g} s) is not longer than timeout_s ({definition.timeout_s:g} s): "
+            "messages would be redelivered while still running; lengthen the source's "
+            "visibility timeout, lower timeout_s, or turn extend_lease on"
+        )
+
+
+def parse_definitions(text: str, *, where: str = "<text>") -> list[ListenerDefinition]:
+    """Parse a TOML listener file's text (``[[listeners]]`` tables); raises DefinitionError."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(f"{where}: not valid TOML: {exc}") from None
+    entries = document.get("listeners")
+    unknown = set(document) - {"listeners"}
+    if unknown or not isinstance(entries, list):
+        raise DefinitionError(
+            f"{where}: expected only [[listeners]] tables (found {sorted(document) or 'nothing'})"
+        )
+    definitions = [
+        ListenerDefinition.from_mapping(entry, where=f"{where}: listeners[{i}]")
+        for i, entry in enumerate(entries)
+    ]
+    names = [d.name for d in definitions]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DefinitionError(f"{where}: listener name(s) used twice: {', '.join(duplicates)}")
+    return definitions
+
+
+def load_definitions(path: str | Path) -> list[ListenerDefinition]:
+    """Read a TOML listener file (see the module docstring); raises DefinitionError."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError(f"cannot read listener file {file}: {exc.strerror}") from None
+    return parse_definitions(text, where=str(file))
+
+
+def _check_url(url: str) -> str:
+    if not url or any(c.isspace() for c in url):
+        raise ValueError(f"{url!r} is not a URL: it is empty or contains spaces")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
+    try:
+        scheme_of(url)
+    except DefinitionError as exc:
+        raise ValueError(str(exc)) from None
+    if not (parts.netloc or parts.path.strip("/")):
+        raise ValueError(f"{url!r} names no queue, topic or folder (e.g. local://jobs)")
+    return url
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Whether two URLs name the same queue/folder (a folder inside a watched folder counts)."""
+    if a == b:
+        return True
+    pa, pb = urlsplit(a), urlsplit(b)
+    if pa.scheme != pb.scheme or pa.scheme != "dir":
+        return _place(pa) == _place(pb)
+    folder_a = Path(pa.netloc + pa.path).expanduser().resolve()
+    folder_b = Path(pb.netloc + pb.path).expanduser().resolve()
+    return folder_a == folder_b or folder_b in folder_a.parents
+
+
+# Query parameters that name the queue itself on the brokers that put it in the query
+# (redis ?stream=, nats ?stream=&subject=, amqp ?queue=/?exchange=, postgresql ?table=).
+_PLACE_PARAMS = frozenset({"stream", "subject", "queue", "exchange", "routing_key", "table"})
+
+
+def _place(parts: SplitResult) -> tuple[object, ...]:
+    named = sorted((k, v) for k, v in parse_qsl(parts.query) if k in _PLACE_PARAMS)
+    return (parts.scheme, parts.netloc, parts.path, tuple(named))
+
+
+def _name_of(data: Mapping[str, Any]) -> str:
+    name = data.get("name") if isinstance(data, Mapping) else None
+    return f"listener {name!r}" if isinstance(name, str) else "listener"
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "definition"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field: remove it or check its spelling"
+        problems.append(f"{field}: {message}")
+    return f"{where}: " + "; ".join(problems)

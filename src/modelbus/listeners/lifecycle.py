@@ -1,0 +1,1051 @@
+"""The runtime of one listener: receive -> decode -> filter -> invoke -> publish -> settle.
+
+Each delivery goes through named stages; :func:`decide` alone turns the outcome into what
+happens to it, and :meth:`Listener._carry_out` makes that durable before the broker hears of
+it (DESIGN.md, delivery contract):
+
+===============================  =============  =============================================
+outcome                          decision       carried out as
+===============================  =============  =============================================
+published to every output        ack            run record ``succeeded`` written, then ack
+filtered / nothing to run / dup  ack            ack
+transient failure, attempts      release        run record ``retrying``; the broker hands it
+left                                            out again after ``retry.backoff_s(attempt)``
+permanent failure, or transient  dead-letter    dead letter + run record stored, published to
+on the last attempt                             the error sink, then ack
+outcome not made durable         release        (the store or the error sink failed) retried,
+                                                even past ``max_attempts``: never dropped
+===============================  =============  =============================================
+
+An error sink that refuses a dead letter *for good* (a permanent ConnectorError, e.g. too
+large for it) does not keep the message cycling: the dead letter stored in the database is
+then its durable record, and the refusal is reported as the listener's last error.
+
+Transient: :class:`InvocationTimeout`, :class:`RunnerCrashed`, :class:`Overloaded`, a
+:class:`ModelError` the model did not mark permanent, a sink or object-store
+:class:`ConnectorError` that is not permanent, and **an unknown model or a version spec that
+resolves to nothing** (:class:`NotFound`): it may be published in a minute, so those
+messages wait out the retries rather than being dead-lettered at once. Permanent: an
+undecodable body (:class:`InvalidInput`), a body over ``max_body_bytes``
+(:class:`PayloadTooLarge`), :class:`InputRejected`, a model error marked
+permanent, a bad version spec, a permanent connector error (object gone, message too big).
+Anything unexpected is treated as transient.
+
+While deliveries are in flight a background task extends their leases well before they
+lapse; the receive loop asks only for as many deliveries as there are free slots
+(``max_in_flight``); batching collects inputs into ``invoke_batch`` calls. A failing source
+puts the listener in ``degraded`` and is reconnected with backoff; a failing sink is
+reopened before its next use. :meth:`Listener.stop` stops receiving, drains to a deadline,
+releases the rest with no delay, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from modelbus.connectors import ConnectorContext, make_sink, make_source, scheme_of
+from modelbus.connectors.base import Delivery, OutMessage, Sink, Source
+from modelbus.errors import (
+    ConnectorError,
+    DefinitionError,
+    InvocationError,
+    ModelbusError,
+    NotFound,
+    PayloadTooLarge,
+)
+from modelbus.listeners.definition import ListenerDefinition, check_lease
+from modelbus.listeners.envelopes import (
+    Correlation,
+    DeadLetterInfo,
+    Item,
+    ObjectReader,
+    ObjectReaders,
+    dead_letter_id,
+    decode,
+    encode_dead_letter,
+    encode_result,
+    fetch,
+    output_id,
+)
+from modelbus.listeners.filters import compile_filter
+from modelbus.listeners.metrics import ListenerMetrics
+from modelbus.listeners.retry import RetryPolicy
+from modelbus.runtime.invocation import CallOptions, Invoker, ModelRef, Payload, Result
+from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStatus, RunStore, redact_url
+
+__all__ = [
+    "Ack",
+    "DeadLetterDecision",
+    "Decision",
+    "Failed",
+    "Listener",
+    "ListenerStatus",
+    "Outcome",
+    "Release",
+    "RuntimeOptions",
+    "Skipped",
+    "State",
+    "Succeeded",
+    "Unsettled",
+    "classify",
+    "decide",
+]
+
+log = logging.getLogger(__name__)
+
+State = Literal["starting", "running", "paused", "degraded", "stopped"]
+RUNNING_NOTE_AFTER_S = 1.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeOptions:
+    """Timing knobs of the runtime (the listener's own policies are in its definition)."""
+
+    receive_wait_s: float = 1.0
+    op_timeout_s: float = 30.0
+    publish_timeout_s: float = 60.0
+    open_timeout_s: float = 30.0
+    fetch_timeout_s: float = 120.0
+    stop_deadline_s: float = 30.0
+    reconnect: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(
+            max_attempts=1000, initial_backoff_s=0.5, max_backoff_s=30.0, multiplier=2.0
+        )
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ListenerStatus:
+    """What ``listeners status`` shows. ``problems`` maps a failing part (``source``,
+    ``sink URL``, ``store``) to its reason while the listener is degraded."""
+
+    name: str
+    state: State
+    last_error: str | None
+    last_error_at: float | None
+    problems: dict[str, str]
+    counters: dict[str, float]
+
+
+# --- outcomes and the one decision -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Invoked:
+    """The model ran for every input; the results still have to be published."""
+
+    results: list[tuple[Item, Correlation, Result]]
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """Every result was published to every output sink."""
+
+    outputs: list[OutMessage]
+    version: str
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Nothing to run: ``filtered``, ``duplicate`` or ``no_input``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A stage failed; ``permanent`` says whether retrying could help."""
+
+    error: BaseException
+    stage: str
+    permanent: bool
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """An outcome could not be made durable (the store or the error sink failed)."""
+
+    error: BaseException
+
+
+Outcome = Succeeded | Skipped | Failed | Unsettled
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterDecision:
+    pass
+
+
+Decision = Ack | Release | DeadLetterDecision
+
+
+def decide(outcome: Outcome, attempt: int, policy: RetryPolicy) -> Decision:
+    """The one place that chooses between ack, release-after-delay and dead-letter."""
+    if isinstance(outcome, Succeeded | Skipped):
+        return Ack()
+    if isinstance(outcome, Unsettled):
+        # Nothing is durable yet: try the whole delivery again, never drop it.
+        return Release(policy.backoff_s(attempt))
+    if outcome.permanent or policy.exhausted(attempt):
+        return DeadLetterDecision()
+    return Release(policy.backoff_s(attempt))
+
+
+def classify(exc: BaseException) -> bool:
+    """True if ``exc`` is a permanent failure (see the module docstring)."""
+    if isinstance(exc, NotFound):
+        return False  # unknown model or version: it may be published soon
+    if isinstance(exc, ModelbusError):
+        return exc.permanent
+    return False  # not ours: a bug or a library's hiccup; retrying is the safe side
+
+
+def _failed(exc: BaseException, stage: str) -> Failed:
+    version = exc.version if isinstance(exc, InvocationError) else None
+    return Failed(exc, stage, classify(exc), version)
+
+
+def _error_type(exc: BaseException) -> str:
+    return exc.error_type if isinstance(exc, InvocationError) else type(exc).__name__
+
+
+def _stacktrace(exc: BaseException) -> str:
+    if isinstance(exc, InvocationError) and exc.stacktrace:
+        return exc.stacktrace
+    return "".join(traceback.format_exception(exc))
+
+
+# --- the runtime -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False, kw_only=True, slots=True)
+class _Flight:
+    delivery: Delivery
+    received_at: float  # epoch s
+    lease_until: float  # monotonic
+    task: asyncio.Task[None] | None = None
+    settling: asyncio.Task[None] | None = None
+    final: bool = False  # ack/release issued: no more lease extensions
+
+    @property
+    def born_at(self) -> float:
+        return self.delivery.enqueued_at or self.received_at
+
+
+@dataclass(eq=False, kw_only=True, slots=True)
+class _SinkSlot:
+    """A sink, whether it needs reopening, and the group publisher in front of it."""
+
+    url: str
+    sink: Sink
+    broken: bool = False
+    publisher: Coalescer[Sequence[OutMessage]] = field(init=False)
+
+
+class Listener:
+    """One running listener. :meth:`start` returns at once; the listener connects in the
+    background (``degraded`` while it cannot) and runs until :meth:`stop`."""
+
+    def __init__(
+        self,
+        definition: ListenerDefinition,
+        *,
+        invoker: Invoker,
+        runs: RunStore,
+        metrics: ListenerMetrics,
+        data_dir: Path,
+        options: RuntimeOptions | None = None,
+    ) -> None:
+        self.definition = definition
+        self._invoker = invoker
+        self._runs = runs
+        self._metrics = metrics
+        self._options = options or RuntimeOptions()
+        self._ref = definition.ref
+        self._filter = compile_filter(definition.filter)
+        ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
+        self._source: Source = make_source(definition.source, ctx)
+        self._outputs = [self._slot(url, ctx) for url in definition.outputs]
+        self._error_sink = self._slot(definition.error_sink, ctx) if definition.error_sink else None
+        self._locations = tuple(redact_url(u) for u in definition.outputs)
+        self._readers = _readers(definition.source, ctx)
+        self._batcher = (
+            _Batcher(
+                self._invoke_batch, definition.batch.max_batch_size, definition.batch.max_wait_ms
+            )
+            if definition.batch.max_batch_size > 1
+            else None
+        )
+        self._acker: Coalescer[Delivery] = Coalescer(self._ack_now)
+        self._flights: set[_Flight] = set()
+        self._slot_freed = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._phase: Literal["starting", "running", "stopped"] = "starting"
+        self._problems: dict[str, str] = {}
+        self._last_error: tuple[str, float] | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._extender: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
+        metrics.track(lambda: len(self._flights), self._oldest_age_s)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def state(self) -> State:
+        """``starting``, ``running``, ``degraded`` (a part is failing) or ``stopped``."""
+        if self._phase == "stopped":
+            return "stopped"
+        return "degraded" if self._problems else self._phase
+
+    def status(self) -> ListenerStatus:
+        """A snapshot of state, problems, last error and counters."""
+        error, at = self._last_error or (None, None)
+        return ListenerStatus(
+            name=self.name,
+            state=self.state,
+            last_error=error,
+            last_error_at=at,
+            problems=dict(self._problems),
+            counters=self._metrics.snapshot(),
+        )
+
+    async def start(self) -> None:
+        """Begin connecting and receiving in the background. Not idempotent: call once."""
+        if self._main is not None:
+            raise RuntimeError(f"listener {self.name} was started already")
+        self._main = asyncio.create_task(self._run(), name=f"listener:{self.name}")
+
+    async def wait_for_state(self, *states: State, timeout_s: float = 10.0) -> State:
+        """Wait until the listener is in one of ``states``; raises TimeoutError."""
+        async with asyncio.timeout(timeout_s):
+            while self.state not in states:  # noqa: ASYNC110 (state is derived, not an event)
+                await asyncio.sleep(0.02)
+        return self.state
+
+    async def stop(self, deadline_s: float | None = None) -> None:
+        """Stop receiving, let in-flight deliveries finish until ``deadline_s`` (default
+        :attr:`RuntimeOptions.stop_deadline_s`), release the rest with no delay, close.
+        Idempotent; concurrent calls wait for the same stop, which cancelling a caller does
+        not interrupt."""
+        if self._main is None or self._stopped.is_set():
+            self._phase = "stopped"
+            return
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._stop(deadline_s))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, deadline_s: float | None) -> None:
+        self._stop_requested.set()
+        self._slot_freed.set()
+        deadline = self._options.stop_deadline_s if deadline_s is None else deadline_s
+        await self._stop_receiving()
+        await self._drain(deadline)
+        await self._release_rest()
+        await self._close()
+        self._phase = "stopped"
+        self._stopped.set()
+        log.info("listener %s stopped", self.name)
+
+    async def _stop_receiving(self) -> None:
+        assert self._main is not None
+        grace_s = self._options.receive_wait_s + self._options.op_timeout_s
+        done, _ = await asyncio.wait({self._main}, timeout=grace_s)
+        if not done:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
+
+    async def _drain(self, deadline_s: float) -> None:
+        tasks = {f.task for f in self._flights if f.task is not None}
+        if tasks:
+            await asyncio.wait(tasks, timeout=deadline_s)
+
+    async def _release_rest(self) -> None:
+        """Interrupt what is still working and hand it back to the broker at once."""
+        working = [f for f in self._flights if f.settling is None]
+        for flight in working:
+            if flight.task is not None:
+                flight.task.cancel()
+        await asyncio.gather(*(f.task for f in working if f.task), return_exceptions=True)
+        await asyncio.shield(asyncio.gather(*(self._release(f, 0.0) for f in working)))
+        self._flights.difference_update(working)
+        settling = {f.settling for f in self._flights if f.settling is not None}
+        if settling:
+            await asyncio.wait(settling, timeout=self._options.op_timeout_s)
+
+    async def _close(self) -> None:
+        if self._extender is not None:
+            self._extender.cancel()
+            await asyncio.gather(self._extender, return_exceptions=True)
+        if self._batcher is not None:
+            await self._batcher.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._acker.drain(), self._options.op_timeout_s)
+        await self._runs.flush()
+        await self._close_quietly(self._readers.close())
+        await self._close_quietly(self._source.close())
+        for slot in self._sinks():
+            await self._close_quietly(slot.sink.close())
+
+    async def _close_quietly(self, closing: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(closing, self._options.op_timeout_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this listener is being cancelled
+            # A client cancelled inside its own close (aiokafka does): that must not end
+            # this listener's task, which would leave it 'degraded' forever.
+            log.warning("listener %s: closing was cancelled inside the connector", self.name)
+        except Exception as exc:
+            log.warning("listener %s: closing failed: %s", self.name, exc)
+
+    def _sinks(self) -> list[_SinkSlot]:
+        return [*self._outputs, *([self._error_sink] if self._error_sink else [])]
+
+    # --- connecting --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            if not await self._connect():
+                return
+            self._extender = asyncio.create_task(self._extend_leases(), name=f"leases:{self.name}")
+            await self._receive_loop()
+        except Exception as exc:  # a bug: say so loudly rather than look "running"
+            log.exception("listener %s: receive loop failed", self.name)
+            self._problem("runtime", f"receive loop failed: {exc!r}")
+
+    async def _connect(self) -> bool:
+        """Open the source and sinks, retrying with backoff; False if stopping or refused."""
+        attempt = 0
+        while not self._stop_requested.is_set():
+            try:
+                await self._open_all()
+            except DefinitionError as exc:
+                self._error("definition", str(exc))
+                await self._close_quietly(self._source.close())
+                self._phase = "stopped"
+                self._stopped.set()
+                return False
+            except Exception:  # _open_part said which part failed
+                attempt += 1
+                await self._pause(self._options.reconnect.backoff_s(attempt))
+                continue
+            self._phase = "running"
+            log.info("listener %s running", self.name)
+            return True
+        return False
+
+    async def _open_all(self) -> None:
+        await self._open_part("source", self._source.open())
+        check_lease(self.definition, self._source.lease_s)
+        for slot in self._sinks():
+            await self._open_part(f"sink {redact_url(slot.url)}", slot.sink.open())
+            slot.broken = False
+
+    async def _open_part(self, part: str, opening: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(opening, self._options.open_timeout_s)
+        except DefinitionError:
+            raise
+        except Exception as exc:
+            self._problem(part, f"cannot connect: {exc}")
+            raise
+        self._clear(part)
+
+    async def _reconnect_source(self, reason: BaseException) -> None:
+        attempt = 0
+        self._problem("source", f"{reason}")
+        while not self._stop_requested.is_set():
+            attempt += 1
+            await self._close_quietly(self._source.close())
+            await self._pause(self._options.reconnect.backoff_s(attempt))
+            try:
+                await asyncio.wait_for(self._source.open(), self._options.open_timeout_s)
+            except Exception as exc:
+                self._problem("source", f"cannot reconnect: {exc}")
+                continue
+            self._clear("source")
+            log.info("listener %s: source reconnected", self.name)
+            return
+
+    async def _pause(self, delay_s: float) -> None:
+        """Sleep, but wake at once when a stop is requested."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), delay_s)
+
+    # --- receive -----------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        wait_s = self._options.receive_wait_s
+        while not self._stop_requested.is_set():
+            free = self.definition.max_in_flight - len(self._flights)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                deliveries = await asyncio.wait_for(
+                    self._source.receive(free, wait_s), wait_s + self._options.op_timeout_s
+                )
+            except (ConnectorError, TimeoutError) as exc:
+                await self._reconnect_source(exc)
+                continue
+            self._clear("source")
+            if deliveries:
+                await self._admit(deliveries)
+
+    async def _admit(self, deliveries: list[Delivery]) -> None:
+        self._metrics.received(len(deliveries))
+        duplicates = await self._duplicates(deliveries)
+        now, lease_s = time.time(), self._source.lease_s or 0.0
+        for delivery in deliveries:
+            flight = _Flight(
+                delivery=delivery, received_at=now, lease_until=time.monotonic() + lease_s
+            )
+            self._flights.add(flight)
+            if delivery.message_id in duplicates:
+                flight.settling = asyncio.create_task(self._settle(flight, Skipped("duplicate")))
+                flight.task = flight.settling
+            else:
+                flight.task = asyncio.create_task(self._handle(flight))
+
+    async def _duplicates(self, deliveries: list[Delivery]) -> set[str]:
+        try:
+            return await self._runs.succeeded(self.name, [d.message_id for d in deliveries])
+        except Exception as exc:  # the store is down: run them; settling will notice
+            self._error("store", f"dedupe check failed: {exc}")
+            return set()
+
+    async def _handle(self, flight: _Flight) -> None:
+        try:
+            outcome = await self._work(flight.delivery, self._ref, apply_filter=True)
+        except asyncio.CancelledError:
+            if self._stop_requested.is_set():
+                return  # stop() releases it
+            raise
+        flight.settling = asyncio.create_task(self._settle(flight, outcome))
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(flight.settling)
+
+    # --- decode, filter, invoke ----------------------------------------------------------------
+
+    async def _work(
+        self, delivery: Delivery, ref: ModelRef, *, apply_filter: bool
+    ) -> Invoked | Skipped | Failed:
+        stage = "decode"
+        try:
+            self._check_size(delivery)
+            items = decode(delivery)
+            if not items:
+                return Skipped("no_input")
+            if apply_filter:
+                stage = "filter"
+                items = [i for i in items if self._filter.matches(i.value, i.attributes)]
+                if not items:
+                    return Skipped("filtered")
+            with self._running_note(delivery):
+                stage = "fetch"
+                if any(i.object is not None and i.payload is None for i in items):
+                    # Only then: a gather and a wait_for cost two tasks per message.
+                    items = list(await asyncio.gather(*(self._fetch(i) for i in items)))
+                stage = "invoke"
+                return await self._invoke(delivery, items, ref)
+        except Exception as exc:
+            return _failed(exc, stage)
+
+    def _check_size(self, delivery: Delivery) -> None:
+        """Refuse (for good) a body over ``max_body_bytes`` before decoding it."""
+        limit = self.definition.max_body_bytes
+        if len(delivery.body) > limit:
+            raise PayloadTooLarge(
+                f"message body of {len(delivery.body)} bytes is over the listener's "
+                f"max_body_bytes ({limit})"
+            )
+
+    @contextlib.contextmanager
+    def _running_note(self, delivery: Delivery) -> Iterator[None]:
+        """Record ``running`` only for work that takes a while: most messages settle sooner,
+        and their final record is then the only write on the hot path."""
+        loop = asyncio.get_running_loop()
+        note = loop.call_later(RUNNING_NOTE_AFTER_S, self._note, delivery, "running")
+        try:
+            yield
+        finally:
+            note.cancel()
+
+    async def _fetch(self, item: Item) -> Item:
+        return await asyncio.wait_for(fetch(item, self._readers), self._options.fetch_timeout_s)
+
+    async def _invoke(
+        self, delivery: Delivery, items: list[Item], ref: ModelRef
+    ) -> Invoked | Failed:
+        calls = [self._call(delivery, item, ref) for item in items]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for error in errors:
+                if isinstance(error, asyncio.CancelledError):
+                    raise error
+            worst = next((e for e in errors if classify(e)), errors[0])
+            return _failed(worst, "invoke")
+        return Invoked([r for r in results if not isinstance(r, BaseException)])
+
+    async def _call(
+        self, delivery: Delivery, item: Item, ref: ModelRef
+    ) -> tuple[Item, Correlation, Result]:
+        correlation = Correlation.of(
+            listener=self.name, model=self.definition.model, delivery=delivery, item=item
+        )
+        assert item.payload is not None
+        if self._batcher is not None and ref == self._ref:
+            result = await self._batcher.submit(item.payload)
+        else:
+            options = CallOptions(
+                timeout_s=self.definition.timeout_s, attributes=correlation.attributes()
+            )
+            result = await self._invoker.invoke(ref, item.payload, options)
+        return item, correlation, result
+
+    async def _invoke_batch(self, payloads: list[Payload]) -> list[Result | Exception]:
+        options = CallOptions(
+            timeout_s=self.definition.timeout_s, attributes={"listener": self.name}
+        )
+        return await self._invoker.invoke_batch(self._ref, payloads, options)
+
+    # --- publish and settle -----------------------------------------------------------------------
+
+    async def _settle(self, flight: _Flight, outcome: Invoked | Outcome) -> None:
+        """Publish, decide, and carry the decision out. Runs shielded from cancellation."""
+        delivery = flight.delivery
+        try:
+            if isinstance(outcome, Invoked):
+                outcome = await self._publish(delivery, outcome)
+            if isinstance(outcome, Failed):
+                self._error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
+            decision = decide(outcome, delivery.attempt, self.definition.retry)
+            try:
+                await self._carry_out(flight, outcome, decision)
+            except Exception as exc:
+                if not isinstance(exc, ConnectorError):  # sinks report their own problems
+                    self._problem("store", f"could not settle {delivery.message_id}: {exc}")
+                unsettled = Unsettled(exc)
+                await self._carry_out(
+                    flight, unsettled, decide(unsettled, delivery.attempt, self.definition.retry)
+                )
+        except Exception as exc:  # even the fallback failed: the lease will lapse
+            log.warning(
+                "listener %s: %s left to its lease: %s", self.name, delivery.message_id, exc
+            )
+        finally:
+            self._flights.discard(flight)
+            self._slot_freed.set()
+
+    async def _publish(self, delivery: Delivery, invoked: Invoked) -> Succeeded | Failed:
+        messages = [
+            encode_result(
+                correlation=correlation,
+                result=result,
+                id=output_id(self.name, delivery.message_id, item.index),
+                mode=self.definition.output_mode,
+            )
+            for item, correlation, result in invoked.results
+        ]
+        version = invoked.results[0][2].version
+        try:
+            await asyncio.gather(*(self._publish_to(slot, messages) for slot in self._outputs))
+        except Exception as exc:
+            failure = _failed(exc, "publish")
+            return Failed(failure.error, "publish", failure.permanent, version)
+        duration_ms = sum(result.duration_ms for _, _, result in invoked.results)
+        return Succeeded(messages, version, duration_ms)
+
+    def _slot(self, url: str, ctx: ConnectorContext) -> _SinkSlot:
+        slot = _SinkSlot(url=url, sink=make_sink(url, ctx))
+        slot.publisher = Coalescer(functools.partial(self._publish_batches, slot))
+        return slot
+
+    async def _publish_to(self, slot: _SinkSlot, messages: Sequence[OutMessage]) -> None:
+        """Publish durably, together with what other deliveries publish to the same sink
+        meanwhile (one broker call, or one transaction, for many messages)."""
+        await slot.publisher.submit(messages)
+
+    async def _publish_batches(
+        self, slot: _SinkSlot, batches: list[Sequence[OutMessage]]
+    ) -> list[Exception | None] | None:
+        """Reopen a sink that failed before, then publish everything at once. If the sink
+        refuses the lot for good, each delivery's messages are tried alone, so that one
+        message the broker will never take does not dead-letter the others."""
+        part = f"sink {redact_url(slot.url)}"
+        try:
+            if slot.broken:
+                await self._close_quietly(slot.sink.close())
+                await _within(slot.sink.open(), self._options.open_timeout_s, f"opening {part}")
+                slot.broken = False
+            messages = [m for batch in batches for m in batch]
+            await self._publish_within(slot, messages)
+        except ConnectorError as exc:
+            if exc.permanent and len(batches) > 1:
+                return [await self._publish_alone(slot, batch) for batch in batches]
+            self._sink_failed(slot, part, exc)
+            raise
+        except Exception as exc:
+            self._sink_failed(slot, part, exc)
+            raise
+        self._clear(part)
+        return None
+
+    async def _publish_alone(
+        self, slot: _SinkSlot, messages: Sequence[OutMessage]
+    ) -> Exception | None:
+        try:
+            await self._publish_within(slot, messages)
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _publish_within(self, slot: _SinkSlot, messages: Sequence[OutMessage]) -> None:
+        what = f"publishing to sink {redact_url(slot.url)}"
+        await _within(slot.sink.publish(messages), self._options.publish_timeout_s, what)
+
+    def _sink_failed(self, slot: _SinkSlot, part: str, exc: Exception) -> None:
+        slot.broken = not (isinstance(exc, ConnectorError) and exc.permanent)
+        self._problem(part, str(exc) or type(exc).__name__)
+
+    async def _carry_out(self, flight: _Flight, outcome: Outcome, decision: Decision) -> None:
+        """Make the outcome durable, then tell the broker; counters move once it is done."""
+        delivery = flight.delivery
+        if isinstance(decision, Release):
+            self._note(delivery, "retrying", outcome)
+            await self._release(flight, decision.delay_s)
+            self._metrics.retried()
+            return
+        if isinstance(decision, DeadLetterDecision):
+            assert isinstance(outcome, Failed)
+            await self._dead_letter(delivery, outcome)
+            self._clear("store")
+        elif isinstance(outcome, Succeeded):
+            await self._runs.record(self._record(delivery, "succeeded", outcome))
+            self._clear("store")
+        flight.final = True
+        await self._ack(delivery)
+        if isinstance(decision, DeadLetterDecision):
+            self._metrics.dead_lettered()
+        elif isinstance(outcome, Succeeded):
+            self._metrics.succeeded()
+        elif isinstance(outcome, Skipped):
+            self._metrics.skipped(outcome.reason)
+        self._metrics.settled(time.time() - flight.born_at)
+
+    async def _dead_letter(self, delivery: Delivery, failed: Failed) -> None:
+        """Store the dead letter and publish it to the error sink; both before the ack."""
+        error = failed.error
+        info = DeadLetterInfo(
+            id=dead_letter_id(self.name, delivery.message_id),
+            listener=self.name,
+            model=self.definition.model,
+            version=failed.version,
+            error_type=_error_type(error),
+            error_message=str(error),
+            stacktrace=_stacktrace(error),
+            permanent=failed.permanent,
+            attempts=delivery.attempt,
+        )
+        letter = DeadLetter(
+            id=info.id,
+            listener=self.name,
+            message_id=delivery.message_id,
+            body=delivery.body,
+            attributes=dict(delivery.attributes),
+            error_type=info.error_type,
+            error_message=info.error_message,
+            stacktrace=info.stacktrace,
+            permanent=info.permanent,
+            attempts=info.attempts,
+            model=info.model,
+            version=info.version,
+            created_at=time.time(),
+        )
+        await self._runs.dead_letter(self._record(delivery, "dead_lettered", failed), letter)
+        if self._error_sink is not None:
+            try:
+                await self._publish_to(self._error_sink, [encode_dead_letter(delivery, info)])
+            except ConnectorError as exc:
+                if not exc.permanent:
+                    raise  # retried: the error sink will take it later
+                # It never will (too big for it...): the stored dead letter must do.
+                self._error("error sink", f"refused dead letter {info.id} for good: {exc}")
+        log.warning(
+            "listener %s dead-lettered %s after %d attempt(s): %s",
+            self.name,
+            delivery.message_id,
+            delivery.attempt,
+            info.error_message,
+        )
+
+    def _record(
+        self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None
+    ) -> RunRecord:
+        now = time.time()
+        final = status in ("succeeded", "dead_lettered")
+        record = RunRecord(
+            listener=self.name,
+            message_id=delivery.message_id,
+            status=status,
+            attempts=delivery.attempt,
+            first_received_at=now,
+            updated_at=now,
+            finished_at=now if final else None,
+        )
+        if isinstance(outcome, Succeeded):
+            return replace(
+                record,
+                version=outcome.version,
+                output_id=outcome.outputs[0].id if outcome.outputs else None,
+                result_location=self._locations,
+                duration_ms=outcome.duration_ms,
+            )
+        if isinstance(outcome, Failed | Unsettled):
+            failed = (
+                outcome if isinstance(outcome, Failed) else Failed(outcome.error, "settle", False)
+            )
+            error = {
+                "type": _error_type(failed.error),
+                "message": str(failed.error),
+                "permanent": failed.permanent,
+                "stage": failed.stage,
+            }
+            return replace(record, version=failed.version, error=error)
+        return record
+
+    def _note(self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None) -> None:
+        self._runs.note(self._record(delivery, status, outcome))
+
+    async def _ack(self, delivery: Delivery) -> None:
+        """Ack (group-committed with other acks). A failed ack is not an error for the
+        message: its outcome is durable, and its redelivery will be recognised."""
+        try:
+            await self._acker.submit(delivery)
+        except Exception as exc:
+            self._problem("source", f"ack failed: {exc}")
+
+    async def _ack_now(self, deliveries: list[Delivery]) -> None:
+        await asyncio.wait_for(self._source.ack(deliveries), self._options.op_timeout_s)
+
+    async def _release(self, flight: _Flight, delay_s: float) -> None:
+        flight.final = True
+        try:
+            await asyncio.wait_for(
+                self._source.release(flight.delivery, delay_s), self._options.op_timeout_s
+            )
+        except Exception as exc:  # its lease will lapse and the broker will hand it out again
+            self._problem("source", f"release failed: {exc}")
+
+    # --- leases ------------------------------------------------------------------------------
+
+    async def _extend_leases(self) -> None:
+        lease_s = self._source.lease_s
+        if lease_s is None or not self.definition.extend_lease:
+            return
+        interval_s = lease_s / 3
+        while True:
+            await asyncio.sleep(interval_s)
+            now = time.monotonic()
+            due = [
+                f for f in self._flights if not f.final and f.lease_until - now <= 2 * interval_s
+            ]
+            if not due:
+                continue
+            try:
+                await asyncio.wait_for(
+                    self._source.extend([f.delivery for f in due], lease_s),
+                    self._options.op_timeout_s,
+                )
+            except Exception as exc:
+                self._error("source", f"lease extension failed: {exc}")
+                continue
+            for flight in due:
+                flight.lease_until = now + lease_s
+
+    def _oldest_age_s(self) -> float:
+        if not self._flights:
+            return 0.0
+        return max(0.0, time.time() - min(f.born_at for f in self._flights))
+
+    # --- redrive -----------------------------------------------------------------------------
+
+    async def open_sinks(self) -> None:
+        """Open the output sinks (for a redrive while the listener is not running)."""
+        for slot in self._outputs:
+            await asyncio.wait_for(slot.sink.open(), self._options.open_timeout_s)
+
+    async def close_sinks(self) -> None:
+        """Close what :meth:`open_sinks` opened (and object readers a redrive used)."""
+        for slot in self._outputs:
+            await self._close_quietly(slot.sink.close())
+        await self._close_quietly(self._readers.close())
+
+    async def redrive(self, letter: DeadLetter, ref: ModelRef) -> RunRecord:
+        """Run a dead letter's message again on ``ref`` (filters skipped), publish the result
+        to the outputs and record the run. Raises the failure if it fails again."""
+        delivery = Delivery(
+            message_id=letter.message_id,
+            body=letter.body,
+            attributes=letter.attributes,
+            attempt=letter.attempts + 1,
+        )
+        outcome: Invoked | Outcome = await self._work(delivery, ref, apply_filter=False)
+        if isinstance(outcome, Invoked):
+            outcome = await self._publish(delivery, outcome)
+        if isinstance(outcome, Failed | Unsettled):
+            raise outcome.error
+        record = self._record(delivery, "succeeded", outcome)
+        await self._runs.record(record)
+        return record
+
+    # --- state -------------------------------------------------------------------------------
+
+    def _problem(self, part: str, reason: str) -> None:
+        if part not in self._problems:
+            log.warning("listener %s degraded: %s: %s", self.name, part, reason)
+        self._problems[part] = reason
+        self._error(part, reason)
+
+    def _clear(self, part: str) -> None:
+        if self._problems.pop(part, None) is not None:
+            log.info("listener %s: %s recovered", self.name, part)
+
+    def _error(self, part: str, reason: str) -> None:
+        self._last_error = (f"{part}: {reason}", time.time())
+
+
+async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:
+    """Await a sink's ``step``; running past ``timeout_s`` is that sink's (transient)
+    ConnectorError, not a bare TimeoutError that settling would blame on the store."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        raise ConnectorError(f"{what} did not finish within {timeout_s:g} s") from None
+
+
+def _readers(source_url: str, ctx: ConnectorContext) -> ObjectReaders:
+    """Object readers for the notifications this listener may receive: folder events only
+    from its own ``dir://`` source; S3 events through the AWS connector."""
+    factories: dict[str, Callable[[], ObjectReader]] = {
+        "aws:s3": lambda: _s3_reader(source_url, ctx)
+    }
+    if scheme_of(source_url) == "dir":
+        from modelbus.connectors.directory import FileReader, folder_of
+
+        folder = folder_of(source_url)
+        factories["modelbus:dir"] = lambda: FileReader(folder)
+    return ObjectReaders(factories)
+
+
+def _s3_reader(source_url: str, ctx: ConnectorContext) -> ObjectReader:
+    try:
+        s3 = importlib.import_module("modelbus.connectors.s3")
+    except ImportError as exc:
+        raise ConnectorError(
+            f"S3 objects cannot be fetched: {exc}; install modelbus[sqs]", permanent=True
+        ) from exc
+    reader: ObjectReader = s3.make_reader(source_url, ctx)
+    return reader
+
+
+class _Batcher:
+    """Collects inputs into ``invoke_batch`` calls: up to ``max_size``, waiting at most
+    ``max_wait_ms`` after the first (0: whatever arrived in the same loop iteration)."""
+
+    def __init__(
+        self,
+        invoke: Callable[[list[Payload]], Awaitable[list[Result | Exception]]],
+        max_size: int,
+        max_wait_ms: int,
+    ) -> None:
+        self._invoke = invoke
+        self._max_size = max_size
+        self._max_wait_s = max_wait_ms / 1000
+        self._pending: list[tuple[Payload, asyncio.Future[Result]]] = []
+        self._timer: asyncio.Handle | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, payload: Payload) -> Result:
+        """The result for ``payload``; raises its InvocationError (or the batch's error)."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((payload, future))
+        if len(self._pending) >= self._max_size:
+            self._flush()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._max_wait_s, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch = [(p, f) for p, f in self._pending[: self._max_size] if not f.done()]
+        del self._pending[: self._max_size]
+        if self._pending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_soon(self._flush)
+        if batch:
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[Payload, asyncio.Future[Result]]]) -> None:
+        try:
+            results: list[Result | Exception] = await self._invoke([p for p, _ in batch])
+        except Exception as exc:
+            results = [exc] * len(batch)
+        if len(results) != len(batch):
+            error = InvocationError(
+                f"invoke_batch returned {len(results)} results for {len(batch)} inputs"
+            )
+            results = [error] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def close(self) -> None:
+        """Cancel waiting inputs and running batches."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)

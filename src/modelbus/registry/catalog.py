@@ -1,0 +1,750 @@
+"""The model registry: models, their immutable versions and builds, and version resolution.
+
+``push`` stores a model folder (or an uploaded archive) by content hash, builds it once, and
+records a version:
+
+- ``version="1.2.3"``: that version, unless it exists: with the same content the push is a
+  no-op returning it; with other content it raises :class:`VersionConflict` naming the
+  existing build.
+- ``bump="major"|"minor"|"patch"``: the next version after the model's highest one (from
+  0.0.0 for a new model); a no-op when the highest version already has this content.
+- neither: **an unpublished build, callable only by its hash** (``owner/name@sha256:...`` or
+  a unique prefix of 8+ hex digits). Nothing callers see by version changes until someone
+  publishes on purpose, so an accidental push is harmless.
+- ``publish=False`` with a version: the version is recorded but not served by version
+  specs until :meth:`Registry.publish`; it is callable by hash.
+
+Resolution (``owner/name@spec`` -> a build ready to run) is cached in memory. Exact
+versions and full hashes never change meaning, so they stay cached for
+``IMMUTABLE_CACHE_S``; ``latest`` and wildcards for ``cache_ttl_s`` (default 5 s): a version
+published through another node is served here at most that long after. Pushes and publishes
+made through this registry take effect here at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Row, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from modelbus.errors import (
+    BuildError,
+    BuildNotFound,
+    Conflict,
+    InvalidInput,
+    ModelNotFound,
+    VersionConflict,
+    VersionNotFound,
+    VersionSpecError,
+)
+from modelbus.registry.artifacts import ArtifactStore
+from modelbus.registry.builds import Builder, BuildLog, BuildOutcome, ProgressCallback
+from modelbus.registry.launch import install_runtime, python_argv, runner_env
+from modelbus.registry.manifest import MANIFEST_FILE, Manifest
+from modelbus.registry.versioning import BUMPS, ZERO, Bump, HashRef, Version, VersionSpec, parse_ref
+from modelbus.runtime.invocation import ModelRef
+from modelbus.runtime.pool import RunnerSpec
+from modelbus.store import schema
+from modelbus.store.database import Database
+
+BuildStatus = Literal["building", "ready", "failed"]
+IMMUTABLE_CACHE_S = 600.0
+MAX_CACHE_ENTRIES = 4096
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelInfo:
+    """A model. ``latest_version`` is its highest published version, if any."""
+
+    owner: str
+    name: str
+    description: str
+    created_at: float
+    latest_version: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VersionInfo:
+    """One version number of a model and the build it names."""
+
+    owner: str
+    name: str
+    version: str
+    build_hash: str
+    published: bool
+    created_at: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildInfo:
+    """One build (one content hash). ``log`` is ``None`` in listings; :meth:`Registry.get_build`
+    fills it. ``versions`` are the version numbers pointing at it, highest first."""
+
+    hash: str
+    owner: str
+    name: str
+    status: BuildStatus
+    env_hash: str | None
+    manifest: Manifest
+    created_at: float
+    finished_at: float | None
+    versions: tuple[str, ...]
+    log: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PushResult:
+    """What a push did.
+
+    ``version`` is ``None`` for an unpublished build (callable by hash only). ``created`` is
+    false for a no-op (this content was pushed before with this outcome). ``built`` is true
+    when a build ran now, ``env_reused`` when it found its environment already built.
+    """
+
+    owner: str
+    name: str
+    version: str | None
+    build_hash: str
+    published: bool
+    created: bool
+    built: bool
+    env_reused: bool
+    log: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResolvedVersion:
+    """A model reference resolved to a build that can run now.
+
+    ``version`` is ``None`` for a build no version number points at.
+    """
+
+    owner: str
+    name: str
+    version: str | None
+    build_hash: str
+    manifest: Manifest
+    runner_spec: RunnerSpec
+
+    @property
+    def label(self) -> str:
+        """The version number, or the build hash when there is none (for results, logs)."""
+        return self.version or self.build_hash
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    value: ResolvedVersion
+    expires_at: float
+
+
+class Registry:
+    """Models, versions and builds over a :class:`Database`, artifacts and a builder.
+
+    One per server process. All methods are coroutines; they raise the errors named in their
+    docstrings (all from :mod:`modelbus.errors`).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        *,
+        artifacts: ArtifactStore | None = None,
+        builder: Builder | None = None,
+        cache_ttl_s: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.data_dir = data_dir.absolute()
+        self.artifacts = artifacts or ArtifactStore(data_dir)
+        self.builder = builder or Builder(data_dir)
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[tuple[str, str, str], _Cached] = {}
+        self._runtime_dir: Path | None = None
+
+    # --- push and publish -------------------------------------------------------------------
+
+    async def push(
+        self,
+        source: Path | bytes,
+        *,
+        version: str | None = None,
+        bump: Bump | None = None,
+        publish: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> PushResult:
+        """Store, build and (optionally) version a model folder or uploaded archive.
+
+        ``source`` is a folder (CLI, local) or archive bytes (HTTP upload: tar, tar.gz...).
+        Owner and name come from its manifest. See the module docstring for what
+        ``version``/``bump``/``publish`` do. ``progress`` receives build log lines.
+
+        Raises :class:`ManifestError`, :class:`ArchiveError`, :class:`VersionSpecError`,
+        :class:`InvalidInput` (both version and bump), :class:`VersionConflict` (checked
+        before building) and :class:`BuildError` (the log is kept with the build).
+        """
+        target = _target(version, bump)
+        log = BuildLog(progress)
+        digest, manifest, model_dir = await self._store(source)
+        await log.add(f"stored {manifest.owner}/{manifest.name} as {digest}")
+        if target is not None:
+            await self._check_no_conflict(manifest, target, digest)
+        build, outcome = await self._ensure_build(digest, manifest, model_dir, log)
+        if target is None and bump is None:
+            return _push_result(build, outcome, None, created=outcome is not None)
+        info, created = await self._assign(manifest, digest, target, bump, publish)
+        await log.add(f"{'recorded' if created else 'already had'} version {info.version}")
+        return _push_result(build, outcome, info, created=created)
+
+    async def publish(
+        self,
+        owner: str,
+        name: str,
+        *,
+        build: str | None = None,
+        version: str | None = None,
+        bump: Bump | None = None,
+    ) -> VersionInfo:
+        """Publish a version, so version specs (``latest``, ``1.*``...) serve it.
+
+        - ``version`` alone, existing unpublished: it is published.
+        - otherwise ``build`` (a hash or unique prefix; default: the model's most recent ready
+          build) gets ``version`` or the next ``bump`` version, published.
+
+        Idempotent for a version already published on that build. Raises
+        :class:`ModelNotFound`, :class:`BuildNotFound`, :class:`VersionConflict`,
+        :class:`Conflict` (the build failed), :class:`VersionSpecError`, :class:`InvalidInput`.
+        """
+        target = _target(version, bump)
+        if target is None and bump is None:
+            raise InvalidInput("give the version to publish, or a bump (major, minor, patch)")
+        await self.get_model(owner, name)
+        row = await self._pick_build(owner, name, build, target)
+        if row.status != "ready":
+            raise Conflict(f"build {row.hash} is {row.status}: only a ready build can be published")
+        manifest = Manifest.from_json(row.manifest)
+        info, _ = await self._assign(manifest, row.hash, target, bump, publish=True)
+        return info
+
+    # --- queries ----------------------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Every model, sorted by owner then name."""
+        async with self.db.read() as conn:
+            models = (await conn.execute(select(schema.models))).all()
+            published = await _published_versions(conn)
+        return sorted(
+            (_model_info(m, published.get((m.owner, m.name), [])) for m in models),
+            key=lambda m: (m.owner, m.name),
+        )
+
+    async def get_model(self, owner: str, name: str) -> ModelInfo:
+        """One model; raises :class:`ModelNotFound`."""
+        async with self.db.read() as conn:
+            row = await _model_row(conn, owner, name)
+            published = await _published_versions(conn, owner, name)
+        return _model_info(row, published.get((owner, name), []))
+
+    async def list_versions(self, owner: str, name: str) -> list[VersionInfo]:
+        """All version numbers of a model (published or not), highest first.
+
+        Raises :class:`ModelNotFound`.
+        """
+        async with self.db.read() as conn:
+            await _model_row(conn, owner, name)
+            rows = await _version_rows(conn, owner, name)
+        return [_version_info(r) for r in _sorted_versions(rows)]
+
+    async def list_builds(self, owner: str, name: str) -> list[BuildInfo]:
+        """All builds of a model, newest first, without their logs.
+
+        Raises :class:`ModelNotFound`.
+        """
+        async with self.db.read() as conn:
+            await _model_row(conn, owner, name)
+            query = schema.builds.select().where(
+                schema.builds.c.owner == owner, schema.builds.c.name == name
+            )
+            builds = (await conn.execute(query.order_by(schema.builds.c.created_at.desc()))).all()
+            versions = await _version_rows(conn, owner, name)
+        return [_build_info(b, versions, with_log=False) for b in builds]
+
+    async def get_build(self, ref: str) -> BuildInfo:
+        """One build, with its log, by hash (``sha256:<hex>``) or a unique hex prefix.
+
+        Raises :class:`BuildNotFound`, or :class:`VersionSpecError` for a malformed or
+        ambiguous hash.
+        """
+        hash_ref = HashRef.parse(ref)
+        async with self.db.read() as conn:
+            row = await _one_build(conn, hash_ref, None, None)
+            versions = await _version_rows(conn, row.owner, row.name)
+        return _build_info(row, versions, with_log=True)
+
+    # --- resolution -------------------------------------------------------------------------
+
+    async def resolve(self, ref: ModelRef) -> ResolvedVersion:
+        """The build ``ref`` names, ready to run (unpacked; environment built if missing).
+
+        Raises :class:`ModelNotFound`, :class:`VersionNotFound` (naming the published
+        versions), :class:`VersionSpecError`, or :class:`BuildError` when the environment
+        has to be rebuilt on this machine and that fails.
+        """
+        key = (ref.owner, ref.name, ref.spec)
+        cached = self._cache.get(key)
+        if cached is not None and cached.expires_at > time.monotonic():
+            return cached.value
+        spec = parse_ref(ref.spec)
+        row, version = await self._lookup(ref.owner, ref.name, spec)
+        resolved = await self._materialize(row, version)
+        immutable = spec.complete if isinstance(spec, HashRef) else spec.exact
+        self._remember(key, resolved, IMMUTABLE_CACHE_S if immutable else self.cache_ttl_s)
+        return resolved
+
+    def invalidate(self, owner: str | None = None, name: str | None = None) -> None:
+        """Forget cached resolutions (of one model, or all); the next resolve reads the store."""
+        for key in [k for k in self._cache if owner is None or k[:2] == (owner, name)]:
+            del self._cache[key]
+
+    # --- internals: push --------------------------------------------------------------------
+
+    async def _store(self, source: Path | bytes) -> tuple[str, Manifest, Path]:
+        """Store the artifact; return its hash, manifest and unpacked folder."""
+        if isinstance(source, bytes):
+            digest = await asyncio.to_thread(
+                self.artifacts.add_archive, source, check=_check_uploaded_manifest
+            )
+        else:
+            await asyncio.to_thread(Manifest.load, source)  # fail fast, before packing
+            digest = await asyncio.to_thread(self.artifacts.add_folder, source)
+        model_dir = await asyncio.to_thread(self.artifacts.model_dir, digest)
+        manifest = await asyncio.to_thread(Manifest.load, model_dir)
+        return digest, manifest, model_dir
+
+    async def _check_no_conflict(self, manifest: Manifest, target: Version, digest: str) -> None:
+        async with self.db.read() as conn:
+            row = await _version_row(conn, manifest.owner, manifest.name, target)
+        if row is not None and row.build_hash != digest:
+            raise _conflict(manifest.owner, manifest.name, target, row.build_hash)
+
+    async def _ensure_build(
+        self, digest: str, manifest: Manifest, model_dir: Path, log: BuildLog
+    ) -> tuple[Row[Any], BuildOutcome | None]:
+        """The build row, building first unless a ready build exists (outcome None then)."""
+        async with self.db.read() as conn:
+            row = await _build_row(conn, digest)
+        if row is not None and row.status == "ready":
+            await log.add(f"build {digest} exists and is ready: not rebuilding")
+            return row, None
+        await self._start_build(digest, manifest)
+        try:
+            outcome = await self.builder.build(manifest, model_dir, progress=log.add)
+        except BuildError as exc:
+            await self._finish_build(digest, "failed", exc.log, None)
+            raise
+        except BaseException:
+            await asyncio.shield(self._finish_build(digest, "failed", "interrupted", None))
+            raise
+        row = await self._finish_build(digest, "ready", outcome.log, outcome.env_hash)
+        return row, outcome
+
+    async def _start_build(self, digest: str, manifest: Manifest) -> None:
+        now = time.time()
+        async with self.db.write() as conn:
+            await self._upsert_model(conn, manifest, now)
+            values = {"status": "building", "log": "", "finished_at": None, "env_hash": None}
+            stmt = self.db.insert(schema.builds).values(
+                hash=digest,
+                owner=manifest.owner,
+                name=manifest.name,
+                manifest=manifest.to_json(),
+                created_at=now,
+                **values,
+            )
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["hash"], set_=values))
+
+    async def _finish_build(
+        self, digest: str, status: BuildStatus, log: str, env_hash: str | None
+    ) -> Row[Any]:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(schema.builds)
+                .where(schema.builds.c.hash == digest)
+                .values(status=status, log=log, env_hash=env_hash, finished_at=time.time())
+            )
+            row = await _build_row(conn, digest)
+        assert row is not None
+        return row
+
+    async def _upsert_model(self, conn: AsyncConnection, manifest: Manifest, now: float) -> None:
+        description = manifest.model.description
+        stmt = self.db.insert(schema.models).values(
+            owner=manifest.owner, name=manifest.name, description=description, created_at=now
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["owner", "name"], set_={"description": description}
+            )
+        )
+
+    async def _assign(
+        self,
+        manifest: Manifest,
+        digest: str,
+        target: Version | None,
+        bump: Bump | None,
+        publish: bool,
+    ) -> tuple[VersionInfo, bool]:
+        """Give ``digest`` a version number (``target`` or the next ``bump``).
+
+        Returns the version and whether it is new. Serialized per model across nodes, so
+        two concurrent bumps get different numbers.
+        """
+        owner, name = manifest.owner, manifest.name
+        async with self.db.write() as conn:
+            await self.db.lock(conn, f"modelbus:versions:{owner}/{name}")
+            rows = _sorted_versions(await _version_rows(conn, owner, name))
+            if target is None:
+                assert bump is not None
+                if rows and rows[0].build_hash == digest:
+                    target = Version.parse(rows[0].version)  # same content again: no-op
+                else:
+                    target = (Version.parse(rows[0].version) if rows else ZERO).bump(bump)
+            info, created = await _record_version(conn, owner, name, target, digest, publish)
+        self.invalidate(owner, name)
+        return info, created
+
+    async def _pick_build(
+        self, owner: str, name: str, build: str | None, target: Version | None
+    ) -> Row[Any]:
+        async with self.db.read() as conn:
+            if build is not None:
+                return await _one_build(conn, HashRef.parse(build), owner, name)
+            if target is not None:
+                existing = await _version_row(conn, owner, name, target)
+                if existing is not None:
+                    row = await _build_row(conn, existing.build_hash)
+                    assert row is not None
+                    return row
+            query = (
+                schema.builds.select()
+                .where(
+                    schema.builds.c.owner == owner,
+                    schema.builds.c.name == name,
+                    schema.builds.c.status == "ready",
+                )
+                .order_by(schema.builds.c.created_at.desc())
+                .limit(1)
+            )
+            latest = (await conn.execute(query)).first()
+        if latest is None:
+            raise BuildNotFound(f"{owner}/{name} has no successful build to publish")
+        return latest
+
+    # --- internals: resolution --------------------------------------------------------------
+
+    async def _lookup(
+        self, owner: str, name: str, spec: VersionSpec | HashRef
+    ) -> tuple[Row[Any], str | None]:
+        """The ready build row ``spec`` names, and the version number to report."""
+        async with self.db.read() as conn:
+            await _model_row(conn, owner, name)
+            versions = await _version_rows(conn, owner, name)
+            version: str | None
+            if isinstance(spec, HashRef):
+                row = await _one_build(conn, spec, owner, name, not_found=VersionNotFound)
+                named = [v.version for v in _sorted_versions(versions) if v.build_hash == row.hash]
+                version = named[0] if named else None
+            else:
+                version = _best_published(owner, name, spec, versions)
+                match = next(v for v in versions if v.version == version)
+                found = await _build_row(conn, match.build_hash)
+                assert found is not None  # versions.build_hash is a foreign key
+                row = found
+        if row.status != "ready":
+            raise VersionNotFound(
+                f"{owner}/{name} build {row.hash} is {row.status}, not ready (see the build's log)"
+            )
+        return row, version
+
+    async def _materialize(self, row: Row[Any], version: str | None) -> ResolvedVersion:
+        manifest = Manifest.from_json(row.manifest, source=f"build {row.hash}")
+        model_dir = await asyncio.to_thread(self.artifacts.model_dir, row.hash)
+        spec = await self._runner_spec(row.hash, manifest, model_dir)
+        return ResolvedVersion(
+            owner=row.owner,
+            name=row.name,
+            version=version,
+            build_hash=row.hash,
+            manifest=manifest,
+            runner_spec=spec,
+        )
+
+    async def _runner_spec(self, digest: str, manifest: Manifest, model_dir: Path) -> RunnerSpec:
+        runtime, serving = manifest.runtime, manifest.serving
+        if runtime.kind == "exec":
+            assert runtime.command is not None
+            program, *args = runtime.command
+            if "/" in program:  # a program inside the model folder: make it absolute
+                program = str(model_dir / program)
+            argv = (program, *args)
+            env = runner_env(model_dir=model_dir, runtime_dir=None, extra=runtime.env)
+        else:
+            assert runtime.entrypoint is not None
+            python = await self._python_for(manifest)
+            argv = python_argv(
+                python,
+                entrypoint=runtime.entrypoint,
+                load=runtime.load,
+                apply_batch=runtime.apply_batch,
+            )
+            runtime_dir = await self._runtime()
+            env = runner_env(model_dir=model_dir, runtime_dir=runtime_dir, extra=runtime.env)
+        return RunnerSpec(
+            key=digest,
+            argv=argv,
+            cwd=model_dir,
+            env=env,
+            timeout_s=serving.timeout_s,
+            min_runners=serving.min_runners,
+            max_runners=serving.max_runners,
+            idle_timeout_s=serving.idle_timeout_s,
+            memory_limit_mb=serving.memory_limit_mb or None,
+            input_schema=manifest.schemas.input,
+            output_schema=manifest.schemas.output,
+        )
+
+    async def _python_for(self, manifest: Manifest) -> str:
+        requirements = manifest.runtime.requirements
+        if not requirements:
+            return sys.executable
+        env_hash = self.builder.env_hash(requirements)
+        if self.builder.env_ready(env_hash):
+            return str(self.builder.env_python(env_hash))
+        # Built on another node, or the environment was removed: build it here, once.
+        outcome = await self.builder.ensure_env(requirements)
+        assert outcome.python is not None
+        return outcome.python
+
+    async def _runtime(self) -> Path:
+        if self._runtime_dir is None:
+            self._runtime_dir = await asyncio.to_thread(install_runtime, self.data_dir)
+        return self._runtime_dir
+
+    def _remember(self, key: tuple[str, str, str], value: ResolvedVersion, ttl_s: float) -> None:
+        if len(self._cache) >= MAX_CACHE_ENTRIES:
+            for old in list(self._cache)[: MAX_CACHE_ENTRIES // 4]:
+                del self._cache[old]
+        self._cache[key] = _Cached(value, time.monotonic() + ttl_s)
+
+
+# --- helpers: arguments and results ---------------------------------------------------------
+
+
+def _target(version: str | None, bump: Bump | None) -> Version | None:
+    if version is not None and bump is not None:
+        raise InvalidInput("give either a version or a bump, not both")
+    if bump is not None and bump not in BUMPS:
+        raise VersionSpecError(f"not a version bump: {bump!r} (expected major, minor or patch)")
+    return Version.parse(version) if version is not None else None
+
+
+def _check_uploaded_manifest(folder: Path) -> None:
+    Manifest.load(folder, label=f"{MANIFEST_FILE} in the uploaded archive")
+
+
+def _conflict(owner: str, name: str, version: Version, existing_hash: str) -> VersionConflict:
+    return VersionConflict(
+        f"{owner}/{name} {version} already exists with other content (build {existing_hash}); "
+        f"versions are immutable: push as a new version, e.g. {version.bump('patch')}"
+    )
+
+
+def _push_result(
+    build: Row[Any], outcome: BuildOutcome | None, info: VersionInfo | None, *, created: bool
+) -> PushResult:
+    return PushResult(
+        owner=build.owner,
+        name=build.name,
+        version=info.version if info else None,
+        build_hash=build.hash,
+        published=info.published if info else False,
+        created=created,
+        built=outcome is not None,
+        env_reused=outcome.env_reused if outcome else True,
+        log=outcome.log if outcome else build.log,
+    )
+
+
+# --- helpers: rows --------------------------------------------------------------------------
+
+
+async def _model_row(conn: AsyncConnection, owner: str, name: str) -> Row[Any]:
+    query = schema.models.select().where(
+        schema.models.c.owner == owner, schema.models.c.name == name
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise ModelNotFound(f"no model {owner}/{name}")
+    return row
+
+
+async def _version_rows(conn: AsyncConnection, owner: str, name: str) -> list[Row[Any]]:
+    v = schema.versions.c
+    return list(
+        (await conn.execute(schema.versions.select().where(v.owner == owner, v.name == name))).all()
+    )
+
+
+async def _version_row(
+    conn: AsyncConnection, owner: str, name: str, version: Version
+) -> Row[Any] | None:
+    v = schema.versions.c
+    query = schema.versions.select().where(
+        v.owner == owner, v.name == name, v.version == str(version)
+    )
+    return (await conn.execute(query)).first()
+
+
+async def _published_versions(
+    conn: AsyncConnection, owner: str | None = None, name: str | None = None
+) -> dict[tuple[str, str], list[Row[Any]]]:
+    v = schema.versions.c
+    query = schema.versions.select().where(v.published.is_(True))
+    if owner is not None:
+        query = query.where(v.owner == owner, v.name == name)
+    grouped: dict[tuple[str, str], list[Row[Any]]] = {}
+    for row in (await conn.execute(query)).all():
+        grouped.setdefault((row.owner, row.name), []).append(row)
+    return grouped
+
+
+async def _build_row(conn: AsyncConnection, digest: str) -> Row[Any] | None:
+    query = schema.builds.select().where(schema.builds.c.hash == digest)
+    return (await conn.execute(query)).first()
+
+
+async def _one_build(
+    conn: AsyncConnection,
+    ref: HashRef,
+    owner: str | None,
+    name: str | None,
+    not_found: type[BuildNotFound] | type[VersionNotFound] = BuildNotFound,
+) -> Row[Any]:
+    """The single build whose hash starts with ``ref`` (of ``owner/name`` when given)."""
+    b = schema.builds.c
+    query = schema.builds.select().where(b.hash.like(ref.like_pattern)).limit(2)
+    if owner is not None:
+        query = query.where(b.owner == owner, b.name == name)
+    rows = (await conn.execute(query)).all()
+    where = f" of {owner}/{name}" if owner else ""
+    if not rows:
+        raise not_found(f"no build{where} with hash {ref}")
+    if len(rows) > 1:
+        raise VersionSpecError(f"build hash {ref} is ambiguous{where}: give more hex digits")
+    return rows[0]
+
+
+async def _record_version(
+    conn: AsyncConnection, owner: str, name: str, target: Version, digest: str, publish: bool
+) -> tuple[VersionInfo, bool]:
+    existing = await _version_row(conn, owner, name, target)
+    if existing is not None:
+        if existing.build_hash != digest:
+            raise _conflict(owner, name, target, existing.build_hash)
+        if publish and not existing.published:
+            v = schema.versions.c
+            await conn.execute(
+                update(schema.versions)
+                .where(v.owner == owner, v.name == name, v.version == str(target))
+                .values(published=True)
+            )
+            existing = await _version_row(conn, owner, name, target)
+        assert existing is not None
+        return _version_info(existing), False
+    info = VersionInfo(
+        owner=owner,
+        name=name,
+        version=str(target),
+        build_hash=digest,
+        published=publish,
+        created_at=time.time(),
+    )
+    await conn.execute(
+        schema.versions.insert().values(
+            owner=owner,
+            name=name,
+            version=info.version,
+            major=target.major,
+            minor=target.minor,
+            patch=target.patch,
+            build_hash=digest,
+            published=publish,
+            created_at=info.created_at,
+        )
+    )
+    return info, True
+
+
+def _sorted_versions(rows: Iterable[Row[Any]]) -> list[Row[Any]]:
+    """Highest version first."""
+    return sorted(rows, key=lambda r: (r.major, r.minor, r.patch), reverse=True)
+
+
+def _best_published(owner: str, name: str, spec: VersionSpec, versions: list[Row[Any]]) -> str:
+    published = {Version(r.major, r.minor, r.patch) for r in versions if r.published}
+    best = spec.best(published)
+    if best is not None:
+        return str(best)
+    if not published:
+        hint = " (unpublished builds are callable by hash: owner/name@sha256:...)"
+        raise VersionNotFound(f"{owner}/{name} has no published version yet{hint}")
+    listed = ", ".join(str(v) for v in sorted(published)[-20:])
+    raise VersionNotFound(
+        f"{owner}/{name} has no published version matching {spec}; published: {listed}"
+    )
+
+
+def _model_info(row: Row[Any], published: list[Row[Any]]) -> ModelInfo:
+    latest = _sorted_versions(published)[0].version if published else None
+    return ModelInfo(
+        owner=row.owner,
+        name=row.name,
+        description=row.description,
+        created_at=row.created_at,
+        latest_version=latest,
+    )
+
+
+def _version_info(row: Row[Any]) -> VersionInfo:
+    return VersionInfo(
+        owner=row.owner,
+        name=row.name,
+        version=row.version,
+        build_hash=row.build_hash,
+        published=bool(row.published),
+        created_at=row.created_at,
+    )
+
+
+def _build_info(row: Row[Any], versions: list[Row[Any]], *, with_log: bool) -> BuildInfo:
+    named = tuple(v.version for v in _sorted_versions(versions) if v.build_hash == row.hash)
+    return BuildInfo(
+        hash=row.hash,
+        owner=row.owner,
+        name=row.name,
+        status=row.status,
+        env_hash=row.env_hash,
+        manifest=Manifest.from_json(row.manifest, source=f"build {row.hash}"),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        versions=named,
+        log=row.log if with_log else None,
+    )

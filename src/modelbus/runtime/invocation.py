@@ -1,0 +1,132 @@
+"""Invocations: one input -> one result or one error, whether it came over HTTP or from an event.
+
+A :class:`Payload` keeps the bytes as they arrived plus their kind (``json``, ``text`` or
+``binary``, Algorithmia's three content types) and, for binary, an optional MIME type. The
+bytes travel untouched from the HTTP body or broker message to the runner process, so nothing
+is decoded twice on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from modelbus.errors import InvalidInput
+from modelbus.runtime import jsondoc
+
+ContentType = Literal["json", "text", "binary"]
+CONTENT_TYPES: tuple[ContentType, ...] = ("json", "text", "binary")
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Data plus its content type. ``data`` is the encoded form (UTF-8 JSON, UTF-8 text, raw)."""
+
+    data: bytes
+    content_type: ContentType
+    mime: str | None = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> Payload:
+        return cls(json.dumps(value, separators=(",", ":")).encode(), "json")
+
+    @classmethod
+    def from_text(cls, value: str) -> Payload:
+        return cls(value.encode(), "text")
+
+    @classmethod
+    def from_binary(cls, value: bytes, mime: str | None = None) -> Payload:
+        return cls(bytes(value), "binary", mime)
+
+    @classmethod
+    def sniff(cls, data: bytes, mime: str | None = None) -> Payload:
+        """A raw body as DESIGN.md decodes it: JSON if it parses, else UTF-8 text, else binary."""
+        try:
+            jsondoc.loads(data)
+            return cls(data, "json")
+        except ValueError:
+            pass
+        try:
+            data.decode("utf-8")
+            return cls(data, "text")
+        except UnicodeDecodeError:
+            return cls(data, "binary", mime)
+
+    def value(self) -> Any:
+        """The decoded value: a JSON value, a str, or bytes."""
+        if self.content_type == "json":
+            return jsondoc.loads(self.data)
+        if self.content_type == "text":
+            return self.data.decode("utf-8")
+        return self.data
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A successful invocation. ``version`` is the resolved version that ran."""
+
+    output: Payload
+    duration_ms: float
+    version: str
+    stdout: str | None = None
+
+
+_NAME = r"[a-zA-Z0-9][\w.-]*"
+_REF = re.compile(rf"^(?P<owner>{_NAME})/(?P<name>{_NAME})(?:@(?P<spec>\S+))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """``owner/name@spec``: which model, and which version spec (``latest`` when omitted).
+
+    ``spec`` is a semver (``1.2.3``), a wildcard (``1.2.*``, ``1.*``), ``latest``, or a build
+    hash (``sha256:...`` or a hex prefix) for unpublished builds.
+    """
+
+    owner: str
+    name: str
+    spec: str = "latest"
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        """Parse ``owner/name`` or ``owner/name@spec``; raises :class:`InvalidInput`."""
+        m = _REF.match(text.strip())
+        if not m:
+            raise InvalidInput(f"not a model reference: {text!r} (expected OWNER/NAME[@SPEC])")
+        return cls(m["owner"], m["name"], m["spec"] or "latest")
+
+    def __str__(self) -> str:
+        return f"{self.owner}/{self.name}@{self.spec}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallOptions:
+    """Per-call options. ``timeout_s=None`` uses the version's default timeout."""
+
+    timeout_s: float | None = None
+    capture_stdout: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class Invoker(Protocol):
+    """Runs model versions. Implemented by the pool manager; used by the API and listeners."""
+
+    async def invoke(self, ref: ModelRef, payload: Payload, options: CallOptions) -> Result:
+        """Resolve ``ref`` and run one input.
+
+        Raises :class:`~modelbus.errors.NotFound` subclasses for an unknown model or version,
+        :class:`~modelbus.errors.VersionSpecError`, or an
+        :class:`~modelbus.errors.InvocationError` (whose ``permanent`` flag classifies it).
+        """
+        ...
+
+    async def invoke_batch(
+        self, ref: ModelRef, payloads: Sequence[Payload], options: CallOptions
+    ) -> list[Result | Exception]:
+        """Run several inputs on one resolved version, using ``apply_batch`` when the model has
+        it. Returns one entry per input, in order: a Result or the InvocationError for it.
+        Resolution errors (unknown model, bad spec) are raised, not returned."""
+        ...

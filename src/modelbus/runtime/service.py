@@ -1,0 +1,282 @@
+"""The model service: the :class:`~modelbus.runtime.invocation.Invoker` the API and listeners call.
+
+Each call resolves its :class:`~modelbus.runtime.invocation.ModelRef` in the registry (so a new
+publish is seen by the very next call), checks a JSON or text input against the version's
+input schema, and runs it on the version's pool; results and errors carry the resolved
+version. Asynchronous jobs are rows in the job store run by background tasks; jobs that a
+previous process left queued or running are run again on start (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import best_match
+
+from modelbus.errors import Conflict, InputRejected, InvocationError, ModelbusError, ModelError
+from modelbus.registry.catalog import Registry, ResolvedVersion
+from modelbus.runtime.invocation import CallOptions, ModelRef, Payload, Result
+from modelbus.runtime.pool import PoolManager, RunnerSpec
+from modelbus.store.jobs import Job, JobStore
+
+log = logging.getLogger("modelbus.runtime.service")
+
+DEFAULT_MAX_RUNNING_JOBS = 16
+
+
+class SchemaChecks:
+    """A version's input and output JSON Schemas, compiled once per build (a build's schemas
+    never change). Binary input is refused where an input schema is declared; binary output
+    is not checked; text is checked as a JSON string."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[str, str], Any] = {}
+
+    def check_input(self, spec: RunnerSpec, payload: Payload) -> None:
+        """Raise :class:`InputRejected` (permanent) naming the offending field. A model that
+        declares an input schema takes JSON (or text): binary input is refused, since
+        the schema can say nothing about it and the model would get bytes it never expects."""
+        if spec.input_schema is not None and payload.content_type == "binary":
+            raise InputRejected(
+                f"binary input ({len(payload.data)} bytes"
+                f"{', ' + payload.mime if payload.mime else ''}) refused: the model's input "
+                f"schema expects JSON ({_schema_summary(spec.input_schema)})"
+            )
+        problem = self._problem(spec.key, "input", spec.input_schema, payload)
+        if problem:
+            raise InputRejected(
+                f"input rejected by the model's schema at {problem}{_not_json(payload)}"
+            )
+
+    def check_output(self, spec: RunnerSpec, result: Result) -> Result | ModelError:
+        """``result``, or a :class:`ModelError` (error type ``OutputRejected``) when the
+        model's output does not match the schema it declares."""
+        problem = self._problem(spec.key, "output", spec.output_schema, result.output)
+        if not problem:
+            return result
+        error = ModelError(
+            f"the model's output does not match its output schema at {problem}",
+            error_type="OutputRejected",
+        )
+        error.version = result.version
+        return error
+
+    def _problem(
+        self, key: str, kind: str, schema: Mapping[str, object] | None, payload: Payload
+    ) -> str | None:
+        if schema is None or payload.content_type == "binary":
+            return None
+        validator = self._compiled.get((key, kind))
+        if validator is None:
+            cls = jsonschema.validators.validator_for(schema)
+            validator = self._compiled[key, kind] = cls(schema)
+        found = best_match(validator.iter_errors(payload.value()))
+        if found is None:
+            return None
+        where = "/".join(str(part) for part in found.absolute_path) or "(the top level)"
+        return f"{where}: {found.message}"
+
+
+def _not_json(payload: Payload) -> str:
+    """Why a text input that the schema refused is not JSON, if it looks like it was meant
+    to be (a body that failed to parse arrives as text)."""
+    if payload.content_type != "text" or payload.data.lstrip()[:1] not in (b"{", b"["):
+        return ""
+    try:
+        json.loads(payload.data)
+    except ValueError as exc:
+        return f" (the input is text, not valid JSON: {exc})"
+    return ""
+
+
+def _schema_summary(schema: Mapping[str, object]) -> str:
+    """``type: object, required: text`` or the like: enough to say what the model wants."""
+    parts = [f"type: {schema['type']}"] if "type" in schema else []
+    required = schema.get("required")
+    if isinstance(required, list) and required:
+        parts.append("required: " + ", ".join(str(r) for r in required))
+    return "; ".join(parts) or "a JSON Schema"
+
+
+class ModelService:
+    """Runs model versions for HTTP calls, jobs and listeners (implements ``Invoker``).
+
+    Call :meth:`start` once the event loop runs (it resumes jobs left unfinished by a
+    previous process) and :meth:`stop` before closing the pools.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        pools: PoolManager,
+        jobs: JobStore,
+        max_running_jobs: int = DEFAULT_MAX_RUNNING_JOBS,
+    ) -> None:
+        self._registry = registry
+        self._pools = pools
+        self._schemas = SchemaChecks()
+        self._jobs = JobRunner(jobs, self, max_running=max_running_jobs)
+
+    async def resolve(self, ref: ModelRef) -> ResolvedVersion:
+        """The version ``ref`` names now; raises NotFound subclasses or VersionSpecError."""
+        return await self._registry.resolve(ref)
+
+    async def invoke(self, ref: ModelRef, payload: Payload, options: CallOptions) -> Result:
+        """Resolve ``ref`` and run one input (see ``Invoker.invoke``). The timeout defaults
+        to the version's own; errors carry the resolved ``version``."""
+        resolved = await self.resolve(ref)
+        outcome = (await self._run(resolved, [payload], options))[0]
+        if isinstance(outcome, InvocationError):
+            raise outcome
+        return outcome
+
+    async def invoke_batch(
+        self, ref: ModelRef, payloads: Sequence[Payload], options: CallOptions
+    ) -> list[Result | Exception]:
+        """Resolve once and run several inputs (see ``Invoker.invoke_batch``): one Result or
+        InvocationError per input, in order. Resolution errors are raised."""
+        resolved = await self.resolve(ref)
+        return list(await self._run(resolved, payloads, options))
+
+    async def submit(
+        self, ref: ModelRef, payload: Payload, options: CallOptions, *, key_id: str | None
+    ) -> Job:
+        """Queue one input to run in the background; returns the queued job at once.
+
+        ``ref`` is resolved first, so an unknown model or version or a bad spec is raised
+        now; the job itself resolves ``ref`` again when it runs.
+        """
+        await self.resolve(ref)
+        return await self._jobs.submit(ref, payload, options, key_id=key_id)
+
+    async def job(self, job_id: str) -> Job:
+        """A job's current state; raises :class:`~modelbus.errors.JobNotFound`."""
+        return await self._jobs.store.get(job_id)
+
+    async def start(self) -> None:
+        """Resume jobs a previous process left queued or running, and keep this process's
+        claims on its jobs alive."""
+        await self._jobs.start()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Let running jobs finish for up to ``grace_s``, then cancel them (they stay
+        unfinished in the store and the next start runs them again)."""
+        await self._jobs.stop(grace_s)
+
+    async def _run(
+        self, resolved: ResolvedVersion, payloads: Sequence[Payload], options: CallOptions
+    ) -> list[Result | InvocationError]:
+        spec = resolved.runner_spec
+        outcomes: list[Result | InvocationError | None] = [None] * len(payloads)
+        accepted: list[int] = []
+        for i, payload in enumerate(payloads):
+            try:
+                self._schemas.check_input(spec, payload)
+                accepted.append(i)
+            except InputRejected as exc:
+                exc.version = resolved.label
+                outcomes[i] = exc
+        if accepted:
+            pool = self._pools.get(spec)
+            ran = await pool.invoke(
+                [payloads[i] for i in accepted], options, version=resolved.label
+            )
+            for i, outcome in zip(accepted, ran, strict=True):
+                if isinstance(outcome, Result):
+                    outcome = self._schemas.check_output(spec, outcome)
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+
+class JobRunner:
+    """Runs stored jobs in background tasks, at most ``max_running`` at once.
+
+    A job runs at least once: this process claims the jobs it creates and renews the claims
+    (heartbeat); jobs whose claim lapsed (their process died) are claimed and run again, at
+    start and then every ``lease_s``.
+    """
+
+    def __init__(self, store: JobStore, invoker: ModelService, *, max_running: int) -> None:
+        self.store = store
+        self._invoker = invoker
+        self._slots = asyncio.Semaphore(max_running)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keeper: asyncio.Task[None] | None = None
+
+    async def submit(
+        self, ref: ModelRef, payload: Payload, options: CallOptions, *, key_id: str | None
+    ) -> Job:
+        job = await self.store.create(ref, payload, timeout_s=options.timeout_s, key_id=key_id)
+        self._spawn(job.id)
+        return job
+
+    async def start(self) -> None:
+        await self._recover()
+        self._keeper = asyncio.create_task(self._keep_claims(), name="modelbus-jobs-keeper")
+
+    async def stop(self, grace_s: float) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in [*self._tasks, *([self._keeper] if self._keeper else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._keeper is not None:
+            await asyncio.gather(self._keeper, return_exceptions=True)
+
+    def _spawn(self, job_id: str) -> None:
+        task = asyncio.create_task(self._run(job_id), name=f"modelbus-job-{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job_id: str) -> None:
+        async with self._slots:
+            try:
+                job = await self.store.mark_running(job_id)
+            except Conflict:
+                return  # finished meanwhile (a re-run after a lapsed claim)
+            try:
+                await self._execute(job)
+            except Exception as exc:  # a bug or the store failing: record it if we can
+                log.exception("job %s failed unexpectedly", job_id)
+                with contextlib.suppress(Exception):
+                    await self.store.mark_failed(job_id, exc)
+
+    async def _execute(self, job: Job) -> None:
+        options = CallOptions(timeout_s=job.timeout_s)
+        try:
+            result = await self._invoker.invoke(job.ref, job.input, options)
+        except InvocationError as exc:
+            await self.store.mark_failed(job.id, exc, version=exc.version)
+        except ModelbusError as exc:  # the version went away, or its build broke
+            await self.store.mark_failed(job.id, exc)
+        else:
+            await self.store.mark_succeeded(job.id, result)
+
+    async def _recover(self) -> None:
+        for left in await self.store.recoverable():
+            job = await self.store.claim(left.id)
+            if job is not None:
+                log.info("resuming job %s (%s, attempt %d)", job.id, job.ref, job.attempts + 1)
+                self._spawn(job.id)
+
+    async def _keep_claims(self) -> None:
+        beat_s = self.store.lease_s / 3
+        beats = 0
+        while True:
+            await asyncio.sleep(beat_s)
+            beats += 1
+            try:
+                await self.store.heartbeat()
+                if beats % 3 == 0:
+                    await self._recover()
+            except Exception:  # the store may be briefly unreachable: try again next beat
+                log.exception("renewing job claims failed")

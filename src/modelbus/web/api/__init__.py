@@ -1,0 +1,43 @@
+"""The HTTP API: one module per route group, each exposing a ``router``.
+
+:func:`routers` lists them in the order :func:`modelbus.web.app.create_app` includes them; a new
+route group (listeners, runs, dead letters...) is a new module added to that list.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the SDK imports modelbus.web.api.schemas and must not pay for FastAPI
+    from fastapi import APIRouter
+
+
+def routers() -> list[APIRouter]:
+    """Every route group of the API."""
+    from modelbus.web import console
+    from modelbus.web.api import (
+        algorithmia,
+        dead_letters,
+        health,
+        hooks,
+        invocations,
+        keys,
+        listeners,
+        metrics,
+        models,
+        runs,
+    )
+
+    return [
+        health.router,
+        models.router,
+        invocations.router,
+        keys.router,
+        listeners.router,
+        runs.router,
+        dead_letters.router,
+        metrics.router,
+        hooks.router,
+        algorithmia.router,
+        *console.routers(),
+    ]

@@ -1,0 +1,102 @@
+"""Dead letters: list, inspect and redrive what a listener could not process.
+
+Listing (any valid API key) shows each letter's error and metadata; the original body is
+on ``GET /v1/dead-letters/{id}`` only, which needs ``listeners:manage`` since it is the
+message's content. ``POST /v1/listeners/{name}/dead-letters/redrive`` (``listeners:manage``)
+runs letters again through the listener's stages, on its own version spec or another
+(``spec``), at most ``rate_per_s`` a second, and answers once they have all been tried.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from modelbus.store.runs import DeadLetter
+from modelbus.web.api.auth import Key, ListenerManagerKey
+from modelbus.web.api.context import services
+from modelbus.web.api.errors import responses
+from modelbus.web.api.schemas import DeadLetterOut, DeadLetterPage, RedriveOut, RedriveRequest
+
+router = APIRouter(tags=["dead letters"])
+
+
+def dead_letter_out(letter: DeadLetter, *, with_body: bool) -> DeadLetterOut:
+    return DeadLetterOut(
+        id=letter.id,
+        listener=letter.listener,
+        message_id=letter.message_id,
+        body_base64=base64.b64encode(letter.body).decode("ascii") if with_body else None,
+        body_size=len(letter.body),
+        attributes=dict(letter.attributes),
+        error_type=letter.error_type,
+        error_message=letter.error_message,
+        stacktrace=letter.stacktrace,
+        permanent=letter.permanent,
+        attempts=letter.attempts,
+        model=letter.model,
+        version=letter.version,
+        created_at=letter.created_at,
+        redriven_at=letter.redriven_at,
+        redriven_to=letter.redriven_to,
+    )
+
+
+@router.get(
+    "/v1/listeners/{name}/dead-letters",
+    summary="A listener's dead letters, newest first (without bodies)",
+    response_model=DeadLetterPage,
+    responses=responses(400),
+)
+async def list_dead_letters(
+    request: Request,
+    name: str,
+    key: Key,
+    include_redriven: Annotated[
+        bool, Query(description="Also list letters that were redriven already.")
+    ] = True,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+) -> DeadLetterPage:
+    page = await services(request).listeners.runs.list_dead_letters(
+        name, limit=limit, cursor=cursor, include_redriven=include_redriven
+    )
+    return DeadLetterPage(
+        items=[dead_letter_out(d, with_body=False) for d in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/v1/dead-letters/{letter_id}",
+    summary="One dead letter with its original body (base64), attributes, error and trace",
+    response_model=DeadLetterOut,
+    responses=responses(404),
+)
+async def get_dead_letter(
+    request: Request, letter_id: str, key: ListenerManagerKey
+) -> DeadLetterOut:
+    letter = await services(request).listeners.runs.get_dead_letter(letter_id)
+    return dead_letter_out(letter, with_body=True)
+
+
+@router.post(
+    "/v1/listeners/{name}/dead-letters/redrive",
+    summary="Run dead letters again, on the listener's version spec or another",
+    response_model=RedriveOut,
+    responses=responses(400, 404),
+)
+async def redrive(
+    request: Request, name: str, body: RedriveRequest, key: ListenerManagerKey
+) -> RedriveOut:
+    result = await services(request).listeners.redrive(
+        name, ids=body.ids, spec=body.spec, rate_per_s=body.rate_per_s
+    )
+    redact = services(request).secrets.redact
+    return RedriveOut(
+        model=result.model,
+        redriven=result.redriven,
+        failed={i: redact(why) for i, why in result.failed.items()},
+    )

@@ -1,0 +1,315 @@
+"""Listener routes: create, apply, inspect, pause, resume and delete event listeners.
+
+Thin over :class:`~modelbus.listeners.manager.ListenerManager`. Scopes: any valid API key may read
+(definitions, status); changing anything needs ``listeners:manage`` (or ``admin``).
+
+Definitions are answered with every credential shown as ``***``. A definition sent back
+with ``***`` where the stored one has a credential keeps the stored credential (so what
+``GET`` answers can be edited and ``PUT`` back). A definition that is refused answers
+``400`` with a message saying what to change (``DefinitionError``), the same message a
+listener file gets from ``modelbus listeners apply``.
+
+``?check=true`` (the default) opens the listener's connectors before storing it, so a wrong
+URL, a missing queue or bad credentials are refused at once; ``check=false`` stores it
+anyway (its status then shows why it cannot run, and it retries).
+
+``GET /v1/users/{user}/event-listeners`` lists, in Algorithmia's paged shape, the listeners
+whose model is owned by ``user``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+
+from modelbus.connectors import scheme_of
+from modelbus.errors import DefinitionError, ModelbusError
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.manager import ListenerInfo
+from modelbus.store.secrets import redact_definition, redact_url, restore_masked
+from modelbus.web.api.auth import Key, ListenerManagerKey
+from modelbus.web.api.context import services
+from modelbus.web.api.errors import responses
+from modelbus.web.api.schemas import ApplyOut, ApplyRequest, ListenerOut, ListenerStatusOut
+from modelbus.web.server import Services
+
+Check = Annotated[
+    bool,
+    Query(description="Open the listener's connectors first and refuse it if they fail."),
+]
+
+
+class DefinitionRoute(APIRoute):
+    """A route whose body is a listener definition (or a list of them): a body that does
+    not validate is answered ``400 DefinitionError`` with the message listener files get,
+    instead of FastAPI's generic ``422``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                refused = await definition_error(request, exc)
+                if refused is None:
+                    raise
+                raise refused from None
+
+        return route
+
+
+async def definition_error(request: Request, exc: RequestValidationError) -> Exception | None:
+    """The DefinitionError explaining why the body was refused, or None when the body is
+    not what failed."""
+    if not any(tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors()):
+        return None
+    try:
+        body = await request.json()
+    except ValueError:
+        return DefinitionError("the body is not JSON: send a listener definition as an object")
+    bulk = isinstance(body, dict) and isinstance(body.get("listeners"), list)
+    entries = body["listeners"] if bulk else [body]
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            return DefinitionError(f"listeners[{i}]: a listener definition is a JSON object")
+        services(request).secrets.remember_definition(entry)
+        try:
+            ListenerDefinition.from_mapping(entry, where=f"listeners[{i}]" if bulk else "")
+        except DefinitionError as refused:
+            return refused
+    return None
+
+
+router = APIRouter(tags=["listeners"], route_class=DefinitionRoute)
+
+
+async def status_out(running: Services, definition: ListenerDefinition) -> ListenerStatusOut:
+    """The live status of a listener, with its model spec resolved now."""
+    status = await running.listeners.status(definition.name)
+    redact = running.secrets.redact
+    version, version_error = None, None
+    try:
+        version = (await running.models.resolve(definition.ref)).label
+    except ModelbusError as exc:
+        version_error = exc.message
+    return ListenerStatusOut(
+        name=status.name,
+        state=status.state,
+        reason=redact(status.last_error) if status.last_error else None,
+        reason_at=status.last_error_at,
+        problems={part: redact(why) for part, why in status.problems.items()},
+        counters=status.counters,
+        version=version,
+        version_error=version_error,
+    )
+
+
+async def listener_out(running: Services, info: ListenerInfo) -> ListenerOut:
+    """A stored listener as the API shows it (credentials masked)."""
+    return ListenerOut(
+        name=info.name,
+        definition=redact_definition(info.definition),
+        status=await status_out(running, info.definition),
+        created_at=info.created_at,
+        updated_at=info.updated_at,
+    )
+
+
+async def _prepared(
+    running: Services, definitions: list[ListenerDefinition]
+) -> list[ListenerDefinition]:
+    """``definitions`` with masked credentials restored from the stored ones, remembered
+    for masking in errors and logs."""
+    stored = {info.name: info.definition for info in await running.listeners.list()}
+    prepared = [restore_masked(d, stored.get(d.name)) for d in definitions]
+    for definition in prepared:
+        running.secrets.remember_definition(definition)
+    return prepared
+
+
+@router.get(
+    "/v1/listeners",
+    summary="List listeners with their status",
+    response_model=list[ListenerOut],
+    responses=responses(),
+)
+async def list_listeners(request: Request, key: Key) -> list[ListenerOut]:
+    running = services(request)
+    return [await listener_out(running, info) for info in await running.listeners.list()]
+
+
+@router.post(
+    "/v1/listeners",
+    summary="Create a listener (it starts at once if enabled)",
+    status_code=201,
+    response_model=ListenerOut,
+    responses=responses(400, 409),
+)
+async def create_listener(
+    request: Request, definition: ListenerDefinition, key: ListenerManagerKey, check: Check = True
+) -> ListenerOut:
+    running = services(request)
+    running.secrets.remember_definition(definition)
+    info = await running.listeners.create(definition, check=check)
+    return await listener_out(running, info)
+
+
+@router.put(
+    "/v1/listeners",
+    summary="Create or update several listeners at once (a listener file)",
+    response_model=ApplyOut,
+    responses=responses(400),
+)
+async def apply_listeners(
+    request: Request, body: ApplyRequest, key: ListenerManagerKey, check: Check = True
+) -> ApplyOut:
+    running = services(request)
+    definitions = await _prepared(running, body.listeners)
+    result = await running.listeners.apply(definitions, prune=body.prune, check=check)
+    return ApplyOut(
+        created=result.created,
+        updated=result.updated,
+        unchanged=result.unchanged,
+        deleted=result.deleted,
+    )
+
+
+@router.get(
+    "/v1/listeners/{name}",
+    summary="Get a listener: its definition (credentials masked) and status",
+    response_model=ListenerOut,
+    responses=responses(404),
+)
+async def get_listener(request: Request, name: str, key: Key) -> ListenerOut:
+    running = services(request)
+    return await listener_out(running, await running.listeners.get(name))
+
+
+@router.put(
+    "/v1/listeners/{name}",
+    summary="Create or replace a listener (restarted only if its definition changed)",
+    response_model=ListenerOut,
+    responses={**responses(400), 201: {"description": "Created", "model": ListenerOut}},
+)
+async def put_listener(
+    request: Request,
+    name: str,
+    definition: ListenerDefinition,
+    response: Response,
+    key: ListenerManagerKey,
+    check: Check = True,
+) -> ListenerOut:
+    if definition.name != name:
+        raise DefinitionError(
+            f"the body defines listener {definition.name!r} but the URL names {name!r}: "
+            "make them the same"
+        )
+    running = services(request)
+    result = await running.listeners.apply(await _prepared(running, [definition]), check=check)
+    if result.created:
+        response.status_code = 201
+    return await listener_out(running, await running.listeners.get(name))
+
+
+@router.delete(
+    "/v1/listeners/{name}",
+    summary="Stop and delete a listener (its run records and dead letters are kept)",
+    status_code=204,
+    response_class=Response,
+    responses=responses(404),
+)
+async def delete_listener(request: Request, name: str, key: ListenerManagerKey) -> Response:
+    await services(request).listeners.delete(name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/listeners/{name}/pause",
+    summary="Pause a listener: it stops gracefully and stays stopped across restarts",
+    response_model=ListenerOut,
+    responses=responses(404),
+)
+async def pause_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
+    running = services(request)
+    return await listener_out(running, await running.listeners.pause(name))
+
+
+@router.post(
+    "/v1/listeners/{name}/resume",
+    summary="Resume a paused listener",
+    response_model=ListenerOut,
+    responses=responses(404),
+)
+async def resume_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
+    running = services(request)
+    return await listener_out(running, await running.listeners.resume(name))
+
+
+@router.get(
+    "/v1/listeners/{name}/status",
+    summary="A listener's state, last error, counters and resolved version",
+    response_model=ListenerStatusOut,
+    responses=responses(404),
+)
+async def listener_status(request: Request, name: str, key: Key) -> ListenerStatusOut:
+    running = services(request)
+    return await status_out(running, (await running.listeners.get(name)).definition)
+
+
+# --- Algorithmia-style listing -----------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def event_listener_object(info: ListenerInfo, state: str) -> dict[str, Any]:
+    """A listener in the shape of Algorithmia's event listener objects."""
+    d = redact_definition(info.definition)
+    ref = d.ref
+    return {
+        "id": d.name,
+        "name": d.name,
+        "algorithm": f"{ref.owner}/{ref.name}",
+        "version": ref.spec,
+        "type": scheme_of(d.source),
+        "source": d.source,
+        "outputs": [redact_url(u) for u in d.outputs],
+        "error_sink": d.error_sink,
+        "enabled": d.enabled,
+        "status": state,
+        "created": _iso(info.created_at),
+        "updated": _iso(info.updated_at),
+    }
+
+
+@router.get(
+    "/v1/users/{user}/event-listeners",
+    summary="Listeners whose model USER owns (Algorithmia API shape)",
+    responses=responses(),
+)
+async def user_event_listeners(
+    request: Request,
+    user: str,
+    key: Key,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    marker: str | None = None,
+) -> dict[str, Any]:
+    running = services(request)
+    items = [
+        event_listener_object(info, (await running.listeners.status(info.name)).state)
+        for info in await running.listeners.list()
+        if info.definition.ref.owner == user
+    ]
+    start = int(marker) if marker and marker.isdigit() else 0
+    end = start + limit
+    next_marker = str(end) if end < len(items) else None
+    next_link = str(request.url.include_query_params(marker=next_marker)) if next_marker else None
+    return {"marker": next_marker, "next_link": next_link, "results": items[start:end]}

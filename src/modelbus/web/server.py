@@ -1,0 +1,252 @@
+"""Process wiring for ``modelbus serve``: open every service, run the app, close in order.
+
+:func:`open_services` is the one place the server's parts are built and connected: the
+database (migrated to the newest schema), the registry, the key store (creating the first
+admin key on a fresh store, printed once), the runner pools, the model service with its
+background jobs, and the listener manager (which invokes models through the model service).
+The listener file of ``serve --config`` is applied before the listeners start.
+
+Start and stop order: models first, listeners last; at stop, listeners first. A graceful
+stop (SIGTERM or Ctrl-C) is: uvicorn stops accepting requests and finishes those under way
+-> the listeners stop receiving, let in-flight messages finish until ``stop_deadline_s``,
+release the rest to their brokers, close -> jobs, pools and the database close.
+:func:`run` serves the app with uvicorn until then.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from prometheus_client import CollectorRegistry
+
+from modelbus.config import Settings
+from modelbus.connectors import ConnectorContext, make_sink, make_source
+from modelbus.connectors.webhook import HookQueues
+from modelbus.errors import DefinitionError, ModelbusError
+from modelbus.listeners.definition import ListenerDefinition, load_definitions
+from modelbus.listeners.manager import ListenerManager, ManagerOptions
+from modelbus.registry.catalog import Registry
+from modelbus.runtime.pool import PoolManager
+from modelbus.runtime.service import ModelService
+from modelbus.store.database import Database
+from modelbus.store.jobs import JobStore
+from modelbus.store.keys import KeyStore
+from modelbus.store.secrets import RedactingFilter, SecretBox
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modelbus.web.api.metrics import VersionMetrics
+
+log = logging.getLogger("modelbus.web.server")
+
+# uvicorn's own wait for open HTTP connections at stop, before the lifespan shutdown.
+HTTP_GRACE_S = 10
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Services:
+    """Everything the routes use, opened together by :func:`open_services`.
+
+    ``hooks`` holds the queues webhooks are accepted into; ``secrets`` encrypts listener
+    credentials and masks them in answers and logs; ``metrics`` is the app's Prometheus
+    registry (listener and per-version families), ``version_metrics`` names the pools'
+    models and versions when ``/metrics`` is read.
+    """
+
+    settings: Settings
+    database: Database
+    registry: Registry
+    keys: KeyStore
+    pools: PoolManager
+    models: ModelService
+    listeners: ListenerManager
+    hooks: HookQueues
+    secrets: SecretBox
+    metrics: CollectorRegistry
+    version_metrics: VersionMetrics
+
+
+def announce_admin_key(key: str, out: TextIO | None = None) -> None:
+    """Print the bootstrap admin key, clearly and once (only a fresh store makes one)."""
+    out = out or sys.stdout
+    rule = "=" * 72
+    print(
+        f"\n{rule}\n"
+        "  modelbus: a new store was created with this admin API key.\n"
+        "  It is shown ONLY NOW; store it safely (MODELBUS_API_KEY for the CLI):\n\n"
+        f"  admin API key: {key}\n"
+        f"{rule}\n",
+        file=out,
+        flush=True,
+    )
+
+
+def check_connectors(definition: ListenerDefinition, data_dir: Path) -> None:
+    """Refuse a definition whose connectors cannot even be built (bad URL options, a
+    scheme that is only a sink used as the source, a missing extra), without connecting
+    to anything. Raises :class:`DefinitionError` naming the listener."""
+    ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
+    sinks = [*definition.outputs, *([definition.error_sink] if definition.error_sink else [])]
+    try:
+        make_source(definition.source, ctx)
+        for url in sinks:
+            make_sink(url, ctx)
+    except ModelbusError as exc:
+        raise DefinitionError(f"listener {definition.name!r}: {exc.message}") from None
+
+
+def load_listener_file(path: Path, data_dir: Path) -> list[ListenerDefinition]:
+    """The definitions of a TOML listener file, checked as far as possible without a broker
+    (see :func:`check_connectors`). Raises :class:`DefinitionError` naming the file and the
+    listener; nothing is applied."""
+    definitions = load_definitions(path)
+    for definition in definitions:
+        try:
+            check_connectors(definition, data_dir)
+        except DefinitionError as exc:
+            raise DefinitionError(f"{path}: {exc.message}") from None
+    return definitions
+
+
+async def apply_listener_file(
+    listeners: ListenerManager, path: Path, data_dir: Path, *, prune: bool
+) -> None:
+    """Create or update the listeners of ``path`` (delete the others with ``prune``).
+
+    Brokers are not contacted here: a listener whose broker is down at start is created,
+    shows ``degraded`` in its status and connects when the broker comes up."""
+    definitions = load_listener_file(path, data_dir)
+    result = await listeners.apply(definitions, prune=prune, check=False)
+    log.info(
+        "listener file %s applied: created %s, updated %s, unchanged %s, deleted %s",
+        path,
+        result.created or "none",
+        result.updated or "none",
+        result.unchanged or "none",
+        result.deleted or "none",
+    )
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, announce: Callable[[str], None] = announce_admin_key
+) -> AsyncIterator[Services]:
+    """Open, migrate and start everything; close it all in reverse order at exit. While
+    open, every log handler masks the credentials of listener definitions."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secrets = SecretBox.load(settings.data_dir, settings.secret_key)
+    with redacted_logs(secrets):
+        database = await Database.open(settings.database_url)
+        try:
+            await database.migrate()
+            keys = KeyStore(database)
+            admin_key = await keys.bootstrap_admin()
+            if admin_key is not None:
+                announce(admin_key)
+            async with _running(settings, database, keys, secrets) as services:
+                yield services
+        finally:
+            await database.close()
+
+
+@asynccontextmanager
+async def _running(
+    settings: Settings, database: Database, keys: KeyStore, secrets: SecretBox
+) -> AsyncIterator[Services]:
+    """Models, then listeners; stopped in the reverse order."""
+    from modelbus.web.api.metrics import VersionMetrics  # the API imports this module
+
+    registry = Registry(database, settings.data_dir)
+    pools = PoolManager()
+    models = ModelService(registry=registry, pools=pools, jobs=JobStore(database))
+    metrics = CollectorRegistry()
+    version_metrics = VersionMetrics(pools, registry)
+    metrics.register(version_metrics)
+    listeners = ListenerManager(
+        engine=database.engine,
+        invoker=models,
+        data_dir=settings.data_dir,
+        registry=metrics,
+        options=ManagerOptions(stop_deadline_s=settings.stop_deadline_s),
+        secrets=secrets,
+    )
+    hooks = HookQueues(settings.data_dir)
+    await models.start()
+    try:
+        if settings.listeners_file is not None:
+            await apply_listener_file(
+                listeners,
+                settings.listeners_file,
+                settings.data_dir,
+                prune=settings.prune_listeners,
+            )
+        await listeners.start()
+        try:
+            yield Services(
+                settings=settings,
+                database=database,
+                registry=registry,
+                keys=keys,
+                pools=pools,
+                models=models,
+                listeners=listeners,
+                hooks=hooks,
+                secrets=secrets,
+                metrics=metrics,
+                version_metrics=version_metrics,
+            )
+        finally:
+            log.info("stopping listeners (deadline %g s)", settings.stop_deadline_s)
+            await listeners.stop()
+            await hooks.close()
+    finally:
+        await models.stop()
+        await pools.close()
+
+
+LOGGERS_WITH_HANDLERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@contextmanager
+def redacted_logs(secrets: SecretBox) -> Iterator[None]:
+    """Mask credentials in everything the root and uvicorn handlers write, meanwhile."""
+    redacting = RedactingFilter(secrets)
+    handlers = {h for name in LOGGERS_WITH_HANDLERS for h in logging.getLogger(name).handlers}
+    for handler in handlers:
+        handler.addFilter(redacting)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redacting)
+
+
+def configure_logging() -> None:
+    """One log format for modelbus's own loggers (uvicorn keeps its own handlers)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def run(settings: Settings, *, app: FastAPI | None = None) -> None:
+    """Serve ``app`` (default: the API for ``settings``) on ``settings.host:settings.port``
+    until SIGINT/SIGTERM, then stop gracefully (see the module docstring). Blocks."""
+    import uvicorn
+
+    from modelbus.web.app import create_app
+
+    config = uvicorn.Config(
+        app or create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=HTTP_GRACE_S,
+    )
+    configure_logging()
+    uvicorn.Server(config).run()
