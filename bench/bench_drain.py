@@ -53,10 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from drain_kits import KITS, Kit, Names, Progress, body, ctx
 from tests.e2e.node import BEHAVE, Node, open_node
 
+from modelbus.client.refs import ModelRef
 from modelbus.connectors import OutMessage, make_sink, make_source
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ManagerOptions
-from modelbus.runtime.invocation import CallOptions, ModelRef, Payload, Result
+from modelbus.runtime.invocation import CallOptions, Payload, Result
 
 REF = ModelRef.parse("e2e/behave@1.*")
 SIDES = ("hand", "modelbus")

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelbus.registry.launch import install_runtime, python_argv, runner_env
+from modelbus.registry.launch import RunnerSpec, install_runtime, python_argv, runner_env
 from modelbus.runtime.invocation import CallOptions, Payload
-from modelbus.runtime.pool import Pool, RunnerSpec
+from modelbus.runtime.pool import Pool
 
 PROBE = Path(__file__).resolve().parents[1] / "tests" / "models" / "probe"
 OPTIONS = CallOptions()

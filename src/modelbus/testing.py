@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modelbus.client.refs import ModelRef
 from modelbus.errors import (
     InvocationError,
     InvocationTimeout,
@@ -35,7 +36,7 @@ from modelbus.errors import (
     ModelNotFound,
     VersionNotFound,
 )
-from modelbus.runtime.invocation import CallOptions, ModelRef, Payload, Result
+from modelbus.runtime.invocation import CallOptions, Payload, Result
 
 __all__ = ["Call", "FunctionInvoker", "as_payload"]
 

@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import pytest
 
+from modelbus.connectors import redact_url
 from modelbus.errors import DeadLetterNotFound
 from modelbus.store.database import Database
-from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStore, redact_url
+from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStore
 
 
 @pytest.fixture

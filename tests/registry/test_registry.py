@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from modelbus.client.refs import ModelRef
 from modelbus.errors import (
     BuildError,
     BuildNotFound,
@@ -24,7 +25,6 @@ from modelbus.errors import (
     VersionSpecError,
 )
 from modelbus.registry.catalog import Registry
-from modelbus.runtime.invocation import ModelRef
 from modelbus.store.database import Database
 
 MakeModel = Callable[..., Path]

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from modelbus.errors import ModelError
+from modelbus.registry.launch import RunnerSpec
 from modelbus.runtime.invocation import CallOptions, Payload, Result
-from modelbus.runtime.pool import Pool, RunnerSpec
+from modelbus.runtime.pool import Pool
 
 from .conftest import EXAMPLES
 

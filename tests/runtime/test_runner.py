@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from modelbus.errors import InvocationTimeout, ModelError, RunnerCrashed
+from modelbus.registry.launch import RunnerSpec
 from modelbus.runtime.invocation import Payload
-from modelbus.runtime.pool import Runner, RunnerSpec
+from modelbus.runtime.pool import Runner
 
 from .conftest import MODELS, SpecFactory
 

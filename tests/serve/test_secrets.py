@@ -1,4 +1,5 @@
-"""modelbus.store.secrets: masking credentials in URLs, text and logs; the encrypted stored form."""
+"""Credentials: masked in URLs, text and logs (modelbus.connectors.urls); sealed in the store
+(modelbus.listeners.credentials over modelbus.store.secrets)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from modelbus.connectors.urls import credentials_of, redact_text, redact_url
 from modelbus.errors import DefinitionError, InvalidInput
-from modelbus.listeners.definition import ListenerDefinition
-from modelbus.store.secrets import (
+from modelbus.listeners.credentials import (
+    Credentials,
     RedactingFilter,
-    SecretBox,
-    credentials_of,
     redact_definition,
-    redact_text,
-    redact_url,
     restore_masked,
 )
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.store.secrets import SecretBox
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def definition(**urls: object) -> ListenerDefinition:
 
 
 def test_sealed_definitions_keep_no_plaintext_and_open_again(tmp_path: Path) -> None:
-    box = SecretBox.load(tmp_path)
+    box = Credentials(SecretBox.load(tmp_path))
     stored = box.seal(definition())
     text = repr(stored)
     for secret in ("hunter22", "s3cr3t", "tok3n"):
@@ -97,18 +97,22 @@ def test_sealed_definitions_keep_no_plaintext_and_open_again(tmp_path: Path) -> 
     assert ListenerDefinition.from_mapping(box.open(stored)) == definition()
 
     with pytest.raises(DefinitionError, match="cannot be decrypted"):
-        SecretBox.load(tmp_path / "other").open(stored)
+        Credentials(SecretBox.load(tmp_path / "other")).open(stored)
 
 
 def test_the_key_file_is_private_reused_and_keys_rotate(tmp_path: Path) -> None:
-    first = SecretBox.load(tmp_path)
+    first = Credentials(SecretBox.load(tmp_path))
     key_file = tmp_path / "secret.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     stored = first.seal(definition())
-    assert SecretBox.load(tmp_path).open(stored)["source"].startswith("amqp://app:hunter22@")
+    assert (
+        Credentials(SecretBox.load(tmp_path))
+        .open(stored)["source"]
+        .startswith("amqp://app:hunter22@")
+    )
 
     old_key = key_file.read_text().strip()
-    rotated = SecretBox.load(tmp_path / "x", f"{SecretBox.new_key()},{old_key}")
+    rotated = Credentials(SecretBox.load(tmp_path / "x", f"{SecretBox.new_key()},{old_key}"))
     assert rotated.open(stored)["error_sink"].startswith("mqtt://dev:tok3n@")
     resealed = rotated.seal(definition())
     with pytest.raises(DefinitionError):
@@ -129,8 +133,8 @@ def test_masked_definitions_are_shown_and_restored() -> None:
 
 
 def test_the_log_filter_masks_messages_and_tracebacks(tmp_path: Path) -> None:
-    box = SecretBox.load(tmp_path)
-    box.seal(definition())  # the box now knows the credentials by value
+    box = Credentials(SecretBox.load(tmp_path))
+    box.seal(definition())  # it now knows the credentials by value
     try:
         raise RuntimeError("login failed with tok3n at redis://:tok3n@h")
     except RuntimeError:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import pytest
 
 from modelbus.errors import Conflict, JobNotFound, ModelError
-from modelbus.runtime.invocation import ModelRef, Payload, Result
 from modelbus.store.database import Database
-from modelbus.store.jobs import JobError, JobStore
+from modelbus.store.jobs import JobError, JobStore, StoredPayload
 
-REF = ModelRef("acme", "ocr", "1.*")
+REF = {"owner": "acme", "name": "ocr", "spec": "1.*"}
+
+
+def text(value: str) -> StoredPayload:
+    return StoredPayload(value.encode(), "text")
 
 
 async def test_lifecycle_to_success(db: Database) -> None:
     jobs = JobStore(db)
-    image = Payload.from_binary(b"\x89PNG\0\1", "image/png")
-    job = await jobs.create(REF, image, timeout_s=30.0, key_id="k1")
-    assert (job.status, job.ref, job.input, job.timeout_s, job.key_id) == (
+    image = StoredPayload(b"\x89PNG\0\1", "binary", "image/png")
+    job = await jobs.create(**REF, input=image, timeout_s=30.0, key_id="k1")
+    assert (job.status, job.owner, job.name, job.spec, job.input, job.timeout_s, job.key_id) == (
         "queued",
-        REF,
+        "acme",
+        "ocr",
+        "1.*",
         image,
         30.0,
         "k1",
@@ -28,11 +33,11 @@ async def test_lifecycle_to_success(db: Database) -> None:
     running = await jobs.mark_running(job.id)
     assert (running.status, running.attempts) == ("running", 1) and running.started_at
 
-    result = Result(output=Payload.from_json({"text": "hi"}), duration_ms=12.5, version="1.2.0")
-    done = await jobs.mark_succeeded(job.id, result)
+    output = StoredPayload(b'{"text":"hi"}', "json")
+    done = await jobs.mark_succeeded(job.id, output, version="1.2.0", duration_ms=12.5)
     assert (done.status, done.output, done.version, done.duration_ms) == (
         "succeeded",
-        result.output,
+        output,
         "1.2.0",
         12.5,
     )
@@ -42,7 +47,7 @@ async def test_lifecycle_to_success(db: Database) -> None:
 
 async def test_lifecycle_to_failure(db: Database) -> None:
     jobs = JobStore(db)
-    job = await jobs.create(REF, Payload.from_text("x"))
+    job = await jobs.create(**REF, input=text("x"))
     await jobs.mark_running(job.id)
     error = ModelError("bad input", error_type="ValueError", stacktrace="Traceback...")
     failed = await jobs.mark_failed(job.id, error, version="1.0.0")
@@ -51,7 +56,7 @@ async def test_lifecycle_to_failure(db: Database) -> None:
         error_type="ValueError", message="bad input", stacktrace="Traceback..."
     )
 
-    other = await jobs.create(REF, Payload.from_text("y"))
+    other = await jobs.create(**REF, input=text("y"))
     try:
         raise KeyError("boom")
     except KeyError as exc:
@@ -62,9 +67,8 @@ async def test_lifecycle_to_failure(db: Database) -> None:
 
 async def test_first_outcome_wins(db: Database) -> None:
     jobs = JobStore(db)
-    job = await jobs.create(REF, Payload.from_text("x"))
-    result = Result(output=Payload.from_text("ok"), duration_ms=1.0, version="1.0.0")
-    done = await jobs.mark_succeeded(job.id, result)
+    job = await jobs.create(**REF, input=text("x"))
+    done = await jobs.mark_succeeded(job.id, text("ok"), version="1.0.0", duration_ms=1.0)
     assert await jobs.mark_failed(job.id, JobError(error_type="X", message="late")) == done
     with pytest.raises(Conflict, match="already succeeded"):
         await jobs.mark_running(job.id)
@@ -81,10 +85,10 @@ async def test_unknown_job(db: Database) -> None:
 async def test_jobs_survive_a_restart(db: Database) -> None:
     """A process dies with a queued and a running job; the next process re-runs both."""
     before = JobStore(db, lease_s=0.0)  # its claims lapse at once: as if it stopped renewing
-    queued = await before.create(REF, Payload.from_text("a"))
-    running = await before.create(REF, Payload.from_text("b"))
+    queued = await before.create(**REF, input=text("a"))
+    running = await before.create(**REF, input=text("b"))
     await before.mark_running(running.id)
-    finished = await before.create(REF, Payload.from_text("c"))
+    finished = await before.create(**REF, input=text("c"))
     await before.mark_failed(finished.id, JobError(error_type="E", message="m"))
 
     after = JobStore(db)
@@ -99,26 +103,26 @@ async def test_jobs_survive_a_restart(db: Database) -> None:
     assert [j.id for j in await after.recoverable()] == [queued.id]  # own jobs are not listed
 
     await after.mark_running(running.id)
-    result = Result(output=Payload.from_text("B"), duration_ms=1.0, version="1.0.0")
-    assert (await after.mark_succeeded(running.id, result)).attempts == 2
+    done = await after.mark_succeeded(running.id, text("B"), version="1.0.0", duration_ms=1.0)
+    assert done.attempts == 2
 
 
 async def test_live_jobs_of_other_nodes_are_not_taken(db: Database) -> None:
     node_a = JobStore(db, lease_s=60.0, single_node=False)
     node_b = JobStore(db, single_node=False)
-    job = await node_a.create(REF, Payload.from_text("x"))
+    job = await node_a.create(**REF, input=text("x"))
     await node_a.mark_running(job.id)
     assert await node_a.heartbeat() == 1
     assert await node_b.recoverable() == []
     assert await node_b.claim(job.id) is None
 
     lapsed = JobStore(db, lease_s=0.0, single_node=False)
-    stale = await lapsed.create(REF, Payload.from_text("y"))
+    stale = await lapsed.create(**REF, input=text("y"))
     assert [j.id for j in await node_b.recoverable()] == [stale.id]
 
 
 async def test_a_job_that_never_finishes_is_abandoned_after_max_attempts(db: Database) -> None:
-    job_id = (await JobStore(db, lease_s=0.0).create(REF, Payload.from_text("x"))).id
+    job_id = (await JobStore(db, lease_s=0.0).create(**REF, input=text("x"))).id
     for _ in range(2):  # two server lifetimes, each dying while running the job
         server = JobStore(db, lease_s=0.0, max_attempts=2)
         assert await server.claim(job_id) is not None
@@ -131,9 +135,9 @@ async def test_a_job_that_never_finishes_is_abandoned_after_max_attempts(db: Dat
 
 async def test_purge_finished(db: Database) -> None:
     jobs = JobStore(db)
-    done = await jobs.create(REF, Payload.from_text("x"))
+    done = await jobs.create(**REF, input=text("x"))
     await jobs.mark_failed(done.id, JobError(error_type="E", message="m"))
-    pending = await jobs.create(REF, Payload.from_text("y"))
+    pending = await jobs.create(**REF, input=text("y"))
     assert await jobs.purge_finished(older_than_s=3600) == 0
     assert await jobs.purge_finished(older_than_s=-1) == 1
     with pytest.raises(JobNotFound):

@@ -22,9 +22,9 @@ from rich.table import Table
 
 from modelbus import errors
 from modelbus.client import Bump, CallResult, Client, Job
+from modelbus.client.refs import ModelRef
+from modelbus.client.schemas import ListenerStatusOut, RunOut
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.runtime.invocation import ModelRef
-from modelbus.web.api.schemas import ListenerStatusOut, RunOut
 
 app = typer.Typer(
     name="modelbus",
@@ -875,9 +875,9 @@ def listeners_list(url: Url = None, key: Key = None, as_json: AsJson = False) ->
         table.add_row(
             x.name,
             x.status.state,
-            x.definition.model,
+            x.definition["model"],
             x.status.version or "-",
-            x.definition.source,
+            x.definition["source"],
             _count(c.get("received")),
             _count(c.get("succeeded")),
             _count(c.get("dead_lettered")),
@@ -929,7 +929,7 @@ def listeners_status(
     if as_json:
         _print_json(found.model_dump(mode="json"))
         return
-    d = found.definition
+    d = ListenerDefinition.model_validate(found.definition)
     table = Table(title=f"listener {d.name}: {d.source} -> {d.model}", show_header=False)
     table.add_column("figure", style="dim")
     table.add_column("value", overflow="fold")

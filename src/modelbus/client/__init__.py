@@ -34,12 +34,8 @@ from urllib.parse import quote
 import httpx
 
 from modelbus import errors
-from modelbus.config import DEFAULT_PORT
-from modelbus.listeners.definition import ListenerDefinition
-from modelbus.registry import artifacts
-from modelbus.registry.manifest import Manifest
-from modelbus.runtime.invocation import ContentType, ModelRef
-from modelbus.web.api.schemas import (
+from modelbus.client.refs import ModelRef
+from modelbus.client.schemas import (
     ApplyOut,
     BuildInfo,
     CallEnvelope,
@@ -59,6 +55,11 @@ from modelbus.web.api.schemas import (
     RunPage,
     VersionInfo,
 )
+from modelbus.config import DEFAULT_PORT
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.registry import artifacts
+from modelbus.registry.manifest import Manifest
+from modelbus.runtime.invocation import ContentType
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_TIMEOUT_S = 600.0

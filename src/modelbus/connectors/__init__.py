@@ -3,6 +3,10 @@
 Each connector module defines ``make_source(url, ctx) -> Source`` and/or
 ``make_sink(url, ctx) -> Sink``; a broker's client library is imported inside the module,
 never here, so a missing extra only matters to the listeners that use that broker.
+
+The rest of modelbus reaches connectors only through this module (and the contract in
+:mod:`modelbus.connectors.base`): it also gives what every part needs of connector URLs,
+:func:`redact_url` and its kin (:mod:`modelbus.connectors.urls`).
 """
 
 from __future__ import annotations
@@ -12,17 +16,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage, Sink, Source
+from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
 from modelbus.errors import DefinitionError
 
 __all__ = [
+    "MASK",
     "SCHEMES",
     "ConnectorContext",
     "Delivery",
     "OutMessage",
     "Sink",
     "Source",
+    "credentials_of",
     "make_sink",
     "make_source",
+    "redact_text",
+    "redact_url",
     "scheme_of",
 ]
 

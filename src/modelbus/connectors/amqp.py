@@ -107,7 +107,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
-from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -190,13 +190,13 @@ class AmqpSettings:
         """Parse ``amqp(s)://...``. Raises DefinitionError if malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("amqp", "amqps"):
-            raise DefinitionError(f"{redacted(url)!r} is not an amqp:// or amqps:// URL")
+            raise DefinitionError(f"{redact_url(url)!r} is not an amqp:// or amqps:// URL")
         query = parse_query(url, AMQP_OPTIONS)
         tls = parts.scheme.lower() == "amqps"
         try:
             port = parts.port or (5671 if tls else 5672)
         except ValueError:
-            raise DefinitionError(f"{redacted(url)!r}: the port is not a number") from None
+            raise DefinitionError(f"{redact_url(url)!r}: the port is not a number") from None
         return cls(
             host=parts.hostname or "localhost",
             port=port,

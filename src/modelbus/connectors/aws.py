@@ -56,7 +56,6 @@ from modelbus.errors import (
     ConnectorError,
     MissingExtra,
 )
-from modelbus.runtime import jsondoc
 
 __all__ = [
     "CALL_TIMEOUT_S",
@@ -473,8 +472,8 @@ def attributes_from_api(message_attributes: Mapping[str, Mapping[str, Any]]) -> 
 
 def _json_object(text: str) -> dict[str, str] | None:
     try:
-        value = jsondoc.loads(text)
-    except ValueError:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # too deeply nested is not JSON either
         return None
     if not isinstance(value, dict):
         return None

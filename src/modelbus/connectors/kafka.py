@@ -95,7 +95,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
-from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 __all__ = [
@@ -190,7 +190,7 @@ class KafkaSettings:
         """Parse ``kafka://...``. Raises DefinitionError if malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() != "kafka":
-            raise DefinitionError(f"{redacted(url)!r} is not a kafka:// URL")
+            raise DefinitionError(f"{redact_url(url)!r} is not a kafka:// URL")
         query = parse_query(url, KAFKA_OPTIONS)
         username, password, servers = _netloc(parts.netloc, url)
         return cls(
@@ -248,18 +248,18 @@ def _netloc(netloc: str, url: str) -> tuple[str | None, str | None, tuple[str, .
         username, password = unquote(user), unquote(secret)
     servers = tuple(h.strip() for h in hosts.split(",") if h.strip())
     if not servers:
-        raise DefinitionError(f"{redacted(url)!r}: write kafka://HOST:PORT/TOPIC")
+        raise DefinitionError(f"{redact_url(url)!r}: write kafka://HOST:PORT/TOPIC")
     for server in servers:
         host, _, port = server.rpartition(":")
         if not host or not port.isdigit():
-            raise DefinitionError(f"{redacted(url)!r}: {server!r} is not HOST:PORT")
+            raise DefinitionError(f"{redact_url(url)!r}: {server!r} is not HOST:PORT")
     return username, password, servers
 
 
 def _topic_of(path: str, url: str) -> str:
     topic = path.strip("/")
     if not topic:
-        raise DefinitionError(f"{redacted(url)!r}: name the topic, kafka://HOST:PORT/TOPIC")
+        raise DefinitionError(f"{redact_url(url)!r}: name the topic, kafka://HOST:PORT/TOPIC")
     return _checked_topic(topic)
 
 

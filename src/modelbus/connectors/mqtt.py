@@ -118,7 +118,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
-from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -204,13 +204,13 @@ class MqttSettings:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("mqtt", "mqtts"):
-            raise DefinitionError(f"{redacted(url)!r} is not an mqtt:// or mqtts:// URL")
+            raise DefinitionError(f"{redact_url(url)!r} is not an mqtt:// or mqtts:// URL")
         query = parse_query(url, MQTT_OPTIONS)
         _check_qos(query)
         try:
             port = parts.port or (8883 if scheme == "mqtts" else 1883)
         except ValueError:
-            raise DefinitionError(f"{redacted(url)!r}: the port is not a number") from None
+            raise DefinitionError(f"{redact_url(url)!r}: the port is not a number") from None
         return cls(
             host=parts.hostname or "localhost",
             port=port,
@@ -250,9 +250,9 @@ def _topic(url: str, path: str, fragment: str) -> str:
     if fragment == "" and url.endswith("#"):
         topic += "#"  # an unencoded trailing '#' would otherwise vanish as a fragment
     elif fragment:
-        raise DefinitionError(f"{redacted(url)!r}: write '#' in a topic filter as %23")
+        raise DefinitionError(f"{redact_url(url)!r}: write '#' in a topic filter as %23")
     if not topic:
-        raise DefinitionError(f"{redacted(url)!r}: give the topic as the URL's path")
+        raise DefinitionError(f"{redact_url(url)!r}: give the topic as the URL's path")
     return topic
 
 

@@ -99,7 +99,7 @@ from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.leases import Holds
-from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redacted
+from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class NatsSettings:
         """Parse ``url``. Raises DefinitionError if it is malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() != "nats":
-            raise DefinitionError(f"{redacted(url)!r} is not a nats:// URL")
+            raise DefinitionError(f"{redact_url(url)!r} is not a nats:// URL")
         query = parse_query(url, _OPTIONS)
         userinfo, _, hosts = parts.netloc.rpartition("@")
         user, has_password, password = userinfo.partition(":")
@@ -236,7 +236,7 @@ def _servers(hosts: str, url: str) -> tuple[str, ...]:
         if not colon:
             name, port = address, "4222"
         if not name or not port.isdigit():
-            raise DefinitionError(f"{redacted(url)!r}: {address!r} is not HOST:PORT")
+            raise DefinitionError(f"{redact_url(url)!r}: {address!r} is not HOST:PORT")
         servers.append(f"nats://{name}:{port}")
     return tuple(servers)
 

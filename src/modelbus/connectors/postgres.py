@@ -70,7 +70,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
-from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redacted
+from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 __all__ = [
@@ -132,10 +132,10 @@ class OutboxSettings:
         """Parse ``postgresql://...?table=NAME``. Raises DefinitionError if malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("postgresql", "postgres"):
-            raise DefinitionError(f"{redacted(url)!r} is not a postgresql:// URL")
+            raise DefinitionError(f"{redact_url(url)!r} is not a postgresql:// URL")
         if not parts.hostname or parts.path.strip("/") == "":
             raise DefinitionError(
-                f"{redacted(url)!r}: write postgresql://USER@HOST:PORT/DATABASE?table=NAME"
+                f"{redact_url(url)!r}: write postgresql://USER@HOST:PORT/DATABASE?table=NAME"
             )
         query = parse_query(url, OUTBOX_OPTIONS)
         table = query.get("table") or ""

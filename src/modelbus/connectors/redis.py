@@ -95,7 +95,7 @@ from urllib.parse import unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.leases import Holds
-from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redacted
+from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
 if TYPE_CHECKING:
@@ -273,15 +273,15 @@ class RedisSettings:
         """Parse ``url``. Raises DefinitionError if it is malformed."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("redis", "rediss"):
-            raise DefinitionError(f"{redacted(url)!r} is not a redis:// or rediss:// URL")
+            raise DefinitionError(f"{redact_url(url)!r} is not a redis:// or rediss:// URL")
         query = parse_query(url, _OPTIONS)
         stream = query.get("stream", "")
         if not stream:
-            raise DefinitionError(f"{redacted(url)!r}: say which stream: ?stream=NAME")
+            raise DefinitionError(f"{redact_url(url)!r}: say which stream: ?stream=NAME")
         try:
             port = parts.port or 6379
         except ValueError:
-            raise DefinitionError(f"{redacted(url)!r}: the port is not a number") from None
+            raise DefinitionError(f"{redact_url(url)!r}: the port is not a number") from None
         start = query.get("start") or "all"
         if start not in ("all", "new"):
             raise DefinitionError(f"option start={start!r} must be all or new")
@@ -318,7 +318,7 @@ def _db_of(path: str, url: str) -> int:
     if not text:
         return 0
     if not text.isdigit():
-        raise DefinitionError(f"{redacted(url)!r}: the path must be a database number, like /0")
+        raise DefinitionError(f"{redact_url(url)!r}: the path must be a database number, like /0")
     return int(text)
 
 

@@ -32,6 +32,7 @@ harmless. ``publish`` puts up to :data:`MAX_CONCURRENT_PUTS` objects at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,6 @@ from modelbus.connectors.aws import (
 from modelbus.connectors.base import ConnectorContext, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
-from modelbus.runtime import jsondoc
 
 __all__ = ["S3ObjectReader", "S3Settings", "S3Sink", "make_reader", "make_sink"]
 
@@ -209,8 +209,8 @@ def _sniff_content_type(body: bytes) -> str:
     except UnicodeDecodeError:
         return "application/octet-stream"
     try:
-        jsondoc.loads(text)
-    except ValueError:
+        json.loads(text)
+    except (ValueError, RecursionError):  # too deeply nested is not JSON either
         return "text/plain; charset=utf-8"
     return "application/json"
 

@@ -26,6 +26,7 @@ MessageDeduplicationId is ``OutMessage.id`` and MessageGroupId is ``OutMessage.k
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -49,7 +50,6 @@ from modelbus.connectors.aws import (
 from modelbus.connectors.base import ConnectorContext, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
-from modelbus.runtime import jsondoc
 
 __all__ = ["SnsSettings", "SnsSink", "make_sink", "unwrap_notification"]
 
@@ -207,8 +207,8 @@ def unwrap_notification(body: bytes) -> tuple[bytes, dict[str, str]] | None:
     "Message": ..., "MessageAttributes": {name: {"Type", "Value"}}}``), with the modelbus
     body and attribute convention undone; None if ``body`` is not such a notification."""
     try:
-        envelope = jsondoc.loads(body)
-    except ValueError:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):  # too deeply nested is not JSON either
         return None
     if not isinstance(envelope, dict) or envelope.get("Type") != "Notification":
         return None

@@ -49,8 +49,8 @@ import httpx
 
 from modelbus.connectors.base import ConnectorContext, OutMessage
 from modelbus.connectors.local import LocalSource, SqliteQueue, parse_query
+from modelbus.connectors.urls import redact_url
 from modelbus.errors import ConnectorError, DefinitionError, Unauthenticated
-from modelbus.store.secrets import redact_url
 
 __all__ = [
     "ATTRIBUTE_PREFIX",

@@ -35,11 +35,11 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelbus.client.refs import ModelRef
 from modelbus.connectors import scheme_of
 from modelbus.errors import DefinitionError, InvalidInput
 from modelbus.listeners.filters import compile_filter
 from modelbus.listeners.retry import RetryPolicy
-from modelbus.runtime.invocation import ModelRef
 
 __all__ = [
     "BatchPolicy",

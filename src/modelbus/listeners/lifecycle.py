@@ -53,7 +53,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from modelbus.connectors import ConnectorContext, make_sink, make_source, scheme_of
+from modelbus.client.refs import ModelRef
+from modelbus.connectors import ConnectorContext, make_sink, make_source, redact_url, scheme_of
 from modelbus.connectors.base import Delivery, OutMessage, Sink, Source
 from modelbus.errors import (
     ConnectorError,
@@ -80,8 +81,8 @@ from modelbus.listeners.envelopes import (
 from modelbus.listeners.filters import compile_filter
 from modelbus.listeners.metrics import ListenerMetrics
 from modelbus.listeners.retry import RetryPolicy
-from modelbus.runtime.invocation import CallOptions, Invoker, ModelRef, Payload, Result
-from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStatus, RunStore, redact_url
+from modelbus.runtime.invocation import CallOptions, Invoker, Payload, Result
+from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStatus, RunStore
 
 __all__ = [
     "Ack",

@@ -33,13 +33,13 @@ from modelbus.errors import (
     ListenerNotFound,
     ModelbusError,
 )
+from modelbus.listeners.credentials import Credentials
 from modelbus.listeners.definition import ListenerDefinition, check_lease, model_ref
 from modelbus.listeners.lifecycle import Listener, ListenerStatus, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
 from modelbus.runtime.invocation import Invoker
 from modelbus.store.runs import DeadLetter, RunStore
 from modelbus.store.schema import listeners as listeners_table
-from modelbus.store.secrets import SecretBox
 
 __all__ = [
     "ApplyResult",
@@ -136,8 +136,8 @@ class ListenerManager:
     Raises :class:`DefinitionError` for a refused definition, :class:`ListenerNotFound` for
     an unknown name, :class:`Conflict` when creating a name that exists.
 
-    With ``secrets``, credentials in definitions are stored encrypted
-    (:meth:`SecretBox.seal`) and decrypted when read; what the manager returns is the
+    With ``credentials``, credentials in definitions are stored encrypted
+    (:meth:`Credentials.seal`) and decrypted when read; what the manager returns is the
     definition as given, credentials included (the API masks them).
     """
 
@@ -150,10 +150,10 @@ class ListenerManager:
         registry: CollectorRegistry,
         runs: RunStore | None = None,
         options: ManagerOptions | None = None,
-        secrets: SecretBox | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._engine = engine
-        self._secrets = secrets
+        self._credentials = credentials
         self._invoker = invoker
         self._data_dir = data_dir
         self._options = options or ManagerOptions()
@@ -338,7 +338,7 @@ class ListenerManager:
 
     def _differs(self, row: Any, definition: ListenerDefinition) -> bool:
         try:
-            return _info(row, self._secrets).definition != definition
+            return _info(row, self._credentials).definition != definition
         except DefinitionError:  # stored by an older version, now refused: replace it
             return True
 
@@ -358,7 +358,7 @@ class ListenerManager:
         infos = []
         for row in rows:
             try:
-                infos.append(_info(row, self._secrets))
+                infos.append(_info(row, self._credentials))
             except DefinitionError as exc:  # stored by an older version, now refused
                 log.error("stored listener %s is not valid any more: %s", row["name"], exc)
         return infos
@@ -368,7 +368,7 @@ class ListenerManager:
         row = await self._row(name)
         if row is None:
             raise ListenerNotFound(f"listener {name!r} does not exist")
-        return _info(row, self._secrets)
+        return _info(row, self._credentials)
 
     async def status(self, name: str) -> ListenerStatus:
         """The live status in this process: ``paused`` when disabled, ``stopped`` when not
@@ -407,7 +407,7 @@ class ListenerManager:
             row = await self._row(name)
             if row is None:
                 raise ListenerNotFound(f"listener {name!r} does not exist")
-            info = _info(row, self._secrets)
+            info = _info(row, self._credentials)
             await self._reconcile(info.definition)
         return info
 
@@ -497,9 +497,9 @@ class ListenerManager:
 
     def _stored_form(self, definition: ListenerDefinition) -> dict[str, Any]:
         """The definition's JSON for the table: credentials encrypted when a box is set."""
-        if self._secrets is None:
+        if self._credentials is None:
             return definition.model_dump(mode="json")
-        return self._secrets.seal(definition)
+        return self._credentials.seal(definition)
 
     async def _insert(self, definition: ListenerDefinition, now: float) -> None:
         """Store a new row. Raises Conflict if the name was taken meanwhile (by another
@@ -549,10 +549,10 @@ async def _close(closing: Any) -> None:
         await asyncio.wait_for(closing, 10)
 
 
-def _info(row: Any, secrets: SecretBox | None = None) -> ListenerInfo:
+def _info(row: Any, credentials: Credentials | None = None) -> ListenerInfo:
     stored = row["definition"]
-    if secrets is not None:
-        stored = secrets.open(stored, name=row["name"])
+    if credentials is not None:
+        stored = credentials.open(stored, name=row["name"])
     definition = ListenerDefinition.from_mapping(stored)
     if definition.enabled != row["enabled"]:
         definition = definition.model_copy(update={"enabled": row["enabled"]})

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from modelbus.client.refs import ModelRef
 from modelbus.errors import (
     BuildError,
     BuildNotFound,
@@ -46,11 +47,9 @@ from modelbus.errors import (
 )
 from modelbus.registry.artifacts import ArtifactStore
 from modelbus.registry.builds import Builder, BuildLog, BuildOutcome, ProgressCallback
-from modelbus.registry.launch import install_runtime, python_argv, runner_env
+from modelbus.registry.launch import RunnerSpec, install_runtime, python_argv, runner_env
 from modelbus.registry.manifest import MANIFEST_FILE, Manifest
 from modelbus.registry.versioning import BUMPS, ZERO, Bump, HashRef, Version, VersionSpec, parse_ref
-from modelbus.runtime.invocation import ModelRef
-from modelbus.runtime.pool import RunnerSpec
 from modelbus.store import schema
 from modelbus.store.database import Database
 

@@ -1,7 +1,9 @@
-"""How a Python runner is launched: its argv, its environment, and the runtime it imports.
+"""How a build's runners are launched: the :class:`RunnerSpec`, and for a Python model its
+argv, its environment, and the runtime it imports.
 
-The registry builds a :class:`~modelbus.runtime.pool.RunnerSpec` from these three functions; the
-pool only executes what the spec says. A runner never sees the server's environment: it gets
+The registry builds a :class:`RunnerSpec` for every build it resolves (from these three
+functions for a Python model); the pools of :mod:`modelbus.runtime.pool` only execute what
+the spec says. A runner never sees the server's environment: it gets
 a short allow-list of variables plus the model's own, so broker credentials, API keys and
 ``MODELBUS_*`` settings stay in the server process.
 """
@@ -13,10 +15,35 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import modelbus
 import modelbus_runner
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunnerSpec:
+    """How to start runners for one build, and the pool's policy for them.
+
+    ``key`` is the build's content hash: pools are keyed by it, so two version numbers that
+    point at one build share one pool. ``argv`` starts a process that speaks the runner
+    protocol (docs/runner-protocol.md) on stdin/stdout, in ``cwd`` with exactly ``env``.
+    ``memory_limit_mb`` None or 0 means no limit; otherwise it is each runner's RLIMIT_AS.
+    """
+
+    key: str
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 60.0
+    min_runners: int = 0
+    max_runners: int = 2
+    idle_timeout_s: float = 300.0
+    memory_limit_mb: int | None = None
+    input_schema: Mapping[str, object] | None = None
+    output_schema: Mapping[str, object] | None = None
+
 
 # Taken from the server's environment when set; everything else is left out.
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR")

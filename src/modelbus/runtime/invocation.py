@@ -9,12 +9,11 @@ is decoded twice on the hot path.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from modelbus.errors import InvalidInput
+from modelbus.client.refs import ModelRef
 from modelbus.runtime import jsondoc
 
 ContentType = Literal["json", "text", "binary"]
@@ -72,34 +71,6 @@ class Result:
     duration_ms: float
     version: str
     stdout: str | None = None
-
-
-_NAME = r"[a-zA-Z0-9][\w.-]*"
-_REF = re.compile(rf"^(?P<owner>{_NAME})/(?P<name>{_NAME})(?:@(?P<spec>\S+))?$")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRef:
-    """``owner/name@spec``: which model, and which version spec (``latest`` when omitted).
-
-    ``spec`` is a semver (``1.2.3``), a wildcard (``1.2.*``, ``1.*``), ``latest``, or a build
-    hash (``sha256:...`` or a hex prefix) for unpublished builds.
-    """
-
-    owner: str
-    name: str
-    spec: str = "latest"
-
-    @classmethod
-    def parse(cls, text: str) -> ModelRef:
-        """Parse ``owner/name`` or ``owner/name@spec``; raises :class:`InvalidInput`."""
-        m = _REF.match(text.strip())
-        if not m:
-            raise InvalidInput(f"not a model reference: {text!r} (expected OWNER/NAME[@SPEC])")
-        return cls(m["owner"], m["name"], m["spec"] or "latest")
-
-    def __str__(self) -> str:
-        return f"{self.owner}/{self.name}@{self.spec}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

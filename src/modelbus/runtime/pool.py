@@ -27,8 +27,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from modelbus.errors import (
@@ -38,6 +37,7 @@ from modelbus.errors import (
     Overloaded,
     RunnerCrashed,
 )
+from modelbus.registry.launch import RunnerSpec
 from modelbus.runtime.invocation import CONTENT_TYPES, CallOptions, Payload, Result
 from modelbus_runner import protocol
 
@@ -49,29 +49,6 @@ _STDERR_LINE_CHARS = 2000
 _EXIT_WAIT_S = 5.0  # how long to wait for a killed or finished process to be reaped
 _EOF_EXIT_WAIT_S = 1.0  # after stdout closes, how long a runner gets to exit by itself
 _STREAM_LIMIT_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RunnerSpec:
-    """How to start runners for one build, and the pool's policy for them.
-
-    ``key`` is the build's content hash: pools are keyed by it, so two version numbers that
-    point at one build share one pool. ``argv`` starts a process that speaks the runner
-    protocol (docs/runner-protocol.md) on stdin/stdout, in ``cwd`` with exactly ``env``.
-    ``memory_limit_mb`` None or 0 means no limit; otherwise it is each runner's RLIMIT_AS.
-    """
-
-    key: str
-    argv: tuple[str, ...]
-    cwd: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    timeout_s: float = 60.0
-    min_runners: int = 0
-    max_runners: int = 2
-    idle_timeout_s: float = 300.0
-    memory_limit_mb: int | None = None
-    input_schema: Mapping[str, object] | None = None
-    output_schema: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,16 +1,14 @@
 """The model service: the :class:`~modelbus.runtime.invocation.Invoker` the API and listeners call.
 
-Each call resolves its :class:`~modelbus.runtime.invocation.ModelRef` in the registry (so a new
+Each call resolves its :class:`~modelbus.client.refs.ModelRef` in the registry (so a new
 publish is seen by the very next call), checks a JSON or text input against the version's
 input schema, and runs it on the version's pool; results and errors carry the resolved
-version. Asynchronous jobs are rows in the job store run by background tasks; jobs that a
-previous process left queued or running are run again on start (at least once).
+version. Asynchronous jobs are rows in the job store run by background tasks
+(:mod:`modelbus.runtime.jobs`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -19,10 +17,13 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from modelbus.errors import Conflict, InputRejected, InvocationError, ModelbusError, ModelError
+from modelbus.client.refs import ModelRef
+from modelbus.errors import InputRejected, InvocationError, ModelError
 from modelbus.registry.catalog import Registry, ResolvedVersion
-from modelbus.runtime.invocation import CallOptions, ModelRef, Payload, Result
-from modelbus.runtime.pool import PoolManager, RunnerSpec
+from modelbus.registry.launch import RunnerSpec
+from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.jobs import JobRunner
+from modelbus.runtime.pool import PoolManager
 from modelbus.store.jobs import Job, JobStore
 
 log = logging.getLogger("modelbus.runtime.service")
@@ -193,90 +194,3 @@ class ModelService:
                     outcome = self._schemas.check_output(spec, outcome)
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
-
-
-class JobRunner:
-    """Runs stored jobs in background tasks, at most ``max_running`` at once.
-
-    A job runs at least once: this process claims the jobs it creates and renews the claims
-    (heartbeat); jobs whose claim lapsed (their process died) are claimed and run again, at
-    start and then every ``lease_s``.
-    """
-
-    def __init__(self, store: JobStore, invoker: ModelService, *, max_running: int) -> None:
-        self.store = store
-        self._invoker = invoker
-        self._slots = asyncio.Semaphore(max_running)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._keeper: asyncio.Task[None] | None = None
-
-    async def submit(
-        self, ref: ModelRef, payload: Payload, options: CallOptions, *, key_id: str | None
-    ) -> Job:
-        job = await self.store.create(ref, payload, timeout_s=options.timeout_s, key_id=key_id)
-        self._spawn(job.id)
-        return job
-
-    async def start(self) -> None:
-        await self._recover()
-        self._keeper = asyncio.create_task(self._keep_claims(), name="modelbus-jobs-keeper")
-
-    async def stop(self, grace_s: float) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in [*self._tasks, *([self._keeper] if self._keeper else [])]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._keeper is not None:
-            await asyncio.gather(self._keeper, return_exceptions=True)
-
-    def _spawn(self, job_id: str) -> None:
-        task = asyncio.create_task(self._run(job_id), name=f"modelbus-job-{job_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, job_id: str) -> None:
-        async with self._slots:
-            try:
-                job = await self.store.mark_running(job_id)
-            except Conflict:
-                return  # finished meanwhile (a re-run after a lapsed claim)
-            try:
-                await self._execute(job)
-            except Exception as exc:  # a bug or the store failing: record it if we can
-                log.exception("job %s failed unexpectedly", job_id)
-                with contextlib.suppress(Exception):
-                    await self.store.mark_failed(job_id, exc)
-
-    async def _execute(self, job: Job) -> None:
-        options = CallOptions(timeout_s=job.timeout_s)
-        try:
-            result = await self._invoker.invoke(job.ref, job.input, options)
-        except InvocationError as exc:
-            await self.store.mark_failed(job.id, exc, version=exc.version)
-        except ModelbusError as exc:  # the version went away, or its build broke
-            await self.store.mark_failed(job.id, exc)
-        else:
-            await self.store.mark_succeeded(job.id, result)
-
-    async def _recover(self) -> None:
-        for left in await self.store.recoverable():
-            job = await self.store.claim(left.id)
-            if job is not None:
-                log.info("resuming job %s (%s, attempt %d)", job.id, job.ref, job.attempts + 1)
-                self._spawn(job.id)
-
-    async def _keep_claims(self) -> None:
-        beat_s = self.store.lease_s / 3
-        beats = 0
-        while True:
-            await asyncio.sleep(beat_s)
-            beats += 1
-            try:
-                await self.store.heartbeat()
-                if beats % 3 == 0:
-                    await self._recover()
-            except Exception:  # the store may be briefly unreachable: try again next beat
-                log.exception("renewing job claims failed")

@@ -19,13 +19,12 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from sqlalchemy import Row, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelbus.errors import Conflict, InvocationError, JobNotFound, ModelbusError
-from modelbus.runtime.invocation import ContentType, ModelRef, Payload, Result
 from modelbus.store import schema
 from modelbus.store.database import Database
 
@@ -60,18 +59,30 @@ class JobError:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StoredPayload:
+    """A job's input or output as the store keeps it: the bytes, their kind (``json``,
+    ``text`` or ``binary``) and, for binary, an optional MIME type."""
+
+    data: bytes
+    content_type: str
+    mime: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Job:
-    """One async invocation. ``output`` is set once succeeded, ``error`` once failed;
-    ``attempts`` counts the runs started."""
+    """One async invocation of ``owner/name@spec``. ``output`` is set once succeeded,
+    ``error`` once failed; ``attempts`` counts the runs started."""
 
     id: str
-    ref: ModelRef
+    owner: str
+    name: str
+    spec: str
     status: JobStatus
-    input: Payload
+    input: StoredPayload
     timeout_s: float | None
     version: str | None
-    output: Payload | None
+    output: StoredPayload | None
     error: JobError | None
     duration_ms: float | None
     key_id: str | None
@@ -104,26 +115,29 @@ class JobStore:
 
     async def create(
         self,
-        ref: ModelRef,
-        payload: Payload,
         *,
+        owner: str,
+        name: str,
+        spec: str,
+        input: StoredPayload,
         timeout_s: float | None = None,
         key_id: str | None = None,
     ) -> Job:
-        """Record a new queued job claimed by this process; returns it (with its id)."""
+        """Record a new queued job of ``owner/name@spec`` claimed by this process; returns
+        it (with its id)."""
         now = time.time()
         job_id = uuid.uuid4().hex
         async with self.db.write() as conn:
             await conn.execute(
                 schema.jobs.insert().values(
                     id=job_id,
-                    owner=ref.owner,
-                    name=ref.name,
-                    spec=ref.spec,
+                    owner=owner,
+                    name=name,
+                    spec=spec,
                     status="queued",
-                    input_data=payload.data,
-                    input_content_type=payload.content_type,
-                    input_mime=payload.mime,
+                    input_data=input.data,
+                    input_content_type=input.content_type,
+                    input_mime=input.mime,
                     timeout_s=timeout_s,
                     key_id=key_id,
                     claimed_by=self.instance_id,
@@ -159,17 +173,20 @@ class JobStore:
             )
             return await _get(conn, job_id)
 
-    async def mark_succeeded(self, job_id: str, result: Result) -> Job:
-        """Store the result. The first outcome wins: on a finished job this changes nothing
-        (a job re-run after a lapsed claim may finish twice). Raises :class:`JobNotFound`."""
+    async def mark_succeeded(
+        self, job_id: str, output: StoredPayload, *, version: str, duration_ms: float
+    ) -> Job:
+        """Store the result: ``output``, made by ``version`` in ``duration_ms``. The first
+        outcome wins: on a finished job this changes nothing (a job re-run after a lapsed
+        claim may finish twice). Raises :class:`JobNotFound`."""
         return await self._finish(
             job_id,
             status="succeeded",
-            version=result.version,
-            output_data=result.output.data,
-            output_content_type=result.output.content_type,
-            output_mime=result.output.mime,
-            duration_ms=result.duration_ms,
+            version=version,
+            output_data=output.data,
+            output_content_type=output.content_type,
+            output_mime=output.mime,
+            duration_ms=duration_ms,
         )
 
     async def mark_failed(
@@ -287,10 +304,12 @@ async def _get(conn: AsyncConnection, job_id: str) -> Job:
     return _job(row)
 
 
-def _payload(data: bytes | None, content_type: str | None, mime: str | None) -> Payload | None:
+def _payload(
+    data: bytes | None, content_type: str | None, mime: str | None
+) -> StoredPayload | None:
     if data is None or content_type is None:
         return None
-    return Payload(bytes(data), cast(ContentType, content_type), mime)
+    return StoredPayload(bytes(data), content_type, mime)
 
 
 def _job(row: Row[Any]) -> Job:
@@ -299,7 +318,9 @@ def _job(row: Row[Any]) -> Job:
     error = row.error
     return Job(
         id=row.id,
-        ref=ModelRef(row.owner, row.name, row.spec),
+        owner=row.owner,
+        name=row.name,
+        spec=row.spec,
         status=row.status,
         input=payload,
         timeout_s=row.timeout_s,

@@ -33,11 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from modelbus.errors import DeadLetterNotFound, InvalidInput
-from modelbus.store import secrets
 from modelbus.store.database import sqlite_sync_engine, write_options
 from modelbus.store.schema import dead_letters, runs
 
-__all__ = ["Coalescer", "DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "redact_url"]
+__all__ = ["Coalescer", "DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore"]
 
 log = logging.getLogger(__name__)
 
@@ -425,12 +424,6 @@ def _upsert(engine: AsyncEngine, table: Any, keys: tuple[str, ...]) -> Executabl
         index_elements=list(keys), set_=changes, where=where
     )
     return upsert
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its credentials (user-info password, secret options such as
-    ``secret=`` or ``token=``) shown as ``***``: what run records may show."""
-    return secrets.redact_url(url)
 
 
 def _cursor(text: str) -> tuple[float, str]:

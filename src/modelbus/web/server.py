@@ -29,6 +29,7 @@ from modelbus.config import Settings
 from modelbus.connectors import ConnectorContext, make_sink, make_source
 from modelbus.connectors.webhook import HookQueues
 from modelbus.errors import DefinitionError, ModelbusError
+from modelbus.listeners.credentials import Credentials, RedactingFilter
 from modelbus.listeners.definition import ListenerDefinition, load_definitions
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
 from modelbus.registry.catalog import Registry
@@ -37,7 +38,7 @@ from modelbus.runtime.service import ModelService
 from modelbus.store.database import Database
 from modelbus.store.jobs import JobStore
 from modelbus.store.keys import KeyStore
-from modelbus.store.secrets import RedactingFilter, SecretBox
+from modelbus.store.secrets import SecretBox
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -54,7 +55,7 @@ HTTP_GRACE_S = 10
 class Services:
     """Everything the routes use, opened together by :func:`open_services`.
 
-    ``hooks`` holds the queues webhooks are accepted into; ``secrets`` encrypts listener
+    ``hooks`` holds the queues webhooks are accepted into; ``credentials`` encrypts listener
     credentials and masks them in answers and logs; ``metrics`` is the app's Prometheus
     registry (listener and per-version families), ``version_metrics`` names the pools'
     models and versions when ``/metrics`` is read.
@@ -68,7 +69,7 @@ class Services:
     models: ModelService
     listeners: ListenerManager
     hooks: HookQueues
-    secrets: SecretBox
+    credentials: Credentials
     metrics: CollectorRegistry
     version_metrics: VersionMetrics
 
@@ -141,8 +142,8 @@ async def open_services(
     """Open, migrate and start everything; close it all in reverse order at exit. While
     open, every log handler masks the credentials of listener definitions."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    secrets = SecretBox.load(settings.data_dir, settings.secret_key)
-    with redacted_logs(secrets):
+    credentials = Credentials(SecretBox.load(settings.data_dir, settings.secret_key))
+    with redacted_logs(credentials):
         database = await Database.open(settings.database_url)
         try:
             await database.migrate()
@@ -150,7 +151,7 @@ async def open_services(
             admin_key = await keys.bootstrap_admin()
             if admin_key is not None:
                 announce(admin_key)
-            async with _running(settings, database, keys, secrets) as services:
+            async with _running(settings, database, keys, credentials) as services:
                 yield services
         finally:
             await database.close()
@@ -158,7 +159,7 @@ async def open_services(
 
 @asynccontextmanager
 async def _running(
-    settings: Settings, database: Database, keys: KeyStore, secrets: SecretBox
+    settings: Settings, database: Database, keys: KeyStore, credentials: Credentials
 ) -> AsyncIterator[Services]:
     """Models, then listeners; stopped in the reverse order."""
     from modelbus.web.api.metrics import VersionMetrics  # the API imports this module
@@ -175,7 +176,7 @@ async def _running(
         data_dir=settings.data_dir,
         registry=metrics,
         options=ManagerOptions(stop_deadline_s=settings.stop_deadline_s),
-        secrets=secrets,
+        credentials=credentials,
     )
     hooks = HookQueues(settings.data_dir)
     await models.start()
@@ -198,7 +199,7 @@ async def _running(
                 models=models,
                 listeners=listeners,
                 hooks=hooks,
-                secrets=secrets,
+                credentials=credentials,
                 metrics=metrics,
                 version_metrics=version_metrics,
             )
@@ -215,9 +216,9 @@ LOGGERS_WITH_HANDLERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 @contextmanager
-def redacted_logs(secrets: SecretBox) -> Iterator[None]:
+def redacted_logs(credentials: Credentials) -> Iterator[None]:
     """Mask credentials in everything the root and uvicorn handlers write, meanwhile."""
-    redacting = RedactingFilter(secrets)
+    redacting = RedactingFilter(credentials)
     handlers = {h for name in LOGGERS_WITH_HANDLERS for h in logging.getLogger(name).handlers}
     for handler in handlers:
         handler.addFilter(redacting)

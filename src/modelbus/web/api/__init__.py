@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the SDK imports modelbus.web.api.schemas and must not pay for FastAPI
+if TYPE_CHECKING:  # the route modules are imported when the app is built, not before
     from fastapi import APIRouter
 
 

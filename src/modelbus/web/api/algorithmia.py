@@ -33,10 +33,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from modelbus.client.refs import ModelRef
 from modelbus.errors import BuildNotFound, InvocationError, ModelNotFound, VersionNotFound
 from modelbus.registry import catalog as reg
 from modelbus.registry.versioning import MIN_HASH_PREFIX
-from modelbus.runtime.invocation import CallOptions, ModelRef, Result
+from modelbus.runtime.invocation import CallOptions, Result
 from modelbus.web.api.auth import Caller, Reader
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import error_detail, responses

@@ -14,11 +14,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from modelbus.client.schemas import DeadLetterOut, DeadLetterPage, RedriveOut, RedriveRequest
 from modelbus.store.runs import DeadLetter
 from modelbus.web.api.auth import Key, ListenerManagerKey
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
-from modelbus.web.api.schemas import DeadLetterOut, DeadLetterPage, RedriveOut, RedriveRequest
 
 router = APIRouter(tags=["dead letters"])
 
@@ -94,7 +94,7 @@ async def redrive(
     result = await services(request).listeners.redrive(
         name, ids=body.ids, spec=body.spec, rate_per_s=body.rate_per_s
     )
-    redact = services(request).secrets.redact
+    redact = services(request).credentials.redact
     return RedriveOut(
         model=result.model,
         redriven=result.redriven,

@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelbus import errors
-from modelbus.store.secrets import redact_text
-from modelbus.web.api.schemas import ErrorBody
+from modelbus.client.schemas import ErrorBody
+from modelbus.listeners.credentials import redact_text
 
 log = logging.getLogger("modelbus.web.api")
 
@@ -100,7 +100,7 @@ async def _on_modelbus_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ModelbusError)
     # Broker errors may quote a connector URL: never answer with a credential in it.
     running = getattr(request.app.state, "services", None)
-    redact = running.secrets.redact if running is not None else redact_text
+    redact = running.credentials.redact if running is not None else redact_text
     detail = error_detail(exc)
     detail["message"] = redact(detail["message"])
     return JSONResponse({"error": detail}, status_code=status_for(exc), headers=error_headers(exc))

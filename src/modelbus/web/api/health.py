@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from modelbus import __version__
-from modelbus.web.api.schemas import Health
+from modelbus.client.schemas import Health
 
 router = APIRouter(tags=["health"])
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from modelbus.client.schemas import Schema
 from modelbus.connectors import OutMessage, scheme_of
 from modelbus.connectors.webhook import (
     SIGNATURE_HEADER,
@@ -26,7 +27,6 @@ from modelbus.errors import DefinitionError, NotFound, Unauthenticated
 from modelbus.listeners.manager import ListenerManager
 from modelbus.web.api.context import services
 from modelbus.web.api.payloads import read_body
-from modelbus.web.api.schemas import Schema
 
 router = APIRouter(tags=["webhooks"])
 

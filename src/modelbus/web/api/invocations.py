@@ -13,15 +13,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from modelbus.client.refs import ModelRef
+from modelbus.client.schemas import CallEnvelope, CallMetadata, ErrorDetail, JobInfo
 from modelbus.errors import JobNotFound
-from modelbus.runtime.invocation import CallOptions, ModelRef
+from modelbus.runtime.invocation import CallOptions
+from modelbus.runtime.jobs import payload_of
 from modelbus.store import jobs
 from modelbus.store.keys import ADMIN, KeyInfo
 from modelbus.web.api.auth import Caller, Key
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import job_error_code, responses
 from modelbus.web.api.payloads import INPUT_BODY, read_payload, result_envelope, result_value
-from modelbus.web.api.schemas import CallEnvelope, CallMetadata, ErrorDetail, JobInfo
 
 router = APIRouter(tags=["invocations"])
 
@@ -93,7 +95,7 @@ def job_out(job: jobs.Job) -> JobInfo:
             version=job.version,
             mime=job.output.mime,
         )
-        result = CallEnvelope(result=result_value(job.output), metadata=metadata)
+        result = CallEnvelope(result=result_value(payload_of(job.output)), metadata=metadata)
     error = None
     if job.error is not None:
         error = ErrorDetail(
@@ -106,9 +108,9 @@ def job_out(job: jobs.Job) -> JobInfo:
     return JobInfo(
         id=job.id,
         status=job.status,
-        owner=job.ref.owner,
-        name=job.ref.name,
-        spec=job.ref.spec,
+        owner=job.owner,
+        name=job.name,
+        spec=job.spec,
         version=job.version,
         created_at=job.created_at,
         started_at=job.started_at,

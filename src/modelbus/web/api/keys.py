@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from modelbus.client.schemas import CreatedKey, KeyCreate, KeyInfoOut
 from modelbus.store import keys as ks
 from modelbus.web.api.auth import Admin, Key
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
-from modelbus.web.api.schemas import CreatedKey, KeyCreate, KeyInfoOut
 
 router = APIRouter(tags=["keys"])
 

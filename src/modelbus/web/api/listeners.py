@@ -28,15 +28,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
+from modelbus.client.schemas import ApplyOut, ListenerStatusOut
 from modelbus.connectors import scheme_of
 from modelbus.errors import DefinitionError, ModelbusError
+from modelbus.listeners.credentials import redact_definition, redact_url, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
-from modelbus.store.secrets import redact_definition, redact_url, restore_masked
 from modelbus.web.api.auth import Key, ListenerManagerKey
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
-from modelbus.web.api.schemas import ApplyOut, ApplyRequest, ListenerOut, ListenerStatusOut
+from modelbus.web.api.schemas import ApplyRequest, ListenerOut
 from modelbus.web.server import Services
 
 Check = Annotated[
@@ -79,7 +80,7 @@ async def definition_error(request: Request, exc: RequestValidationError) -> Exc
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             return DefinitionError(f"listeners[{i}]: a listener definition is a JSON object")
-        services(request).secrets.remember_definition(entry)
+        services(request).credentials.remember_definition(entry)
         try:
             ListenerDefinition.from_mapping(entry, where=f"listeners[{i}]" if bulk else "")
         except DefinitionError as refused:
@@ -93,7 +94,7 @@ router = APIRouter(tags=["listeners"], route_class=DefinitionRoute)
 async def status_out(running: Services, definition: ListenerDefinition) -> ListenerStatusOut:
     """The live status of a listener, with its model spec resolved now."""
     status = await running.listeners.status(definition.name)
-    redact = running.secrets.redact
+    redact = running.credentials.redact
     version, version_error = None, None
     try:
         version = (await running.models.resolve(definition.ref)).label
@@ -130,7 +131,7 @@ async def _prepared(
     stored = {info.name: info.definition for info in await running.listeners.list()}
     prepared = [restore_masked(d, stored.get(d.name)) for d in definitions]
     for definition in prepared:
-        running.secrets.remember_definition(definition)
+        running.credentials.remember_definition(definition)
     return prepared
 
 
@@ -156,7 +157,7 @@ async def create_listener(
     request: Request, definition: ListenerDefinition, key: ListenerManagerKey, check: Check = True
 ) -> ListenerOut:
     running = services(request)
-    running.secrets.remember_definition(definition)
+    running.credentials.remember_definition(definition)
     info = await running.listeners.create(definition, check=check)
     return await listener_out(running, info)
 

@@ -25,6 +25,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from modelbus.client.schemas import (
+    BuildInfo,
+    ModelInfo,
+    PublishRequest,
+    PushInfo,
+    VersionInfo,
+)
 from modelbus.errors import Forbidden, InvalidInput, ModelbusError
 from modelbus.registry import catalog as reg
 from modelbus.registry.artifacts import MANIFEST_FILE
@@ -33,13 +40,6 @@ from modelbus.web.api.context import services
 from modelbus.web.api.errors import error_detail, responses
 from modelbus.web.api.limits import allow_body
 from modelbus.web.api.payloads import read_body
-from modelbus.web.api.schemas import (
-    BuildInfo,
-    ModelInfo,
-    PublishRequest,
-    PushInfo,
-    VersionInfo,
-)
 
 router = APIRouter(tags=["models"])
 

@@ -11,13 +11,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
+from modelbus.client.schemas import RunOut, RunPage
 from modelbus.errors import RunNotFound
+from modelbus.listeners.credentials import redact_url
 from modelbus.store.runs import RunRecord
-from modelbus.store.secrets import redact_url
 from modelbus.web.api.auth import Key
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
-from modelbus.web.api.schemas import RunOut, RunPage
 
 router = APIRouter(tags=["runs"])
 

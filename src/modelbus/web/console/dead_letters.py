@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from modelbus.client.refs import ModelRef
 from modelbus.errors import InvalidInput, ModelbusError
 from modelbus.listeners.manager import RedriveResult
 from modelbus.runtime import jsondoc
-from modelbus.runtime.invocation import ModelRef
 from modelbus.store.keys import LISTENERS_MANAGE
 from modelbus.store.runs import DeadLetter
 from modelbus.web.api.auth import can_read_model
@@ -117,7 +117,7 @@ async def redrive(request: Request, name: str, posted: Posting) -> Response:
             raise InvalidInput("select the dead letters to redrive first")
         result = await services(request).listeners.redrive(name, ids=ids, spec=spec)
     except ModelbusError as exc:
-        error = services(request).secrets.redact(exc.message)
+        error = services(request).credentials.redact(exc.message)
     return await _page(
         request, viewer, name, cursor=None, include_redriven=True, result=result, error=error
     )
@@ -138,7 +138,9 @@ async def _page(
     page = await running.listeners.runs.list_dead_letters(
         name, limit=PAGE_SIZE, cursor=cursor, include_redriven=include_redriven
     )
-    failed = {k: running.secrets.redact(v) for k, v in (result.failed if result else {}).items()}
+    failed = {
+        k: running.credentials.redact(v) for k, v in (result.failed if result else {}).items()
+    }
     return render(
         request,
         "dead_letters.html",

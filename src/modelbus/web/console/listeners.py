@@ -21,15 +21,15 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from modelbus.client.schemas import ListenerStatusOut
 from modelbus.errors import ModelbusError
+from modelbus.listeners.credentials import redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
 from modelbus.store.keys import LISTENERS_MANAGE
-from modelbus.store.secrets import redact_definition, restore_masked
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import status_for
 from modelbus.web.api.listeners import status_out
-from modelbus.web.api.schemas import ListenerStatusOut
 from modelbus.web.console.auth import Posted, Posting, Viewer, Viewing
 from modelbus.web.console.listener_form import OUTPUT_MODES, ListenerForm
 from modelbus.web.console.web import PREFIX, ConsoleRoute, render, see_other
@@ -119,7 +119,7 @@ async def create_listener(request: Request, posted: Posting) -> Response:
     running = services(request)
     try:
         definition = form.definition()
-        running.secrets.remember_definition(definition)
+        running.credentials.remember_definition(definition)
         await running.listeners.create(definition, check=_check(posted))
     except ModelbusError as exc:
         return _refused(request, posted, form, exc, editing=None)
@@ -159,7 +159,7 @@ async def save_listener(request: Request, name: str, posted: Posting) -> Respons
     form = ListenerForm(**{**_fields(form), "name": name})  # the name is not editable
     try:
         definition = restore_masked(form.definition(), stored)
-        running.secrets.remember_definition(definition)
+        running.credentials.remember_definition(definition)
         await running.listeners.apply([definition], check=_check(posted))
     except ModelbusError as exc:
         return _refused(request, posted, form, exc, editing=name)
@@ -235,7 +235,7 @@ def _refused(
     request: Request, posted: Posted, form: ListenerForm, exc: ModelbusError, *, editing: str | None
 ) -> Response:
     """The form again, with the values as typed and the API's message for them."""
-    message = services(request).secrets.redact(exc.message)
+    message = services(request).credentials.redact(exc.message)
     return _form_page(
         request,
         posted.viewer,

@@ -16,9 +16,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
+from modelbus.client.refs import ModelRef
 from modelbus.errors import Forbidden, InvalidInput, InvocationError, ModelbusError
 from modelbus.registry import catalog as reg
-from modelbus.runtime.invocation import CallOptions, ModelRef, Payload, Result
+from modelbus.runtime.invocation import CallOptions, Payload, Result
 from modelbus.store.keys import call_scope
 from modelbus.web.api.auth import can_read_model
 from modelbus.web.api.context import services

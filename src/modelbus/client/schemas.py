@@ -1,0 +1,276 @@
+"""The JSON shapes of the HTTP API, shared by the SDK (parsing) and the routes (OpenAPI).
+
+Pydantic only, nothing of the server: the SDK reads responses with these classes and the
+routes declare them (:mod:`modelbus.web.api.schemas`), so the server and its clients cannot
+drift apart. A listener definition is plain JSON here (the SDK validates nothing the server
+will); the routes type it as :class:`~modelbus.listeners.definition.ListenerDefinition`.
+Times are seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ContentTypeName = Literal["json", "text", "binary"]
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ErrorDetail(Schema):
+    message: str = Field(description="What went wrong, fit for a user.")
+    error_type: str = Field(
+        description="Short machine name; for a model error, the model's exception class."
+    )
+    code: str = Field("", description="The modelbus error class (VersionNotFound, ...).")
+    stacktrace: str | None = Field(None, description="The model's traceback, if any.")
+    permanent: bool | None = Field(None, description="Invocation errors: retrying cannot help.")
+    version: str | None = Field(None, description="Invocation errors: the version that failed.")
+    log: str | None = Field(None, description="Build errors: the build log.")
+
+
+class ErrorBody(Schema):
+    error: ErrorDetail
+
+
+class CallMetadata(Schema):
+    content_type: ContentTypeName = Field(description="How `result` is encoded.")
+    duration: float = Field(description="Seconds the model took.")
+    version: str | None = Field(None, description="The resolved version that ran.")
+    mime: str | None = Field(None, description="MIME type of a binary result, when known.")
+    stdout: str | None = Field(None, description="Captured stdout, when asked with stdout=true.")
+
+
+class CallEnvelope(Schema):
+    result: Any = Field(description="JSON value, text, or base64 text for binary results.")
+    metadata: CallMetadata
+
+
+class ModelInfo(Schema):
+    owner: str
+    name: str
+    description: str = ""
+    created_at: float
+    latest_version: str | None = Field(None, description="Newest published version, if any.")
+
+
+class VersionInfo(Schema):
+    owner: str
+    name: str
+    version: str = Field(description="Semantic version, MAJOR.MINOR.PATCH.")
+    build: str = Field(description="Content hash of the build this version runs.")
+    published: bool = Field(description="Served by version specs (latest, 1.*, ...).")
+    created_at: float
+
+
+class BuildInfo(Schema):
+    hash: str = Field(description="Content hash of the model artifact (sha256:...).")
+    owner: str
+    name: str
+    status: Literal["building", "ready", "failed"]
+    env_hash: str | None = Field(None, description="The shared environment it runs in.")
+    created_at: float
+    finished_at: float | None = None
+    versions: list[str] = Field(default_factory=list, description="Versions pointing at it.")
+    manifest: dict[str, Any] = Field(default_factory=dict, description="Its modelbus.toml.")
+    log: str | None = Field(None, description="The build log (on the single-build route).")
+
+
+class PushInfo(Schema):
+    owner: str
+    name: str
+    version: str | None = Field(
+        description="The version recorded; null for a build pushed without --version/--bump, "
+        "callable by its hash only."
+    )
+    build: str = Field(description="Content hash of the build.")
+    published: bool
+    created: bool = Field(description="False when the same push was made before (a no-op).")
+    built: bool = Field(description="A build ran for this push.")
+    env_reused: bool = Field(description="The build found its environment already built.")
+
+
+class PublishRequest(Schema):
+    build: str | None = Field(
+        None, description="Build hash or unique prefix (default: the newest ready build)."
+    )
+    version: str | None = Field(None, description="The version to publish or give the build.")
+    bump: Literal["major", "minor", "patch"] | None = Field(
+        None, description="Give the build the next major/minor/patch version."
+    )
+
+
+class PushEvent(Schema):
+    """One line of a push's NDJSON progress stream."""
+
+    event: Literal["log", "result", "error"]
+    line: str | None = Field(None, description="`log` events: one line of build output.")
+    result: PushInfo | None = Field(None, description="`result` event: the pushed version.")
+    error: ErrorDetail | None = Field(None, description="`error` event: why the push failed.")
+
+
+class JobInfo(Schema):
+    id: str
+    status: JobStatus
+    owner: str
+    name: str
+    spec: str = Field(description="The version spec the job was submitted with.")
+    version: str | None = Field(None, description="The resolved version, once known.")
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: CallEnvelope | None = Field(None, description="Set when status is succeeded.")
+    error: ErrorDetail | None = Field(None, description="Set when status is failed.")
+
+
+class KeyInfoOut(Schema):
+    id: str = Field(description="Public identifier of the key (not the secret).")
+    name: str
+    scopes: list[str]
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+
+class KeyCreate(Schema):
+    name: str = Field("", description="A label for the key.")
+    scopes: list[str] = Field(
+        description="`call:*`, `call:OWNER/NAME`, `models:manage`, `listeners:manage`, `admin`."
+    )
+
+
+class CreatedKey(Schema):
+    key: str = Field(description="The secret. Shown this once and never again.")
+    info: KeyInfoOut
+
+
+class Health(Schema):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+# --- listeners, runs, dead letters -----------------------------------------------------------
+
+
+class ListenerStatusOut(Schema):
+    name: str
+    state: Literal["starting", "running", "paused", "degraded", "stopped"] = Field(
+        description="In this server process: `running`; `degraded` while a part (source, a "
+        "sink, the store) is failing; `paused` when disabled; `stopped` when not running here."
+    )
+    reason: str | None = Field(
+        None, description="The last error (`part: what happened`), credentials redacted."
+    )
+    reason_at: float | None = Field(None, description="When the last error happened.")
+    problems: dict[str, str] = Field(
+        default_factory=dict, description="Failing parts and why, while degraded."
+    )
+    counters: dict[str, float] = Field(
+        default_factory=dict,
+        description="received, succeeded, retried, dead_lettered, skipped_*, in_flight, "
+        "oldest_in_flight_age_s, latency_count, latency_sum_s (since this process started).",
+    )
+    version: str | None = Field(
+        None, description="The version the listener's model spec resolves to now."
+    )
+    version_error: str | None = Field(
+        None, description="Why the spec resolves to nothing now (messages wait and retry)."
+    )
+
+
+class ListenerOut(Schema):
+    name: str
+    definition: dict[str, Any] = Field(
+        description="The definition as stored, every credential shown as `***`."
+    )
+    status: ListenerStatusOut
+    created_at: float
+    updated_at: float
+
+
+class ApplyRequest(Schema):
+    listeners: list[dict[str, Any]] = Field(description="Every listener to create or update.")
+    prune: bool = Field(False, description="Delete stored listeners that are not in the list.")
+
+
+class ApplyOut(Schema):
+    created: list[str] = Field(default_factory=list)
+    updated: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+
+
+class RunOut(Schema):
+    listener: str
+    message_id: str = Field(description="The broker's id of the message.")
+    status: Literal["running", "retrying", "succeeded", "dead_lettered"]
+    attempts: int
+    version: str | None = Field(None, description="The resolved version that ran (or failed).")
+    output_id: str | None = Field(None, description="The result's id in the output sinks.")
+    result_location: list[str] = Field(
+        default_factory=list, description="The output sinks the result went to."
+    )
+    error: dict[str, Any] | None = Field(
+        None, description="The last failure: type, message, permanent, stage."
+    )
+    duration_ms: float | None = None
+    first_received_at: float
+    updated_at: float
+    finished_at: float | None = None
+
+
+class RunPage(Schema):
+    items: list[RunOut]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class DeadLetterOut(Schema):
+    id: str
+    listener: str
+    message_id: str
+    body_base64: str | None = Field(
+        None, description="The original body, base64 (only on the single dead-letter route)."
+    )
+    body_size: int = Field(description="Bytes in the original body.")
+    attributes: dict[str, str] = Field(description="The original attributes, untouched.")
+    error_type: str
+    error_message: str
+    stacktrace: str = ""
+    permanent: bool
+    attempts: int
+    model: str = Field(description="The listener's OWNER/NAME@SPEC when it failed.")
+    version: str | None = Field(None, description="The resolved version that failed.")
+    created_at: float
+    redriven_at: float | None = None
+    redriven_to: str | None = Field(None, description="The model reference it was redriven to.")
+
+
+class DeadLetterPage(Schema):
+    items: list[DeadLetterOut]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class RedriveRequest(Schema):
+    ids: list[str] | None = Field(
+        None, description="Dead letters to redrive (default: every one not redriven yet)."
+    )
+    spec: str | None = Field(
+        None,
+        description="Version spec to run them on, e.g. 1.2.* (default: the listener's own).",
+        examples=["1.2.*"],
+    )
+    rate_per_s: float | None = Field(
+        None, gt=0, le=10_000, description="Most redriven per second (default 10)."
+    )
+
+
+class RedriveOut(Schema):
+    model: str = Field(description="The model reference the letters were run on.")
+    redriven: list[str] = Field(default_factory=list, description="Ids that succeeded.")
+    failed: dict[str, str] = Field(
+        default_factory=dict, description="Ids that failed again, with the error."
+    )
