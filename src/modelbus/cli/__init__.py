@@ -191,8 +191,9 @@ def serve(
     MODELBUS_SECRET_KEY, or with the key file DATA_DIR/secret.key made on first start.
     """
     from modelbus.config import Settings
+    from modelbus.listeners.files import load_listener_file
     from modelbus.store.secrets import SecretBox
-    from modelbus.web.server import load_listener_file, run
+    from modelbus.web.server import run
 
     if prune and config is None:
         raise typer.BadParameter("--prune needs --config FILE", param_hint="--prune")
@@ -875,9 +876,9 @@ def listeners_list(url: Url = None, key: Key = None, as_json: AsJson = False) ->
         table.add_row(
             x.name,
             x.status.state,
-            x.definition["model"],
+            x.definition.model,
             x.status.version or "-",
-            x.definition["source"],
+            x.definition.source,
             _count(c.get("received")),
             _count(c.get("succeeded")),
             _count(c.get("dead_lettered")),
@@ -929,7 +930,7 @@ def listeners_status(
     if as_json:
         _print_json(found.model_dump(mode="json"))
         return
-    d = ListenerDefinition.model_validate(found.definition)
+    d = found.definition
     table = Table(title=f"listener {d.name}: {d.source} -> {d.model}", show_header=False)
     table.add_column("figure", style="dim")
     table.add_column("value", overflow="fold")

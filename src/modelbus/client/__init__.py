@@ -45,6 +45,7 @@ from modelbus.client.schemas import (
     ErrorDetail,
     JobInfo,
     KeyInfoOut,
+    ListenerFields,
     ListenerOut,
     ListenerStatusOut,
     ModelInfo,
@@ -350,13 +351,13 @@ def _no_result() -> errors.ModelbusError:
 
 # --- listeners, runs, dead letters: requests -----------------------------------------------
 
-DefinitionLike = ListenerDefinition | Mapping[str, Any]
+DefinitionLike = ListenerFields | Mapping[str, Any]
 
 
 def _definition_json(definition: DefinitionLike) -> dict[str, Any]:
     """The definition as JSON, validated here first (a DefinitionError says what to change
     before anything is sent)."""
-    if not isinstance(definition, ListenerDefinition):
+    if not isinstance(definition, ListenerFields):
         definition = ListenerDefinition.from_mapping(definition)
     return definition.model_dump(mode="json")
 

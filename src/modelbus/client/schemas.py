@@ -2,8 +2,9 @@
 
 Pydantic only, nothing of the server: the SDK reads responses with these classes and the
 routes declare them (:mod:`modelbus.web.api.schemas`), so the server and its clients cannot
-drift apart. A listener definition is plain JSON here (the SDK validates nothing the server
-will); the routes type it as :class:`~modelbus.listeners.definition.ListenerDefinition`.
+drift apart. A listener definition is its fields here (:class:`ListenerFields`); the routes type
+it as :class:`~modelbus.listeners.definition.ListenerDefinition`, which adds the server's
+checks.
 Times are seconds since the epoch.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from modelbus.config import DEFAULT_MAX_BODY_BYTES
 
 ContentTypeName = Literal["json", "text", "binary"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -156,6 +159,123 @@ class Health(Schema):
 # --- listeners, runs, dead letters -----------------------------------------------------------
 
 
+class RetryFields(BaseModel):
+    """When a transient failure is retried, and after how long (a listener's ``retry``).
+
+    A delivery is tried at most ``max_attempts`` times (the broker's delivery count); after
+    the last transient failure it is dead-lettered. Permanent failures are dead-lettered at
+    once, whatever this policy says.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(
+        5, ge=1, le=1000, description="Deliveries of one message before it is dead-lettered."
+    )
+    initial_backoff_s: float = Field(
+        1.0, ge=0, le=86_400, description="Delay before the second attempt, in seconds."
+    )
+    max_backoff_s: float = Field(
+        300.0, ge=0, le=86_400, description="Cap on any one delay, in seconds."
+    )
+    multiplier: float = Field(
+        2.0, ge=1, le=100, description="Each delay is this many times the previous one."
+    )
+    jitter: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Fraction of each delay randomised away (0 = none, 1 = full jitter).",
+    )
+
+
+class BatchFields(BaseModel):
+    """How deliveries are grouped into one ``apply_batch`` call (a listener's ``batch``).
+
+    Up to ``max_batch_size`` inputs are collected, waiting at most ``max_wait_ms`` after the
+    first one; ``max_batch_size=1`` (the default) calls the model once per input.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_size: int = Field(1, ge=1, le=1000, description="Inputs per model call.")
+    max_wait_ms: int = Field(
+        0, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds."
+    )
+
+
+class ListenerFields(BaseModel):
+    """The fields of an event listener's definition: every message on ``source`` goes to
+    ``model``; results go to every sink in ``outputs``; what cannot succeed goes to
+    ``error_sink`` (and the dead-letter store).
+
+    Names, types, defaults and bounds only: the server's
+    :class:`~modelbus.listeners.definition.ListenerDefinition` adds the checks that need the
+    server (connector schemes and URLs, the model reference, filters, loops).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="Unique name: letters, digits, '_', '.', '-' (at most 100).",
+        examples=["ocr-inbox"],
+    )
+    source: str = Field(
+        description="Connector URL messages are received from, e.g. local://jobs, "
+        "dir:///srv/inbox, sqs://queue?region=eu-west-1.",
+        examples=["local://jobs"],
+    )
+    model: str = Field(
+        description="OWNER/NAME@SPEC; SPEC is a version (1.2.3), a wildcard (1.2.*, 1.*), "
+        "latest (the default), or a build hash.",
+        examples=["acme/ocr@1.*"],
+    )
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="Sink URLs every result is published to (all of them, before the "
+        "message is acknowledged). May be empty: results are then only recorded.",
+    )
+    error_sink: str | None = Field(
+        None,
+        description="Sink URL dead letters are published to (original body and attributes, "
+        "plus the error). Dead letters are stored in the database either way.",
+    )
+    retry: RetryFields = Field(default_factory=RetryFields, description="Retry and backoff.")
+    batch: BatchFields = Field(default_factory=BatchFields, description="Batching of inputs.")
+    max_in_flight: int = Field(
+        16, ge=1, le=10_000, description="Most deliveries held at once (back-pressure)."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=86_400, description="Per-invocation timeout; null = the version's default."
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        le=1024 * 1024 * 1024,
+        description="Largest message body the listener decodes and runs; a larger one is "
+        "dead-lettered at once (PayloadTooLarge) without reaching the model.",
+    )
+    extend_lease: bool = Field(
+        True,
+        description="Extend the source's lease (visibility timeout) while a message is being "
+        "processed, so a slow model does not cause redelivery.",
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="EventBridge-style pattern on the decoded body and the attributes; "
+        "messages that do not match are acknowledged without invoking. "
+        "See modelbus.listeners.filters.",
+        examples=[{"body": {"type": ["invoice"]}, "attributes": {"key": [{"suffix": ".pdf"}]}}],
+    )
+    output_mode: Literal["cloudevent", "raw"] = Field(
+        "cloudevent",
+        description="cloudevent: results are structured CloudEvents carrying the correlation; "
+        "raw: the bare result (correlation in message attributes only).",
+    )
+    enabled: bool = Field(True, description="Disabled listeners are stored but not run.")
+
+
 class ListenerStatusOut(Schema):
     name: str
     state: Literal["starting", "running", "paused", "degraded", "stopped"] = Field(
@@ -184,7 +304,7 @@ class ListenerStatusOut(Schema):
 
 class ListenerOut(Schema):
     name: str
-    definition: dict[str, Any] = Field(
+    definition: ListenerFields = Field(
         description="The definition as stored, every credential shown as `***`."
     )
     status: ListenerStatusOut
@@ -193,7 +313,7 @@ class ListenerOut(Schema):
 
 
 class ApplyRequest(Schema):
-    listeners: list[dict[str, Any]] = Field(description="Every listener to create or update.")
+    listeners: list[ListenerFields] = Field(description="Every listener to create or update.")
     prune: bool = Field(False, description="Delete stored listeners that are not in the list.")
 
 

@@ -12,22 +12,37 @@ The rest of modelbus reaches connectors only through this module (and the contra
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage, Sink, Source
+from modelbus.connectors.base import (
+    ConnectorContext,
+    Delivery,
+    Inbox,
+    ObjectReader,
+    OutMessage,
+    Sink,
+    Source,
+)
 from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
-from modelbus.errors import DefinitionError
+from modelbus.errors import ConnectorError, DefinitionError
 
 __all__ = [
     "MASK",
+    "OBJECT_READERS",
     "SCHEMES",
+    "WEBHOOK_SIGNATURE_HEADER",
     "ConnectorContext",
     "Delivery",
+    "Inbox",
+    "ObjectReader",
     "OutMessage",
     "Sink",
     "Source",
     "credentials_of",
+    "make_inbox",
+    "make_object_reader",
     "make_sink",
     "make_source",
     "redact_text",
@@ -56,6 +71,15 @@ SCHEMES: dict[str, str] = {
     "webhook": "modelbus.connectors.webhook",
     "http": "modelbus.connectors.webhook",
     "https": "modelbus.connectors.webhook",
+}
+
+# The header that signs webhooks, both ways (see modelbus.connectors.webhook).
+WEBHOOK_SIGNATURE_HEADER = "X-Modelbus-Signature"
+
+# eventSource of object-created notifications -> module whose make_reader fetches the objects
+OBJECT_READERS: dict[str, str] = {
+    "aws:s3": "modelbus.connectors.s3",
+    "modelbus:dir": "modelbus.connectors.directory",
 }
 
 
@@ -96,3 +120,32 @@ def make_sink(url: str, ctx: ConnectorContext) -> Sink:
         raise DefinitionError(f"{scheme_of(url)}:// can be a source but not an output sink")
     sink: Sink = factory(url, ctx)
     return sink
+
+
+def make_object_reader(event_source: str, source_url: str, ctx: ConnectorContext) -> ObjectReader:
+    """The reader of the objects that ``event_source`` notifications (``aws:s3``,
+    ``modelbus:dir``) arriving on the listener's source ``source_url`` announce. Raises
+    ConnectorError(permanent) when this listener cannot fetch them (an unknown event source,
+    folder events from anywhere but its own folder), MissingExtra without the client library."""
+    name = OBJECT_READERS.get(event_source)
+    if name is None:
+        raise ConnectorError(
+            f"this listener cannot fetch objects announced by {event_source!r} events",
+            permanent=True,
+        )
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise ConnectorError(
+            f"{event_source} objects cannot be fetched: {exc}; install modelbus[all]",
+            permanent=True,
+        ) from exc
+    reader: ObjectReader = module.make_reader(source_url, ctx)
+    return reader
+
+
+def make_inbox(data_dir: Path) -> Inbox:
+    """The intake of the events modelbus's own HTTP server receives for listeners: the
+    webhooks of ``webhook://NAME`` sources (:mod:`modelbus.connectors.webhook`)."""
+    inbox: Inbox = importlib.import_module(SCHEMES["webhook"]).make_inbox(data_dir)
+    return inbox

@@ -2,8 +2,10 @@
 
 A connector module (one per URL scheme) offers a :class:`Source`, a :class:`Sink`, or both,
 through two module-level factories ``make_source(url, ctx)`` and ``make_sink(url, ctx)``
-(see :mod:`modelbus.connectors`). Connectors carry out decisions; they never make them: the
-listener runtime alone decides between ack, release-with-delay and dead-letter
+(see :mod:`modelbus.connectors`); a connector whose notifications announce objects (S3, a
+folder) also offers an :class:`ObjectReader` through ``make_reader(source_url, ctx)``.
+Connectors carry out decisions; they never make them: the listener runtime alone decides
+between ack, release-with-delay and dead-letter
 (DESIGN.md, "Only the listener runtime decides").
 
 Every verb means the same on every broker:
@@ -125,4 +127,38 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Disconnect."""
+        ...
+
+
+class ObjectReader(Protocol):
+    """Fetches the object an object-created notification names. A reader holding connections
+    may define ``async close()``."""
+
+    async def read(self, bucket: str, key: str) -> tuple[bytes, str | None]:
+        """The object's bytes and content type (None if unknown). Raises
+        ConnectorError(permanent=True) if it is gone, ConnectorError (transient) otherwise."""
+        ...
+
+
+class Inbox(Protocol):
+    """Events pushed to modelbus's own HTTP server (webhooks, ``POST /v1/hooks/NAME``) for
+    the listeners whose source receives them: each request is authenticated and queued
+    durably for those listeners, whose sources then read it like any queue."""
+
+    def hook_name(self, source_url: str) -> str | None:
+        """The NAME a listener with source ``source_url`` receives, or None if it receives
+        nothing through the server. Never raises."""
+        ...
+
+    async def accept(
+        self, listeners: Sequence[tuple[str, str]], headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, list[str]]:
+        """Authenticate the request for each ``(listener name, source URL)`` and queue it
+        for those it is meant for; returns the event's message id and those listeners.
+        Raises :class:`~modelbus.errors.Unauthenticated` when it is meant for none. Returns
+        only once the event is durably queued."""
+        ...
+
+    async def close(self) -> None:
+        """Release what :meth:`accept` opened."""
         ...

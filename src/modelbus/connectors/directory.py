@@ -47,6 +47,7 @@ __all__ = [
     "DirectorySource",
     "FileReader",
     "folder_of",
+    "make_reader",
     "make_sink",
     "make_source",
 ]
@@ -328,3 +329,15 @@ def make_sink(url: str, ctx: ConnectorContext) -> DirectorySink:
     """A sink writing result files into the folder."""
     parse_query(url, {})
     return DirectorySink(folder_of(url))
+
+
+def make_reader(source_url: str, ctx: ConnectorContext) -> FileReader:
+    """The reader of the files that ``modelbus:dir`` notifications name, for a listener
+    whose source is the ``dir://`` folder ``source_url``: folder events are read only from
+    the listener's own folder. ConnectorError(permanent) for any other source."""
+    if urlsplit(source_url).scheme != "dir":
+        raise ConnectorError(
+            "this listener cannot fetch objects announced by 'modelbus:dir' events",
+            permanent=True,
+        )
+    return FileReader(folder_of(source_url))

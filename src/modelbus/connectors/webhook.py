@@ -47,6 +47,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from modelbus.connectors import WEBHOOK_SIGNATURE_HEADER
 from modelbus.connectors.base import ConnectorContext, OutMessage
 from modelbus.connectors.local import LocalSource, SqliteQueue, parse_query
 from modelbus.connectors.urls import redact_url
@@ -56,18 +57,20 @@ __all__ = [
     "ATTRIBUTE_PREFIX",
     "SIGNATURE_HEADER",
     "HookQueues",
+    "WebhookInbox",
     "WebhookOptions",
     "WebhookSink",
     "hook_attributes",
     "hook_message_id",
     "hook_queue_path",
+    "make_inbox",
     "make_sink",
     "make_source",
     "sign",
     "verify",
 ]
 
-SIGNATURE_HEADER = "X-Modelbus-Signature"
+SIGNATURE_HEADER = WEBHOOK_SIGNATURE_HEADER
 ATTRIBUTE_PREFIX = "x-modelbus-attr-"
 DEFAULT_TOLERANCE_S = 300.0
 MIN_SECRET_CHARS = 16
@@ -267,6 +270,62 @@ class HookQueues:
         async with self._lock:
             queues, self._queues = list(self._queues.values()), {}
         await asyncio.gather(*(q.close() for q in queues), return_exceptions=True)
+
+
+class WebhookInbox:
+    """The intake of ``POST /v1/hooks/NAME`` (a :class:`~modelbus.connectors.base.Inbox`):
+    checks a request's signature against each listener's secret and queues the event
+    durably for every listener it matches."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._queues = HookQueues(data_dir)
+
+    def hook_name(self, source_url: str) -> str | None:
+        """NAME for a ``webhook://NAME?...`` source; None for any other (or a malformed) one."""
+        if urlsplit(source_url).scheme != "webhook":
+            return None
+        try:
+            return WebhookOptions.from_url(source_url).name
+        except DefinitionError:
+            return None
+
+    async def accept(
+        self, listeners: Sequence[tuple[str, str]], headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, list[str]]:
+        """Queue the request for each ``(listener, source URL)`` whose secret its signature
+        matches; returns the event's message id and those listeners. Raises
+        :class:`Unauthenticated` when it matches none, DefinitionError for a malformed
+        ``Idempotency-Key``."""
+        header = headers.get(SIGNATURE_HEADER)
+        matched, signature, refusal = [], "", None
+        for listener, source_url in listeners:
+            options = WebhookOptions.from_url(source_url)
+            try:
+                signature = verify(options.secret, header, body, tolerance_s=options.tolerance_s)
+            except Unauthenticated as exc:
+                refusal = exc
+                continue
+            matched.append(listener)
+        if not matched:
+            assert refusal is not None
+            raise refusal
+        message = OutMessage(
+            id=hook_message_id(headers, signature),
+            body=body,
+            attributes=hook_attributes(headers),
+        )
+        for listener in matched:
+            await self._queues.publish(listener, message)
+        return message.id, matched
+
+    async def close(self) -> None:
+        """Close the hook queues opened so far."""
+        await self._queues.close()
+
+
+def make_inbox(data_dir: Path) -> WebhookInbox:
+    """The webhook intake of a server whose data directory is ``data_dir``."""
+    return WebhookInbox(data_dir)
 
 
 # --- the sink --------------------------------------------------------------------------------

@@ -30,12 +30,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from modelbus.client.refs import ModelRef
+from modelbus.client.schemas import BatchFields, ListenerFields
 from modelbus.connectors import scheme_of
 from modelbus.errors import DefinitionError, InvalidInput
 from modelbus.listeners.filters import compile_filter
@@ -50,93 +51,21 @@ __all__ = [
     "parse_definitions",
 ]
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # as the HTTP API's default body limit
-
 _SPEC = re.compile(
     r"^(latest|\d+\.\d+\.\d+|\d+\.\d+\.\*|\d+\.\*|sha256:[0-9a-f]{8,64}|[0-9a-f]{7,64})$"
 )
 
 
-class BatchPolicy(BaseModel):
-    """How deliveries are grouped into one ``apply_batch`` call.
-
-    Up to ``max_batch_size`` inputs are collected, waiting at most ``max_wait_ms`` after the
-    first one; ``max_batch_size=1`` (the default) calls the model once per input.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_batch_size: int = Field(1, ge=1, le=1000, description="Inputs per model call.")
-    max_wait_ms: int = Field(
-        0, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds."
-    )
+class BatchPolicy(BatchFields):
+    """How deliveries are grouped into one ``apply_batch`` call (see :class:`BatchFields`)."""
 
 
-class ListenerDefinition(BaseModel):
-    """One event listener: every message on ``source`` goes to ``model``; results go to every
-    sink in ``outputs``; what cannot succeed goes to ``error_sink`` (and the dead-letter store).
-    """
+class ListenerDefinition(ListenerFields):
+    """One event listener (its fields: :class:`~modelbus.client.schemas.ListenerFields`),
+    validated: connector URLs, the model reference, the filter, and that it is coherent."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
-        description="Unique name: letters, digits, '_', '.', '-' (at most 100).",
-        examples=["ocr-inbox"],
-    )
-    source: str = Field(
-        description="Connector URL messages are received from, e.g. local://jobs, "
-        "dir:///srv/inbox, sqs://queue?region=eu-west-1.",
-        examples=["local://jobs"],
-    )
-    model: str = Field(
-        description="OWNER/NAME@SPEC; SPEC is a version (1.2.3), a wildcard (1.2.*, 1.*), "
-        "latest (the default), or a build hash.",
-        examples=["acme/ocr@1.*"],
-    )
-    outputs: list[str] = Field(
-        default_factory=list,
-        description="Sink URLs every result is published to (all of them, before the "
-        "message is acknowledged). May be empty: results are then only recorded.",
-    )
-    error_sink: str | None = Field(
-        None,
-        description="Sink URL dead letters are published to (original body and attributes, "
-        "plus the error). Dead letters are stored in the database either way.",
-    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry and backoff.")
     batch: BatchPolicy = Field(default_factory=BatchPolicy, description="Batching of inputs.")
-    max_in_flight: int = Field(
-        16, ge=1, le=10_000, description="Most deliveries held at once (back-pressure)."
-    )
-    timeout_s: float | None = Field(
-        None, gt=0, le=86_400, description="Per-invocation timeout; null = the version's default."
-    )
-    max_body_bytes: int = Field(
-        DEFAULT_MAX_BODY_BYTES,
-        ge=1,
-        le=1024 * 1024 * 1024,
-        description="Largest message body the listener decodes and runs; a larger one is "
-        "dead-lettered at once (PayloadTooLarge) without reaching the model.",
-    )
-    extend_lease: bool = Field(
-        True,
-        description="Extend the source's lease (visibility timeout) while a message is being "
-        "processed, so a slow model does not cause redelivery.",
-    )
-    filter: dict[str, Any] | None = Field(
-        None,
-        description="EventBridge-style pattern on the decoded body and the attributes; "
-        "messages that do not match are acknowledged without invoking. "
-        "See modelbus.listeners.filters.",
-        examples=[{"body": {"type": ["invoice"]}, "attributes": {"key": [{"suffix": ".pdf"}]}}],
-    )
-    output_mode: Literal["cloudevent", "raw"] = Field(
-        "cloudevent",
-        description="cloudevent: results are structured CloudEvents carrying the correlation; "
-        "raw: the bare result (correlation in message attributes only).",
-    )
-    enabled: bool = Field(True, description="Disabled listeners are stored but not run.")
 
     @field_validator("model")
     @classmethod
@@ -195,6 +124,16 @@ class ListenerDefinition(BaseModel):
     def ref(self) -> ModelRef:
         """The parsed model reference."""
         return ModelRef.parse(self.model)
+
+    @property
+    def source_scheme(self) -> str:
+        """The connector scheme of the source (``sqs`` for an SQS queue URL too)."""
+        return scheme_of(self.source)
+
+    @property
+    def sinks(self) -> list[str]:
+        """The output sinks' URLs, then the error sink's when there is one."""
+        return [*self.outputs, *([self.error_sink] if self.error_sink else [])]
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str = "") -> ListenerDefinition:

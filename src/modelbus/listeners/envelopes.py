@@ -33,10 +33,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote_plus
 
-from modelbus.connectors.base import Delivery, OutMessage
+from modelbus.connectors import OBJECT_READERS, Delivery, ObjectReader, OutMessage
 from modelbus.errors import ConnectorError, InvalidInput
 from modelbus.listeners.filters import MISSING
 from modelbus.runtime import jsondoc
@@ -47,7 +47,6 @@ __all__ = [
     "Correlation",
     "DeadLetterInfo",
     "Item",
-    "ObjectReader",
     "ObjectReaders",
     "ObjectRef",
     "child_traceparent",
@@ -62,19 +61,11 @@ __all__ = [
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 RESULT_TYPE = "dev.modelbus.result"
-OBJECT_SOURCES = ("aws:s3", "modelbus:dir")
+# eventSource values of the object-created notifications a listener fetches objects for
+OBJECT_SOURCES = tuple(OBJECT_READERS)
 _OUTPUT_NAMESPACE = uuid.UUID("6f1f3c8e-2a52-5b7e-9d1c-8f0e6c3a4b10")
 _MAX_ATTRIBUTE_TEXT = 4096
 _MAX_NESTING = 3
-
-
-class ObjectReader(Protocol):
-    """Fetches the object an object-created notification names."""
-
-    async def read(self, bucket: str, key: str) -> tuple[bytes, str | None]:
-        """The object's bytes and content type (None if unknown). Raises
-        ConnectorError(permanent=True) if it is gone, ConnectorError (transient) otherwise."""
-        ...
 
 
 class ObjectReaders:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 import time
 import traceback
@@ -54,7 +53,13 @@ from pathlib import Path
 from typing import Literal
 
 from modelbus.client.refs import ModelRef
-from modelbus.connectors import ConnectorContext, make_sink, make_source, redact_url, scheme_of
+from modelbus.connectors import (
+    ConnectorContext,
+    make_object_reader,
+    make_sink,
+    make_source,
+    redact_url,
+)
 from modelbus.connectors.base import Delivery, OutMessage, Sink, Source
 from modelbus.errors import (
     ConnectorError,
@@ -66,10 +71,10 @@ from modelbus.errors import (
 )
 from modelbus.listeners.definition import ListenerDefinition, check_lease
 from modelbus.listeners.envelopes import (
+    OBJECT_SOURCES,
     Correlation,
     DeadLetterInfo,
     Item,
-    ObjectReader,
     ObjectReaders,
     dead_letter_id,
     decode,
@@ -956,28 +961,14 @@ async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:
 
 
 def _readers(source_url: str, ctx: ConnectorContext) -> ObjectReaders:
-    """Object readers for the notifications this listener may receive: folder events only
-    from its own ``dir://`` source; S3 events through the AWS connector."""
-    factories: dict[str, Callable[[], ObjectReader]] = {
-        "aws:s3": lambda: _s3_reader(source_url, ctx)
-    }
-    if scheme_of(source_url) == "dir":
-        from modelbus.connectors.directory import FileReader, folder_of
-
-        folder = folder_of(source_url)
-        factories["modelbus:dir"] = lambda: FileReader(folder)
-    return ObjectReaders(factories)
-
-
-def _s3_reader(source_url: str, ctx: ConnectorContext) -> ObjectReader:
-    try:
-        s3 = importlib.import_module("modelbus.connectors.s3")
-    except ImportError as exc:
-        raise ConnectorError(
-            f"S3 objects cannot be fetched: {exc}; install modelbus[sqs]", permanent=True
-        ) from exc
-    reader: ObjectReader = s3.make_reader(source_url, ctx)
-    return reader
+    """Object readers for the notifications this listener may receive, built on first use
+    (folder events only from its own ``dir://`` source; S3 events through the AWS connector)."""
+    return ObjectReaders(
+        {
+            source: functools.partial(make_object_reader, source, source_url, ctx)
+            for source in OBJECT_SOURCES
+        }
+    )
 
 
 class _Batcher:

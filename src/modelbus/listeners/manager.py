@@ -247,7 +247,7 @@ class ListenerManager:
         ctx = ConnectorContext(listener=definition.name, data_dir=self._data_dir)
         try:
             source = make_source(definition.source, ctx)
-            sinks = [make_sink(url, ctx) for url in _sink_urls(definition)]
+            sinks = [make_sink(url, ctx) for url in definition.sinks]
         except ModelbusError as exc:
             raise DefinitionError(f"listener {definition.name!r}: {exc}") from None
         await self._try_open(definition, "source", definition.source, source)
@@ -255,7 +255,7 @@ class ListenerManager:
             check_lease(definition, source.lease_s)
         finally:
             await _close(source.close())
-        for url, sink in zip(_sink_urls(definition), sinks, strict=True):
+        for url, sink in zip(definition.sinks, sinks, strict=True):
             await self._try_open(definition, "sink", url, sink)
             await _close(sink.close())
 
@@ -538,10 +538,6 @@ class ListenerManager:
     async def _execute(self, statement: Any) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(statement)
-
-
-def _sink_urls(definition: ListenerDefinition) -> list[str]:
-    return [*definition.outputs, *([definition.error_sink] if definition.error_sink else [])]
 
 
 async def _close(closing: Any) -> None:

@@ -14,37 +14,19 @@ from __future__ import annotations
 
 import random
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import model_validator
+
+from modelbus.client.schemas import RetryFields
 
 
-class RetryPolicy(BaseModel):
-    """When a transient failure is retried, and after how long.
+class RetryPolicy(RetryFields):
+    """When a transient failure is retried, and after how long (its fields:
+    :class:`~modelbus.client.schemas.RetryFields`).
 
     A delivery is tried at most ``max_attempts`` times (the broker's delivery count); after
     the last transient failure it is dead-lettered. Permanent failures are dead-lettered at
     once, whatever this policy says.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_attempts: int = Field(
-        5, ge=1, le=1000, description="Deliveries of one message before it is dead-lettered."
-    )
-    initial_backoff_s: float = Field(
-        1.0, ge=0, le=86_400, description="Delay before the second attempt, in seconds."
-    )
-    max_backoff_s: float = Field(
-        300.0, ge=0, le=86_400, description="Cap on any one delay, in seconds."
-    )
-    multiplier: float = Field(
-        2.0, ge=1, le=100, description="Each delay is this many times the previous one."
-    )
-    jitter: float = Field(
-        0.2,
-        ge=0,
-        le=1,
-        description="Fraction of each delay randomised away (0 = none, 1 = full jitter).",
-    )
 
     @model_validator(mode="after")
     def _cap_not_below_start(self) -> RetryPolicy:

@@ -20,17 +20,14 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from prometheus_client import CollectorRegistry
 
 from modelbus.config import Settings
-from modelbus.connectors import ConnectorContext, make_sink, make_source
-from modelbus.connectors.webhook import HookQueues
-from modelbus.errors import DefinitionError, ModelbusError
 from modelbus.listeners.credentials import Credentials, RedactingFilter
-from modelbus.listeners.definition import ListenerDefinition, load_definitions
+from modelbus.listeners.files import apply_listener_file
+from modelbus.listeners.hooks import HookIntake
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
 from modelbus.registry.catalog import Registry
 from modelbus.runtime.pool import PoolManager
@@ -55,7 +52,7 @@ HTTP_GRACE_S = 10
 class Services:
     """Everything the routes use, opened together by :func:`open_services`.
 
-    ``hooks`` holds the queues webhooks are accepted into; ``credentials`` encrypts listener
+    ``hooks`` accepts webhooks into the queues of their listeners; ``credentials`` encrypts listener
     credentials and masks them in answers and logs; ``metrics`` is the app's Prometheus
     registry (listener and per-version families), ``version_metrics`` names the pools'
     models and versions when ``/metrics`` is read.
@@ -68,7 +65,7 @@ class Services:
     pools: PoolManager
     models: ModelService
     listeners: ListenerManager
-    hooks: HookQueues
+    hooks: HookIntake
     credentials: Credentials
     metrics: CollectorRegistry
     version_metrics: VersionMetrics
@@ -86,52 +83,6 @@ def announce_admin_key(key: str, out: TextIO | None = None) -> None:
         f"{rule}\n",
         file=out,
         flush=True,
-    )
-
-
-def check_connectors(definition: ListenerDefinition, data_dir: Path) -> None:
-    """Refuse a definition whose connectors cannot even be built (bad URL options, a
-    scheme that is only a sink used as the source, a missing extra), without connecting
-    to anything. Raises :class:`DefinitionError` naming the listener."""
-    ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
-    sinks = [*definition.outputs, *([definition.error_sink] if definition.error_sink else [])]
-    try:
-        make_source(definition.source, ctx)
-        for url in sinks:
-            make_sink(url, ctx)
-    except ModelbusError as exc:
-        raise DefinitionError(f"listener {definition.name!r}: {exc.message}") from None
-
-
-def load_listener_file(path: Path, data_dir: Path) -> list[ListenerDefinition]:
-    """The definitions of a TOML listener file, checked as far as possible without a broker
-    (see :func:`check_connectors`). Raises :class:`DefinitionError` naming the file and the
-    listener; nothing is applied."""
-    definitions = load_definitions(path)
-    for definition in definitions:
-        try:
-            check_connectors(definition, data_dir)
-        except DefinitionError as exc:
-            raise DefinitionError(f"{path}: {exc.message}") from None
-    return definitions
-
-
-async def apply_listener_file(
-    listeners: ListenerManager, path: Path, data_dir: Path, *, prune: bool
-) -> None:
-    """Create or update the listeners of ``path`` (delete the others with ``prune``).
-
-    Brokers are not contacted here: a listener whose broker is down at start is created,
-    shows ``degraded`` in its status and connects when the broker comes up."""
-    definitions = load_listener_file(path, data_dir)
-    result = await listeners.apply(definitions, prune=prune, check=False)
-    log.info(
-        "listener file %s applied: created %s, updated %s, unchanged %s, deleted %s",
-        path,
-        result.created or "none",
-        result.updated or "none",
-        result.unchanged or "none",
-        result.deleted or "none",
     )
 
 
@@ -178,7 +129,7 @@ async def _running(
         options=ManagerOptions(stop_deadline_s=settings.stop_deadline_s),
         credentials=credentials,
     )
-    hooks = HookQueues(settings.data_dir)
+    hooks = HookIntake(listeners, settings.data_dir)
     await models.start()
     try:
         if settings.listeners_file is not None:

@@ -1,7 +1,8 @@
 """``POST /v1/hooks/{name}``: webhooks in, for listeners whose source is ``webhook://NAME``.
 
 No API key: the ``X-Modelbus-Signature`` header (HMAC-SHA256 over timestamp and body with
-the listener's secret, see :mod:`modelbus.connectors.webhook`) authenticates the sender.
+the listener's secret, see :mod:`modelbus.connectors.webhook`) authenticates the sender;
+:mod:`modelbus.listeners.hooks` finds the listeners and queues the event.
 The answer is ``202`` once the event is durably queued for every listener on that hook
 whose secret the signature matches, ``401`` for a missing, wrong or stale signature
 (outside the listener's ``tolerance_s``, 5 minutes by default), ``404`` when no listener
@@ -15,16 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from modelbus.client.schemas import Schema
-from modelbus.connectors import OutMessage, scheme_of
-from modelbus.connectors.webhook import (
-    SIGNATURE_HEADER,
-    WebhookOptions,
-    hook_attributes,
-    hook_message_id,
-    verify,
-)
-from modelbus.errors import DefinitionError, NotFound, Unauthenticated
-from modelbus.listeners.manager import ListenerManager
+from modelbus.listeners.hooks import SIGNATURE_HEADER
 from modelbus.web.api.context import services
 from modelbus.web.api.payloads import read_body
 
@@ -34,22 +26,6 @@ router = APIRouter(tags=["webhooks"])
 class HookAccepted(Schema):
     id: str = Field(description="The event's message id (its Idempotency-Key when given).")
     listeners: list[str] = Field(description="The listeners it was queued for.")
-
-
-async def hook_listeners(manager: ListenerManager, hook: str) -> list[tuple[str, WebhookOptions]]:
-    """The listeners whose source is ``webhook://HOOK``, with their options."""
-    found = []
-    for info in await manager.list():
-        source = info.definition.source
-        if scheme_of(source) != "webhook":
-            continue
-        try:
-            options = WebhookOptions.from_url(source)
-        except DefinitionError:
-            continue
-        if options.name == hook:
-            found.append((info.name, options))
-    return found
 
 
 @router.post(
@@ -87,28 +63,8 @@ async def hook_listeners(manager: ListenerManager, hook: str) -> list[tuple[str,
 )
 async def receive_hook(request: Request, name: str) -> JSONResponse:
     running = services(request)
-    targets = await hook_listeners(running.listeners, name)
-    if not targets:
-        raise NotFound(f"no listener receives webhook {name!r}")
+    targets = await running.hooks.targets(name)
     body = await read_body(request, running.settings.max_body_bytes)
-    header = request.headers.get(SIGNATURE_HEADER)
-    matched, signature, refusal = [], "", None
-    for listener, options in targets:
-        try:
-            signature = verify(options.secret, header, body, tolerance_s=options.tolerance_s)
-        except Unauthenticated as exc:
-            refusal = exc
-            continue
-        matched.append(listener)
-    if not matched:
-        assert refusal is not None
-        raise refusal
-    message = OutMessage(
-        id=hook_message_id(request.headers, signature),
-        body=body,
-        attributes=hook_attributes(request.headers),
-    )
-    for listener in matched:
-        await running.hooks.publish(listener, message)
-    accepted = HookAccepted(id=message.id, listeners=matched)
+    receipt = await running.hooks.accept(targets, request.headers, body)
+    accepted = HookAccepted(id=receipt.id, listeners=receipt.listeners)
     return JSONResponse(accepted.model_dump(), status_code=202)

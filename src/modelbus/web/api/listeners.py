@@ -29,7 +29,6 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from modelbus.client.schemas import ApplyOut, ListenerStatusOut
-from modelbus.connectors import scheme_of
 from modelbus.errors import DefinitionError, ModelbusError
 from modelbus.listeners.credentials import redact_definition, redact_url, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
@@ -280,7 +279,7 @@ def event_listener_object(info: ListenerInfo, state: str) -> dict[str, Any]:
         "name": d.name,
         "algorithm": f"{ref.owner}/{ref.name}",
         "version": ref.spec,
-        "type": scheme_of(d.source),
+        "type": d.source_scheme,
         "source": d.source,
         "outputs": [redact_url(u) for u in d.outputs],
         "error_sink": d.error_sink,

@@ -1,7 +1,7 @@
 """The listener shapes as the routes declare them: :mod:`modelbus.client.schemas` holds
 every JSON shape of the API; here a listener definition is typed as
-:class:`~modelbus.listeners.definition.ListenerDefinition`, so requests are validated by it
-and the OpenAPI document shows its fields."""
+:class:`~modelbus.listeners.definition.ListenerDefinition` (its fields plus the server's
+checks), so requests are validated by it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["ApplyRequest", "ListenerOut"]
 
 
 class ListenerOut(schemas.ListenerOut):
-    definition: ListenerDefinition = Field(  # type: ignore[assignment]
+    definition: ListenerDefinition = Field(
         description="The definition as stored, every credential shown as `***`."
     )
 
