@@ -193,7 +193,7 @@ def serve(
     from modelbus.config import Settings
     from modelbus.listeners.files import load_listener_file
     from modelbus.store.secrets import SecretBox
-    from modelbus.web.server import run
+    from modelbus.web.app import run
 
     if prune and config is None:
         raise typer.BadParameter("--prune needs --config FILE", param_hint="--prune")

@@ -35,7 +35,8 @@ from rich.markup import escape
 from modelbus.config import Settings
 from modelbus.errors import ModelbusError
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.web.server import Services, open_services, run
+from modelbus.web.app import run
+from modelbus.web.server import Services, open_services
 
 __all__ = ["EXAMPLES", "LISTENER", "DemoPlan", "find_examples", "run_demo"]
 

@@ -1,4 +1,5 @@
-"""The FastAPI application: :func:`create_app` wires routes, errors and the lifespan.
+"""The FastAPI application: :func:`create_app` wires routes, errors and the lifespan;
+:func:`run` serves it with uvicorn.
 
 The lifespan opens the server's services (database, registry, key store, pools, model
 service; see :mod:`modelbus.web.server`) when the app starts and closes them when it stops, so
@@ -7,6 +8,7 @@ the same app object runs under uvicorn, in tests, or behind any ASGI server.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -21,6 +23,9 @@ from modelbus.web.api.limits import BodyLimit
 from modelbus.web.server import Services, open_services
 
 ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
+
+# uvicorn's own wait for open HTTP connections at stop, before the lifespan shutdown.
+HTTP_GRACE_S = 10
 
 DESCRIPTION = """\
 Every model version gets an HTTP API the moment it is published.
@@ -69,3 +74,25 @@ def create_app(settings: Settings, *, services: ServicesFactory = open_services)
         return JSONResponse(app.openapi())
 
     return app
+
+
+def configure_logging() -> None:
+    """One log format for modelbus's own loggers (uvicorn keeps its own handlers)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def run(settings: Settings, *, app: FastAPI | None = None) -> None:
+    """Serve ``app`` (default: the API for ``settings``) on ``settings.host:settings.port``
+    until SIGINT/SIGTERM, then stop gracefully (see :mod:`modelbus.web.server`). Blocks."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app or create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=HTTP_GRACE_S,
+    )
+    configure_logging()
+    uvicorn.Server(config).run()

@@ -10,7 +10,7 @@ Start and stop order: models first, listeners last; at stop, listeners first. A 
 stop (SIGTERM or Ctrl-C) is: uvicorn stops accepting requests and finishes those under way
 -> the listeners stop receiving, let in-flight messages finish until ``stop_deadline_s``,
 release the rest to their brokers, close -> jobs, pools and the database close.
-:func:`run` serves the app with uvicorn until then.
+:func:`modelbus.web.app.run` serves the app with uvicorn until then.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
@@ -30,6 +30,7 @@ from modelbus.listeners.files import apply_listener_file
 from modelbus.listeners.hooks import HookIntake
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
 from modelbus.registry.catalog import Registry
+from modelbus.runtime.metrics import VersionMetrics
 from modelbus.runtime.pool import PoolManager
 from modelbus.runtime.service import ModelService
 from modelbus.store.database import Database
@@ -37,15 +38,7 @@ from modelbus.store.jobs import JobStore
 from modelbus.store.keys import KeyStore
 from modelbus.store.secrets import SecretBox
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from modelbus.web.api.metrics import VersionMetrics
-
 log = logging.getLogger("modelbus.web.server")
-
-# uvicorn's own wait for open HTTP connections at stop, before the lifespan shutdown.
-HTTP_GRACE_S = 10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,8 +106,6 @@ async def _running(
     settings: Settings, database: Database, keys: KeyStore, credentials: Credentials
 ) -> AsyncIterator[Services]:
     """Models, then listeners; stopped in the reverse order."""
-    from modelbus.web.api.metrics import VersionMetrics  # the API imports this module
-
     registry = Registry(database, settings.data_dir)
     pools = PoolManager()
     models = ModelService(registry=registry, pools=pools, jobs=JobStore(database))
@@ -178,27 +169,3 @@ def redacted_logs(credentials: Credentials) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(redacting)
-
-
-def configure_logging() -> None:
-    """One log format for modelbus's own loggers (uvicorn keeps its own handlers)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
-def run(settings: Settings, *, app: FastAPI | None = None) -> None:
-    """Serve ``app`` (default: the API for ``settings``) on ``settings.host:settings.port``
-    until SIGINT/SIGTERM, then stop gracefully (see the module docstring). Blocks."""
-    import uvicorn
-
-    from modelbus.web.app import create_app
-
-    config = uvicorn.Config(
-        app or create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=HTTP_GRACE_S,
-    )
-    configure_logging()
-    uvicorn.Server(config).run()
