@@ -37,6 +37,7 @@ from modelbus.errors import ConnectorError
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.lifecycle import Listener, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
+from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.store.database import Database
 from modelbus.store.runs import RunStore
@@ -157,6 +158,7 @@ class Harness:
 
     def __init__(self, *, runs: RunStore, data_dir: Path) -> None:
         self.runs = runs
+        self.writer = RunWriter(runs)
         self.data_dir = data_dir
         self.invoker = FunctionInvoker()
         self.metrics = Metrics(CollectorRegistry())
@@ -168,7 +170,7 @@ class Harness:
         listener = Listener(
             definition,
             invoker=self.invoker,
-            runs=self.runs,
+            runs=self.writer,
             metrics=self.metrics.listener(definition.name),
             data_dir=self.data_dir,
             options=FAST,

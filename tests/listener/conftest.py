@@ -18,6 +18,7 @@ from modelbus.connectors.memory import BROKER
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.lifecycle import Listener, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
+from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.store.database import Database
 from modelbus.store.runs import RunStore
@@ -72,9 +73,13 @@ class Env:
     kind: str
     data_dir: Path
     runs: RunStore
+    writer: RunWriter = field(init=False)
     invoker: FunctionInvoker = field(default_factory=FunctionInvoker)
     metrics: Metrics = field(default_factory=lambda: Metrics(CollectorRegistry()))
     started: list[Listener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.writer = RunWriter(self.runs)
 
     @property
     def ctx(self) -> ConnectorContext:
@@ -98,7 +103,7 @@ class Env:
         listener = Listener(
             definition,
             invoker=self.invoker,
-            runs=self.runs,
+            runs=self.writer,
             metrics=self.metrics.listener(definition.name),
             data_dir=self.data_dir,
             options=options,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.lifecycle import Listener
 from modelbus.listeners.metrics import Metrics
+from modelbus.listeners.records import RunWriter
 from modelbus.runtime.invocation import Payload
 from modelbus.store.runs import RunStore
 from modelbus.testing import FunctionInvoker
@@ -40,7 +41,7 @@ async def main(
     listener = Listener(
         definition,
         invoker=invoker,
-        runs=RunStore(engine),
+        runs=RunWriter(RunStore(engine)),
         metrics=Metrics(CollectorRegistry()).listener(name),
         data_dir=Path(data_dir),
     )

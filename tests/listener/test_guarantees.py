@@ -131,7 +131,7 @@ async def test_replicas_of_one_listener_compete(env: Env) -> None:
     replica = Listener(
         definition,
         invoker=second_invoker,
-        runs=env.runs,
+        runs=env.writer,
         metrics=env.metrics.listener(definition.name),
         data_dir=env.data_dir,
         options=FAST,

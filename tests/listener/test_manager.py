@@ -328,7 +328,7 @@ async def test_the_sync_loop_follows_the_store_and_ends_the_dedupe_window(
         updated_at=1.0,
         finished_at=1.0,
     )
-    await env.runs.record(old)
+    await env.runs.write([old])
     await follower.start()
     try:
         await writer.create(env.definition(name="s", source=env.url("in")))

@@ -1,4 +1,5 @@
-"""RunStore on the migrated store, SQLite and PostgreSQL (tests/conftest.py's ``db``)."""
+"""RunStore, and the listeners' group-committed RunWriter over it, on the migrated store,
+SQLite and PostgreSQL (tests/conftest.py's ``db``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 
 from modelbus.connectors import redact_url
 from modelbus.errors import DeadLetterNotFound
+from modelbus.listeners.coalescer import Coalescer
+from modelbus.listeners.records import RunWriter
 from modelbus.store.database import Database
-from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStore
+from modelbus.store.runs import DeadLetter, RunRecord, RunStore
 
 
 @pytest.fixture
@@ -20,6 +23,14 @@ async def store(db: Database) -> AsyncIterator[RunStore]:
     runs = RunStore(db.engine)
     yield runs
     await runs.close()
+
+
+@pytest.fixture
+async def writer(store: RunStore) -> AsyncIterator[RunWriter]:
+    """The listeners' group-committed writer over ``store``."""
+    runs = RunWriter(store)
+    yield runs
+    await runs.flush()
 
 
 def run(
@@ -56,9 +67,11 @@ def letter(letter_id: str, *, at: float, listener: str = "l", attempts: int = 1)
     )
 
 
-async def test_run_records_round_trip_and_keep_their_first_receive_time(store: RunStore) -> None:
-    await store.record(run("m1", "running", at=10))
-    await store.record(
+async def test_run_records_round_trip_and_keep_their_first_receive_time(
+    store: RunStore, writer: RunWriter
+) -> None:
+    await writer.record(run("m1", "running", at=10))
+    await writer.record(
         run(
             "m1",
             "succeeded",
@@ -70,7 +83,7 @@ async def test_run_records_round_trip_and_keep_their_first_receive_time(store: R
             duration_ms=5.5,
         )
     )
-    await store.record(run("m1", "running", at=30, listener="other"))
+    await writer.record(run("m1", "running", at=30, listener="other"))
     (mine,) = await store.get_runs("m1", "l")
     assert (mine.status, mine.attempts, mine.version, mine.output_id) == (
         "succeeded",
@@ -86,34 +99,35 @@ async def test_run_records_round_trip_and_keep_their_first_receive_time(store: R
 
 async def test_a_final_status_is_not_overwritten_by_a_late_intermediate_one(
     store: RunStore,
+    writer: RunWriter,
 ) -> None:
-    await store.record(run("m1", "succeeded", at=10))
-    store.note(run("m1", "running", at=20))
-    await store.flush()
+    await writer.record(run("m1", "succeeded", at=10))
+    writer.note(run("m1", "running", at=20))
+    await writer.flush()
     (record,) = await store.get_runs("m1")
     assert record.status == "succeeded"
-    await store.record(run("m1", "dead_lettered", at=30, error={"type": "X", "message": "y"}))
+    await writer.record(run("m1", "dead_lettered", at=30, error={"type": "X", "message": "y"}))
     (record,) = await store.get_runs("m1")
     assert record.status == "dead_lettered" and record.error == {"type": "X", "message": "y"}
 
 
-async def test_dedupe_check_sees_only_successes(store: RunStore) -> None:
-    await store.record(run("a", "succeeded"))
-    await store.record(run("b", "retrying"))
-    await store.record(run("c", "succeeded", listener="other"))
+async def test_dedupe_check_sees_only_successes(store: RunStore, writer: RunWriter) -> None:
+    await writer.record(run("a", "succeeded"))
+    await writer.record(run("b", "retrying"))
+    await writer.record(run("c", "succeeded", listener="other"))
     assert await store.succeeded("l", ["a", "b", "c", "d"]) == {"a"}
     assert await store.succeeded("l", []) == set()
 
 
-async def test_many_concurrent_writes_all_land(store: RunStore) -> None:
-    await asyncio.gather(*(store.record(run(f"m{i}", "succeeded", at=i)) for i in range(200)))
+async def test_many_concurrent_writes_all_land(store: RunStore, writer: RunWriter) -> None:
+    await asyncio.gather(*(writer.record(run(f"m{i}", "succeeded", at=i)) for i in range(200)))
     page = await store.list_runs("l", limit=500)
     assert len(page.items) == 200 and page.next_cursor is None
 
 
-async def test_run_listing_pages(store: RunStore) -> None:
+async def test_run_listing_pages(store: RunStore, writer: RunWriter) -> None:
     for i in range(5):
-        await store.record(run(f"m{i}", "succeeded" if i % 2 else "retrying", at=float(i)))
+        await writer.record(run(f"m{i}", "succeeded" if i % 2 else "retrying", at=float(i)))
     first = await store.list_runs("l", limit=2)
     assert [r.message_id for r in first.items] == ["m4", "m3"]
     second = await store.list_runs("l", limit=2, cursor=first.next_cursor)
@@ -124,13 +138,15 @@ async def test_run_listing_pages(store: RunStore) -> None:
     assert [r.message_id for r in only.items] == ["m3", "m1"]
 
 
-async def test_dead_letters_store_page_and_redrive_marks(store: RunStore) -> None:
+async def test_dead_letters_store_page_and_redrive_marks(
+    store: RunStore, writer: RunWriter
+) -> None:
     for i in range(5):
-        await store.dead_letter(
+        await writer.dead_letter(
             run(f"m-d{i}", "dead_lettered", at=float(i)), letter(f"d{i}", at=float(i))
         )
-    await store.dead_letter(run("x", "dead_lettered"), letter("x1", at=1.0, listener="other"))
-    await store.dead_letter(run("m-d4", "dead_lettered", at=9.0), letter("d4", at=9.0, attempts=7))
+    await writer.dead_letter(run("x", "dead_lettered"), letter("x1", at=1.0, listener="other"))
+    await writer.dead_letter(run("m-d4", "dead_lettered", at=9.0), letter("d4", at=9.0, attempts=7))
 
     one = await store.get_dead_letter("d4")
     assert (one.body, one.attributes, one.attempts) == (b"\x00\x01body", {"k": "v"}, 7)
@@ -153,10 +169,10 @@ async def test_dead_letters_store_page_and_redrive_marks(store: RunStore) -> Non
         await store.get_dead_letter("nope")
 
 
-async def test_prune_ends_the_dedupe_window(store: RunStore) -> None:
-    await store.record(run("old", "succeeded", at=10))
-    await store.record(run("new", "succeeded", at=100))
-    await store.record(run("open", "running", at=5))
+async def test_prune_ends_the_dedupe_window(store: RunStore, writer: RunWriter) -> None:
+    await writer.record(run("old", "succeeded", at=10))
+    await writer.record(run("new", "succeeded", at=100))
+    await writer.record(run("open", "running", at=5))
     assert await store.prune(finished_before=50) == 1
     assert await store.succeeded("l", ["old", "new"]) == {"new"}
     assert len(await store.get_runs("open")) == 1
@@ -197,12 +213,13 @@ async def test_a_recorded_run_is_committed_for_every_other_connection(
     """record() returns only once the record is committed: another engine on the same store
     (another node, another process) sees it at once, and a closed store can be used again."""
     store = RunStore(db.engine)
+    writer = RunWriter(store)
     other = await Database.open(database_url)
     try:
-        await store.record(run("m1", "succeeded"))
+        await writer.record(run("m1", "succeeded"))
         assert await RunStore(other.engine).succeeded("l", ["m1", "m2"]) == {"m1"}
         await store.close()
-        await store.record(run("m2", "succeeded"))
+        await writer.record(run("m2", "succeeded"))
         assert await RunStore(other.engine).succeeded("l", ["m1", "m2"]) == {"m1", "m2"}
         assert await store.succeeded("l", ["m1", "m2", "m3"]) == {"m1", "m2"}
     finally:
@@ -213,12 +230,13 @@ async def test_a_recorded_run_is_committed_for_every_other_connection(
 async def test_a_failed_group_commit_fails_its_waiters_and_writes_nothing(db: Database) -> None:
     """The dead letter and its run record commit together or not at all."""
     store = RunStore(db.engine)
+    writer = RunWriter(store)
     broken = replace(letter("d1", at=5.0), body=None)  # type: ignore[arg-type]  # NOT NULL
     try:
         with pytest.raises(Exception, match=r"(?i)not null|null value"):
-            await store.dead_letter(run("m-d1", "dead_lettered"), broken)
+            await writer.dead_letter(run("m-d1", "dead_lettered"), broken)
         assert await store.get_runs("m-d1") == []
-        await store.record(run("m-ok", "succeeded"))  # the store still works
+        await writer.record(run("m-ok", "succeeded"))  # the store still works
         assert await store.succeeded("l", ["m-ok"]) == {"m-ok"}
     finally:
         await store.close()

@@ -69,6 +69,7 @@ from modelbus.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.definition import ListenerDefinition, check_lease
 from modelbus.listeners.envelopes import (
     OBJECT_SOURCES,
@@ -85,9 +86,10 @@ from modelbus.listeners.envelopes import (
 )
 from modelbus.listeners.filters import compile_filter
 from modelbus.listeners.metrics import ListenerMetrics
+from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.runtime.invocation import CallOptions, Invoker, Payload, Result
-from modelbus.store.runs import Coalescer, DeadLetter, RunRecord, RunStatus, RunStore
+from modelbus.store.runs import DeadLetter, RunRecord, RunStatus
 
 __all__ = [
     "Ack",
@@ -279,7 +281,7 @@ class Listener:
         definition: ListenerDefinition,
         *,
         invoker: Invoker,
-        runs: RunStore,
+        runs: RunWriter,
         metrics: ListenerMetrics,
         data_dir: Path,
         options: RuntimeOptions | None = None,
@@ -544,7 +546,8 @@ class Listener:
 
     async def _duplicates(self, deliveries: list[Delivery]) -> set[str]:
         try:
-            return await self._runs.succeeded(self.name, [d.message_id for d in deliveries])
+            ids = [d.message_id for d in deliveries]
+            return await self._runs.store.succeeded(self.name, ids)
         except Exception as exc:  # the store is down: run them; settling will notice
             self._error("store", f"dedupe check failed: {exc}")
             return set()

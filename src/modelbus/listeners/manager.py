@@ -37,6 +37,7 @@ from modelbus.listeners.credentials import Credentials
 from modelbus.listeners.definition import ListenerDefinition, check_lease, model_ref
 from modelbus.listeners.lifecycle import Listener, ListenerStatus, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
+from modelbus.listeners.records import RunWriter
 from modelbus.runtime.invocation import Invoker
 from modelbus.store.runs import DeadLetter, RunStore
 from modelbus.store.schema import listeners as listeners_table
@@ -158,6 +159,7 @@ class ListenerManager:
         self._data_dir = data_dir
         self._options = options or ManagerOptions()
         self.runs = runs or RunStore(engine)
+        self._writer = RunWriter(self.runs)
         self.metrics = Metrics(registry)
         self._running: dict[str, Listener] = {}
         self._lock = asyncio.Lock()
@@ -187,6 +189,7 @@ class ListenerManager:
                 self._sync_task = None
             running, self._running = list(self._running.values()), {}
             await asyncio.gather(*(self._stop(listener) for listener in running))
+        await self._writer.flush()
         await self.runs.close()
 
     async def sync(self) -> None:
@@ -224,7 +227,7 @@ class ListenerManager:
             listener = Listener(
                 definition,
                 invoker=self._invoker,
-                runs=self.runs,
+                runs=self._writer,
                 metrics=self.metrics.listener(definition.name),
                 data_dir=self._data_dir,
                 options=self._options.runtime,
@@ -482,7 +485,7 @@ class ListenerManager:
         listener = Listener(
             definition,
             invoker=self._invoker,
-            runs=self.runs,
+            runs=self._writer,
             metrics=self.metrics.listener(definition.name),
             data_dir=self._data_dir,
             options=self._options.runtime,

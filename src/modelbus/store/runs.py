@@ -6,13 +6,12 @@ broker message id, the same on every redelivery): ``running`` -> ``retrying`` ->
 the result went (the sinks and the output id) or the error. A message whose record says
 ``succeeded`` is not run again (dedupe) until :meth:`RunStore.prune` forgets it.
 
-Writes are on the hot path of every message, so they are group-committed: concurrent
-writers share one transaction (:class:`Coalescer`). :meth:`RunStore.record` returns once the
-record is durable (the runtime settles only after that); :meth:`RunStore.note` is
-write-behind, for the intermediate states nobody waits on. On SQLite the dedupe check and
-each group commit are one hop to a thread of their own (:class:`_SqliteDirect`), not the
-three or four aiosqlite round trips of the async engine (BEGIN, statements, COMMIT), each
-of which waits for the GIL behind a busy event loop: that cost about 4 ms per commit.
+Writes are on the hot path of every message: :meth:`RunStore.write` stores many records
+and dead letters in one transaction, and the listeners group-commit their writes through
+it (:class:`modelbus.listeners.records.RunWriter`). On SQLite the dedupe check and each
+write are one hop to a thread of their own (:class:`_SqliteDirect`), not the three or four
+aiosqlite round trips of the async engine (BEGIN, statements, COMMIT), each of which waits
+for the GIL behind a busy event loop: that cost about 4 ms per commit.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -36,79 +35,13 @@ from modelbus.errors import DeadLetterNotFound, InvalidInput
 from modelbus.store.database import sqlite_sync_engine, write_options
 from modelbus.store.schema import dead_letters, runs
 
-__all__ = ["Coalescer", "DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore"]
+__all__ = ["DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "RunWrite"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RunStatus = Literal["running", "retrying", "succeeded", "dead_lettered"]
 FINAL: tuple[RunStatus, ...] = ("succeeded", "dead_lettered")
-
-
-class Coalescer(Generic[T]):
-    """Hands items submitted concurrently to ``flush`` together (group commit).
-
-    The first item is flushed at once; items submitted while a flush runs wait for the next
-    one, which takes them all (up to ``max_items``). ``flush`` raises to fail the whole
-    batch, or returns one outcome per item (None = done, or that item's exception), or None
-    when all are done. Used for run-record writes and for the listener's acks and publishes.
-    """
-
-    def __init__(
-        self,
-        flush: Callable[[list[T]], Awaitable[Sequence[Exception | None] | None]],
-        *,
-        max_items: int = 500,
-    ) -> None:
-        self._flush = flush
-        self._max_items = max_items
-        self._pending: list[tuple[T, asyncio.Future[None] | None]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: T) -> None:
-        """Return once the flush that includes ``item`` succeeded; raise its error otherwise.
-        Cancelling the caller does not withdraw the item."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        self._start()
-        await asyncio.shield(future)
-
-    def submit_nowait(self, item: T) -> None:
-        """Queue ``item`` for the next flush without waiting (its errors are logged)."""
-        self._pending.append((item, None))
-        self._start()
-
-    async def drain(self) -> None:
-        """Wait until everything submitted so far is flushed."""
-        while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
-
-    def _start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_items]
-            del self._pending[: self._max_items]
-            try:
-                outcomes = await self._flush([item for item, _ in batch])
-            except Exception as exc:
-                outcomes = [exc] * len(batch)
-            for (_, future), outcome in zip(batch, outcomes or [None] * len(batch), strict=True):
-                _resolve(future, outcome)
-
-
-def _resolve(future: asyncio.Future[None] | None, outcome: Exception | None) -> None:
-    if future is None:
-        if outcome is not None:
-            log.warning("write-behind flush failed: %s", outcome)
-    elif future.done():
-        pass
-    elif outcome is None:
-        future.set_result(None)
-    else:
-        future.set_exception(outcome)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -165,43 +98,43 @@ class Page(Generic[T]):
     next_cursor: str | None = None
 
 
-_Write = RunRecord | DeadLetter
+RunWrite = RunRecord | DeadLetter
 
 
 class RunStore:
     """Run records and dead letters on an :class:`AsyncEngine` (SQLite or PostgreSQL).
 
-    Call :meth:`close` (or at least :meth:`flush`) before disposing of the engine.
+    Call :meth:`close` before disposing of the engine.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._writer: Coalescer[_Write] = Coalescer(self._write)
         self._upsert_run = _upsert(engine, runs, ("listener", "message_id"))
         self._upsert_dead = _upsert(engine, dead_letters, ("id",))
         self._direct = _SqliteDirect.of(engine)
 
-    async def record(self, record: RunRecord) -> None:
-        """Write ``record`` and return once it is durable (group-committed)."""
-        await self._writer.submit(record)
-
-    def note(self, record: RunRecord) -> None:
-        """Write ``record`` soon, without waiting (intermediate states)."""
-        self._writer.submit_nowait(record)
-
-    async def dead_letter(self, record: RunRecord, letter: DeadLetter) -> None:
-        """Store ``letter`` (replacing an earlier one with its id) and the run record
-        saying ``dead_lettered``; returns once both are durable."""
-        await asyncio.gather(self._writer.submit(letter), self._writer.submit(record))
-
-    async def flush(self) -> None:
-        """Wait until every write submitted so far is durable (or failed)."""
-        await self._writer.drain()
+    async def write(self, items: Sequence[RunWrite]) -> None:
+        """Store run records and dead letters in one transaction, returning once it is
+        committed. The last write of a key wins; an earlier one in the same call is dropped.
+        A final run status is never overwritten by an intermediate one."""
+        latest_runs: dict[tuple[str, str], dict[str, Any]] = {}
+        latest_letters: dict[str, dict[str, Any]] = {}
+        for item in items:
+            if isinstance(item, RunRecord):
+                latest_runs[(item.listener, item.message_id)] = _run_row(item)
+            else:
+                latest_letters[item.id] = _dead_letter_row(item)
+        letters, records = list(latest_letters.values()), list(latest_runs.values())
+        if self._direct is not None:
+            await self._direct.run(lambda conn: self._write_now(conn, letters, records), write=True)
+            return
+        async with self._engine.begin() as conn:
+            await _executemany(conn, self._upsert_dead, letters)
+            await _executemany(conn, self._upsert_run, records)
 
     async def close(self) -> None:
-        """Flush and release this store's own SQLite thread (used again if the store is);
-        the engine stays the caller's to dispose of."""
-        await self.flush()
+        """Release this store's own SQLite thread (used again if the store is); the engine
+        stays the caller's to dispose of."""
         if self._direct is not None:
             await self._direct.close()
 
@@ -325,23 +258,6 @@ class RunStore:
     async def _execute(self, query: Executable) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(query)
-
-    async def _write(self, items: list[_Write]) -> None:
-        # The last write of a key wins; earlier ones in the same flush are dropped.
-        latest_runs: dict[tuple[str, str], dict[str, Any]] = {}
-        latest_letters: dict[str, dict[str, Any]] = {}
-        for item in items:
-            if isinstance(item, RunRecord):
-                latest_runs[(item.listener, item.message_id)] = _run_row(item)
-            else:
-                latest_letters[item.id] = _dead_letter_row(item)
-        letters, records = list(latest_letters.values()), list(latest_runs.values())
-        if self._direct is not None:
-            await self._direct.run(lambda conn: self._write_now(conn, letters, records), write=True)
-            return
-        async with self._engine.begin() as conn:
-            await _executemany(conn, self._upsert_dead, letters)
-            await _executemany(conn, self._upsert_run, records)
 
     def _write_now(
         self, conn: Connection, letters: list[dict[str, Any]], records: list[dict[str, Any]]
