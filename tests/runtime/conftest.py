@@ -17,7 +17,8 @@ import pytest
 from uv import find_uv_bin
 
 from modelbus.registry.launch import RunnerSpec, install_runtime, python_argv, runner_env
-from modelbus.runtime.pool import Pool, PoolManager, PoolSettings, Runner
+from modelbus.runtime.pool import Pool, PoolManager, PoolSettings
+from modelbus.runtime.runner import Runner
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelbus.runtime.pool import _read_frame
+from modelbus.runtime.runner import _read_frame
 from modelbus_runner.protocol import (
     MAX_HEADER_BYTES,
     ProtocolError,

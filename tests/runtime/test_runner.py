@@ -15,7 +15,7 @@ import pytest
 from modelbus.errors import InvocationTimeout, ModelError, RunnerCrashed
 from modelbus.registry.launch import RunnerSpec
 from modelbus.runtime.invocation import Payload
-from modelbus.runtime.pool import Runner
+from modelbus.runtime.runner import Runner
 
 from .conftest import MODELS, SpecFactory
 

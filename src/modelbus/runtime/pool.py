@@ -4,7 +4,7 @@
 
     PoolManager ── one Pool per RunnerSpec.key (a build's content hash)
         Pool ── min..max Runners, a fair bounded wait queue, replacement, idle scale-down
-            Runner ── one subprocess speaking docs/runner-protocol.md on stdin/stdout
+            Runner ── one subprocess speaking docs/runner-protocol.md (modelbus.runtime.runner)
 
 The server never imports model code: every model runs in a runner process, started from
 the spec's ``argv`` in its ``cwd`` with exactly its ``env``. A runner is used by one call
@@ -18,37 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import ctypes
 import logging
-import os
-import resource
-import signal
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from modelbus.errors import (
     InvocationError,
-    InvocationTimeout,
-    ModelError,
     Overloaded,
-    RunnerCrashed,
 )
 from modelbus.registry.launch import RunnerSpec
-from modelbus.runtime.invocation import CONTENT_TYPES, CallOptions, Payload, Result
-from modelbus_runner import protocol
+from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.runner import Runner
 
 log = logging.getLogger("modelbus.runtime.pool")
-runner_log = logging.getLogger("modelbus.runner")
-
-_STDERR_TAIL_LINES = 30
-_STDERR_LINE_CHARS = 2000
-_EXIT_WAIT_S = 5.0  # how long to wait for a killed or finished process to be reaped
-_EOF_EXIT_WAIT_S = 1.0  # after stdout closes, how long a runner gets to exit by itself
-_STREAM_LIMIT_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,15 +58,6 @@ class PoolSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class CallReply:
-    """What one runner call returned: one output or ModelError per input, in order."""
-
-    outputs: tuple[Payload | ModelError, ...]
-    stdout: str | None
-    duration_ms: float
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class PoolStats:
     """A pool's figures for metrics. Counters only grow; the rest is the current state."""
 
@@ -95,281 +71,6 @@ class PoolStats:
     duration_s_total: float
     runners_started: int
     runners_lost: int
-
-
-class Runner:
-    """One runner process. Use :meth:`start`; one :meth:`call` at a time."""
-
-    def __init__(
-        self,
-        spec: RunnerSpec,
-        process: asyncio.subprocess.Process,
-        on_exit: Callable[[Runner], None] | None,
-    ) -> None:
-        self.spec = spec
-        self.pid = process.pid
-        self.batch = False
-        self.last_used = time.monotonic()
-        self._process = process
-        self._on_exit = on_exit
-        self._usable = True
-        self._closing = False
-        self._in_call = False
-        self._next_id = 0
-        self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
-        self._stderr_task = asyncio.create_task(self._pump_stderr())
-        self._exit_task = asyncio.create_task(self._watch_exit())
-
-    def __repr__(self) -> str:
-        return f"<Runner {self.spec.key[:12]} pid={self.pid}>"
-
-    @classmethod
-    async def start(
-        cls,
-        spec: RunnerSpec,
-        *,
-        start_timeout_s: float = 120.0,
-        on_exit: Callable[[Runner], None] | None = None,
-    ) -> Runner:
-        """Start a runner and wait until its model is loaded.
-
-        ``on_exit(runner)`` is called once when the process exits, whatever the cause.
-        Raises :class:`ModelError` when the model's ``load`` failed (with its traceback),
-        :class:`InvocationTimeout` when it is not ready within ``start_timeout_s`` (it is
-        killed), :class:`RunnerCrashed` when it cannot be started or exits before it is ready.
-        """
-        process = await _spawn(spec)
-        runner = cls(spec, process, None)
-        error: InvocationError
-        try:
-            async with asyncio.timeout(start_timeout_s):
-                frame = await _read_frame(runner._stdout)
-            runner.batch = _ready(frame)
-        except TimeoutError:
-            runner.kill()
-            await runner._finish()
-            report = runner._stderr_report()
-            error = InvocationTimeout(
-                f"runner {runner.pid} did not load within {start_timeout_s:g} s{report}"
-            )
-        except _LoadFailed as exc:
-            await runner._finish()
-            error = exc.error
-        except _BROKEN as exc:
-            error = await runner._crashed("before it was ready", exc)
-        except BaseException:
-            runner.kill()
-            raise
-        else:
-            runner._on_exit = on_exit  # only a runner that got ready is the pool's business
-            extra = {"runner_pid": runner.pid, "runner_key": spec.key}
-            log.info("runner %d ready", runner.pid, extra=extra)
-            return runner
-        raise error
-
-    @property
-    def alive(self) -> bool:
-        """True while the process runs and can take calls (not killed, not closing)."""
-        return self._usable and self._process.returncode is None
-
-    @property
-    def closing(self) -> bool:
-        """True once :meth:`close` was called: an exit from here on is not a crash."""
-        return self._closing
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status once the process has exited (negative: killed by that signal)."""
-        return self._process.returncode
-
-    async def call(
-        self,
-        payloads: Sequence[Payload],
-        *,
-        timeout_s: float,
-        capture_stdout: bool = False,
-        attributes: Mapping[str, str] | None = None,
-    ) -> CallReply:
-        """Send one call and wait for its result.
-
-        Several payloads only if :attr:`batch`. Model errors come back inside the reply, one
-        per input. Raises :class:`InvocationTimeout` past ``timeout_s`` (the runner is killed
-        with SIGKILL) and :class:`RunnerCrashed` when the process dies or writes a malformed
-        frame (the exit status and the stderr tail are in the message). If the caller is
-        cancelled mid-call the runner is killed, since its answer can no longer be matched.
-        """
-        if self._in_call:
-            raise RuntimeError("a runner takes one call at a time")
-        if not self.alive:
-            raise RunnerCrashed(f"runner {self.pid} is not running")
-        self._in_call = True
-        try:
-            return await self._call(payloads, timeout_s, capture_stdout, attributes or {})
-        finally:
-            self._in_call = False
-            self.last_used = time.monotonic()
-
-    def kill(self) -> None:
-        """SIGKILL the runner's process group now; the runner is unusable from here on."""
-        self._usable = False
-        if self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-
-    async def close(self, *, grace_s: float = 5.0) -> None:
-        """Stop gracefully: a shutdown frame, then SIGKILL if the process has not exited
-        within ``grace_s``. Idempotent; returns once the process is gone."""
-        self._usable = False
-        self._closing = True
-        if self._process.returncode is None:
-            if not self._stdin.is_closing():
-                with contextlib.suppress(*_BROKEN):
-                    self._stdin.write(protocol.encode_frame({"type": "shutdown"}))
-                    self._stdin.close()
-            if not await self._wait_exit(grace_s):
-                log.warning("runner ignored shutdown; killed", extra={"runner_pid": self.pid})
-                self.kill()
-        await self._finish()
-
-    async def wait_closed(self) -> None:
-        """Return once the process has exited and its pipes are released (bounded: a
-        process that survives SIGKILL is given up on after a few seconds)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exit_task), _EXIT_WAIT_S)
-
-    @property
-    def _stdin(self) -> asyncio.StreamWriter:
-        assert self._process.stdin is not None
-        return self._process.stdin
-
-    @property
-    def _stdout(self) -> asyncio.StreamReader:
-        assert self._process.stdout is not None
-        return self._process.stdout
-
-    async def _call(
-        self,
-        payloads: Sequence[Payload],
-        timeout_s: float,
-        capture_stdout: bool,
-        attributes: Mapping[str, str],
-    ) -> CallReply:
-        self._next_id += 1
-        header = {
-            "type": "call",
-            "id": self._next_id,
-            "inputs": [{"content_type": p.content_type, "mime": p.mime} for p in payloads],
-            "stdout": capture_stdout,
-            "attributes": dict(attributes),
-        }
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout_s):
-                self._stdin.write(protocol.encode_frame(header, [p.data for p in payloads]))
-                await self._stdin.drain()
-                frame = await _read_frame(self._stdout)
-            outputs = _outputs(frame, self._next_id, len(payloads))
-            outputs = tuple(_name_memory_limit(o, self.spec.memory_limit_mb) for o in outputs)
-        except TimeoutError:
-            self.kill()
-            raise InvocationTimeout(
-                f"the call ran past its timeout of {timeout_s:g} s; runner {self.pid} was killed"
-            ) from None
-        except _BROKEN as exc:
-            raise await self._crashed("during a call", exc) from None
-        except BaseException:
-            self.kill()
-            raise
-        stdout = frame.header.get("stdout")
-        duration_ms = (time.perf_counter() - started) * 1000
-        return CallReply(
-            outputs=outputs,
-            stdout=stdout if isinstance(stdout, str) else None,
-            duration_ms=duration_ms,
-        )
-
-    async def _crashed(self, when: str, exc: BaseException) -> RunnerCrashed:
-        """Make sure the process is gone, then describe how it ended."""
-        self._usable = False
-        if isinstance(exc, protocol.ProtocolError):
-            self.kill()
-            cause = f"runner {self.pid} wrote a malformed frame {when} ({exc})"
-            await self._finish()
-        else:
-            await self._finish()
-            cause = f"runner {self.pid} {_describe_exit(self.returncode)} {when}"
-            limit_mb = self.spec.memory_limit_mb
-            if limit_mb and any(_MEMORY_HINT in line for line in self._stderr_tail):
-                cause += f" after running out of memory (memory_limit_mb = {limit_mb})"
-        return RunnerCrashed(cause + self._stderr_report())
-
-    async def _finish(self) -> None:
-        """Give the process a moment to exit by itself, kill it otherwise, and wait until
-        it is reaped and its stderr read to the end."""
-        if not await self._wait_exit(_EOF_EXIT_WAIT_S):
-            self.kill()
-        await self.wait_closed()
-
-    def _stderr_report(self) -> str:
-        if not self._stderr_tail:
-            return ""
-        return "; stderr ends with:\n" + "\n".join(self._stderr_tail)
-
-    async def _wait_exit(self, timeout_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._process.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _pump_stderr(self) -> None:
-        """Forward the runner's stderr to logging, line by line, keeping a tail for errors."""
-        assert self._process.stderr is not None
-        pending = b""
-        extra = {"runner_pid": self.pid, "runner_key": self.spec.key}
-        while chunk := await self._process.stderr.read(65536):
-            *lines, pending = (pending + chunk).split(b"\n")
-            for raw in lines:
-                self._log_line(raw, extra)
-            if len(pending) > _STDERR_LINE_CHARS:
-                self._log_line(pending, extra)
-                pending = b""
-        if pending:
-            self._log_line(pending, extra)
-
-    def _log_line(self, raw: bytes, extra: Mapping[str, Any]) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r")[:_STDERR_LINE_CHARS]
-        self._stderr_tail.append(line)
-        runner_log.info("[%s pid %d] %s", self.spec.key[:12], self.pid, line, extra=extra)
-
-    async def _watch_exit(self) -> None:
-        returncode = await self._process.wait()
-        self._usable = False
-        # Processes the model started are left in the runner's group: they go with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self._stdin.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
-        await self._transport_released()
-        if not self._closing:
-            log.warning(
-                "runner %d %s",
-                self.pid,
-                _describe_exit(returncode),
-                extra={"runner_pid": self.pid, "runner_key": self.spec.key},
-            )
-        if self._on_exit is not None:
-            self._on_exit(self)
-
-    async def _transport_released(self) -> None:
-        """Let asyncio close the subprocess transport now (its pipes report their end a few
-        loop turns after the exit), rather than from a finalizer after the loop is gone."""
-        transport = getattr(self._process, "_transport", None)
-        for _ in range(100):
-            if transport is None or transport.is_closing():
-                return
-            await asyncio.sleep(0.01)
 
 
 class Pool:
@@ -746,156 +447,9 @@ class _Job:
     failure: InvocationError | None = None
 
 
-class _LoadFailed(Exception):
-    def __init__(self, error: ModelError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-_BROKEN = (asyncio.IncompleteReadError, protocol.ProtocolError, ConnectionError)
-
-
-async def _spawn(spec: RunnerSpec) -> asyncio.subprocess.Process:
-    try:
-        return await asyncio.create_subprocess_exec(
-            *spec.argv,
-            cwd=spec.cwd,
-            env=dict(spec.env),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # own process group: killpg reaches the model's children
-            preexec_fn=_child_setup((spec.memory_limit_mb or 0) * 1024 * 1024),
-            limit=_STREAM_LIMIT_BYTES,
-        )
-    except OSError as exc:
-        raise RunnerCrashed(f"cannot start runner {spec.argv[0]!r}: {exc}") from exc
-
-
-def _child_setup(limit_bytes: int) -> Callable[[], None]:
-    """What runs in the runner between fork and exec: the memory limit (RLIMIT_AS) if any,
-    and on Linux a SIGKILL as soon as the server dies. A runner sits in its own session (so
-    the server's process group does not reach it): without the death signal, a SIGKILLed
-    server would leave runners busy with a long call alive, holding memory and the
-    model's resources, until that call ended."""
-    parent = os.getpid()
-    prctl = _prctl()
-
-    def apply() -> None:
-        if limit_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the server died before the signal was armed
-                os._exit(1)
-
-    return apply
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` on Linux (looked up in the server, not in the forked child), else
-    None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return function
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> protocol.Frame:
-    """Read one frame; IncompleteReadError at end of stream, ProtocolError if malformed."""
-    size = protocol.header_length(await reader.readexactly(protocol.PREFIX_SIZE))
-    header, lengths = protocol.decode_header(await reader.readexactly(size))
-    return protocol.Frame(header, [await reader.readexactly(n) for n in lengths])
-
-
-def _ready(frame: protocol.Frame) -> bool:
-    """The ``batch`` flag of a ready frame; _LoadFailed for a failed frame."""
-    if frame.type == "failed":
-        error = _model_error(frame.header.get("error"), prefix="the model failed to load: ")
-        error.permanent = False  # a load may fail for passing reasons; retries back off
-        raise _LoadFailed(error)
-    if frame.type != "ready":
-        raise protocol.ProtocolError(f"expected a ready frame, got {frame.type!r}")
-    return bool(frame.header.get("batch", False))
-
-
-def _outputs(frame: protocol.Frame, call_id: int, count: int) -> tuple[Payload | ModelError, ...]:
-    """Decode a result frame into one Payload or ModelError per input; ProtocolError if it
-    does not answer this call."""
-    outputs = frame.header.get("outputs")
-    if frame.type != "result" or frame.header.get("id") != call_id:
-        raise protocol.ProtocolError(f"expected the result of call {call_id}")
-    if not isinstance(outputs, list) or len(outputs) != count:
-        raise protocol.ProtocolError(f"a result needs {count} outputs")
-    blobs = iter(frame.blobs)
-    decoded = [_output(entry, blobs) for entry in outputs]
-    if next(blobs, None) is not None:
-        raise protocol.ProtocolError("a result has more blobs than ok outputs")
-    return tuple(decoded)
-
-
-def _output(entry: object, blobs: Any) -> Payload | ModelError:
-    if not isinstance(entry, dict):
-        raise protocol.ProtocolError("an output must be an object")
-    if not entry.get("ok"):
-        return _model_error(entry.get("error"))
-    kind = entry.get("content_type")
-    mime = entry.get("mime")
-    data = next(blobs, None)
-    if kind not in CONTENT_TYPES or data is None or not isinstance(mime, str | None):
-        raise protocol.ProtocolError(f"malformed ok output {entry!r}")
-    return Payload(data, kind, mime)
-
-
-def _model_error(error: object, *, prefix: str = "") -> ModelError:
-    info = error if isinstance(error, dict) else {}
-    error_type = str(info.get("type") or "ModelError")
-    message = str(info.get("message") or error_type)
-    return ModelError(
-        prefix + message,
-        error_type=error_type,
-        stacktrace=str(info.get("stacktrace") or ""),
-        permanent=bool(info.get("permanent", False)),
-    )
-
-
-_MEMORY_HINT = "MemoryError"
-
-
-def _name_memory_limit(output: Payload | ModelError, limit_mb: int | None) -> Payload | ModelError:
-    """A MemoryError under a memory limit says so: Python's own message is usually empty."""
-    if not limit_mb or not isinstance(output, ModelError) or output.error_type != _MEMORY_HINT:
-        return output
-    detail = f" ({output.message})" if output.message != output.error_type else ""
-    return ModelError(
-        f"the model exceeded its memory limit: memory_limit_mb = {limit_mb}{detail}",
-        error_type=output.error_type,
-        stacktrace=output.stacktrace,
-        permanent=output.permanent,
-    )
-
-
 def _stamp(exc: InvocationError, version: str) -> InvocationError:
     """A copy of ``exc`` carrying ``version``: one error object (a crash, a failed start)
     may reach callers of several versions that share this build's pool."""
     error = copy.copy(exc)
     error.version = version
     return error
-
-
-def _describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "stopped answering"
-    if returncode < 0:
-        try:
-            return f"exited with signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"exited with signal {-returncode}"
-    return f"exited with code {returncode}"
