@@ -244,7 +244,7 @@ def demo(
     The first start builds the examples' environments (the OCR one downloads about 400 MB);
     later starts on the same --data-dir reuse them, the admin key and the listener.
     """
-    from modelbus.cli.demo import DemoPlan, run_demo
+    from modelbus.cli.demo_plan import DemoPlan, run_demo
     from modelbus.config import Settings
 
     settings = Settings.from_env(data_dir=data_dir, port=port, host=host)

@@ -1,4 +1,4 @@
-"""``modelbus demo``: the whole product on one machine, in one command.
+"""What ``modelbus demo`` runs: the whole product on one machine, in one command.
 
 It runs the server (API, console when installed, listeners) on a data directory of its own,
 publishes the example models (``hello``, ``node-sentiment`` when Node.js is there,
