@@ -13,6 +13,9 @@ A second start on the same data directory reuses everything: the same key (kept 
 is a no-op), the same listener. The API answers at once; examples are published in the
 background, the OCR environment (about 400 MB) taking a few minutes the first time only.
 Ctrl-C or SIGTERM stops it all gracefully.
+
+The command and its options are :mod:`modelbus.cli.demo`, which imports this module only when
+it runs (this one loads the server).
 """
 
 from __future__ import annotations
