@@ -12,15 +12,19 @@ from typing import Annotated
 import typer
 
 from modelbus import errors
+from modelbus.cli.options import default_of
 from modelbus.cli.output import out, print_error
+from modelbus.config import DEFAULT_PORT, Settings
 
 
 def demo(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Where the demo keeps everything (reused).")
     ] = Path("demo-data"),
-    port: Annotated[int, typer.Option("--port", help="Port of the API.")] = 8470,
-    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the API.")] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = default_of(
+        Settings, "host"
+    ),
     folder: Annotated[
         Path | None,
         typer.Option("--folder", help="Folder to drop images into [default: DATA_DIR/inbox]."),
@@ -41,7 +45,6 @@ def demo(
     later starts on the same --data-dir reuse them, the admin key and the listener.
     """
     from modelbus.cli.demo_plan import DemoPlan, run_demo
-    from modelbus.config import Settings
 
     settings = Settings.from_env(data_dir=data_dir, port=port, host=host)
     try:

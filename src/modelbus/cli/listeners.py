@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from modelbus.cli.options import AsJson, Key, Url, open_client
+from modelbus.cli.options import AsJson, Key, Url, default_of, open_client
 from modelbus.cli.output import fields_table, new_table, out, print_json, when
-from modelbus.client.schemas import ListenerStatusOut
+from modelbus.client.schemas import BatchFields, ListenerFields, ListenerStatusOut, RetryFields
 from modelbus.listeners.definition import ListenerDefinition
 
 app = typer.Typer(
@@ -92,32 +92,63 @@ def listeners_create(
     ] = None,
     max_attempts: Annotated[
         int | None,
-        typer.Option("--max-attempts", help="Deliveries of a message before dead-lettering [5]."),
+        typer.Option(
+            "--max-attempts",
+            help="Deliveries of a message before dead-lettering "
+            f"[{default_of(RetryFields, 'max_attempts')}].",
+        ),
     ] = None,
     initial_backoff: Annotated[
         float | None,
-        typer.Option("--initial-backoff", help="Seconds before the second attempt [1]."),
+        typer.Option(
+            "--initial-backoff",
+            help="Seconds before the second attempt "
+            f"[{default_of(RetryFields, 'initial_backoff_s')}].",
+        ),
     ] = None,
     max_backoff: Annotated[
-        float | None, typer.Option("--max-backoff", help="Longest delay between attempts [300].")
+        float | None,
+        typer.Option(
+            "--max-backoff",
+            help=f"Longest delay between attempts [{default_of(RetryFields, 'max_backoff_s')}].",
+        ),
     ] = None,
     backoff_multiplier: Annotated[
         float | None,
-        typer.Option("--backoff-multiplier", help="Each delay is this times the last [2]."),
+        typer.Option(
+            "--backoff-multiplier",
+            help=f"Each delay is this times the last [{default_of(RetryFields, 'multiplier')}].",
+        ),
     ] = None,
     jitter: Annotated[
-        float | None, typer.Option("--jitter", help="Fraction of each delay randomised [0.2].")
+        float | None,
+        typer.Option(
+            "--jitter",
+            help=f"Fraction of each delay randomised [{default_of(RetryFields, 'jitter')}].",
+        ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Inputs per model call [1].")
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help=f"Inputs per model call [{default_of(BatchFields, 'max_batch_size')}].",
+        ),
     ] = None,
     batch_wait_ms: Annotated[
         int | None,
-        typer.Option("--batch-wait-ms", help="Longest wait for a batch to fill, in ms [0]."),
+        typer.Option(
+            "--batch-wait-ms",
+            help="Longest wait for a batch to fill, in ms "
+            f"[{default_of(BatchFields, 'max_wait_ms')}].",
+        ),
     ] = None,
     max_in_flight: Annotated[
         int | None,
-        typer.Option("--max-in-flight", help="Most messages held at once (back-pressure) [16]."),
+        typer.Option(
+            "--max-in-flight",
+            help="Most messages held at once (back-pressure) "
+            f"[{default_of(ListenerFields, 'max_in_flight')}].",
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
@@ -127,7 +158,8 @@ def listeners_create(
         int | None,
         typer.Option(
             "--max-body-bytes",
-            help="Largest message body run; larger ones are dead-lettered [10485760].",
+            help="Largest message body run; larger ones are dead-lettered "
+            f"[{default_of(ListenerFields, 'max_body_bytes')}].",
         ),
     ] = None,
     filter_json: Annotated[

@@ -2,7 +2,7 @@
 for the broker credentials it stores).
 
 The server's modules are imported when the command runs, so that every other command starts
-without loading them.
+without loading them. The options' documented defaults are read from :mod:`modelbus.config`.
 """
 
 from __future__ import annotations
@@ -13,21 +13,29 @@ from typing import Annotated
 import typer
 
 from modelbus import errors
+from modelbus.cli.options import default_of
 from modelbus.cli.output import out, print_error
+from modelbus.config import DEFAULT_DATA_DIR, DEFAULT_MAX_BODY_BYTES, Settings
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:g} MiB"
 
 
 def serve(
     host: Annotated[
         str | None,
-        typer.Option(help="Interface to bind [env MODELBUS_HOST, default 127.0.0.1]."),
+        typer.Option(
+            help=f"Interface to bind [env MODELBUS_HOST, default {default_of(Settings, 'host')}]."
+        ),
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(help="Port [env MODELBUS_PORT, default 8470]."),
+        typer.Option(help=f"Port [env MODELBUS_PORT, default {default_of(Settings, 'port')}]."),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Data directory [env MODELBUS_DATA_DIR, default ./.modelbus]."),
+        typer.Option(help=f"Data directory [env MODELBUS_DATA_DIR, default ./{DEFAULT_DATA_DIR}]."),
     ] = None,
     database_url: Annotated[
         str | None,
@@ -38,7 +46,10 @@ def serve(
     ] = None,
     max_body_bytes: Annotated[
         int | None,
-        typer.Option(help="Largest request body [env MODELBUS_MAX_BODY_BYTES, default 10 MiB]."),
+        typer.Option(
+            help="Largest request body [env MODELBUS_MAX_BODY_BYTES, "
+            f"default {_mib(DEFAULT_MAX_BODY_BYTES)}]."
+        ),
     ] = None,
     config: Annotated[
         Path | None,
@@ -73,7 +84,7 @@ def serve(
             "--stop-deadline",
             help="Seconds a graceful stop (Ctrl-C, SIGTERM) lets in-flight messages finish "
             "before releasing them to their brokers [env MODELBUS_STOP_DEADLINE_S, "
-            "default 30].",
+            f"default {default_of(Settings, 'stop_deadline_s')}].",
         ),
     ] = None,
 ) -> None:
@@ -83,7 +94,6 @@ def serve(
     Broker credentials in listener definitions are stored encrypted with
     MODELBUS_SECRET_KEY, or with the key file DATA_DIR/secret.key made on first start.
     """
-    from modelbus.config import Settings
     from modelbus.listeners.files import load_listener_file
     from modelbus.store.secrets import SecretBox
     from modelbus.web.app import run
