@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+DEFAULT_DATA_DIR = ".modelbus"  # relative to the working directory
 DEFAULT_PORT = 8470
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_STOP_DEADLINE_S = 30.0
@@ -46,7 +47,9 @@ class Settings:
         ``MODELBUS_STOP_DEADLINE_S``; keyword overrides that are not None win (the CLI passes
         its flags this way)."""
         env = os.environ if env is None else env
-        given_dir = overrides.pop("data_dir", None) or env.get("MODELBUS_DATA_DIR", ".modelbus")
+        given_dir = overrides.pop("data_dir", None) or env.get(
+            "MODELBUS_DATA_DIR", DEFAULT_DATA_DIR
+        )
         data_dir = Path(given_dir).expanduser().resolve()
         default_db = f"sqlite:///{data_dir / 'modelbus.sqlite'}"
         settings = cls(

@@ -1,0 +1,132 @@
+"""``modelbus serve`` (run the server until Ctrl-C) and ``modelbus secret-key`` (a new key
+for the broker credentials it stores).
+
+The server's modules are imported when the command runs, so that every other command starts
+without loading them. The options' documented defaults are read from :mod:`modelbus.config`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelbus import errors
+from modelbus.cli.options import default_of
+from modelbus.cli.output import out, print_error
+from modelbus.config import DEFAULT_DATA_DIR, DEFAULT_MAX_BODY_BYTES, Settings
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:g} MiB"
+
+
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Interface to bind [env MODELBUS_HOST, default {default_of(Settings, 'host')}]."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help=f"Port [env MODELBUS_PORT, default {default_of(Settings, 'port')}]."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help=f"Data directory [env MODELBUS_DATA_DIR, default ./{DEFAULT_DATA_DIR}]."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL, e.g. postgresql://user@host/db [env MODELBUS_DATABASE_URL; "
+            "default: a SQLite file in the data directory]."
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest request body [env MODELBUS_MAX_BODY_BYTES, "
+            f"default {_mib(DEFAULT_MAX_BODY_BYTES)}]."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML listener file ([[listeners]] tables) applied at start: its listeners "
+            "are created, or updated where they changed; listeners stored before and absent "
+            "from the file are KEPT unless --prune is given [env MODELBUS_CONFIG]. Brokers are "
+            "not contacted to accept it: a listener whose broker is down shows 'degraded' and "
+            "connects when the broker comes up.",
+        ),
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="With --config: delete stored listeners that the file does not define.",
+        ),
+    ] = False,
+    metrics_public: Annotated[
+        bool | None,
+        typer.Option(
+            "--metrics-public/--metrics-private",
+            help="Serve /metrics without an API key (for a Prometheus scraper on a private "
+            "network); by default it needs any valid key [env MODELBUS_METRICS_PUBLIC].",
+            show_default=False,
+        ),
+    ] = None,
+    stop_deadline: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-deadline",
+            help="Seconds a graceful stop (Ctrl-C, SIGTERM) lets in-flight messages finish "
+            "before releasing them to their brokers [env MODELBUS_STOP_DEADLINE_S, "
+            f"default {default_of(Settings, 'stop_deadline_s')}].",
+        ),
+    ] = None,
+) -> None:
+    """Run the server: HTTP API, model pools, async jobs and event listeners, until Ctrl-C.
+
+    On the first start of a fresh data directory an admin API key is printed, once.
+    Broker credentials in listener definitions are stored encrypted with
+    MODELBUS_SECRET_KEY, or with the key file DATA_DIR/secret.key made on first start.
+    """
+    from modelbus.listeners.files import load_listener_file
+    from modelbus.store.secrets import SecretBox
+    from modelbus.web.app import run
+
+    if prune and config is None:
+        raise typer.BadParameter("--prune needs --config FILE", param_hint="--prune")
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        max_body_bytes=max_body_bytes,
+        listeners_file=config,
+        prune_listeners=prune or None,
+        metrics_public=metrics_public,
+        stop_deadline_s=stop_deadline,
+    )
+    try:  # refuse a bad key or listener file before anything starts
+        SecretBox.load(settings.data_dir, settings.secret_key)
+        if settings.listeners_file is not None:
+            load_listener_file(settings.listeners_file, settings.data_dir)
+    except errors.ModelbusError as exc:
+        print_error(exc.message)
+        raise typer.Exit(2) from None
+    run(settings)
+
+
+def secret_key() -> None:
+    """Print a new key for MODELBUS_SECRET_KEY (encrypts broker credentials in the store).
+
+    Give every server of one store the same key. To rotate, set MODELBUS_SECRET_KEY=NEW,OLD
+    and apply the listeners again (the first key encrypts, all of them decrypt).
+    """
+    from modelbus.store.secrets import SecretBox
+
+    out.print(SecretBox.new_key())
