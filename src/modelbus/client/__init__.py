@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import os
 import time
@@ -34,6 +33,7 @@ from urllib.parse import quote
 import httpx
 
 from modelbus import errors
+from modelbus.client.archive import pack_model
 from modelbus.client.refs import ModelRef
 from modelbus.client.schemas import (
     ApplyOut,
@@ -58,8 +58,6 @@ from modelbus.client.schemas import (
 )
 from modelbus.config import DEFAULT_PORT
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.registry import artifacts
-from modelbus.registry.manifest import Manifest
 from modelbus.runtime.invocation import ContentType
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -239,15 +237,6 @@ def _push_request(path: Path, version: str | None, bump: Bump | None, publish: b
         content=archive,
         headers={"Content-Type": "application/gzip", "Accept": "application/x-ndjson"},
     )
-
-
-def pack_model(path: Path) -> tuple[Manifest, bytes]:
-    """The folder's validated manifest and a deterministic ``.tar.gz`` of it (the registry's
-    own packing, so the build hash is the one a local push would give)."""
-    manifest = Manifest.load(path)
-    buffer = io.BytesIO()
-    artifacts.pack(path, buffer)
-    return manifest, buffer.getvalue()
 
 
 def _error_class(code: str) -> type[errors.ModelbusError] | None:
