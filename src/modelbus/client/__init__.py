@@ -22,6 +22,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,9 +37,11 @@ from modelbus import errors
 from modelbus.client.archive import pack_model
 from modelbus.client.refs import ModelRef
 from modelbus.client.schemas import (
+    LISTENER_NAME_PATTERN,
     ApplyOut,
     BuildInfo,
     CallEnvelope,
+    ContentTypeName,
     CreatedKey,
     DeadLetterOut,
     DeadLetterPage,
@@ -57,8 +60,6 @@ from modelbus.client.schemas import (
     VersionInfo,
 )
 from modelbus.config import DEFAULT_PORT
-from modelbus.listeners.definition import ListenerDefinition
-from modelbus.runtime.invocation import ContentType
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_TIMEOUT_S = 600.0
@@ -74,7 +75,7 @@ class CallResult:
     """One successful call: the decoded ``value`` (JSON value, ``str`` or ``bytes``)."""
 
     value: Any
-    content_type: ContentType
+    content_type: ContentTypeName
     duration_s: float
     version: str | None
     stdout: str | None = None
@@ -181,7 +182,7 @@ def encode_input(data: Any, content_type: str | None) -> tuple[bytes, str]:
     raise errors.InvalidInput(f"a {kind} input must be str or bytes, not {type(data).__name__}")
 
 
-def _kind_of(data: Any) -> ContentType:
+def _kind_of(data: Any) -> ContentTypeName:
     if isinstance(data, bytes | bytearray | memoryview):
         return "binary"
     return "text" if isinstance(data, str) else "json"
@@ -344,11 +345,33 @@ DefinitionLike = ListenerFields | Mapping[str, Any]
 
 
 def _definition_json(definition: DefinitionLike) -> dict[str, Any]:
-    """The definition as JSON, validated here first (a DefinitionError says what to change
-    before anything is sent)."""
-    if not isinstance(definition, ListenerFields):
-        definition = ListenerDefinition.from_mapping(definition)
-    return definition.model_dump(mode="json")
+    """The definition as JSON. A mapping is sent as it is: the server validates it and
+    answers a DefinitionError saying what to change, as a listener file gets."""
+    if isinstance(definition, ListenerFields):
+        return definition.model_dump(mode="json")
+    body = dict(definition)
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.DefinitionError(
+            f"{_label(body)}: not JSON ({exc}): give strings, numbers, booleans, lists and "
+            "tables only"
+        ) from None
+    return body
+
+
+def _label(body: Mapping[str, Any]) -> str:
+    name = body.get("name")
+    return f"listener {name!r}" if isinstance(name, str) else "listener"
+
+
+def _listener_path(body: Mapping[str, Any]) -> str:
+    name = body.get("name")
+    if isinstance(name, str) and re.fullmatch(LISTENER_NAME_PATTERN, name):
+        return f"/v1/listeners/{name}"
+    # No valid name: the server refuses the body (a DefinitionError naming the field)
+    # before it reads the path, which needs a segment all the same.
+    return "/v1/listeners/-"
 
 
 def _check_param(check: bool) -> dict[str, str]:
@@ -362,7 +385,7 @@ def _create_listener_request(definition: DefinitionLike, check: bool) -> _Reques
 
 def _put_listener_request(definition: DefinitionLike, check: bool) -> _Request:
     body = _definition_json(definition)
-    path = f"/v1/listeners/{body['name']}"
+    path = _listener_path(body)
     return _Request(method="PUT", path=path, params=_check_param(check), json_body=body)
 
 
