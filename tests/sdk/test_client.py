@@ -3,12 +3,15 @@ modelbus.errors."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelbus import AsyncClient, Client, errors
 from modelbus.client import CallResult
+from modelbus.listeners.definition import ListenerDefinition
 from tests.support.fixtures import MODELS_DIR, Published, model_variant
 from tests.support.server import ModelbusServer
 
@@ -128,3 +131,68 @@ def test_env_defaults(server: ModelbusServer, monkeypatch: pytest.MonkeyPatch) -
     with Client() as client:
         assert client.url == server.url
         assert client.call("test/echo@1.0.0", 5).value == 5
+
+
+def test_a_bad_manifest_is_refused_by_the_server(server: ModelbusServer, tmp_path: Path) -> None:
+    folder = model_variant(tmp_path, "echo", "sdk-bad-manifest")
+    (folder / "modelbus.toml").write_text('[model]\nowner = "test"\nname = "sdkbad"\n')
+    with server.client() as client, pytest.raises(errors.ManifestError) as refused:
+        client.push(folder, version="0.0.1")
+    assert "[runtime]" in refused.value.message
+    with server.client() as client, pytest.raises(errors.ModelNotFound):
+        client.model("test", "sdkbad")
+
+
+def listener_mapping(name: str, **change: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "source": f"local://{name}-in?poll_ms=50",
+        "model": "test/echo@1.*",
+        "outputs": [f"local://{name}-out"],
+        **change,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": "no-slash"}, "model"),
+        ({"colour": "blue"}, "colour"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"name": "not/a/name"}, "name"),
+        ({"name": None}, "name"),
+    ],
+)
+def test_a_refused_mapping_is_the_definition_error_a_listener_file_gets(
+    server: ModelbusServer, change: dict[str, Any], field: str
+) -> None:
+    mapping = {**listener_mapping(f"sdk-bad-{uuid.uuid4().hex[:8]}"), **change}
+    if mapping["name"] is None:
+        del mapping["name"]
+    with pytest.raises(errors.DefinitionError) as local:
+        ListenerDefinition.from_mapping(mapping)
+    assert f"{field}: " in local.value.message
+    with server.client() as client:
+        with pytest.raises(errors.DefinitionError) as created:
+            client.create_listener(mapping)
+        assert created.value.message == local.value.message
+        with pytest.raises(errors.DefinitionError) as put:
+            client.put_listener(mapping)
+        assert put.value.message == local.value.message
+        with pytest.raises(errors.DefinitionError) as applied:
+            client.apply_listeners([listener_mapping(f"sdk-ok-{uuid.uuid4().hex[:8]}"), mapping])
+        assert applied.value.message.startswith(f"listeners[1]: {field}: ")
+        assert not [x for x in client.listeners() if x.name.startswith(("sdk-bad-", "sdk-ok-"))]
+
+
+async def test_a_mapping_is_sent_as_it_is_and_checked_by_the_server(
+    server: ModelbusServer,
+) -> None:
+    name = f"sdk-map-{uuid.uuid4().hex[:8]}"
+    async with AsyncClient(server.url, server.admin_key) as client:
+        with pytest.raises(errors.DefinitionError, match="model: "):
+            await client.create_listener(listener_mapping(name, model="test/echo@1.x"))
+        stored = await client.put_listener(listener_mapping(name, model="test/echo"))
+        assert stored.definition.model == "test/echo@latest"  # normalized by the server
+        assert (await client.listener(name)).definition.max_in_flight == 16
+        await client.delete_listener(name)

@@ -11,10 +11,16 @@ from dataclasses import dataclass
 
 from modelbus.errors import InvalidInput
 
-__all__ = ["ModelRef"]
+__all__ = ["ModelRef", "is_name"]
 
 _NAME = r"[a-zA-Z0-9][\w.-]*"
 _REF = re.compile(rf"^(?P<owner>{_NAME})/(?P<name>{_NAME})(?:@(?P<spec>\S+))?$")
+
+
+def is_name(text: object) -> bool:
+    """Whether ``text`` is an owner or a model name as references write them (letters,
+    digits, '_', '.' or '-', starting with a letter or digit)."""
+    return isinstance(text, str) and re.fullmatch(_NAME, text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from modelbus.config import DEFAULT_MAX_BODY_BYTES
 
 ContentTypeName = Literal["json", "text", "binary"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
+LISTENER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
 class Schema(BaseModel):
@@ -217,7 +218,7 @@ class ListenerFields(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        pattern=LISTENER_NAME_PATTERN,
         description="Unique name: letters, digits, '_', '.', '-' (at most 100).",
         examples=["ocr-inbox"],
     )

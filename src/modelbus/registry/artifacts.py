@@ -1,10 +1,11 @@
 """Model artifacts: deterministic archives of model folders, stored by content hash.
 
-:func:`pack` writes a folder as a tar stream with sorted entries and fixed metadata (mtime 0,
-uid/gid 0, no user names, modes reduced to 0644/0755), leaving out ``__pycache__``, ``.venv``,
-``node_modules`` and ``.git``. The content hash ``sha256:<hex>`` is the digest of that
-uncompressed tar stream, so the same files give the same hash on every machine whatever the
-compressor does; the stored file is the stream gzip-compressed.
+:func:`pack` (the SDK's packer, :mod:`modelbus.client.archive`, so a push from a client and
+the registry give the same hash) writes a folder as a tar stream with sorted entries and
+fixed metadata, leaving out ``__pycache__``, ``.venv``, ``node_modules`` and ``.git``. The
+content hash ``sha256:<hex>`` is the digest of that uncompressed tar stream, so the same files
+give the same hash on every machine whatever the compressor does; the stored file is the
+stream gzip-compressed.
 
 :class:`ArtifactStore` keeps archives under ``data_dir/artifacts/<hex>.tar.gz`` and unpacks
 them (atomically, once) to ``data_dir/models/<hex>/``. Archives uploaded by clients go
@@ -17,121 +18,40 @@ All functions here block (file I/O); async callers run them in a thread.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
 import lzma
 import os
 import posixpath
 import shutil
-import stat
 import tarfile
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
+from modelbus.client.archive import EXCLUDED_NAMES, MANIFEST_FILE, content_hash, pack
 from modelbus.errors import ArchiveError, BuildNotFound
 
-EXCLUDED_NAMES = frozenset({"__pycache__", ".venv", "node_modules", ".git"})
-MANIFEST_FILE = "modelbus.toml"
+__all__ = [
+    "DEFAULT_MAX_MEMBERS",
+    "DEFAULT_MAX_UNPACKED_BYTES",
+    "EXCLUDED_NAMES",
+    "MANIFEST_FILE",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_CHAIN",
+    "ArtifactStore",
+    "content_hash",
+    "pack",
+    "safe_extract",
+]
+
 DEFAULT_MAX_UNPACKED_BYTES = 2 * 1024**3
 DEFAULT_MAX_MEMBERS = 100_000
 # Extended tar headers (PAX records, GNU long names) hold a path and a few attributes.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_CHAIN = 8
 _CHUNK = 1024 * 1024
-
-
-class _Writable(Protocol):
-    def write(self, data: bytes, /) -> object: ...
-
-
-class _HashingWriter(io.RawIOBase):
-    """Passes bytes on to ``sink`` (if any) while hashing them."""
-
-    def __init__(self, sink: _Writable | None) -> None:
-        self.digest = hashlib.sha256()
-        self._sink = sink
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.digest.update(data)
-        if self._sink is not None:
-            self._sink.write(data)
-        return len(data)
-
-    def content_hash(self) -> str:
-        return "sha256:" + self.digest.hexdigest()
-
-
-def pack(folder: Path, out: IO[bytes]) -> str:
-    """Write ``folder`` as a deterministic ``.tar.gz`` to ``out``; return its content hash.
-
-    Raises :class:`ArchiveError` for a symlink pointing outside the folder or a special file.
-    """
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
-        return _write_tar(folder, gz)
-
-
-def content_hash(folder: Path) -> str:
-    """The content hash :func:`pack` would give ``folder``, without writing anything."""
-    return _write_tar(folder, None)
-
-
-def _write_tar(folder: Path, sink: _Writable | None) -> str:
-    writer = _HashingWriter(sink)
-    root = folder.resolve()
-    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for path, info in _entries(root):
-            if info.isreg():
-                with path.open("rb") as f:
-                    tar.addfile(info, f)
-            else:
-                tar.addfile(info)
-    return writer.content_hash()
-
-
-def _entries(root: Path) -> Iterator[tuple[Path, tarfile.TarInfo]]:
-    """Every entry under ``root`` in a fixed order, with normalized metadata."""
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in EXCLUDED_NAMES)
-        base = Path(directory)
-        names = sorted([*subdirs, *(f for f in files if f not in EXCLUDED_NAMES)])
-        for name in names:
-            path = base / name
-            yield path, _tarinfo(root, path)
-
-
-def _tarinfo(root: Path, path: Path) -> tarfile.TarInfo:
-    rel = path.relative_to(root).as_posix()
-    info = tarfile.TarInfo(rel)
-    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        info.type, info.mode = tarfile.SYMTYPE, 0o777
-        info.linkname = _inside_link(root, path, rel)
-    elif stat.S_ISDIR(st.st_mode):
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-    elif stat.S_ISREG(st.st_mode):
-        info.type, info.size = tarfile.REGTYPE, st.st_size
-        info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-    else:
-        raise ArchiveError(f"{rel}: not a regular file, folder or symlink; remove it")
-    return info
-
-
-def _inside_link(root: Path, path: Path, rel: str) -> str:
-    target = path.resolve()
-    if not target.is_relative_to(root):
-        raise ArchiveError(
-            f"{rel}: symlink points outside the model folder (to {os.readlink(path)}); "
-            "copy the file into the folder instead"
-        )
-    return os.path.relpath(target, path.parent.resolve())
 
 
 class _LimitedTarInfo(tarfile.TarInfo):

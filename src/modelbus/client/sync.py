@@ -1,0 +1,279 @@
+"""The blocking client, :class:`Client`: each method sends one operation of
+:mod:`modelbus.client.operations` with ``httpx.Client``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from modelbus.client import operations as op
+from modelbus.client.connection import DEFAULT_TIMEOUT_S, http_options, reaching
+from modelbus.client.operations import Bump, Deadline, DefinitionLike, Operation
+from modelbus.client.refs import ModelRef
+from modelbus.client.responses import error_from_response, no_result, push_event
+from modelbus.client.results import CallResult, Job
+from modelbus.client.schemas import (
+    ApplyOut,
+    BuildInfo,
+    CreatedKey,
+    DeadLetterOut,
+    DeadLetterPage,
+    KeyInfoOut,
+    ListenerOut,
+    ListenerStatusOut,
+    ModelInfo,
+    PushInfo,
+    RedriveOut,
+    RunOut,
+    RunPage,
+    VersionInfo,
+)
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+class Client:
+    """Blocking client. ``url`` and ``key`` default to ``MODELBUS_URL`` and
+    ``MODELBUS_API_KEY``; ``timeout_s`` bounds every request that sets no timeout of its own.
+    Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        options = http_options(url, key, timeout_s)
+        self.url: str = options["base_url"]
+        self._http = httpx.Client(**options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _run(self, operation: Operation[T]) -> T:
+        with reaching(self.url):
+            response = self._http.request(**operation.request.options())
+        return operation.parse(response)
+
+    def call(
+        self,
+        ref: str | ModelRef,
+        data: Any,
+        *,
+        content_type: str | None = None,
+        timeout_s: float | None = None,
+        stdout: bool = False,
+    ) -> CallResult:
+        """Run one input on ``owner/name[@spec]`` and wait for its result.
+
+        ``data``: bytes are sent as binary, str as text, anything else as JSON, unless
+        ``content_type`` (``json``, ``text``, ``binary`` or a MIME type) says otherwise.
+        ``timeout_s`` defaults to the version's own timeout. Raises the model's
+        :class:`~modelbus.errors.ModelError`, :class:`~modelbus.errors.InvocationTimeout`,
+        :class:`~modelbus.errors.NotFound`...
+        """
+        return self._run(op.call(ref, data, content_type, timeout_s, stdout))
+
+    def submit(
+        self,
+        ref: str | ModelRef,
+        data: Any,
+        *,
+        content_type: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Queue one input to run in the background; returns at once with the queued job."""
+        return self._run(op.submit(ref, data, content_type, timeout_s))
+
+    def job(self, job_id: str) -> Job:
+        """The job's current state; raises :class:`~modelbus.errors.JobNotFound`."""
+        return self._run(op.job(job_id))
+
+    def wait(self, job_id: str, timeout_s: float = 60.0, *, poll_s: float = 0.2) -> Job:
+        """Poll until the job has finished and return it (see :meth:`Job.unwrap`); raises
+        :class:`TimeoutError` if it is still queued or running after ``timeout_s``."""
+        deadline = Deadline(job_id, timeout_s)
+        while not (job := self.job(job_id)).done:
+            deadline.check(job)
+            time.sleep(poll_s)
+        return job
+
+    def push(
+        self,
+        path: str | Path,
+        version: str | None = None,
+        bump: Bump | None = None,
+        publish: bool = True,
+        *,
+        on_log: Callable[[str], None] | None = None,
+    ) -> PushInfo:
+        """Upload a model folder and build it; record a version and publish it.
+
+        ``version`` ("1.2.3") or ``bump`` ("major", "minor", "patch": the next after the
+        model's highest, from 0.0.0) names the version; with neither, the push is a build
+        callable by its hash only (``PushInfo.version`` is None). ``publish=False`` records
+        the version without serving it by version spec. ``on_log`` receives build output
+        lines as they happen. A repeated push of the same content is a no-op. Raises
+        :class:`~modelbus.errors.BuildError` (with the log), ``ManifestError``,
+        ``ArchiveError``, ``VersionConflict``...
+        """
+        request = op.push(path, version, bump, publish)
+        with reaching(self.url), self._http.stream(**request.options()) as response:
+            if response.is_error:
+                raise error_from_response(response.status_code, response.read())
+            for line in response.iter_lines():
+                if done := push_event(line, on_log):
+                    return done
+        raise no_result()
+
+    def publish(
+        self,
+        owner: str,
+        name: str,
+        *,
+        build: str | None = None,
+        version: str | None = None,
+        bump: Bump | None = None,
+    ) -> VersionInfo:
+        """Publish ``version``, or give ``build`` (default: the newest ready build) the
+        version ``version`` or the next ``bump`` one, published. Idempotent."""
+        return self._run(op.publish(owner, name, build, version, bump))
+
+    def models(self) -> list[ModelInfo]:
+        """The models this key may see."""
+        return self._run(op.models())
+
+    def model(self, owner: str, name: str) -> ModelInfo:
+        """One model; raises :class:`~modelbus.errors.ModelNotFound`."""
+        return self._run(op.model(owner, name))
+
+    def versions(self, owner: str, name: str) -> list[VersionInfo]:
+        """The versions of a model, newest first."""
+        return self._run(op.versions(owner, name))
+
+    def builds(self, owner: str, name: str) -> list[BuildInfo]:
+        """The builds of a model, newest first (without logs)."""
+        return self._run(op.builds(owner, name))
+
+    def build(self, build_hash: str) -> BuildInfo:
+        """One build with its log; raises :class:`~modelbus.errors.BuildNotFound`."""
+        return self._run(op.build(build_hash))
+
+    def create_key(self, name: str, scopes: Iterable[str]) -> CreatedKey:
+        """A new API key (admin only); its secret is in the answer and never shown again."""
+        return self._run(op.create_key(name, scopes))
+
+    def keys(self) -> list[KeyInfoOut]:
+        """All API keys, without their secrets (admin only)."""
+        return self._run(op.keys())
+
+    def revoke_key(self, key_id: str) -> KeyInfoOut:
+        """Revoke a key; it stops working at once (admin only)."""
+        return self._run(op.revoke_key(key_id))
+
+    # --- listeners ---------------------------------------------------------------------------
+
+    def listeners(self) -> list[ListenerOut]:
+        """Every listener with its status (credentials shown as ``***``)."""
+        return self._run(op.listeners())
+
+    def listener(self, name: str) -> ListenerOut:
+        """One listener; raises :class:`~modelbus.errors.ListenerNotFound`."""
+        return self._run(op.listener(name))
+
+    def create_listener(self, definition: DefinitionLike, *, check: bool = True) -> ListenerOut:
+        """Create a listener (a :class:`ListenerDefinition` or its JSON/TOML mapping); it
+        starts at once if enabled. ``check`` has the server open its connectors first.
+        Raises :class:`~modelbus.errors.DefinitionError` (what to change) or
+        :class:`~modelbus.errors.Conflict` when the name is taken (needs listeners:manage)."""
+        return self._run(op.create_listener(definition, check))
+
+    def put_listener(self, definition: DefinitionLike, *, check: bool = True) -> ListenerOut:
+        """Create or replace one listener; it restarts only if its definition changed.
+        ``***`` where the stored definition has a credential keeps that credential."""
+        return self._run(op.put_listener(definition, check))
+
+    def apply_listeners(
+        self, definitions: Iterable[DefinitionLike], *, prune: bool = False, check: bool = True
+    ) -> ApplyOut:
+        """Create or update several listeners (a listener file); ``prune`` deletes the
+        stored ones not given. Nothing is stored if one of them is refused."""
+        return self._run(op.apply_listeners(definitions, prune, check))
+
+    def delete_listener(self, name: str) -> None:
+        """Stop and delete a listener; its run records and dead letters are kept."""
+        self._run(op.delete_listener(name))
+
+    def pause_listener(self, name: str) -> ListenerOut:
+        """Stop a listener gracefully; it stays paused across restarts. Idempotent."""
+        return self._run(op.pause_listener(name))
+
+    def resume_listener(self, name: str) -> ListenerOut:
+        """Start a paused listener again. Idempotent."""
+        return self._run(op.resume_listener(name))
+
+    def listener_status(self, name: str) -> ListenerStatusOut:
+        """State, last error, counters and the version its spec resolves to now."""
+        return self._run(op.listener_status(name))
+
+    # --- runs and dead letters ---------------------------------------------------------------
+
+    def runs(self, message_id: str, *, listener: str | None = None) -> list[RunOut]:
+        """What happened to broker message ``message_id`` (one record per listener);
+        raises :class:`~modelbus.errors.RunNotFound`."""
+        return self._run(op.runs(message_id, listener))
+
+    def listener_runs(
+        self, name: str, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> RunPage:
+        """A page of a listener's run records, most recently updated first."""
+        return self._run(op.listener_runs(name, status, limit, cursor))
+
+    def dead_letters(
+        self,
+        listener: str,
+        *,
+        include_redriven: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """A page of a listener's dead letters, newest first (without bodies)."""
+        return self._run(op.dead_letters(listener, include_redriven, limit, cursor))
+
+    def dead_letter(self, letter_id: str) -> DeadLetterOut:
+        """One dead letter with its original body (``body_base64``); listeners:manage."""
+        return self._run(op.dead_letter(letter_id))
+
+    def redrive(
+        self,
+        listener: str,
+        *,
+        ids: Iterable[str] | None = None,
+        spec: str | None = None,
+        rate_per_s: float | None = None,
+    ) -> RedriveOut:
+        """Run dead letters again (``ids``, default every one not redriven yet) on the
+        listener's model at ``spec`` (default its own), at most ``rate_per_s`` a second;
+        returns once all were tried. Needs listeners:manage."""
+        return self._run(op.redrive(listener, ids, spec, rate_per_s))
+
+    def metrics(self) -> str:
+        """The server's Prometheus metrics, as text."""
+        return self._run(op.metrics())
