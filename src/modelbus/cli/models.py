@@ -11,6 +11,7 @@ import typer
 from modelbus.cli.options import AsJson, Key, Url, open_client, split_model
 from modelbus.cli.output import err, new_table, out, print_json, when
 from modelbus.client import Bump
+from modelbus.registry.manifest import Manifest
 
 app = typer.Typer(help="Push, list and inspect models.", no_args_is_help=True)
 
@@ -43,6 +44,7 @@ def models_push(
     if version and bump:
         raise typer.BadParameter("give --version or --bump, not both")
     chosen = _bump(bump)
+    Manifest.load(path)  # every problem of the folder, named by its path, before uploading
     with open_client(url, key) as client, err.status(f"pushing {path} ..."):
         pushed = client.push(
             path, version=version, bump=chosen, publish=not no_publish, on_log=_log_line
