@@ -1,7 +1,7 @@
 """The runtime of one listener: receive -> decode -> filter -> invoke -> publish -> settle.
 
 Each delivery goes through named stages; :func:`decide` alone turns the outcome into what
-happens to it, and :meth:`Listener._carry_out` makes that durable before the broker hears of
+happens to it, and :meth:`ListenerRuntime._carry_out` makes that durable before the broker hears of
 it (DESIGN.md, delivery contract):
 
 ===============================  =============  =============================================
@@ -35,7 +35,7 @@ While deliveries are in flight a background task extends their leases well befor
 lapse; the receive loop asks only for as many deliveries as there are free slots
 (``max_in_flight``); batching collects inputs into ``invoke_batch`` calls. A failing source
 puts the listener in ``degraded`` and is reconnected with backoff; a failing sink is
-reopened before its next use. :meth:`Listener.stop` stops receiving, drains to a deadline,
+reopened before its next use. :meth:`ListenerRuntime.stop` stops receiving, drains to a deadline,
 releases the rest with no delay, then closes.
 """
 
@@ -96,7 +96,7 @@ __all__ = [
     "DeadLetterDecision",
     "Decision",
     "Failed",
-    "Listener",
+    "ListenerRuntime",
     "ListenerStatus",
     "Outcome",
     "Release",
@@ -105,8 +105,8 @@ __all__ = [
     "State",
     "Succeeded",
     "Unsettled",
-    "classify",
     "decide",
+    "is_permanent",
 ]
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def decide(outcome: Outcome, attempt: int, policy: RetryPolicy) -> Decision:
     return Release(policy.backoff_s(attempt))
 
 
-def classify(exc: BaseException) -> bool:
+def is_permanent(exc: BaseException) -> bool:
     """True if ``exc`` is a permanent failure (see the module docstring)."""
     if isinstance(exc, NotFound):
         return False  # unknown model or version: it may be published soon
@@ -232,7 +232,7 @@ def classify(exc: BaseException) -> bool:
 
 def _failed(exc: BaseException, stage: str) -> Failed:
     version = exc.version if isinstance(exc, InvocationError) else None
-    return Failed(exc, stage, classify(exc), version)
+    return Failed(exc, stage, is_permanent(exc), version)
 
 
 def _error_type(exc: BaseException) -> str:
@@ -272,7 +272,7 @@ class _SinkSlot:
     publisher: Coalescer[Sequence[OutMessage]] = field(init=False)
 
 
-class Listener:
+class ListenerRuntime:
     """One running listener. :meth:`start` returns at once; the listener connects in the
     background (``degraded`` while it cannot) and runs until :meth:`stop`."""
 
@@ -622,7 +622,7 @@ class Listener:
             for error in errors:
                 if isinstance(error, asyncio.CancelledError):
                     raise error
-            worst = next((e for e in errors if classify(e)), errors[0])
+            worst = next((e for e in errors if is_permanent(e)), errors[0])
             return _failed(worst, "invoke")
         return Invoked([r for r in results if not isinstance(r, BaseException)])
 
