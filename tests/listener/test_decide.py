@@ -14,7 +14,7 @@ from modelbus.errors import (
     VersionNotFound,
     VersionSpecError,
 )
-from modelbus.listeners.lifecycle import (
+from modelbus.listeners.outcomes import (
     Ack,
     DeadLetterDecision,
     Failed,

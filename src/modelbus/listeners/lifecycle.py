@@ -1,8 +1,8 @@
 """The runtime of one listener: receive -> decode -> filter -> invoke -> publish -> settle.
 
-Each delivery goes through named stages; :func:`decide` alone turns the outcome into what
-happens to it, and :meth:`ListenerRuntime._carry_out` makes that durable before the broker hears of
-it (DESIGN.md, delivery contract):
+Each delivery goes through named stages; :func:`~modelbus.listeners.outcomes.decide` alone
+turns the outcome into what happens to it, and :meth:`ListenerRuntime._carry_out` makes that
+durable before the broker hears of it (DESIGN.md, delivery contract):
 
 ===============================  =============  =============================================
 outcome                          decision       carried out as
@@ -21,22 +21,14 @@ An error sink that refuses a dead letter *for good* (a permanent ConnectorError,
 large for it) does not keep the message cycling: the dead letter stored in the database is
 then its durable record, and the refusal is reported as the listener's last error.
 
-Transient: :class:`InvocationTimeout`, :class:`RunnerCrashed`, :class:`Overloaded`, a
-:class:`ModelError` the model did not mark permanent, a sink or object-store
-:class:`ConnectorError` that is not permanent, and **an unknown model or a version spec that
-resolves to nothing** (:class:`NotFound`): it may be published in a minute, so those
-messages wait out the retries rather than being dead-lettered at once. Permanent: an
-undecodable body (:class:`InvalidInput`), a body over ``max_body_bytes``
-(:class:`PayloadTooLarge`), :class:`InputRejected`, a model error marked
-permanent, a bad version spec, a permanent connector error (object gone, message too big).
-Anything unexpected is treated as transient.
+Which failures are permanent is :func:`~modelbus.listeners.outcomes.is_permanent`'s to say.
 
 While deliveries are in flight a background task extends their leases well before they
 lapse; the receive loop asks only for as many deliveries as there are free slots
 (``max_in_flight``); batching collects inputs into ``invoke_batch`` calls. A failing source
 puts the listener in ``degraded`` and is reconnected with backoff; a failing sink is
-reopened before its next use. :meth:`ListenerRuntime.stop` stops receiving, drains to a deadline,
-releases the rest with no delay, then closes.
+reopened before its next use. :meth:`ListenerRuntime.stop` stops receiving, drains to a
+deadline, releases the rest with no delay, then closes.
 """
 
 from __future__ import annotations
@@ -65,8 +57,6 @@ from modelbus.errors import (
     ConnectorError,
     DefinitionError,
     InvocationError,
-    ModelbusError,
-    NotFound,
     PayloadTooLarge,
 )
 from modelbus.listeners.coalescer import Coalescer
@@ -86,28 +76,25 @@ from modelbus.listeners.envelopes import (
 )
 from modelbus.listeners.filters import compile_filter
 from modelbus.listeners.metrics import ListenerMetrics
+from modelbus.listeners.outcomes import (
+    DeadLetterDecision,
+    Decision,
+    Failed,
+    Invoked,
+    Outcome,
+    Release,
+    Skipped,
+    Succeeded,
+    Unsettled,
+    decide,
+    is_permanent,
+)
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.runtime.invocation import CallOptions, Invoker, Payload, Result
 from modelbus.store.runs import DeadLetter, RunRecord, RunStatus
 
-__all__ = [
-    "Ack",
-    "DeadLetterDecision",
-    "Decision",
-    "Failed",
-    "ListenerRuntime",
-    "ListenerStatus",
-    "Outcome",
-    "Release",
-    "RuntimeOptions",
-    "Skipped",
-    "State",
-    "Succeeded",
-    "Unsettled",
-    "decide",
-    "is_permanent",
-]
+__all__ = ["ListenerRuntime", "ListenerStatus", "RuntimeOptions", "State"]
 
 log = logging.getLogger(__name__)
 
@@ -143,96 +130,6 @@ class ListenerStatus:
     last_error_at: float | None
     problems: dict[str, str]
     counters: dict[str, float]
-
-
-# --- outcomes and the one decision -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Invoked:
-    """The model ran for every input; the results still have to be published."""
-
-    results: list[tuple[Item, Correlation, Result]]
-
-
-@dataclass(frozen=True, slots=True)
-class Succeeded:
-    """Every result was published to every output sink."""
-
-    outputs: list[OutMessage]
-    version: str
-    duration_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """Nothing to run: ``filtered``, ``duplicate`` or ``no_input``."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """A stage failed; ``permanent`` says whether retrying could help."""
-
-    error: BaseException
-    stage: str
-    permanent: bool
-    version: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Unsettled:
-    """An outcome could not be made durable (the store or the error sink failed)."""
-
-    error: BaseException
-
-
-Outcome = Succeeded | Skipped | Failed | Unsettled
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    delay_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterDecision:
-    pass
-
-
-Decision = Ack | Release | DeadLetterDecision
-
-
-def decide(outcome: Outcome, attempt: int, policy: RetryPolicy) -> Decision:
-    """The one place that chooses between ack, release-after-delay and dead-letter."""
-    if isinstance(outcome, Succeeded | Skipped):
-        return Ack()
-    if isinstance(outcome, Unsettled):
-        # Nothing is durable yet: try the whole delivery again, never drop it.
-        return Release(policy.backoff_s(attempt))
-    if outcome.permanent or policy.exhausted(attempt):
-        return DeadLetterDecision()
-    return Release(policy.backoff_s(attempt))
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """True if ``exc`` is a permanent failure (see the module docstring)."""
-    if isinstance(exc, NotFound):
-        return False  # unknown model or version: it may be published soon
-    if isinstance(exc, ModelbusError):
-        return exc.permanent
-    return False  # not ours: a bug or a library's hiccup; retrying is the safe side
-
-
-def _failed(exc: BaseException, stage: str) -> Failed:
-    version = exc.version if isinstance(exc, InvocationError) else None
-    return Failed(exc, stage, is_permanent(exc), version)
 
 
 def _error_type(exc: BaseException) -> str:
@@ -587,7 +484,7 @@ class ListenerRuntime:
                 stage = "invoke"
                 return await self._invoke(delivery, items, ref)
         except Exception as exc:
-            return _failed(exc, stage)
+            return Failed.of(exc, stage)
 
     def _check_size(self, delivery: Delivery) -> None:
         """Refuse (for good) a body over ``max_body_bytes`` before decoding it."""
@@ -623,7 +520,7 @@ class ListenerRuntime:
                 if isinstance(error, asyncio.CancelledError):
                     raise error
             worst = next((e for e in errors if is_permanent(e)), errors[0])
-            return _failed(worst, "invoke")
+            return Failed.of(worst, "invoke")
         return Invoked([r for r in results if not isinstance(r, BaseException)])
 
     async def _call(
@@ -690,7 +587,7 @@ class ListenerRuntime:
         try:
             await asyncio.gather(*(self._publish_to(slot, messages) for slot in self._outputs))
         except Exception as exc:
-            failure = _failed(exc, "publish")
+            failure = Failed.of(exc, "publish")
             return Failed(failure.error, "publish", failure.permanent, version)
         duration_ms = sum(result.duration_ms for _, _, result in invoked.results)
         return Succeeded(messages, version, duration_ms)
