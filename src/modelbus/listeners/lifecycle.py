@@ -39,7 +39,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -59,6 +59,7 @@ from modelbus.errors import (
     InvocationError,
     PayloadTooLarge,
 )
+from modelbus.listeners.batching import Batcher
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.definition import ListenerDefinition, check_lease
 from modelbus.listeners.envelopes import (
@@ -197,7 +198,7 @@ class ListenerRuntime:
         self._locations = tuple(redact_url(u) for u in definition.outputs)
         self._readers = _readers(definition.source, ctx)
         self._batcher = (
-            _Batcher(
+            Batcher(
                 self._invoke_batch, definition.batch.max_batch_size, definition.batch.max_wait_ms
             )
             if definition.batch.max_batch_size > 1
@@ -869,75 +870,3 @@ def _readers(source_url: str, ctx: ConnectorContext) -> ObjectReaders:
             for source in OBJECT_SOURCES
         }
     )
-
-
-class _Batcher:
-    """Collects inputs into ``invoke_batch`` calls: up to ``max_size``, waiting at most
-    ``max_wait_ms`` after the first (0: whatever arrived in the same loop iteration)."""
-
-    def __init__(
-        self,
-        invoke: Callable[[list[Payload]], Awaitable[list[Result | Exception]]],
-        max_size: int,
-        max_wait_ms: int,
-    ) -> None:
-        self._invoke = invoke
-        self._max_size = max_size
-        self._max_wait_s = max_wait_ms / 1000
-        self._pending: list[tuple[Payload, asyncio.Future[Result]]] = []
-        self._timer: asyncio.Handle | None = None
-        self._running: set[asyncio.Task[None]] = set()
-
-    async def submit(self, payload: Payload) -> Result:
-        """The result for ``payload``; raises its InvocationError (or the batch's error)."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((payload, future))
-        if len(self._pending) >= self._max_size:
-            self._flush()
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._max_wait_s, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch = [(p, f) for p, f in self._pending[: self._max_size] if not f.done()]
-        del self._pending[: self._max_size]
-        if self._pending and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_soon(self._flush)
-        if batch:
-            task = asyncio.create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, batch: list[tuple[Payload, asyncio.Future[Result]]]) -> None:
-        try:
-            results: list[Result | Exception] = await self._invoke([p for p, _ in batch])
-        except Exception as exc:
-            results = [exc] * len(batch)
-        if len(results) != len(batch):
-            error = InvocationError(
-                f"invoke_batch returned {len(results)} results for {len(batch)} inputs"
-            )
-            results = [error] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def close(self) -> None:
-        """Cancel waiting inputs and running batches."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for _, future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
