@@ -76,6 +76,7 @@ from modelbus.listeners.envelopes import (
     output_id,
 )
 from modelbus.listeners.filters import compile_filter
+from modelbus.listeners.health import Health, close_quietly
 from modelbus.listeners.metrics import ListenerMetrics
 from modelbus.listeners.outcomes import (
     DeadLetterDecision,
@@ -189,6 +190,10 @@ class ListenerRuntime:
         self._runs = runs
         self._metrics = metrics
         self._options = options or RuntimeOptions()
+        self._health = Health(definition.name)
+        self._close_quietly = functools.partial(
+            close_quietly, timeout_s=self._options.op_timeout_s, listener=definition.name
+        )
         self._ref = definition.ref
         self._filter = compile_filter(definition.filter)
         ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
@@ -209,8 +214,6 @@ class ListenerRuntime:
         self._slot_freed = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._phase: Literal["starting", "running", "stopped"] = "starting"
-        self._problems: dict[str, str] = {}
-        self._last_error: tuple[str, float] | None = None
         self._main: asyncio.Task[None] | None = None
         self._extender: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -228,17 +231,17 @@ class ListenerRuntime:
         """``starting``, ``running``, ``degraded`` (a part is failing) or ``stopped``."""
         if self._phase == "stopped":
             return "stopped"
-        return "degraded" if self._problems else self._phase
+        return "degraded" if self._health.problems else self._phase
 
     def status(self) -> ListenerStatus:
         """A snapshot of state, problems, last error and counters."""
-        error, at = self._last_error or (None, None)
+        error, at = self._health.last_error or (None, None)
         return ListenerStatus(
             name=self.name,
             state=self.state,
             last_error=error,
             last_error_at=at,
-            problems=dict(self._problems),
+            problems=dict(self._health.problems),
             counters=self._metrics.snapshot(),
         )
 
@@ -319,19 +322,6 @@ class ListenerRuntime:
         for slot in self._sinks():
             await self._close_quietly(slot.sink.close())
 
-    async def _close_quietly(self, closing: Awaitable[None]) -> None:
-        try:
-            await asyncio.wait_for(closing, self._options.op_timeout_s)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # this listener is being cancelled
-            # A client cancelled inside its own close (aiokafka does): that must not end
-            # this listener's task, which would leave it 'degraded' forever.
-            log.warning("listener %s: closing was cancelled inside the connector", self.name)
-        except Exception as exc:
-            log.warning("listener %s: closing failed: %s", self.name, exc)
-
     def _sinks(self) -> list[_SinkSlot]:
         return [*self._outputs, *([self._error_sink] if self._error_sink else [])]
 
@@ -345,7 +335,7 @@ class ListenerRuntime:
             await self._receive_loop()
         except Exception as exc:  # a bug: say so loudly rather than look "running"
             log.exception("listener %s: receive loop failed", self.name)
-            self._problem("runtime", f"receive loop failed: {exc!r}")
+            self._health.problem("runtime", f"receive loop failed: {exc!r}")
 
     async def _connect(self) -> bool:
         """Open the source and sinks, retrying with backoff; False if stopping or refused."""
@@ -354,7 +344,7 @@ class ListenerRuntime:
             try:
                 await self._open_all()
             except DefinitionError as exc:
-                self._error("definition", str(exc))
+                self._health.error("definition", str(exc))
                 await self._close_quietly(self._source.close())
                 self._phase = "stopped"
                 self._stopped.set()
@@ -381,13 +371,13 @@ class ListenerRuntime:
         except DefinitionError:
             raise
         except Exception as exc:
-            self._problem(part, f"cannot connect: {exc}")
+            self._health.problem(part, f"cannot connect: {exc}")
             raise
-        self._clear(part)
+        self._health.clear(part)
 
     async def _reconnect_source(self, reason: BaseException) -> None:
         attempt = 0
-        self._problem("source", f"{reason}")
+        self._health.problem("source", f"{reason}")
         while not self._stop_requested.is_set():
             attempt += 1
             await self._close_quietly(self._source.close())
@@ -395,9 +385,9 @@ class ListenerRuntime:
             try:
                 await asyncio.wait_for(self._source.open(), self._options.open_timeout_s)
             except Exception as exc:
-                self._problem("source", f"cannot reconnect: {exc}")
+                self._health.problem("source", f"cannot reconnect: {exc}")
                 continue
-            self._clear("source")
+            self._health.clear("source")
             log.info("listener %s: source reconnected", self.name)
             return
 
@@ -423,7 +413,7 @@ class ListenerRuntime:
             except (ConnectorError, TimeoutError) as exc:
                 await self._reconnect_source(exc)
                 continue
-            self._clear("source")
+            self._health.clear("source")
             if deliveries:
                 await self._admit(deliveries)
 
@@ -447,7 +437,7 @@ class ListenerRuntime:
             ids = [d.message_id for d in deliveries]
             return await self._runs.store.succeeded(self.name, ids)
         except Exception as exc:  # the store is down: run them; settling will notice
-            self._error("store", f"dedupe check failed: {exc}")
+            self._health.error("store", f"dedupe check failed: {exc}")
             return set()
 
     async def _handle(self, flight: _Flight) -> None:
@@ -555,13 +545,13 @@ class ListenerRuntime:
             if isinstance(outcome, Invoked):
                 outcome = await self._publish(delivery, outcome)
             if isinstance(outcome, Failed):
-                self._error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
+                self._health.error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
             decision = decide(outcome, delivery.attempt, self.definition.retry)
             try:
                 await self._carry_out(flight, outcome, decision)
             except Exception as exc:
                 if not isinstance(exc, ConnectorError):  # sinks report their own problems
-                    self._problem("store", f"could not settle {delivery.message_id}: {exc}")
+                    self._health.problem("store", f"could not settle {delivery.message_id}: {exc}")
                 unsettled = Unsettled(exc)
                 await self._carry_out(
                     flight, unsettled, decide(unsettled, delivery.attempt, self.definition.retry)
@@ -625,7 +615,7 @@ class ListenerRuntime:
         except Exception as exc:
             self._sink_failed(slot, part, exc)
             raise
-        self._clear(part)
+        self._health.clear(part)
         return None
 
     async def _publish_alone(
@@ -643,7 +633,7 @@ class ListenerRuntime:
 
     def _sink_failed(self, slot: _SinkSlot, part: str, exc: Exception) -> None:
         slot.broken = not (isinstance(exc, ConnectorError) and exc.permanent)
-        self._problem(part, str(exc) or type(exc).__name__)
+        self._health.problem(part, str(exc) or type(exc).__name__)
 
     async def _carry_out(self, flight: _Flight, outcome: Outcome, decision: Decision) -> None:
         """Make the outcome durable, then tell the broker; counters move once it is done."""
@@ -656,10 +646,10 @@ class ListenerRuntime:
         if isinstance(decision, DeadLetterDecision):
             assert isinstance(outcome, Failed)
             await self._dead_letter(delivery, outcome)
-            self._clear("store")
+            self._health.clear("store")
         elif isinstance(outcome, Succeeded):
             await self._runs.record(self._record(delivery, "succeeded", outcome))
-            self._clear("store")
+            self._health.clear("store")
         flight.final = True
         await self._ack(delivery)
         if isinstance(decision, DeadLetterDecision):
@@ -707,7 +697,7 @@ class ListenerRuntime:
                 if not exc.permanent:
                     raise  # retried: the error sink will take it later
                 # It never will (too big for it...): the stored dead letter must do.
-                self._error("error sink", f"refused dead letter {info.id} for good: {exc}")
+                self._health.error("error sink", f"refused dead letter {info.id} for good: {exc}")
         log.warning(
             "listener %s dead-lettered %s after %d attempt(s): %s",
             self.name,
@@ -760,7 +750,7 @@ class ListenerRuntime:
         try:
             await self._acker.submit(delivery)
         except Exception as exc:
-            self._problem("source", f"ack failed: {exc}")
+            self._health.problem("source", f"ack failed: {exc}")
 
     async def _ack_now(self, deliveries: list[Delivery]) -> None:
         await asyncio.wait_for(self._source.ack(deliveries), self._options.op_timeout_s)
@@ -772,7 +762,7 @@ class ListenerRuntime:
                 self._source.release(flight.delivery, delay_s), self._options.op_timeout_s
             )
         except Exception as exc:  # its lease will lapse and the broker will hand it out again
-            self._problem("source", f"release failed: {exc}")
+            self._health.problem("source", f"release failed: {exc}")
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -795,7 +785,7 @@ class ListenerRuntime:
                     self._options.op_timeout_s,
                 )
             except Exception as exc:
-                self._error("source", f"lease extension failed: {exc}")
+                self._health.error("source", f"lease extension failed: {exc}")
                 continue
             for flight in due:
                 flight.lease_until = now + lease_s
@@ -835,21 +825,6 @@ class ListenerRuntime:
         record = self._record(delivery, "succeeded", outcome)
         await self._runs.record(record)
         return record
-
-    # --- state -------------------------------------------------------------------------------
-
-    def _problem(self, part: str, reason: str) -> None:
-        if part not in self._problems:
-            log.warning("listener %s degraded: %s: %s", self.name, part, reason)
-        self._problems[part] = reason
-        self._error(part, reason)
-
-    def _clear(self, part: str) -> None:
-        if self._problems.pop(part, None) is not None:
-            log.info("listener %s: %s recovered", self.name, part)
-
-    def _error(self, part: str, reason: str) -> None:
-        self._last_error = (f"{part}: {reason}", time.time())
 
 
 async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:
