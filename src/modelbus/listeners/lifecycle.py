@@ -47,7 +47,6 @@ from typing import Literal
 from modelbus.client.refs import ModelRef
 from modelbus.connectors import (
     ConnectorContext,
-    make_object_reader,
     make_sink,
     make_source,
     redact_url,
@@ -57,26 +56,19 @@ from modelbus.errors import (
     ConnectorError,
     DefinitionError,
     InvocationError,
-    PayloadTooLarge,
 )
-from modelbus.listeners.batching import Batcher
 from modelbus.listeners.coalescer import Coalescer
+from modelbus.listeners.decode import Decoder
 from modelbus.listeners.definition import ListenerDefinition, check_lease
 from modelbus.listeners.envelopes import (
-    OBJECT_SOURCES,
-    Correlation,
     DeadLetterInfo,
-    Item,
-    ObjectReaders,
     dead_letter_id,
-    decode,
     encode_dead_letter,
     encode_result,
-    fetch,
     output_id,
 )
-from modelbus.listeners.filters import compile_filter
 from modelbus.listeners.health import Health, close_quietly
+from modelbus.listeners.invoke import Caller
 from modelbus.listeners.metrics import ListenerMetrics
 from modelbus.listeners.outcomes import (
     DeadLetterDecision,
@@ -89,11 +81,10 @@ from modelbus.listeners.outcomes import (
     Succeeded,
     Unsettled,
     decide,
-    is_permanent,
 )
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
-from modelbus.runtime.invocation import CallOptions, Invoker, Payload, Result
+from modelbus.runtime.invocation import Invoker
 from modelbus.store.runs import DeadLetter, RunRecord, RunStatus
 
 __all__ = ["ListenerRuntime", "ListenerStatus", "RuntimeOptions", "State"]
@@ -186,7 +177,6 @@ class ListenerRuntime:
         options: RuntimeOptions | None = None,
     ) -> None:
         self.definition = definition
-        self._invoker = invoker
         self._runs = runs
         self._metrics = metrics
         self._options = options or RuntimeOptions()
@@ -195,20 +185,13 @@ class ListenerRuntime:
             close_quietly, timeout_s=self._options.op_timeout_s, listener=definition.name
         )
         self._ref = definition.ref
-        self._filter = compile_filter(definition.filter)
         ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
+        self._decoder = Decoder(definition, ctx, fetch_timeout_s=self._options.fetch_timeout_s)
         self._source: Source = make_source(definition.source, ctx)
         self._outputs = [self._slot(url, ctx) for url in definition.outputs]
         self._error_sink = self._slot(definition.error_sink, ctx) if definition.error_sink else None
         self._locations = tuple(redact_url(u) for u in definition.outputs)
-        self._readers = _readers(definition.source, ctx)
-        self._batcher = (
-            Batcher(
-                self._invoke_batch, definition.batch.max_batch_size, definition.batch.max_wait_ms
-            )
-            if definition.batch.max_batch_size > 1
-            else None
-        )
+        self._caller = Caller(definition, invoker, self._ref)
         self._acker: Coalescer[Delivery] = Coalescer(self._ack_now)
         self._flights: set[_Flight] = set()
         self._slot_freed = asyncio.Event()
@@ -312,12 +295,11 @@ class ListenerRuntime:
         if self._extender is not None:
             self._extender.cancel()
             await asyncio.gather(self._extender, return_exceptions=True)
-        if self._batcher is not None:
-            await self._batcher.close()
+        await self._caller.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._acker.drain(), self._options.op_timeout_s)
         await self._runs.flush()
-        await self._close_quietly(self._readers.close())
+        await self._close_quietly(self._decoder.close_readers())
         await self._close_quietly(self._source.close())
         for slot in self._sinks():
             await self._close_quietly(slot.sink.close())
@@ -456,35 +438,26 @@ class ListenerRuntime:
     async def _work(
         self, delivery: Delivery, ref: ModelRef, *, apply_filter: bool
     ) -> Invoked | Skipped | Failed:
+        """Decode, filter, fetch and invoke; a failure is the outcome of its stage."""
         stage = "decode"
         try:
-            self._check_size(delivery)
-            items = decode(delivery)
+            items = self._decoder.decode(delivery)
             if not items:
                 return Skipped("no_input")
             if apply_filter:
                 stage = "filter"
-                items = [i for i in items if self._filter.matches(i.value, i.attributes)]
+                items = self._decoder.filter(items)
                 if not items:
                     return Skipped("filtered")
             with self._running_note(delivery):
                 stage = "fetch"
-                if any(i.object is not None and i.payload is None for i in items):
+                if self._decoder.must_fetch(items):
                     # Only then: a gather and a wait_for cost two tasks per message.
-                    items = list(await asyncio.gather(*(self._fetch(i) for i in items)))
+                    items = await self._decoder.fetch(items)
                 stage = "invoke"
-                return await self._invoke(delivery, items, ref)
+                return await self._caller.invoke(delivery, items, ref)
         except Exception as exc:
             return Failed.of(exc, stage)
-
-    def _check_size(self, delivery: Delivery) -> None:
-        """Refuse (for good) a body over ``max_body_bytes`` before decoding it."""
-        limit = self.definition.max_body_bytes
-        if len(delivery.body) > limit:
-            raise PayloadTooLarge(
-                f"message body of {len(delivery.body)} bytes is over the listener's "
-                f"max_body_bytes ({limit})"
-            )
 
     @contextlib.contextmanager
     def _running_note(self, delivery: Delivery) -> Iterator[None]:
@@ -496,45 +469,6 @@ class ListenerRuntime:
             yield
         finally:
             note.cancel()
-
-    async def _fetch(self, item: Item) -> Item:
-        return await asyncio.wait_for(fetch(item, self._readers), self._options.fetch_timeout_s)
-
-    async def _invoke(
-        self, delivery: Delivery, items: list[Item], ref: ModelRef
-    ) -> Invoked | Failed:
-        calls = [self._call(delivery, item, ref) for item in items]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            for error in errors:
-                if isinstance(error, asyncio.CancelledError):
-                    raise error
-            worst = next((e for e in errors if is_permanent(e)), errors[0])
-            return Failed.of(worst, "invoke")
-        return Invoked([r for r in results if not isinstance(r, BaseException)])
-
-    async def _call(
-        self, delivery: Delivery, item: Item, ref: ModelRef
-    ) -> tuple[Item, Correlation, Result]:
-        correlation = Correlation.of(
-            listener=self.name, model=self.definition.model, delivery=delivery, item=item
-        )
-        assert item.payload is not None
-        if self._batcher is not None and ref == self._ref:
-            result = await self._batcher.submit(item.payload)
-        else:
-            options = CallOptions(
-                timeout_s=self.definition.timeout_s, attributes=correlation.attributes()
-            )
-            result = await self._invoker.invoke(ref, item.payload, options)
-        return item, correlation, result
-
-    async def _invoke_batch(self, payloads: list[Payload]) -> list[Result | Exception]:
-        options = CallOptions(
-            timeout_s=self.definition.timeout_s, attributes={"listener": self.name}
-        )
-        return await self._invoker.invoke_batch(self._ref, payloads, options)
 
     # --- publish and settle -----------------------------------------------------------------------
 
@@ -806,7 +740,7 @@ class ListenerRuntime:
         """Close what :meth:`open_sinks` opened (and object readers a redrive used)."""
         for slot in self._outputs:
             await self._close_quietly(slot.sink.close())
-        await self._close_quietly(self._readers.close())
+        await self._close_quietly(self._decoder.close_readers())
 
     async def redrive(self, letter: DeadLetter, ref: ModelRef) -> RunRecord:
         """Run a dead letter's message again on ``ref`` (filters skipped), publish the result
@@ -834,14 +768,3 @@ async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:
         await asyncio.wait_for(step, timeout_s)
     except TimeoutError:
         raise ConnectorError(f"{what} did not finish within {timeout_s:g} s") from None
-
-
-def _readers(source_url: str, ctx: ConnectorContext) -> ObjectReaders:
-    """Object readers for the notifications this listener may receive, built on first use
-    (folder events only from its own ``dir://`` source; S3 events through the AWS connector)."""
-    return ObjectReaders(
-        {
-            source: functools.partial(make_object_reader, source, source_url, ctx)
-            for source in OBJECT_SOURCES
-        }
-    )
