@@ -39,7 +39,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -47,11 +47,10 @@ from typing import Literal
 from modelbus.client.refs import ModelRef
 from modelbus.connectors import (
     ConnectorContext,
-    make_sink,
     make_source,
     redact_url,
 )
-from modelbus.connectors.base import Delivery, OutMessage, Sink, Source
+from modelbus.connectors.base import Delivery, Source
 from modelbus.errors import (
     ConnectorError,
     DefinitionError,
@@ -64,8 +63,6 @@ from modelbus.listeners.envelopes import (
     DeadLetterInfo,
     dead_letter_id,
     encode_dead_letter,
-    encode_result,
-    output_id,
 )
 from modelbus.listeners.health import Health, close_quietly
 from modelbus.listeners.invoke import Caller
@@ -82,6 +79,7 @@ from modelbus.listeners.outcomes import (
     Unsettled,
     decide,
 )
+from modelbus.listeners.publish import Sinks
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.runtime.invocation import Invoker
@@ -152,16 +150,6 @@ class _Flight:
         return self.delivery.enqueued_at or self.received_at
 
 
-@dataclass(eq=False, kw_only=True, slots=True)
-class _SinkSlot:
-    """A sink, whether it needs reopening, and the group publisher in front of it."""
-
-    url: str
-    sink: Sink
-    broken: bool = False
-    publisher: Coalescer[Sequence[OutMessage]] = field(init=False)
-
-
 class ListenerRuntime:
     """One running listener. :meth:`start` returns at once; the listener connects in the
     background (``degraded`` while it cannot) and runs until :meth:`stop`."""
@@ -188,8 +176,14 @@ class ListenerRuntime:
         ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
         self._decoder = Decoder(definition, ctx, fetch_timeout_s=self._options.fetch_timeout_s)
         self._source: Source = make_source(definition.source, ctx)
-        self._outputs = [self._slot(url, ctx) for url in definition.outputs]
-        self._error_sink = self._slot(definition.error_sink, ctx) if definition.error_sink else None
+        self._sinks = Sinks(
+            definition,
+            ctx,
+            self._health,
+            open_timeout_s=self._options.open_timeout_s,
+            publish_timeout_s=self._options.publish_timeout_s,
+            close_quietly=self._close_quietly,
+        )
         self._locations = tuple(redact_url(u) for u in definition.outputs)
         self._caller = Caller(definition, invoker, self._ref)
         self._acker: Coalescer[Delivery] = Coalescer(self._ack_now)
@@ -301,11 +295,8 @@ class ListenerRuntime:
         await self._runs.flush()
         await self._close_quietly(self._decoder.close_readers())
         await self._close_quietly(self._source.close())
-        for slot in self._sinks():
+        for slot in self._sinks.all():
             await self._close_quietly(slot.sink.close())
-
-    def _sinks(self) -> list[_SinkSlot]:
-        return [*self._outputs, *([self._error_sink] if self._error_sink else [])]
 
     # --- connecting --------------------------------------------------------------------------
 
@@ -343,7 +334,7 @@ class ListenerRuntime:
     async def _open_all(self) -> None:
         await self._open_part("source", self._source.open())
         check_lease(self.definition, self._source.lease_s)
-        for slot in self._sinks():
+        for slot in self._sinks.all():
             await self._open_part(f"sink {redact_url(slot.url)}", slot.sink.open())
             slot.broken = False
 
@@ -477,7 +468,7 @@ class ListenerRuntime:
         delivery = flight.delivery
         try:
             if isinstance(outcome, Invoked):
-                outcome = await self._publish(delivery, outcome)
+                outcome = await self._sinks.publish(delivery, outcome)
             if isinstance(outcome, Failed):
                 self._health.error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
             decision = decide(outcome, delivery.attempt, self.definition.retry)
@@ -497,77 +488,6 @@ class ListenerRuntime:
         finally:
             self._flights.discard(flight)
             self._slot_freed.set()
-
-    async def _publish(self, delivery: Delivery, invoked: Invoked) -> Succeeded | Failed:
-        messages = [
-            encode_result(
-                correlation=correlation,
-                result=result,
-                id=output_id(self.name, delivery.message_id, item.index),
-                mode=self.definition.output_mode,
-            )
-            for item, correlation, result in invoked.results
-        ]
-        version = invoked.results[0][2].version
-        try:
-            await asyncio.gather(*(self._publish_to(slot, messages) for slot in self._outputs))
-        except Exception as exc:
-            failure = Failed.of(exc, "publish")
-            return Failed(failure.error, "publish", failure.permanent, version)
-        duration_ms = sum(result.duration_ms for _, _, result in invoked.results)
-        return Succeeded(messages, version, duration_ms)
-
-    def _slot(self, url: str, ctx: ConnectorContext) -> _SinkSlot:
-        slot = _SinkSlot(url=url, sink=make_sink(url, ctx))
-        slot.publisher = Coalescer(functools.partial(self._publish_batches, slot))
-        return slot
-
-    async def _publish_to(self, slot: _SinkSlot, messages: Sequence[OutMessage]) -> None:
-        """Publish durably, together with what other deliveries publish to the same sink
-        meanwhile (one broker call, or one transaction, for many messages)."""
-        await slot.publisher.submit(messages)
-
-    async def _publish_batches(
-        self, slot: _SinkSlot, batches: list[Sequence[OutMessage]]
-    ) -> list[Exception | None] | None:
-        """Reopen a sink that failed before, then publish everything at once. If the sink
-        refuses the lot for good, each delivery's messages are tried alone, so that one
-        message the broker will never take does not dead-letter the others."""
-        part = f"sink {redact_url(slot.url)}"
-        try:
-            if slot.broken:
-                await self._close_quietly(slot.sink.close())
-                await _within(slot.sink.open(), self._options.open_timeout_s, f"opening {part}")
-                slot.broken = False
-            messages = [m for batch in batches for m in batch]
-            await self._publish_within(slot, messages)
-        except ConnectorError as exc:
-            if exc.permanent and len(batches) > 1:
-                return [await self._publish_alone(slot, batch) for batch in batches]
-            self._sink_failed(slot, part, exc)
-            raise
-        except Exception as exc:
-            self._sink_failed(slot, part, exc)
-            raise
-        self._health.clear(part)
-        return None
-
-    async def _publish_alone(
-        self, slot: _SinkSlot, messages: Sequence[OutMessage]
-    ) -> Exception | None:
-        try:
-            await self._publish_within(slot, messages)
-        except Exception as exc:
-            return exc
-        return None
-
-    async def _publish_within(self, slot: _SinkSlot, messages: Sequence[OutMessage]) -> None:
-        what = f"publishing to sink {redact_url(slot.url)}"
-        await _within(slot.sink.publish(messages), self._options.publish_timeout_s, what)
-
-    def _sink_failed(self, slot: _SinkSlot, part: str, exc: Exception) -> None:
-        slot.broken = not (isinstance(exc, ConnectorError) and exc.permanent)
-        self._health.problem(part, str(exc) or type(exc).__name__)
 
     async def _carry_out(self, flight: _Flight, outcome: Outcome, decision: Decision) -> None:
         """Make the outcome durable, then tell the broker; counters move once it is done."""
@@ -624,9 +544,11 @@ class ListenerRuntime:
             created_at=time.time(),
         )
         await self._runs.dead_letter(self._record(delivery, "dead_lettered", failed), letter)
-        if self._error_sink is not None:
+        if self._sinks.error is not None:
             try:
-                await self._publish_to(self._error_sink, [encode_dead_letter(delivery, info)])
+                await self._sinks.publish_to(
+                    self._sinks.error, [encode_dead_letter(delivery, info)]
+                )
             except ConnectorError as exc:
                 if not exc.permanent:
                     raise  # retried: the error sink will take it later
@@ -733,12 +655,12 @@ class ListenerRuntime:
 
     async def open_sinks(self) -> None:
         """Open the output sinks (for a redrive while the listener is not running)."""
-        for slot in self._outputs:
+        for slot in self._sinks.outputs:
             await asyncio.wait_for(slot.sink.open(), self._options.open_timeout_s)
 
     async def close_sinks(self) -> None:
         """Close what :meth:`open_sinks` opened (and object readers a redrive used)."""
-        for slot in self._outputs:
+        for slot in self._sinks.outputs:
             await self._close_quietly(slot.sink.close())
         await self._close_quietly(self._decoder.close_readers())
 
@@ -753,18 +675,9 @@ class ListenerRuntime:
         )
         outcome: Invoked | Outcome = await self._work(delivery, ref, apply_filter=False)
         if isinstance(outcome, Invoked):
-            outcome = await self._publish(delivery, outcome)
+            outcome = await self._sinks.publish(delivery, outcome)
         if isinstance(outcome, Failed | Unsettled):
             raise outcome.error
         record = self._record(delivery, "succeeded", outcome)
         await self._runs.record(record)
         return record
-
-
-async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:
-    """Await a sink's ``step``; running past ``timeout_s`` is that sink's (transient)
-    ConnectorError, not a bare TimeoutError that settling would blame on the store."""
-    try:
-        await asyncio.wait_for(step, timeout_s)
-    except TimeoutError:
-        raise ConnectorError(f"{what} did not finish within {timeout_s:g} s") from None
