@@ -1,34 +1,26 @@
 """The runtime of one listener: receive -> decode -> filter -> invoke -> publish -> settle.
 
-Each delivery goes through named stages; :func:`~modelbus.listeners.outcomes.decide` alone
-turns the outcome into what happens to it, and :meth:`ListenerRuntime._carry_out` makes that
-durable before the broker hears of it (DESIGN.md, delivery contract):
+:class:`ListenerRuntime` wires the stages together and runs them (the manager of all of a
+process's listeners is :class:`~modelbus.listeners.manager.ListenerManager`). Each delivery
+crosses the stages once, as one task, then settles in a task of its own:
 
-===============================  =============  =============================================
-outcome                          decision       carried out as
-===============================  =============  =============================================
-published to every output        ack            run record ``succeeded`` written, then ack
-filtered / nothing to run / dup  ack            ack
-transient failure, attempts      release        run record ``retrying``; the broker hands it
-left                                            out again after ``retry.backoff_s(attempt)``
-permanent failure, or transient  dead-letter    dead letter + run record stored, published to
-on the last attempt                             the error sink, then ack
-outcome not made durable         release        (the store or the error sink failed) retried,
-                                                even past ``max_attempts``: never dropped
-===============================  =============  =============================================
-
-An error sink that refuses a dead letter *for good* (a permanent ConnectorError, e.g. too
-large for it) does not keep the message cycling: the dead letter stored in the database is
-then its durable record, and the refusal is reported as the listener's last error.
-
-Which failures are permanent is :func:`~modelbus.listeners.outcomes.is_permanent`'s to say.
+* receive (:mod:`~modelbus.listeners.receive`): the receive loop asks the source only for as
+  many deliveries as there are free slots (``max_in_flight``), and admits them;
+* decode and filter (:mod:`~modelbus.listeners.decode`), fetching the objects notifications
+  point at;
+* invoke (:mod:`~modelbus.listeners.invoke`), through the batcher
+  (:mod:`~modelbus.listeners.batching`) when the listener batches;
+* publish (:mod:`~modelbus.listeners.publish`) and settle (:mod:`~modelbus.listeners.settle`):
+  :func:`~modelbus.listeners.outcomes.decide` alone turns the outcome into ack, release or
+  dead-letter, and the settle stage makes that durable before the broker hears of it
+  (DESIGN.md, delivery contract). A failure in a stage is that stage's outcome, classified by
+  :func:`~modelbus.listeners.outcomes.is_permanent`.
 
 While deliveries are in flight a background task extends their leases well before they
-lapse; the receive loop asks only for as many deliveries as there are free slots
-(``max_in_flight``); batching collects inputs into ``invoke_batch`` calls. A failing source
-puts the listener in ``degraded`` and is reconnected with backoff; a failing sink is
-reopened before its next use. :meth:`ListenerRuntime.stop` stops receiving, drains to a
-deadline, releases the rest with no delay, then closes.
+lapse (:mod:`~modelbus.listeners.leases`). A failing source puts the listener in
+``degraded`` (:mod:`~modelbus.listeners.health`) and is reconnected with backoff; a failing
+sink is reopened before its next use. :meth:`ListenerRuntime.stop` stops receiving, drains to
+a deadline, releases the rest with no delay, then closes.
 """
 
 from __future__ import annotations
@@ -37,53 +29,29 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
-import traceback
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from modelbus.client.refs import ModelRef
-from modelbus.connectors import (
-    ConnectorContext,
-    make_source,
-    redact_url,
-)
+from modelbus.connectors import ConnectorContext, make_source, redact_url
 from modelbus.connectors.base import Delivery, Source
-from modelbus.errors import (
-    ConnectorError,
-    DefinitionError,
-    InvocationError,
-)
-from modelbus.listeners.coalescer import Coalescer
+from modelbus.errors import ConnectorError, DefinitionError
 from modelbus.listeners.decode import Decoder
 from modelbus.listeners.definition import ListenerDefinition, check_lease
-from modelbus.listeners.envelopes import (
-    DeadLetterInfo,
-    dead_letter_id,
-    encode_dead_letter,
-)
 from modelbus.listeners.health import Health, close_quietly
 from modelbus.listeners.invoke import Caller
+from modelbus.listeners.leases import Flight, LeaseExtender
 from modelbus.listeners.metrics import ListenerMetrics
-from modelbus.listeners.outcomes import (
-    DeadLetterDecision,
-    Decision,
-    Failed,
-    Invoked,
-    Outcome,
-    Release,
-    Skipped,
-    Succeeded,
-    Unsettled,
-    decide,
-)
+from modelbus.listeners.outcomes import Failed, Invoked, Outcome, Skipped, Unsettled
 from modelbus.listeners.publish import Sinks
+from modelbus.listeners.receive import Admission, InFlight
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
+from modelbus.listeners.settle import Settler
 from modelbus.runtime.invocation import Invoker
-from modelbus.store.runs import DeadLetter, RunRecord, RunStatus
+from modelbus.store.runs import DeadLetter, RunRecord
 
 __all__ = ["ListenerRuntime", "ListenerStatus", "RuntimeOptions", "State"]
 
@@ -123,33 +91,6 @@ class ListenerStatus:
     counters: dict[str, float]
 
 
-def _error_type(exc: BaseException) -> str:
-    return exc.error_type if isinstance(exc, InvocationError) else type(exc).__name__
-
-
-def _stacktrace(exc: BaseException) -> str:
-    if isinstance(exc, InvocationError) and exc.stacktrace:
-        return exc.stacktrace
-    return "".join(traceback.format_exception(exc))
-
-
-# --- the runtime -----------------------------------------------------------------------------
-
-
-@dataclass(eq=False, kw_only=True, slots=True)
-class _Flight:
-    delivery: Delivery
-    received_at: float  # epoch s
-    lease_until: float  # monotonic
-    task: asyncio.Task[None] | None = None
-    settling: asyncio.Task[None] | None = None
-    final: bool = False  # ack/release issued: no more lease extensions
-
-    @property
-    def born_at(self) -> float:
-        return self.delivery.enqueued_at or self.received_at
-
-
 class ListenerRuntime:
     """One running listener. :meth:`start` returns at once; the listener connects in the
     background (``degraded`` while it cannot) and runs until :meth:`stop`."""
@@ -166,38 +107,62 @@ class ListenerRuntime:
     ) -> None:
         self.definition = definition
         self._runs = runs
-        self._metrics = metrics
-        self._options = options or RuntimeOptions()
-        self._health = Health(definition.name)
-        self._close_quietly = functools.partial(
-            close_quietly, timeout_s=self._options.op_timeout_s, listener=definition.name
-        )
+        self._options = options = options or RuntimeOptions()
         self._ref = definition.ref
+        self._health = health = Health(definition.name)
+        self._close_quietly = functools.partial(
+            close_quietly, timeout_s=options.op_timeout_s, listener=definition.name
+        )
         ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
-        self._decoder = Decoder(definition, ctx, fetch_timeout_s=self._options.fetch_timeout_s)
+        self._decoder = Decoder(definition, ctx, fetch_timeout_s=options.fetch_timeout_s)
         self._source: Source = make_source(definition.source, ctx)
         self._sinks = Sinks(
             definition,
             ctx,
-            self._health,
-            open_timeout_s=self._options.open_timeout_s,
-            publish_timeout_s=self._options.publish_timeout_s,
+            health,
+            open_timeout_s=options.open_timeout_s,
+            publish_timeout_s=options.publish_timeout_s,
             close_quietly=self._close_quietly,
         )
-        self._locations = tuple(redact_url(u) for u in definition.outputs)
         self._caller = Caller(definition, invoker, self._ref)
-        self._acker: Coalescer[Delivery] = Coalescer(self._ack_now)
-        self._flights: set[_Flight] = set()
-        self._slot_freed = asyncio.Event()
+        self._in_flight = in_flight = InFlight(definition.max_in_flight)
+        self._settler = Settler(
+            definition,
+            source=self._source,
+            sinks=self._sinks,
+            runs=runs,
+            metrics=metrics,
+            health=health,
+            in_flight=in_flight,
+            op_timeout_s=options.op_timeout_s,
+        )
+        self._admission = Admission(
+            definition.name,
+            source=self._source,
+            in_flight=in_flight,
+            runs=runs,
+            metrics=metrics,
+            health=health,
+            handle=self._handle,
+            settle=self._settler.settle,
+        )
+        self._leases = LeaseExtender(
+            self._source,
+            in_flight,
+            health,
+            enabled=definition.extend_lease,
+            op_timeout_s=options.op_timeout_s,
+        )
+        self._metrics = metrics
         self._stop_requested = asyncio.Event()
         self._phase: Literal["starting", "running", "stopped"] = "starting"
         self._main: asyncio.Task[None] | None = None
         self._extender: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
-        metrics.track(lambda: len(self._flights), self._oldest_age_s)
+        metrics.track(lambda: len(in_flight), in_flight.oldest_age_s)
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- status ------------------------------------------------------------------------------
 
     @property
     def name(self) -> str:
@@ -222,18 +187,20 @@ class ListenerRuntime:
             counters=self._metrics.snapshot(),
         )
 
-    async def start(self) -> None:
-        """Begin connecting and receiving in the background. Not idempotent: call once."""
-        if self._main is not None:
-            raise RuntimeError(f"listener {self.name} was started already")
-        self._main = asyncio.create_task(self._run(), name=f"listener:{self.name}")
-
     async def wait_for_state(self, *states: State, timeout_s: float = 10.0) -> State:
         """Wait until the listener is in one of ``states``; raises TimeoutError."""
         async with asyncio.timeout(timeout_s):
             while self.state not in states:  # noqa: ASYNC110 (state is derived, not an event)
                 await asyncio.sleep(0.02)
         return self.state
+
+    # --- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin connecting and receiving in the background. Not idempotent: call once."""
+        if self._main is not None:
+            raise RuntimeError(f"listener {self.name} was started already")
+        self._main = asyncio.create_task(self._run(), name=f"listener:{self.name}")
 
     async def stop(self, deadline_s: float | None = None) -> None:
         """Stop receiving, let in-flight deliveries finish until ``deadline_s`` (default
@@ -249,7 +216,7 @@ class ListenerRuntime:
 
     async def _stop(self, deadline_s: float | None) -> None:
         self._stop_requested.set()
-        self._slot_freed.set()
+        self._in_flight.wake()
         deadline = self._options.stop_deadline_s if deadline_s is None else deadline_s
         await self._stop_receiving()
         await self._drain(deadline)
@@ -268,20 +235,20 @@ class ListenerRuntime:
             await asyncio.gather(self._main, return_exceptions=True)
 
     async def _drain(self, deadline_s: float) -> None:
-        tasks = {f.task for f in self._flights if f.task is not None}
+        tasks = {f.task for f in self._in_flight if f.task is not None}
         if tasks:
             await asyncio.wait(tasks, timeout=deadline_s)
 
     async def _release_rest(self) -> None:
         """Interrupt what is still working and hand it back to the broker at once."""
-        working = [f for f in self._flights if f.settling is None]
+        working = [f for f in self._in_flight if f.settling is None]
         for flight in working:
             if flight.task is not None:
                 flight.task.cancel()
         await asyncio.gather(*(f.task for f in working if f.task), return_exceptions=True)
-        await asyncio.shield(asyncio.gather(*(self._release(f, 0.0) for f in working)))
-        self._flights.difference_update(working)
-        settling = {f.settling for f in self._flights if f.settling is not None}
+        await asyncio.shield(asyncio.gather(*(self._settler.release(f, 0.0) for f in working)))
+        self._in_flight.forget(working)
+        settling = {f.settling for f in self._in_flight if f.settling is not None}
         if settling:
             await asyncio.wait(settling, timeout=self._options.op_timeout_s)
 
@@ -291,7 +258,7 @@ class ListenerRuntime:
             await asyncio.gather(self._extender, return_exceptions=True)
         await self._caller.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._acker.drain(), self._options.op_timeout_s)
+            await asyncio.wait_for(self._settler.drain_acks(), self._options.op_timeout_s)
         await self._runs.flush()
         await self._close_quietly(self._decoder.close_readers())
         await self._close_quietly(self._source.close())
@@ -304,7 +271,7 @@ class ListenerRuntime:
         try:
             if not await self._connect():
                 return
-            self._extender = asyncio.create_task(self._extend_leases(), name=f"leases:{self.name}")
+            self._extender = asyncio.create_task(self._leases.run(), name=f"leases:{self.name}")
             await self._receive_loop()
         except Exception as exc:  # a bug: say so loudly rather than look "running"
             log.exception("listener %s: receive loop failed", self.name)
@@ -369,15 +336,14 @@ class ListenerRuntime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_requested.wait(), delay_s)
 
-    # --- receive -----------------------------------------------------------------------------
+    # --- the stages --------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
         wait_s = self._options.receive_wait_s
         while not self._stop_requested.is_set():
-            free = self.definition.max_in_flight - len(self._flights)
+            free = self._in_flight.free()
             if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+                await self._in_flight.wait_for_slot()
                 continue
             try:
                 deliveries = await asyncio.wait_for(
@@ -388,43 +354,19 @@ class ListenerRuntime:
                 continue
             self._health.clear("source")
             if deliveries:
-                await self._admit(deliveries)
+                await self._admission.admit(deliveries)
 
-    async def _admit(self, deliveries: list[Delivery]) -> None:
-        self._metrics.received(len(deliveries))
-        duplicates = await self._duplicates(deliveries)
-        now, lease_s = time.time(), self._source.lease_s or 0.0
-        for delivery in deliveries:
-            flight = _Flight(
-                delivery=delivery, received_at=now, lease_until=time.monotonic() + lease_s
-            )
-            self._flights.add(flight)
-            if delivery.message_id in duplicates:
-                flight.settling = asyncio.create_task(self._settle(flight, Skipped("duplicate")))
-                flight.task = flight.settling
-            else:
-                flight.task = asyncio.create_task(self._handle(flight))
-
-    async def _duplicates(self, deliveries: list[Delivery]) -> set[str]:
-        try:
-            ids = [d.message_id for d in deliveries]
-            return await self._runs.store.succeeded(self.name, ids)
-        except Exception as exc:  # the store is down: run them; settling will notice
-            self._health.error("store", f"dedupe check failed: {exc}")
-            return set()
-
-    async def _handle(self, flight: _Flight) -> None:
+    async def _handle(self, flight: Flight) -> None:
+        """One admitted delivery: work on it, then settle it in a shielded task."""
         try:
             outcome = await self._work(flight.delivery, self._ref, apply_filter=True)
         except asyncio.CancelledError:
             if self._stop_requested.is_set():
                 return  # stop() releases it
             raise
-        flight.settling = asyncio.create_task(self._settle(flight, outcome))
+        flight.settling = asyncio.create_task(self._settler.settle(flight, outcome))
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(flight.settling)
-
-    # --- decode, filter, invoke ----------------------------------------------------------------
 
     async def _work(
         self, delivery: Delivery, ref: ModelRef, *, apply_filter: bool
@@ -455,201 +397,11 @@ class ListenerRuntime:
         """Record ``running`` only for work that takes a while: most messages settle sooner,
         and their final record is then the only write on the hot path."""
         loop = asyncio.get_running_loop()
-        note = loop.call_later(RUNNING_NOTE_AFTER_S, self._note, delivery, "running")
+        note = loop.call_later(RUNNING_NOTE_AFTER_S, self._settler.note, delivery, "running")
         try:
             yield
         finally:
             note.cancel()
-
-    # --- publish and settle -----------------------------------------------------------------------
-
-    async def _settle(self, flight: _Flight, outcome: Invoked | Outcome) -> None:
-        """Publish, decide, and carry the decision out. Runs shielded from cancellation."""
-        delivery = flight.delivery
-        try:
-            if isinstance(outcome, Invoked):
-                outcome = await self._sinks.publish(delivery, outcome)
-            if isinstance(outcome, Failed):
-                self._health.error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
-            decision = decide(outcome, delivery.attempt, self.definition.retry)
-            try:
-                await self._carry_out(flight, outcome, decision)
-            except Exception as exc:
-                if not isinstance(exc, ConnectorError):  # sinks report their own problems
-                    self._health.problem("store", f"could not settle {delivery.message_id}: {exc}")
-                unsettled = Unsettled(exc)
-                await self._carry_out(
-                    flight, unsettled, decide(unsettled, delivery.attempt, self.definition.retry)
-                )
-        except Exception as exc:  # even the fallback failed: the lease will lapse
-            log.warning(
-                "listener %s: %s left to its lease: %s", self.name, delivery.message_id, exc
-            )
-        finally:
-            self._flights.discard(flight)
-            self._slot_freed.set()
-
-    async def _carry_out(self, flight: _Flight, outcome: Outcome, decision: Decision) -> None:
-        """Make the outcome durable, then tell the broker; counters move once it is done."""
-        delivery = flight.delivery
-        if isinstance(decision, Release):
-            self._note(delivery, "retrying", outcome)
-            await self._release(flight, decision.delay_s)
-            self._metrics.retried()
-            return
-        if isinstance(decision, DeadLetterDecision):
-            assert isinstance(outcome, Failed)
-            await self._dead_letter(delivery, outcome)
-            self._health.clear("store")
-        elif isinstance(outcome, Succeeded):
-            await self._runs.record(self._record(delivery, "succeeded", outcome))
-            self._health.clear("store")
-        flight.final = True
-        await self._ack(delivery)
-        if isinstance(decision, DeadLetterDecision):
-            self._metrics.dead_lettered()
-        elif isinstance(outcome, Succeeded):
-            self._metrics.succeeded()
-        elif isinstance(outcome, Skipped):
-            self._metrics.skipped(outcome.reason)
-        self._metrics.settled(time.time() - flight.born_at)
-
-    async def _dead_letter(self, delivery: Delivery, failed: Failed) -> None:
-        """Store the dead letter and publish it to the error sink; both before the ack."""
-        error = failed.error
-        info = DeadLetterInfo(
-            id=dead_letter_id(self.name, delivery.message_id),
-            listener=self.name,
-            model=self.definition.model,
-            version=failed.version,
-            error_type=_error_type(error),
-            error_message=str(error),
-            stacktrace=_stacktrace(error),
-            permanent=failed.permanent,
-            attempts=delivery.attempt,
-        )
-        letter = DeadLetter(
-            id=info.id,
-            listener=self.name,
-            message_id=delivery.message_id,
-            body=delivery.body,
-            attributes=dict(delivery.attributes),
-            error_type=info.error_type,
-            error_message=info.error_message,
-            stacktrace=info.stacktrace,
-            permanent=info.permanent,
-            attempts=info.attempts,
-            model=info.model,
-            version=info.version,
-            created_at=time.time(),
-        )
-        await self._runs.dead_letter(self._record(delivery, "dead_lettered", failed), letter)
-        if self._sinks.error is not None:
-            try:
-                await self._sinks.publish_to(
-                    self._sinks.error, [encode_dead_letter(delivery, info)]
-                )
-            except ConnectorError as exc:
-                if not exc.permanent:
-                    raise  # retried: the error sink will take it later
-                # It never will (too big for it...): the stored dead letter must do.
-                self._health.error("error sink", f"refused dead letter {info.id} for good: {exc}")
-        log.warning(
-            "listener %s dead-lettered %s after %d attempt(s): %s",
-            self.name,
-            delivery.message_id,
-            delivery.attempt,
-            info.error_message,
-        )
-
-    def _record(
-        self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None
-    ) -> RunRecord:
-        now = time.time()
-        final = status in ("succeeded", "dead_lettered")
-        record = RunRecord(
-            listener=self.name,
-            message_id=delivery.message_id,
-            status=status,
-            attempts=delivery.attempt,
-            first_received_at=now,
-            updated_at=now,
-            finished_at=now if final else None,
-        )
-        if isinstance(outcome, Succeeded):
-            return replace(
-                record,
-                version=outcome.version,
-                output_id=outcome.outputs[0].id if outcome.outputs else None,
-                result_location=self._locations,
-                duration_ms=outcome.duration_ms,
-            )
-        if isinstance(outcome, Failed | Unsettled):
-            failed = (
-                outcome if isinstance(outcome, Failed) else Failed(outcome.error, "settle", False)
-            )
-            error = {
-                "type": _error_type(failed.error),
-                "message": str(failed.error),
-                "permanent": failed.permanent,
-                "stage": failed.stage,
-            }
-            return replace(record, version=failed.version, error=error)
-        return record
-
-    def _note(self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None) -> None:
-        self._runs.note(self._record(delivery, status, outcome))
-
-    async def _ack(self, delivery: Delivery) -> None:
-        """Ack (group-committed with other acks). A failed ack is not an error for the
-        message: its outcome is durable, and its redelivery will be recognised."""
-        try:
-            await self._acker.submit(delivery)
-        except Exception as exc:
-            self._health.problem("source", f"ack failed: {exc}")
-
-    async def _ack_now(self, deliveries: list[Delivery]) -> None:
-        await asyncio.wait_for(self._source.ack(deliveries), self._options.op_timeout_s)
-
-    async def _release(self, flight: _Flight, delay_s: float) -> None:
-        flight.final = True
-        try:
-            await asyncio.wait_for(
-                self._source.release(flight.delivery, delay_s), self._options.op_timeout_s
-            )
-        except Exception as exc:  # its lease will lapse and the broker will hand it out again
-            self._health.problem("source", f"release failed: {exc}")
-
-    # --- leases ------------------------------------------------------------------------------
-
-    async def _extend_leases(self) -> None:
-        lease_s = self._source.lease_s
-        if lease_s is None or not self.definition.extend_lease:
-            return
-        interval_s = lease_s / 3
-        while True:
-            await asyncio.sleep(interval_s)
-            now = time.monotonic()
-            due = [
-                f for f in self._flights if not f.final and f.lease_until - now <= 2 * interval_s
-            ]
-            if not due:
-                continue
-            try:
-                await asyncio.wait_for(
-                    self._source.extend([f.delivery for f in due], lease_s),
-                    self._options.op_timeout_s,
-                )
-            except Exception as exc:
-                self._health.error("source", f"lease extension failed: {exc}")
-                continue
-            for flight in due:
-                flight.lease_until = now + lease_s
-
-    def _oldest_age_s(self) -> float:
-        if not self._flights:
-            return 0.0
-        return max(0.0, time.time() - min(f.born_at for f in self._flights))
 
     # --- redrive -----------------------------------------------------------------------------
 
@@ -678,6 +430,6 @@ class ListenerRuntime:
             outcome = await self._sinks.publish(delivery, outcome)
         if isinstance(outcome, Failed | Unsettled):
             raise outcome.error
-        record = self._record(delivery, "succeeded", outcome)
+        record = self._settler.record(delivery, "succeeded", outcome)
         await self._runs.record(record)
         return record
