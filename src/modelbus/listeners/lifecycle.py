@@ -2,7 +2,8 @@
 
 :class:`ListenerRuntime` wires the stages together and runs them (the manager of all of a
 process's listeners is :class:`~modelbus.listeners.manager.ListenerManager`). Each delivery
-crosses the stages once, as one task, then settles in a task of its own:
+crosses the stages once: one task works on it up to the invocation, then a task of its own,
+shielded from cancellation, publishes and settles it (a duplicate goes straight to settling):
 
 * receive (:mod:`~modelbus.listeners.receive`): the receive loop asks the source only for as
   many deliveries as there are free slots (``max_in_flight``), and admits them;
@@ -107,9 +108,10 @@ class ListenerRuntime:
     ) -> None:
         self.definition = definition
         self._runs = runs
+        self._metrics = metrics
         self._options = options = options or RuntimeOptions()
         self._ref = definition.ref
-        self._health = health = Health(definition.name)
+        self._health = Health(definition.name)
         self._close_quietly = functools.partial(
             close_quietly, timeout_s=options.op_timeout_s, listener=definition.name
         )
@@ -119,48 +121,53 @@ class ListenerRuntime:
         self._sinks = Sinks(
             definition,
             ctx,
-            health,
+            self._health,
             open_timeout_s=options.open_timeout_s,
             publish_timeout_s=options.publish_timeout_s,
             close_quietly=self._close_quietly,
         )
         self._caller = Caller(definition, invoker, self._ref)
-        self._in_flight = in_flight = InFlight(definition.max_in_flight)
-        self._settler = Settler(
-            definition,
-            source=self._source,
-            sinks=self._sinks,
-            runs=runs,
-            metrics=metrics,
-            health=health,
-            in_flight=in_flight,
-            op_timeout_s=options.op_timeout_s,
-        )
-        self._admission = Admission(
-            definition.name,
-            source=self._source,
-            in_flight=in_flight,
-            runs=runs,
-            metrics=metrics,
-            health=health,
-            handle=self._handle,
-            settle=self._settler.settle,
-        )
-        self._leases = LeaseExtender(
-            self._source,
-            in_flight,
-            health,
-            enabled=definition.extend_lease,
-            op_timeout_s=options.op_timeout_s,
-        )
-        self._metrics = metrics
+        self._in_flight = InFlight(definition.max_in_flight)
+        self._settler, self._admission, self._leases = self._stages()
         self._stop_requested = asyncio.Event()
         self._phase: Literal["starting", "running", "stopped"] = "starting"
         self._main: asyncio.Task[None] | None = None
         self._extender: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
-        metrics.track(lambda: len(in_flight), in_flight.oldest_age_s)
+        metrics.track(lambda: len(self._in_flight), self._in_flight.oldest_age_s)
+
+    def _stages(self) -> tuple[Settler, Admission, LeaseExtender]:
+        """The stages that share the source, the in-flight deliveries and the run store."""
+        definition, options, health = self.definition, self._options, self._health
+        settler = Settler(
+            definition,
+            source=self._source,
+            sinks=self._sinks,
+            runs=self._runs,
+            metrics=self._metrics,
+            health=health,
+            in_flight=self._in_flight,
+            op_timeout_s=options.op_timeout_s,
+        )
+        admission = Admission(
+            definition.name,
+            source=self._source,
+            in_flight=self._in_flight,
+            runs=self._runs,
+            metrics=self._metrics,
+            health=health,
+            handle=self._handle,
+            settle=settler.settle,
+        )
+        leases = LeaseExtender(
+            self._source,
+            self._in_flight,
+            health,
+            enabled=definition.extend_lease,
+            op_timeout_s=options.op_timeout_s,
+        )
+        return settler, admission, leases
 
     # --- status ------------------------------------------------------------------------------
 
