@@ -35,7 +35,7 @@ from modelbus.connectors import (
 )
 from modelbus.errors import ConnectorError
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.lifecycle import Listener, RuntimeOptions
+from modelbus.listeners.lifecycle import ListenerRuntime, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
@@ -162,12 +162,12 @@ class Harness:
         self.data_dir = data_dir
         self.invoker = FunctionInvoker()
         self.metrics = Metrics(CollectorRegistry())
-        self.started: list[Listener] = []
+        self.started: list[ListenerRuntime] = []
         self.ctx = ConnectorContext(listener="harness", data_dir=data_dir)
 
-    async def start(self, **fields: Any) -> Listener:
+    async def start(self, **fields: Any) -> ListenerRuntime:
         definition = ListenerDefinition(name=f"l-{uuid.uuid4().hex[:8]}", **fields)
-        listener = Listener(
+        listener = ListenerRuntime(
             definition,
             invoker=self.invoker,
             runs=self.writer,
@@ -257,7 +257,7 @@ class Harness:
             assert time.monotonic() < deadline, "condition not met in time"
             await asyncio.sleep(0.02)
 
-    async def assert_settled(self, url: str, listener: Listener) -> None:
+    async def assert_settled(self, url: str, listener: ListenerRuntime) -> None:
         """Stop the listener; a consumer of its own then finds nothing left on ``url`` for
         longer than a lease (queue URLs are made with ``lease_s=1``)."""
         await listener.stop(deadline_s=1)

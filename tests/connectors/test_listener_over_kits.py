@@ -23,7 +23,7 @@ import pytest
 
 from modelbus.connectors import Source, make_source
 from modelbus.errors import InputRejected, RunnerCrashed
-from modelbus.listeners.lifecycle import Listener
+from modelbus.listeners.lifecycle import ListenerRuntime
 from modelbus.listeners.retry import RetryPolicy
 from tests.brokers.listener_suite import Harness, opened_harness, read_acked
 
@@ -48,7 +48,7 @@ async def reader(kit: BrokerKit, url: str) -> AsyncIterator[Source]:
         await source.close()
 
 
-async def running(harness: Harness, **fields: Any) -> Listener:
+async def running(harness: Harness, **fields: Any) -> ListenerRuntime:
     """A started listener, once it is receiving (subscribed, for MQTT)."""
     listener = await harness.start(**fields)
     await listener.wait_for_state("running", timeout_s=30)
@@ -59,7 +59,7 @@ async def queue(kit: BrokerKit) -> str:
     return (await kit.new_queue(lease_s=max(1.0, kit.capabilities.min_lease_s))).source_url
 
 
-async def settled(kit: BrokerKit, harness: Harness, url: str, listener: Listener) -> None:
+async def settled(kit: BrokerKit, harness: Harness, url: str, listener: ListenerRuntime) -> None:
     """Stop the listener; a consumer in its place then finds nothing left on ``url``."""
     await listener.stop(deadline_s=1)
     harness.started.remove(listener)

@@ -16,7 +16,7 @@ from modelbus.connectors import ConnectorContext, Delivery, OutMessage, make_sin
 from modelbus.connectors.local import LocalOptions, SqliteQueue
 from modelbus.connectors.memory import BROKER
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.lifecycle import Listener, RuntimeOptions
+from modelbus.listeners.lifecycle import ListenerRuntime, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
@@ -76,7 +76,7 @@ class Env:
     writer: RunWriter = field(init=False)
     invoker: FunctionInvoker = field(default_factory=FunctionInvoker)
     metrics: Metrics = field(default_factory=lambda: Metrics(CollectorRegistry()))
-    started: list[Listener] = field(default_factory=list)
+    started: list[ListenerRuntime] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.writer = RunWriter(self.runs)
@@ -99,8 +99,8 @@ class Env:
 
     async def start(
         self, definition: ListenerDefinition, options: RuntimeOptions = FAST
-    ) -> Listener:
-        listener = Listener(
+    ) -> ListenerRuntime:
+        listener = ListenerRuntime(
             definition,
             invoker=self.invoker,
             runs=self.writer,

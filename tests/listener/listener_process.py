@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.lifecycle import Listener
+from modelbus.listeners.lifecycle import ListenerRuntime
 from modelbus.listeners.metrics import Metrics
 from modelbus.listeners.records import RunWriter
 from modelbus.runtime.invocation import Payload
@@ -38,7 +38,7 @@ async def main(
     definition = ListenerDefinition(
         name=name, source=source, outputs=[output], model="acme/echo", max_in_flight=4
     )
-    listener = Listener(
+    listener = ListenerRuntime(
         definition,
         invoker=invoker,
         runs=RunWriter(RunStore(engine)),

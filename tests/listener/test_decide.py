@@ -14,7 +14,7 @@ from modelbus.errors import (
     VersionNotFound,
     VersionSpecError,
 )
-from modelbus.listeners.lifecycle import (
+from modelbus.listeners.outcomes import (
     Ack,
     DeadLetterDecision,
     Failed,
@@ -22,8 +22,8 @@ from modelbus.listeners.lifecycle import (
     Skipped,
     Succeeded,
     Unsettled,
-    classify,
     decide,
+    is_permanent,
 )
 from modelbus.listeners.retry import RetryPolicy
 
@@ -48,12 +48,12 @@ POLICY = RetryPolicy(max_attempts=3, initial_backoff_s=2, jitter=0)
         (RuntimeError("a bug"), False),
     ],
 )
-def test_classify(error: BaseException, permanent: bool) -> None:
-    assert classify(error) is permanent
+def test_is_permanent(error: BaseException, permanent: bool) -> None:
+    assert is_permanent(error) is permanent
 
 
 def failed(error: BaseException) -> Failed:
-    return Failed(error, "invoke", classify(error))
+    return Failed(error, "invoke", is_permanent(error))
 
 
 def test_decisions() -> None:

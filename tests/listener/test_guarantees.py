@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelbus.listeners.lifecycle import Listener
+from modelbus.listeners.lifecycle import ListenerRuntime
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.store.schema import metadata
 from modelbus.store.schema import runs as runs_table
@@ -128,7 +128,7 @@ async def test_replicas_of_one_listener_compete(env: Env) -> None:
     second_invoker.register("acme/echo", work)
     definition = env.definition(source=source, outputs=[out], max_in_flight=2)
     await env.start(definition)
-    replica = Listener(
+    replica = ListenerRuntime(
         definition,
         invoker=second_invoker,
         runs=env.writer,

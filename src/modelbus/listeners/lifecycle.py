@@ -1,42 +1,27 @@
 """The runtime of one listener: receive -> decode -> filter -> invoke -> publish -> settle.
 
-Each delivery goes through named stages; :func:`decide` alone turns the outcome into what
-happens to it, and :meth:`Listener._carry_out` makes that durable before the broker hears of
-it (DESIGN.md, delivery contract):
+:class:`ListenerRuntime` wires the stages together and runs them (the manager of all of a
+process's listeners is :class:`~modelbus.listeners.manager.ListenerManager`). Each delivery
+crosses the stages once: one task works on it up to the invocation, then a task of its own,
+shielded from cancellation, publishes and settles it (a duplicate goes straight to settling):
 
-===============================  =============  =============================================
-outcome                          decision       carried out as
-===============================  =============  =============================================
-published to every output        ack            run record ``succeeded`` written, then ack
-filtered / nothing to run / dup  ack            ack
-transient failure, attempts      release        run record ``retrying``; the broker hands it
-left                                            out again after ``retry.backoff_s(attempt)``
-permanent failure, or transient  dead-letter    dead letter + run record stored, published to
-on the last attempt                             the error sink, then ack
-outcome not made durable         release        (the store or the error sink failed) retried,
-                                                even past ``max_attempts``: never dropped
-===============================  =============  =============================================
-
-An error sink that refuses a dead letter *for good* (a permanent ConnectorError, e.g. too
-large for it) does not keep the message cycling: the dead letter stored in the database is
-then its durable record, and the refusal is reported as the listener's last error.
-
-Transient: :class:`InvocationTimeout`, :class:`RunnerCrashed`, :class:`Overloaded`, a
-:class:`ModelError` the model did not mark permanent, a sink or object-store
-:class:`ConnectorError` that is not permanent, and **an unknown model or a version spec that
-resolves to nothing** (:class:`NotFound`): it may be published in a minute, so those
-messages wait out the retries rather than being dead-lettered at once. Permanent: an
-undecodable body (:class:`InvalidInput`), a body over ``max_body_bytes``
-(:class:`PayloadTooLarge`), :class:`InputRejected`, a model error marked
-permanent, a bad version spec, a permanent connector error (object gone, message too big).
-Anything unexpected is treated as transient.
+* receive (:mod:`~modelbus.listeners.receive`): the receive loop asks the source only for as
+  many deliveries as there are free slots (``max_in_flight``), and admits them;
+* decode and filter (:mod:`~modelbus.listeners.decode`), fetching the objects notifications
+  point at;
+* invoke (:mod:`~modelbus.listeners.invoke`), through the batcher
+  (:mod:`~modelbus.listeners.batching`) when the listener batches;
+* publish (:mod:`~modelbus.listeners.publish`) and settle (:mod:`~modelbus.listeners.settle`):
+  :func:`~modelbus.listeners.outcomes.decide` alone turns the outcome into ack, release or
+  dead-letter, and the settle stage makes that durable before the broker hears of it
+  (DESIGN.md, delivery contract). A failure in a stage is that stage's outcome, classified by
+  :func:`~modelbus.listeners.outcomes.is_permanent`.
 
 While deliveries are in flight a background task extends their leases well before they
-lapse; the receive loop asks only for as many deliveries as there are free slots
-(``max_in_flight``); batching collects inputs into ``invoke_batch`` calls. A failing source
-puts the listener in ``degraded`` and is reconnected with backoff; a failing sink is
-reopened before its next use. :meth:`Listener.stop` stops receiving, drains to a deadline,
-releases the rest with no delay, then closes.
+lapse (:mod:`~modelbus.listeners.leases`). A failing source puts the listener in
+``degraded`` (:mod:`~modelbus.listeners.health`) and is reconnected with backoff; a failing
+sink is reopened before its next use. :meth:`ListenerRuntime.stop` stops receiving, drains to
+a deadline, releases the rest with no delay, then closes.
 """
 
 from __future__ import annotations
@@ -45,69 +30,31 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
-import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from modelbus.client.refs import ModelRef
-from modelbus.connectors import (
-    ConnectorContext,
-    make_object_reader,
-    make_sink,
-    make_source,
-    redact_url,
-)
-from modelbus.connectors.base import Delivery, OutMessage, Sink, Source
-from modelbus.errors import (
-    ConnectorError,
-    DefinitionError,
-    InvocationError,
-    ModelbusError,
-    NotFound,
-    PayloadTooLarge,
-)
-from modelbus.listeners.coalescer import Coalescer
+from modelbus.connectors import ConnectorContext, make_source, redact_url
+from modelbus.connectors.base import Delivery, Source
+from modelbus.errors import ConnectorError, DefinitionError
+from modelbus.listeners.decode import Decoder
 from modelbus.listeners.definition import ListenerDefinition, check_lease
-from modelbus.listeners.envelopes import (
-    OBJECT_SOURCES,
-    Correlation,
-    DeadLetterInfo,
-    Item,
-    ObjectReaders,
-    dead_letter_id,
-    decode,
-    encode_dead_letter,
-    encode_result,
-    fetch,
-    output_id,
-)
-from modelbus.listeners.filters import compile_filter
+from modelbus.listeners.health import Health, close_quietly
+from modelbus.listeners.invoke import Caller
+from modelbus.listeners.leases import Flight, LeaseExtender
 from modelbus.listeners.metrics import ListenerMetrics
+from modelbus.listeners.outcomes import Failed, Invoked, Outcome, Skipped, Unsettled
+from modelbus.listeners.publish import Sinks
+from modelbus.listeners.receive import Admission, InFlight
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
-from modelbus.runtime.invocation import CallOptions, Invoker, Payload, Result
-from modelbus.store.runs import DeadLetter, RunRecord, RunStatus
+from modelbus.listeners.settle import Settler
+from modelbus.runtime.invocation import Invoker
+from modelbus.store.runs import DeadLetter, RunRecord
 
-__all__ = [
-    "Ack",
-    "DeadLetterDecision",
-    "Decision",
-    "Failed",
-    "Listener",
-    "ListenerStatus",
-    "Outcome",
-    "Release",
-    "RuntimeOptions",
-    "Skipped",
-    "State",
-    "Succeeded",
-    "Unsettled",
-    "classify",
-    "decide",
-]
+__all__ = ["ListenerRuntime", "ListenerStatus", "RuntimeOptions", "State"]
 
 log = logging.getLogger(__name__)
 
@@ -145,134 +92,7 @@ class ListenerStatus:
     counters: dict[str, float]
 
 
-# --- outcomes and the one decision -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Invoked:
-    """The model ran for every input; the results still have to be published."""
-
-    results: list[tuple[Item, Correlation, Result]]
-
-
-@dataclass(frozen=True, slots=True)
-class Succeeded:
-    """Every result was published to every output sink."""
-
-    outputs: list[OutMessage]
-    version: str
-    duration_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """Nothing to run: ``filtered``, ``duplicate`` or ``no_input``."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """A stage failed; ``permanent`` says whether retrying could help."""
-
-    error: BaseException
-    stage: str
-    permanent: bool
-    version: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Unsettled:
-    """An outcome could not be made durable (the store or the error sink failed)."""
-
-    error: BaseException
-
-
-Outcome = Succeeded | Skipped | Failed | Unsettled
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    delay_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterDecision:
-    pass
-
-
-Decision = Ack | Release | DeadLetterDecision
-
-
-def decide(outcome: Outcome, attempt: int, policy: RetryPolicy) -> Decision:
-    """The one place that chooses between ack, release-after-delay and dead-letter."""
-    if isinstance(outcome, Succeeded | Skipped):
-        return Ack()
-    if isinstance(outcome, Unsettled):
-        # Nothing is durable yet: try the whole delivery again, never drop it.
-        return Release(policy.backoff_s(attempt))
-    if outcome.permanent or policy.exhausted(attempt):
-        return DeadLetterDecision()
-    return Release(policy.backoff_s(attempt))
-
-
-def classify(exc: BaseException) -> bool:
-    """True if ``exc`` is a permanent failure (see the module docstring)."""
-    if isinstance(exc, NotFound):
-        return False  # unknown model or version: it may be published soon
-    if isinstance(exc, ModelbusError):
-        return exc.permanent
-    return False  # not ours: a bug or a library's hiccup; retrying is the safe side
-
-
-def _failed(exc: BaseException, stage: str) -> Failed:
-    version = exc.version if isinstance(exc, InvocationError) else None
-    return Failed(exc, stage, classify(exc), version)
-
-
-def _error_type(exc: BaseException) -> str:
-    return exc.error_type if isinstance(exc, InvocationError) else type(exc).__name__
-
-
-def _stacktrace(exc: BaseException) -> str:
-    if isinstance(exc, InvocationError) and exc.stacktrace:
-        return exc.stacktrace
-    return "".join(traceback.format_exception(exc))
-
-
-# --- the runtime -----------------------------------------------------------------------------
-
-
-@dataclass(eq=False, kw_only=True, slots=True)
-class _Flight:
-    delivery: Delivery
-    received_at: float  # epoch s
-    lease_until: float  # monotonic
-    task: asyncio.Task[None] | None = None
-    settling: asyncio.Task[None] | None = None
-    final: bool = False  # ack/release issued: no more lease extensions
-
-    @property
-    def born_at(self) -> float:
-        return self.delivery.enqueued_at or self.received_at
-
-
-@dataclass(eq=False, kw_only=True, slots=True)
-class _SinkSlot:
-    """A sink, whether it needs reopening, and the group publisher in front of it."""
-
-    url: str
-    sink: Sink
-    broken: bool = False
-    publisher: Coalescer[Sequence[OutMessage]] = field(init=False)
-
-
-class Listener:
+class ListenerRuntime:
     """One running listener. :meth:`start` returns at once; the listener connects in the
     background (``degraded`` while it cannot) and runs until :meth:`stop`."""
 
@@ -287,39 +107,69 @@ class Listener:
         options: RuntimeOptions | None = None,
     ) -> None:
         self.definition = definition
-        self._invoker = invoker
         self._runs = runs
         self._metrics = metrics
-        self._options = options or RuntimeOptions()
+        self._options = options = options or RuntimeOptions()
         self._ref = definition.ref
-        self._filter = compile_filter(definition.filter)
-        ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
-        self._source: Source = make_source(definition.source, ctx)
-        self._outputs = [self._slot(url, ctx) for url in definition.outputs]
-        self._error_sink = self._slot(definition.error_sink, ctx) if definition.error_sink else None
-        self._locations = tuple(redact_url(u) for u in definition.outputs)
-        self._readers = _readers(definition.source, ctx)
-        self._batcher = (
-            _Batcher(
-                self._invoke_batch, definition.batch.max_batch_size, definition.batch.max_wait_ms
-            )
-            if definition.batch.max_batch_size > 1
-            else None
+        self._health = Health(definition.name)
+        self._close_quietly = functools.partial(
+            close_quietly, timeout_s=options.op_timeout_s, listener=definition.name
         )
-        self._acker: Coalescer[Delivery] = Coalescer(self._ack_now)
-        self._flights: set[_Flight] = set()
-        self._slot_freed = asyncio.Event()
+        ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
+        self._decoder = Decoder(definition, ctx, fetch_timeout_s=options.fetch_timeout_s)
+        self._source: Source = make_source(definition.source, ctx)
+        self._sinks = Sinks(
+            definition,
+            ctx,
+            self._health,
+            open_timeout_s=options.open_timeout_s,
+            publish_timeout_s=options.publish_timeout_s,
+            close_quietly=self._close_quietly,
+        )
+        self._caller = Caller(definition, invoker, self._ref)
+        self._in_flight = InFlight(definition.max_in_flight)
+        self._settler, self._admission, self._leases = self._stages()
         self._stop_requested = asyncio.Event()
         self._phase: Literal["starting", "running", "stopped"] = "starting"
-        self._problems: dict[str, str] = {}
-        self._last_error: tuple[str, float] | None = None
         self._main: asyncio.Task[None] | None = None
         self._extender: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
-        metrics.track(lambda: len(self._flights), self._oldest_age_s)
+        metrics.track(lambda: len(self._in_flight), self._in_flight.oldest_age_s)
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    def _stages(self) -> tuple[Settler, Admission, LeaseExtender]:
+        """The stages that share the source, the in-flight deliveries and the run store."""
+        definition, options, health = self.definition, self._options, self._health
+        settler = Settler(
+            definition,
+            source=self._source,
+            sinks=self._sinks,
+            runs=self._runs,
+            metrics=self._metrics,
+            health=health,
+            in_flight=self._in_flight,
+            op_timeout_s=options.op_timeout_s,
+        )
+        admission = Admission(
+            definition.name,
+            source=self._source,
+            in_flight=self._in_flight,
+            runs=self._runs,
+            metrics=self._metrics,
+            health=health,
+            handle=self._handle,
+            settle=settler.settle,
+        )
+        leases = LeaseExtender(
+            self._source,
+            self._in_flight,
+            health,
+            enabled=definition.extend_lease,
+            op_timeout_s=options.op_timeout_s,
+        )
+        return settler, admission, leases
+
+    # --- status ------------------------------------------------------------------------------
 
     @property
     def name(self) -> str:
@@ -330,25 +180,19 @@ class Listener:
         """``starting``, ``running``, ``degraded`` (a part is failing) or ``stopped``."""
         if self._phase == "stopped":
             return "stopped"
-        return "degraded" if self._problems else self._phase
+        return "degraded" if self._health.problems else self._phase
 
     def status(self) -> ListenerStatus:
         """A snapshot of state, problems, last error and counters."""
-        error, at = self._last_error or (None, None)
+        error, at = self._health.last_error or (None, None)
         return ListenerStatus(
             name=self.name,
             state=self.state,
             last_error=error,
             last_error_at=at,
-            problems=dict(self._problems),
+            problems=dict(self._health.problems),
             counters=self._metrics.snapshot(),
         )
-
-    async def start(self) -> None:
-        """Begin connecting and receiving in the background. Not idempotent: call once."""
-        if self._main is not None:
-            raise RuntimeError(f"listener {self.name} was started already")
-        self._main = asyncio.create_task(self._run(), name=f"listener:{self.name}")
 
     async def wait_for_state(self, *states: State, timeout_s: float = 10.0) -> State:
         """Wait until the listener is in one of ``states``; raises TimeoutError."""
@@ -356,6 +200,14 @@ class Listener:
             while self.state not in states:  # noqa: ASYNC110 (state is derived, not an event)
                 await asyncio.sleep(0.02)
         return self.state
+
+    # --- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin connecting and receiving in the background. Not idempotent: call once."""
+        if self._main is not None:
+            raise RuntimeError(f"listener {self.name} was started already")
+        self._main = asyncio.create_task(self._run(), name=f"listener:{self.name}")
 
     async def stop(self, deadline_s: float | None = None) -> None:
         """Stop receiving, let in-flight deliveries finish until ``deadline_s`` (default
@@ -371,7 +223,7 @@ class Listener:
 
     async def _stop(self, deadline_s: float | None) -> None:
         self._stop_requested.set()
-        self._slot_freed.set()
+        self._in_flight.wake()
         deadline = self._options.stop_deadline_s if deadline_s is None else deadline_s
         await self._stop_receiving()
         await self._drain(deadline)
@@ -390,20 +242,20 @@ class Listener:
             await asyncio.gather(self._main, return_exceptions=True)
 
     async def _drain(self, deadline_s: float) -> None:
-        tasks = {f.task for f in self._flights if f.task is not None}
+        tasks = {f.task for f in self._in_flight if f.task is not None}
         if tasks:
             await asyncio.wait(tasks, timeout=deadline_s)
 
     async def _release_rest(self) -> None:
         """Interrupt what is still working and hand it back to the broker at once."""
-        working = [f for f in self._flights if f.settling is None]
+        working = [f for f in self._in_flight if f.settling is None]
         for flight in working:
             if flight.task is not None:
                 flight.task.cancel()
         await asyncio.gather(*(f.task for f in working if f.task), return_exceptions=True)
-        await asyncio.shield(asyncio.gather(*(self._release(f, 0.0) for f in working)))
-        self._flights.difference_update(working)
-        settling = {f.settling for f in self._flights if f.settling is not None}
+        await asyncio.shield(asyncio.gather(*(self._settler.release(f, 0.0) for f in working)))
+        self._in_flight.forget(working)
+        settling = {f.settling for f in self._in_flight if f.settling is not None}
         if settling:
             await asyncio.wait(settling, timeout=self._options.op_timeout_s)
 
@@ -411,31 +263,14 @@ class Listener:
         if self._extender is not None:
             self._extender.cancel()
             await asyncio.gather(self._extender, return_exceptions=True)
-        if self._batcher is not None:
-            await self._batcher.close()
+        await self._caller.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._acker.drain(), self._options.op_timeout_s)
+            await asyncio.wait_for(self._settler.drain_acks(), self._options.op_timeout_s)
         await self._runs.flush()
-        await self._close_quietly(self._readers.close())
+        await self._close_quietly(self._decoder.close_readers())
         await self._close_quietly(self._source.close())
-        for slot in self._sinks():
+        for slot in self._sinks.all():
             await self._close_quietly(slot.sink.close())
-
-    async def _close_quietly(self, closing: Awaitable[None]) -> None:
-        try:
-            await asyncio.wait_for(closing, self._options.op_timeout_s)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # this listener is being cancelled
-            # A client cancelled inside its own close (aiokafka does): that must not end
-            # this listener's task, which would leave it 'degraded' forever.
-            log.warning("listener %s: closing was cancelled inside the connector", self.name)
-        except Exception as exc:
-            log.warning("listener %s: closing failed: %s", self.name, exc)
-
-    def _sinks(self) -> list[_SinkSlot]:
-        return [*self._outputs, *([self._error_sink] if self._error_sink else [])]
 
     # --- connecting --------------------------------------------------------------------------
 
@@ -443,11 +278,11 @@ class Listener:
         try:
             if not await self._connect():
                 return
-            self._extender = asyncio.create_task(self._extend_leases(), name=f"leases:{self.name}")
+            self._extender = asyncio.create_task(self._leases.run(), name=f"leases:{self.name}")
             await self._receive_loop()
         except Exception as exc:  # a bug: say so loudly rather than look "running"
             log.exception("listener %s: receive loop failed", self.name)
-            self._problem("runtime", f"receive loop failed: {exc!r}")
+            self._health.problem("runtime", f"receive loop failed: {exc!r}")
 
     async def _connect(self) -> bool:
         """Open the source and sinks, retrying with backoff; False if stopping or refused."""
@@ -456,7 +291,7 @@ class Listener:
             try:
                 await self._open_all()
             except DefinitionError as exc:
-                self._error("definition", str(exc))
+                self._health.error("definition", str(exc))
                 await self._close_quietly(self._source.close())
                 self._phase = "stopped"
                 self._stopped.set()
@@ -473,7 +308,7 @@ class Listener:
     async def _open_all(self) -> None:
         await self._open_part("source", self._source.open())
         check_lease(self.definition, self._source.lease_s)
-        for slot in self._sinks():
+        for slot in self._sinks.all():
             await self._open_part(f"sink {redact_url(slot.url)}", slot.sink.open())
             slot.broken = False
 
@@ -483,13 +318,13 @@ class Listener:
         except DefinitionError:
             raise
         except Exception as exc:
-            self._problem(part, f"cannot connect: {exc}")
+            self._health.problem(part, f"cannot connect: {exc}")
             raise
-        self._clear(part)
+        self._health.clear(part)
 
     async def _reconnect_source(self, reason: BaseException) -> None:
         attempt = 0
-        self._problem("source", f"{reason}")
+        self._health.problem("source", f"{reason}")
         while not self._stop_requested.is_set():
             attempt += 1
             await self._close_quietly(self._source.close())
@@ -497,9 +332,9 @@ class Listener:
             try:
                 await asyncio.wait_for(self._source.open(), self._options.open_timeout_s)
             except Exception as exc:
-                self._problem("source", f"cannot reconnect: {exc}")
+                self._health.problem("source", f"cannot reconnect: {exc}")
                 continue
-            self._clear("source")
+            self._health.clear("source")
             log.info("listener %s: source reconnected", self.name)
             return
 
@@ -508,15 +343,14 @@ class Listener:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_requested.wait(), delay_s)
 
-    # --- receive -----------------------------------------------------------------------------
+    # --- the stages --------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
         wait_s = self._options.receive_wait_s
         while not self._stop_requested.is_set():
-            free = self.definition.max_in_flight - len(self._flights)
+            free = self._in_flight.free()
             if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+                await self._in_flight.wait_for_slot()
                 continue
             try:
                 deliveries = await asyncio.wait_for(
@@ -525,400 +359,69 @@ class Listener:
             except (ConnectorError, TimeoutError) as exc:
                 await self._reconnect_source(exc)
                 continue
-            self._clear("source")
+            self._health.clear("source")
             if deliveries:
-                await self._admit(deliveries)
+                await self._admission.admit(deliveries)
 
-    async def _admit(self, deliveries: list[Delivery]) -> None:
-        self._metrics.received(len(deliveries))
-        duplicates = await self._duplicates(deliveries)
-        now, lease_s = time.time(), self._source.lease_s or 0.0
-        for delivery in deliveries:
-            flight = _Flight(
-                delivery=delivery, received_at=now, lease_until=time.monotonic() + lease_s
-            )
-            self._flights.add(flight)
-            if delivery.message_id in duplicates:
-                flight.settling = asyncio.create_task(self._settle(flight, Skipped("duplicate")))
-                flight.task = flight.settling
-            else:
-                flight.task = asyncio.create_task(self._handle(flight))
-
-    async def _duplicates(self, deliveries: list[Delivery]) -> set[str]:
-        try:
-            ids = [d.message_id for d in deliveries]
-            return await self._runs.store.succeeded(self.name, ids)
-        except Exception as exc:  # the store is down: run them; settling will notice
-            self._error("store", f"dedupe check failed: {exc}")
-            return set()
-
-    async def _handle(self, flight: _Flight) -> None:
+    async def _handle(self, flight: Flight) -> None:
+        """One admitted delivery: work on it, then settle it in a shielded task."""
         try:
             outcome = await self._work(flight.delivery, self._ref, apply_filter=True)
         except asyncio.CancelledError:
             if self._stop_requested.is_set():
                 return  # stop() releases it
             raise
-        flight.settling = asyncio.create_task(self._settle(flight, outcome))
+        flight.settling = asyncio.create_task(self._settler.settle(flight, outcome))
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(flight.settling)
-
-    # --- decode, filter, invoke ----------------------------------------------------------------
 
     async def _work(
         self, delivery: Delivery, ref: ModelRef, *, apply_filter: bool
     ) -> Invoked | Skipped | Failed:
+        """Decode, filter, fetch and invoke; a failure is the outcome of its stage."""
         stage = "decode"
         try:
-            self._check_size(delivery)
-            items = decode(delivery)
+            items = self._decoder.decode(delivery)
             if not items:
                 return Skipped("no_input")
             if apply_filter:
                 stage = "filter"
-                items = [i for i in items if self._filter.matches(i.value, i.attributes)]
+                items = self._decoder.filter(items)
                 if not items:
                     return Skipped("filtered")
             with self._running_note(delivery):
                 stage = "fetch"
-                if any(i.object is not None and i.payload is None for i in items):
+                if self._decoder.must_fetch(items):
                     # Only then: a gather and a wait_for cost two tasks per message.
-                    items = list(await asyncio.gather(*(self._fetch(i) for i in items)))
+                    items = await self._decoder.fetch(items)
                 stage = "invoke"
-                return await self._invoke(delivery, items, ref)
+                return await self._caller.invoke(delivery, items, ref)
         except Exception as exc:
-            return _failed(exc, stage)
-
-    def _check_size(self, delivery: Delivery) -> None:
-        """Refuse (for good) a body over ``max_body_bytes`` before decoding it."""
-        limit = self.definition.max_body_bytes
-        if len(delivery.body) > limit:
-            raise PayloadTooLarge(
-                f"message body of {len(delivery.body)} bytes is over the listener's "
-                f"max_body_bytes ({limit})"
-            )
+            return Failed.of(exc, stage)
 
     @contextlib.contextmanager
     def _running_note(self, delivery: Delivery) -> Iterator[None]:
         """Record ``running`` only for work that takes a while: most messages settle sooner,
         and their final record is then the only write on the hot path."""
         loop = asyncio.get_running_loop()
-        note = loop.call_later(RUNNING_NOTE_AFTER_S, self._note, delivery, "running")
+        note = loop.call_later(RUNNING_NOTE_AFTER_S, self._settler.note, delivery, "running")
         try:
             yield
         finally:
             note.cancel()
 
-    async def _fetch(self, item: Item) -> Item:
-        return await asyncio.wait_for(fetch(item, self._readers), self._options.fetch_timeout_s)
-
-    async def _invoke(
-        self, delivery: Delivery, items: list[Item], ref: ModelRef
-    ) -> Invoked | Failed:
-        calls = [self._call(delivery, item, ref) for item in items]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            for error in errors:
-                if isinstance(error, asyncio.CancelledError):
-                    raise error
-            worst = next((e for e in errors if classify(e)), errors[0])
-            return _failed(worst, "invoke")
-        return Invoked([r for r in results if not isinstance(r, BaseException)])
-
-    async def _call(
-        self, delivery: Delivery, item: Item, ref: ModelRef
-    ) -> tuple[Item, Correlation, Result]:
-        correlation = Correlation.of(
-            listener=self.name, model=self.definition.model, delivery=delivery, item=item
-        )
-        assert item.payload is not None
-        if self._batcher is not None and ref == self._ref:
-            result = await self._batcher.submit(item.payload)
-        else:
-            options = CallOptions(
-                timeout_s=self.definition.timeout_s, attributes=correlation.attributes()
-            )
-            result = await self._invoker.invoke(ref, item.payload, options)
-        return item, correlation, result
-
-    async def _invoke_batch(self, payloads: list[Payload]) -> list[Result | Exception]:
-        options = CallOptions(
-            timeout_s=self.definition.timeout_s, attributes={"listener": self.name}
-        )
-        return await self._invoker.invoke_batch(self._ref, payloads, options)
-
-    # --- publish and settle -----------------------------------------------------------------------
-
-    async def _settle(self, flight: _Flight, outcome: Invoked | Outcome) -> None:
-        """Publish, decide, and carry the decision out. Runs shielded from cancellation."""
-        delivery = flight.delivery
-        try:
-            if isinstance(outcome, Invoked):
-                outcome = await self._publish(delivery, outcome)
-            if isinstance(outcome, Failed):
-                self._error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
-            decision = decide(outcome, delivery.attempt, self.definition.retry)
-            try:
-                await self._carry_out(flight, outcome, decision)
-            except Exception as exc:
-                if not isinstance(exc, ConnectorError):  # sinks report their own problems
-                    self._problem("store", f"could not settle {delivery.message_id}: {exc}")
-                unsettled = Unsettled(exc)
-                await self._carry_out(
-                    flight, unsettled, decide(unsettled, delivery.attempt, self.definition.retry)
-                )
-        except Exception as exc:  # even the fallback failed: the lease will lapse
-            log.warning(
-                "listener %s: %s left to its lease: %s", self.name, delivery.message_id, exc
-            )
-        finally:
-            self._flights.discard(flight)
-            self._slot_freed.set()
-
-    async def _publish(self, delivery: Delivery, invoked: Invoked) -> Succeeded | Failed:
-        messages = [
-            encode_result(
-                correlation=correlation,
-                result=result,
-                id=output_id(self.name, delivery.message_id, item.index),
-                mode=self.definition.output_mode,
-            )
-            for item, correlation, result in invoked.results
-        ]
-        version = invoked.results[0][2].version
-        try:
-            await asyncio.gather(*(self._publish_to(slot, messages) for slot in self._outputs))
-        except Exception as exc:
-            failure = _failed(exc, "publish")
-            return Failed(failure.error, "publish", failure.permanent, version)
-        duration_ms = sum(result.duration_ms for _, _, result in invoked.results)
-        return Succeeded(messages, version, duration_ms)
-
-    def _slot(self, url: str, ctx: ConnectorContext) -> _SinkSlot:
-        slot = _SinkSlot(url=url, sink=make_sink(url, ctx))
-        slot.publisher = Coalescer(functools.partial(self._publish_batches, slot))
-        return slot
-
-    async def _publish_to(self, slot: _SinkSlot, messages: Sequence[OutMessage]) -> None:
-        """Publish durably, together with what other deliveries publish to the same sink
-        meanwhile (one broker call, or one transaction, for many messages)."""
-        await slot.publisher.submit(messages)
-
-    async def _publish_batches(
-        self, slot: _SinkSlot, batches: list[Sequence[OutMessage]]
-    ) -> list[Exception | None] | None:
-        """Reopen a sink that failed before, then publish everything at once. If the sink
-        refuses the lot for good, each delivery's messages are tried alone, so that one
-        message the broker will never take does not dead-letter the others."""
-        part = f"sink {redact_url(slot.url)}"
-        try:
-            if slot.broken:
-                await self._close_quietly(slot.sink.close())
-                await _within(slot.sink.open(), self._options.open_timeout_s, f"opening {part}")
-                slot.broken = False
-            messages = [m for batch in batches for m in batch]
-            await self._publish_within(slot, messages)
-        except ConnectorError as exc:
-            if exc.permanent and len(batches) > 1:
-                return [await self._publish_alone(slot, batch) for batch in batches]
-            self._sink_failed(slot, part, exc)
-            raise
-        except Exception as exc:
-            self._sink_failed(slot, part, exc)
-            raise
-        self._clear(part)
-        return None
-
-    async def _publish_alone(
-        self, slot: _SinkSlot, messages: Sequence[OutMessage]
-    ) -> Exception | None:
-        try:
-            await self._publish_within(slot, messages)
-        except Exception as exc:
-            return exc
-        return None
-
-    async def _publish_within(self, slot: _SinkSlot, messages: Sequence[OutMessage]) -> None:
-        what = f"publishing to sink {redact_url(slot.url)}"
-        await _within(slot.sink.publish(messages), self._options.publish_timeout_s, what)
-
-    def _sink_failed(self, slot: _SinkSlot, part: str, exc: Exception) -> None:
-        slot.broken = not (isinstance(exc, ConnectorError) and exc.permanent)
-        self._problem(part, str(exc) or type(exc).__name__)
-
-    async def _carry_out(self, flight: _Flight, outcome: Outcome, decision: Decision) -> None:
-        """Make the outcome durable, then tell the broker; counters move once it is done."""
-        delivery = flight.delivery
-        if isinstance(decision, Release):
-            self._note(delivery, "retrying", outcome)
-            await self._release(flight, decision.delay_s)
-            self._metrics.retried()
-            return
-        if isinstance(decision, DeadLetterDecision):
-            assert isinstance(outcome, Failed)
-            await self._dead_letter(delivery, outcome)
-            self._clear("store")
-        elif isinstance(outcome, Succeeded):
-            await self._runs.record(self._record(delivery, "succeeded", outcome))
-            self._clear("store")
-        flight.final = True
-        await self._ack(delivery)
-        if isinstance(decision, DeadLetterDecision):
-            self._metrics.dead_lettered()
-        elif isinstance(outcome, Succeeded):
-            self._metrics.succeeded()
-        elif isinstance(outcome, Skipped):
-            self._metrics.skipped(outcome.reason)
-        self._metrics.settled(time.time() - flight.born_at)
-
-    async def _dead_letter(self, delivery: Delivery, failed: Failed) -> None:
-        """Store the dead letter and publish it to the error sink; both before the ack."""
-        error = failed.error
-        info = DeadLetterInfo(
-            id=dead_letter_id(self.name, delivery.message_id),
-            listener=self.name,
-            model=self.definition.model,
-            version=failed.version,
-            error_type=_error_type(error),
-            error_message=str(error),
-            stacktrace=_stacktrace(error),
-            permanent=failed.permanent,
-            attempts=delivery.attempt,
-        )
-        letter = DeadLetter(
-            id=info.id,
-            listener=self.name,
-            message_id=delivery.message_id,
-            body=delivery.body,
-            attributes=dict(delivery.attributes),
-            error_type=info.error_type,
-            error_message=info.error_message,
-            stacktrace=info.stacktrace,
-            permanent=info.permanent,
-            attempts=info.attempts,
-            model=info.model,
-            version=info.version,
-            created_at=time.time(),
-        )
-        await self._runs.dead_letter(self._record(delivery, "dead_lettered", failed), letter)
-        if self._error_sink is not None:
-            try:
-                await self._publish_to(self._error_sink, [encode_dead_letter(delivery, info)])
-            except ConnectorError as exc:
-                if not exc.permanent:
-                    raise  # retried: the error sink will take it later
-                # It never will (too big for it...): the stored dead letter must do.
-                self._error("error sink", f"refused dead letter {info.id} for good: {exc}")
-        log.warning(
-            "listener %s dead-lettered %s after %d attempt(s): %s",
-            self.name,
-            delivery.message_id,
-            delivery.attempt,
-            info.error_message,
-        )
-
-    def _record(
-        self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None
-    ) -> RunRecord:
-        now = time.time()
-        final = status in ("succeeded", "dead_lettered")
-        record = RunRecord(
-            listener=self.name,
-            message_id=delivery.message_id,
-            status=status,
-            attempts=delivery.attempt,
-            first_received_at=now,
-            updated_at=now,
-            finished_at=now if final else None,
-        )
-        if isinstance(outcome, Succeeded):
-            return replace(
-                record,
-                version=outcome.version,
-                output_id=outcome.outputs[0].id if outcome.outputs else None,
-                result_location=self._locations,
-                duration_ms=outcome.duration_ms,
-            )
-        if isinstance(outcome, Failed | Unsettled):
-            failed = (
-                outcome if isinstance(outcome, Failed) else Failed(outcome.error, "settle", False)
-            )
-            error = {
-                "type": _error_type(failed.error),
-                "message": str(failed.error),
-                "permanent": failed.permanent,
-                "stage": failed.stage,
-            }
-            return replace(record, version=failed.version, error=error)
-        return record
-
-    def _note(self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None) -> None:
-        self._runs.note(self._record(delivery, status, outcome))
-
-    async def _ack(self, delivery: Delivery) -> None:
-        """Ack (group-committed with other acks). A failed ack is not an error for the
-        message: its outcome is durable, and its redelivery will be recognised."""
-        try:
-            await self._acker.submit(delivery)
-        except Exception as exc:
-            self._problem("source", f"ack failed: {exc}")
-
-    async def _ack_now(self, deliveries: list[Delivery]) -> None:
-        await asyncio.wait_for(self._source.ack(deliveries), self._options.op_timeout_s)
-
-    async def _release(self, flight: _Flight, delay_s: float) -> None:
-        flight.final = True
-        try:
-            await asyncio.wait_for(
-                self._source.release(flight.delivery, delay_s), self._options.op_timeout_s
-            )
-        except Exception as exc:  # its lease will lapse and the broker will hand it out again
-            self._problem("source", f"release failed: {exc}")
-
-    # --- leases ------------------------------------------------------------------------------
-
-    async def _extend_leases(self) -> None:
-        lease_s = self._source.lease_s
-        if lease_s is None or not self.definition.extend_lease:
-            return
-        interval_s = lease_s / 3
-        while True:
-            await asyncio.sleep(interval_s)
-            now = time.monotonic()
-            due = [
-                f for f in self._flights if not f.final and f.lease_until - now <= 2 * interval_s
-            ]
-            if not due:
-                continue
-            try:
-                await asyncio.wait_for(
-                    self._source.extend([f.delivery for f in due], lease_s),
-                    self._options.op_timeout_s,
-                )
-            except Exception as exc:
-                self._error("source", f"lease extension failed: {exc}")
-                continue
-            for flight in due:
-                flight.lease_until = now + lease_s
-
-    def _oldest_age_s(self) -> float:
-        if not self._flights:
-            return 0.0
-        return max(0.0, time.time() - min(f.born_at for f in self._flights))
-
     # --- redrive -----------------------------------------------------------------------------
 
     async def open_sinks(self) -> None:
         """Open the output sinks (for a redrive while the listener is not running)."""
-        for slot in self._outputs:
+        for slot in self._sinks.outputs:
             await asyncio.wait_for(slot.sink.open(), self._options.open_timeout_s)
 
     async def close_sinks(self) -> None:
         """Close what :meth:`open_sinks` opened (and object readers a redrive used)."""
-        for slot in self._outputs:
+        for slot in self._sinks.outputs:
             await self._close_quietly(slot.sink.close())
-        await self._close_quietly(self._readers.close())
+        await self._close_quietly(self._decoder.close_readers())
 
     async def redrive(self, letter: DeadLetter, ref: ModelRef) -> RunRecord:
         """Run a dead letter's message again on ``ref`` (filters skipped), publish the result
@@ -931,116 +434,9 @@ class Listener:
         )
         outcome: Invoked | Outcome = await self._work(delivery, ref, apply_filter=False)
         if isinstance(outcome, Invoked):
-            outcome = await self._publish(delivery, outcome)
+            outcome = await self._sinks.publish(delivery, outcome)
         if isinstance(outcome, Failed | Unsettled):
             raise outcome.error
-        record = self._record(delivery, "succeeded", outcome)
+        record = self._settler.record(delivery, "succeeded", outcome)
         await self._runs.record(record)
         return record
-
-    # --- state -------------------------------------------------------------------------------
-
-    def _problem(self, part: str, reason: str) -> None:
-        if part not in self._problems:
-            log.warning("listener %s degraded: %s: %s", self.name, part, reason)
-        self._problems[part] = reason
-        self._error(part, reason)
-
-    def _clear(self, part: str) -> None:
-        if self._problems.pop(part, None) is not None:
-            log.info("listener %s: %s recovered", self.name, part)
-
-    def _error(self, part: str, reason: str) -> None:
-        self._last_error = (f"{part}: {reason}", time.time())
-
-
-async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:
-    """Await a sink's ``step``; running past ``timeout_s`` is that sink's (transient)
-    ConnectorError, not a bare TimeoutError that settling would blame on the store."""
-    try:
-        await asyncio.wait_for(step, timeout_s)
-    except TimeoutError:
-        raise ConnectorError(f"{what} did not finish within {timeout_s:g} s") from None
-
-
-def _readers(source_url: str, ctx: ConnectorContext) -> ObjectReaders:
-    """Object readers for the notifications this listener may receive, built on first use
-    (folder events only from its own ``dir://`` source; S3 events through the AWS connector)."""
-    return ObjectReaders(
-        {
-            source: functools.partial(make_object_reader, source, source_url, ctx)
-            for source in OBJECT_SOURCES
-        }
-    )
-
-
-class _Batcher:
-    """Collects inputs into ``invoke_batch`` calls: up to ``max_size``, waiting at most
-    ``max_wait_ms`` after the first (0: whatever arrived in the same loop iteration)."""
-
-    def __init__(
-        self,
-        invoke: Callable[[list[Payload]], Awaitable[list[Result | Exception]]],
-        max_size: int,
-        max_wait_ms: int,
-    ) -> None:
-        self._invoke = invoke
-        self._max_size = max_size
-        self._max_wait_s = max_wait_ms / 1000
-        self._pending: list[tuple[Payload, asyncio.Future[Result]]] = []
-        self._timer: asyncio.Handle | None = None
-        self._running: set[asyncio.Task[None]] = set()
-
-    async def submit(self, payload: Payload) -> Result:
-        """The result for ``payload``; raises its InvocationError (or the batch's error)."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((payload, future))
-        if len(self._pending) >= self._max_size:
-            self._flush()
-        elif self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._max_wait_s, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch = [(p, f) for p, f in self._pending[: self._max_size] if not f.done()]
-        del self._pending[: self._max_size]
-        if self._pending and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_soon(self._flush)
-        if batch:
-            task = asyncio.create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, batch: list[tuple[Payload, asyncio.Future[Result]]]) -> None:
-        try:
-            results: list[Result | Exception] = await self._invoke([p for p, _ in batch])
-        except Exception as exc:
-            results = [exc] * len(batch)
-        if len(results) != len(batch):
-            error = InvocationError(
-                f"invoke_batch returned {len(results)} results for {len(batch)} inputs"
-            )
-            results = [error] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def close(self) -> None:
-        """Cancel waiting inputs and running batches."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for _, future in self._pending:
-            future.cancel()
-        self._pending.clear()
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)

@@ -35,7 +35,7 @@ from modelbus.errors import (
 )
 from modelbus.listeners.credentials import Credentials
 from modelbus.listeners.definition import ListenerDefinition, check_lease, model_ref
-from modelbus.listeners.lifecycle import Listener, ListenerStatus, RuntimeOptions
+from modelbus.listeners.lifecycle import ListenerRuntime, ListenerStatus, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
 from modelbus.listeners.records import RunWriter
 from modelbus.runtime.invocation import Invoker
@@ -161,7 +161,7 @@ class ListenerManager:
         self.runs = runs or RunStore(engine)
         self._writer = RunWriter(self.runs)
         self.metrics = Metrics(registry)
-        self._running: dict[str, Listener] = {}
+        self._running: dict[str, ListenerRuntime] = {}
         self._lock = asyncio.Lock()
         self._started = False
         self._sync_task: asyncio.Task[None] | None = None
@@ -224,7 +224,7 @@ class ListenerManager:
         if current is not None:
             await self._stop(self._running.pop(definition.name))
         if definition.enabled and self._started:
-            listener = Listener(
+            listener = ListenerRuntime(
                 definition,
                 invoker=self._invoker,
                 runs=self._writer,
@@ -235,7 +235,7 @@ class ListenerManager:
             await listener.start()
             self._running[definition.name] = listener
 
-    async def _stop(self, listener: Listener) -> None:
+    async def _stop(self, listener: ListenerRuntime) -> None:
         try:
             await listener.stop(self._options.stop_deadline_s)
         except Exception:
@@ -476,13 +476,13 @@ class ListenerManager:
         return letter
 
     @contextlib.asynccontextmanager
-    async def _runtime_for(self, definition: ListenerDefinition) -> AsyncIterator[Listener]:
+    async def _runtime_for(self, definition: ListenerDefinition) -> AsyncIterator[ListenerRuntime]:
         """The running listener, or a runtime whose output sinks are opened for the occasion."""
         running = self._running.get(definition.name)
         if running is not None and running.state in ("running", "degraded"):
             yield running
             return
-        listener = Listener(
+        listener = ListenerRuntime(
             definition,
             invoker=self._invoker,
             runs=self._writer,

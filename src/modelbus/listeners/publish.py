@@ -1,0 +1,151 @@
+"""The publish stage: results to every output sink, dead letters to the error sink.
+
+Each sink sits in a :class:`SinkSlot` with a group publisher
+(:class:`~modelbus.listeners.coalescer.Coalescer`): what concurrent deliveries publish to one
+sink meanwhile goes in one broker call (or one transaction). :meth:`Sinks.publish_to` returns
+once the broker has the messages durably, and raises otherwise:
+
+* a step that runs past its timeout (``open_timeout_s``, ``publish_timeout_s``) raises that
+  sink's transient :class:`ConnectorError`, never a bare TimeoutError;
+* a sink that failed is marked ``sink URL`` in the listener's problems and, unless it refused
+  for good, is closed and reopened before its next publish; it is cleared when one succeeds;
+* if a sink refuses a group for good, each delivery's messages are tried alone, so that one
+  message the broker will never take does not fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from modelbus.connectors import ConnectorContext, make_sink, redact_url
+from modelbus.connectors.base import Delivery, OutMessage, Sink
+from modelbus.errors import ConnectorError
+from modelbus.listeners.coalescer import Coalescer
+from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.envelopes import encode_result, output_id
+from modelbus.listeners.health import Health
+from modelbus.listeners.outcomes import Failed, Invoked, Succeeded
+
+__all__ = ["SinkSlot", "Sinks"]
+
+
+@dataclass(eq=False, kw_only=True, slots=True)
+class SinkSlot:
+    """A sink, whether it needs reopening, and the group publisher in front of it."""
+
+    url: str
+    sink: Sink
+    broken: bool = False
+    publisher: Coalescer[Sequence[OutMessage]] = field(init=False)
+
+
+class Sinks:
+    """The output sinks and the error sink of the listener ``definition``. Opening and
+    closing them is the lifecycle's; ``close_quietly`` is how a broken one is closed."""
+
+    def __init__(
+        self,
+        definition: ListenerDefinition,
+        ctx: ConnectorContext,
+        health: Health,
+        *,
+        open_timeout_s: float,
+        publish_timeout_s: float,
+        close_quietly: Callable[[Awaitable[None]], Awaitable[None]],
+    ) -> None:
+        self._definition = definition
+        self._health = health
+        self._open_timeout_s = open_timeout_s
+        self._publish_timeout_s = publish_timeout_s
+        self._close_quietly = close_quietly
+        self.outputs = [self._slot(url, ctx) for url in definition.outputs]
+        self.error = self._slot(definition.error_sink, ctx) if definition.error_sink else None
+
+    def all(self) -> list[SinkSlot]:
+        """The outputs, then the error sink if there is one."""
+        return [*self.outputs, *([self.error] if self.error else [])]
+
+    async def publish(self, delivery: Delivery, invoked: Invoked) -> Succeeded | Failed:
+        """Encode the results of ``delivery`` and publish them to every output sink."""
+        definition = self._definition
+        messages = [
+            encode_result(
+                correlation=correlation,
+                result=result,
+                id=output_id(definition.name, delivery.message_id, item.index),
+                mode=definition.output_mode,
+            )
+            for item, correlation, result in invoked.results
+        ]
+        version = invoked.results[0][2].version
+        try:
+            await asyncio.gather(*(self.publish_to(slot, messages) for slot in self.outputs))
+        except Exception as exc:
+            failure = Failed.of(exc, "publish")
+            return Failed(failure.error, "publish", failure.permanent, version)
+        duration_ms = sum(result.duration_ms for _, _, result in invoked.results)
+        return Succeeded(messages, version, duration_ms)
+
+    async def publish_to(self, slot: SinkSlot, messages: Sequence[OutMessage]) -> None:
+        """Publish durably, together with what other deliveries publish to the same sink
+        meanwhile (one broker call, or one transaction, for many messages)."""
+        await slot.publisher.submit(messages)
+
+    def _slot(self, url: str, ctx: ConnectorContext) -> SinkSlot:
+        slot = SinkSlot(url=url, sink=make_sink(url, ctx))
+        slot.publisher = Coalescer(functools.partial(self._publish_batches, slot))
+        return slot
+
+    async def _publish_batches(
+        self, slot: SinkSlot, batches: list[Sequence[OutMessage]]
+    ) -> list[Exception | None] | None:
+        """Reopen a sink that failed before, then publish everything at once. If the sink
+        refuses the lot for good, each delivery's messages are tried alone, so that one
+        message the broker will never take does not dead-letter the others."""
+        part = f"sink {redact_url(slot.url)}"
+        try:
+            if slot.broken:
+                await self._close_quietly(slot.sink.close())
+                await _within(slot.sink.open(), self._open_timeout_s, f"opening {part}")
+                slot.broken = False
+            messages = [m for batch in batches for m in batch]
+            await self._publish_within(slot, messages)
+        except ConnectorError as exc:
+            if exc.permanent and len(batches) > 1:
+                return [await self._publish_alone(slot, batch) for batch in batches]
+            self._sink_failed(slot, part, exc)
+            raise
+        except Exception as exc:
+            self._sink_failed(slot, part, exc)
+            raise
+        self._health.clear(part)
+        return None
+
+    async def _publish_alone(
+        self, slot: SinkSlot, messages: Sequence[OutMessage]
+    ) -> Exception | None:
+        try:
+            await self._publish_within(slot, messages)
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _publish_within(self, slot: SinkSlot, messages: Sequence[OutMessage]) -> None:
+        what = f"publishing to sink {redact_url(slot.url)}"
+        await _within(slot.sink.publish(messages), self._publish_timeout_s, what)
+
+    def _sink_failed(self, slot: SinkSlot, part: str, exc: Exception) -> None:
+        slot.broken = not (isinstance(exc, ConnectorError) and exc.permanent)
+        self._health.problem(part, str(exc) or type(exc).__name__)
+
+
+async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:
+    """Await a sink's ``step``; running past ``timeout_s`` is that sink's (transient)
+    ConnectorError, not a bare TimeoutError that settling would blame on the store."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        raise ConnectorError(f"{what} did not finish within {timeout_s:g} s") from None

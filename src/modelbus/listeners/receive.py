@@ -1,0 +1,124 @@
+"""The receive stage: what a listener holds, and how received deliveries are admitted.
+
+:class:`InFlight` is the back-pressure of DESIGN.md's delivery contract (6): the receive loop
+asks the source for at most :meth:`InFlight.free` deliveries and waits for a slot when there is
+none, so a listener never holds more than ``max_in_flight``. :class:`Admission` takes what one
+receive returned: counts it, checks it against the run store for deliveries that already
+succeeded (within the dedupe window; those settle at once as ``duplicate``), and starts one task
+per delivery. A dedupe check that fails (store down) lets the deliveries run: settling, which
+needs the store too, will notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Literal
+
+from modelbus.connectors.base import Delivery, Source
+from modelbus.listeners.health import Health
+from modelbus.listeners.leases import Flight
+from modelbus.listeners.metrics import ListenerMetrics
+from modelbus.listeners.outcomes import Outcome, Skipped
+from modelbus.listeners.records import RunWriter
+
+__all__ = ["Admission", "InFlight"]
+
+
+class InFlight:
+    """The deliveries received and not yet settled, at most ``max_in_flight`` of them."""
+
+    __slots__ = ("_flights", "_max", "_slot_freed")
+
+    def __init__(self, max_in_flight: int) -> None:
+        self._max = max_in_flight
+        self._flights: set[Flight] = set()
+        self._slot_freed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def __iter__(self) -> Iterator[Flight]:
+        return iter(self._flights)
+
+    def free(self) -> int:
+        """How many more deliveries may be received now (0 or less: none)."""
+        return self._max - len(self._flights)
+
+    def wait_for_slot(self) -> Coroutine[Any, Any, Literal[True]]:
+        """Await it: done when a delivery leaves, or on :meth:`wake`."""
+        self._slot_freed.clear()
+        return self._slot_freed.wait()
+
+    def wake(self) -> None:
+        """End a wait for a slot at once (the listener is stopping)."""
+        self._slot_freed.set()
+
+    def add(self, flight: Flight) -> None:
+        self._flights.add(flight)
+
+    def remove(self, flight: Flight) -> None:
+        """``flight`` is settled (or left to its lease): its slot is free."""
+        self._flights.discard(flight)
+        self._slot_freed.set()
+
+    def forget(self, flights: list[Flight]) -> None:
+        """Drop ``flights`` (released while stopping) without waking anyone."""
+        self._flights.difference_update(flights)
+
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest delivery held was enqueued (or received); 0 if none."""
+        if not self._flights:
+            return 0.0
+        return max(0.0, time.time() - min(f.born_at for f in self._flights))
+
+
+class Admission:
+    """Admits received deliveries into ``in_flight``: each gets a task running ``handle``, or
+    one running ``settle`` with :class:`Skipped` ``duplicate`` if it already succeeded."""
+
+    def __init__(
+        self,
+        listener: str,
+        *,
+        source: Source,
+        in_flight: InFlight,
+        runs: RunWriter,
+        metrics: ListenerMetrics,
+        health: Health,
+        handle: Callable[[Flight], Coroutine[Any, Any, None]],
+        settle: Callable[[Flight, Outcome], Coroutine[Any, Any, None]],
+    ) -> None:
+        self._listener = listener
+        self._source = source
+        self._in_flight = in_flight
+        self._runs = runs
+        self._metrics = metrics
+        self._health = health
+        self._handle = handle
+        self._settle = settle
+
+    async def admit(self, deliveries: list[Delivery]) -> None:
+        """Start working on ``deliveries`` (returns once their tasks are created)."""
+        self._metrics.received(len(deliveries))
+        duplicates = await self._duplicates(deliveries)
+        now, lease_s = time.time(), self._source.lease_s or 0.0
+        for delivery in deliveries:
+            flight = Flight(
+                delivery=delivery, received_at=now, lease_until=time.monotonic() + lease_s
+            )
+            self._in_flight.add(flight)
+            if delivery.message_id in duplicates:
+                flight.settling = asyncio.create_task(self._settle(flight, Skipped("duplicate")))
+                flight.task = flight.settling
+            else:
+                flight.task = asyncio.create_task(self._handle(flight))
+
+    async def _duplicates(self, deliveries: list[Delivery]) -> set[str]:
+        try:
+            ids = [d.message_id for d in deliveries]
+            return await self._runs.store.succeeded(self._listener, ids)
+        except Exception as exc:  # the store is down: run them; settling will notice
+            self._health.error("store", f"dedupe check failed: {exc}")
+            return set()
