@@ -36,7 +36,7 @@ def listener(source: str, **fields: Any) -> ListenerDefinition:
 
 async def record_of(node: Node, definition: ListenerDefinition, message_id: str) -> Any:
     """The run record of ``message_id`` in the listener (None before the first write)."""
-    await node.manager.runs.flush()
+    await node.manager.records.flush()
     records = await node.manager.runs.get_runs(message_id, definition.name)
     return records[0] if records else None
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from modelbus.cli.options import AsJson, Key, Url, open_client
 from modelbus.cli.output import err, fields_table, new_table, out, print_json, when
+from modelbus.client.schemas import DEFAULT_REDRIVE_RATE_PER_S
 
 app = typer.Typer(help="List, inspect and redrive dead letters.", no_args_is_help=True)
 
@@ -110,7 +111,8 @@ def dead_letters_redrive(
         ),
     ] = None,
     rate: Annotated[
-        float | None, typer.Option("--rate", help="Most redriven per second [10].")
+        float | None,
+        typer.Option("--rate", help=f"Most redriven per second [{DEFAULT_REDRIVE_RATE_PER_S:g}]."),
     ] = None,
     url: Url = None,
     key: Key = None,

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelbus.config import DEFAULT_MAX_BODY_BYTES
 
 ContentTypeName = Literal["json", "text", "binary"]
+# A redrive's pace when the request names none (the server's ManagerOptions default).
+DEFAULT_REDRIVE_RATE_PER_S = 10.0
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 LISTENER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -385,7 +387,10 @@ class RedriveRequest(Schema):
         examples=["1.2.*"],
     )
     rate_per_s: float | None = Field(
-        None, gt=0, le=10_000, description="Most redriven per second (default 10)."
+        None,
+        gt=0,
+        le=10_000,
+        description=f"Most redriven per second (default {DEFAULT_REDRIVE_RATE_PER_S:g}).",
     )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modelbus.client.schemas import DEFAULT_REDRIVE_RATE_PER_S
 from modelbus.connectors import ConnectorContext, make_sink, make_source
 from modelbus.errors import (
     Conflict,
@@ -70,7 +71,7 @@ class ManagerOptions:
     stop_deadline_s: float = 30.0
     sync_interval_s: float | None = 10.0
     dedupe_window_s: float = 7 * 24 * 3600.0
-    redrive_rate_per_s: float = 10.0
+    redrive_rate_per_s: float = DEFAULT_REDRIVE_RATE_PER_S
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
@@ -140,6 +141,9 @@ class ListenerManager:
     With ``credentials``, credentials in definitions are stored encrypted
     (:meth:`Credentials.seal`) and decrypted when read; what the manager returns is the
     definition as given, credentials included (the API masks them).
+
+    ``runs`` is the run store (read it for run records and dead letters); ``records`` the
+    group-committed writer every listener of this manager writes through.
     """
 
     def __init__(
@@ -159,7 +163,7 @@ class ListenerManager:
         self._data_dir = data_dir
         self._options = options or ManagerOptions()
         self.runs = runs or RunStore(engine)
-        self._writer = RunWriter(self.runs)
+        self.records = RunWriter(self.runs)
         self.metrics = Metrics(registry)
         self._running: dict[str, ListenerRuntime] = {}
         self._lock = asyncio.Lock()
@@ -189,7 +193,7 @@ class ListenerManager:
                 self._sync_task = None
             running, self._running = list(self._running.values()), {}
             await asyncio.gather(*(self._stop(listener) for listener in running))
-        await self._writer.flush()
+        await self.records.flush()
         await self.runs.close()
 
     async def sync(self) -> None:
@@ -227,7 +231,7 @@ class ListenerManager:
             listener = ListenerRuntime(
                 definition,
                 invoker=self._invoker,
-                runs=self._writer,
+                runs=self.records,
                 metrics=self.metrics.listener(definition.name),
                 data_dir=self._data_dir,
                 options=self._options.runtime,
@@ -485,7 +489,7 @@ class ListenerManager:
         listener = ListenerRuntime(
             definition,
             invoker=self._invoker,
-            runs=self._writer,
+            runs=self.records,
             metrics=self.metrics.listener(definition.name),
             data_dir=self._data_dir,
             options=self._options.runtime,
