@@ -56,13 +56,24 @@ _SPEC = re.compile(
 )
 
 
+# The docstrings below are the OpenAPI descriptions of these shapes: written for API users.
+# The fields are the SDK's (client.schemas); these classes add what needs the server.
+
+
 class BatchPolicy(BatchFields):
-    """How deliveries are grouped into one ``apply_batch`` call (see :class:`BatchFields`)."""
+    """How deliveries are grouped into one ``apply_batch`` call.
+
+    Up to ``max_batch_size`` inputs are collected, waiting at most ``max_wait_ms`` after the
+    first one; ``max_batch_size=1`` (the default) calls the model once per input.
+    """
 
 
 class ListenerDefinition(ListenerFields):
-    """One event listener (its fields: :class:`~modelbus.client.schemas.ListenerFields`),
-    validated: connector URLs, the model reference, the filter, and that it is coherent."""
+    """One event listener: every message on ``source`` goes to ``model``; results go to every
+    sink in ``outputs``; what cannot succeed goes to ``error_sink`` (and the dead-letter store).
+    """
+
+    # Validated here: connector URLs, the model reference, the filter, and coherence.
 
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry and backoff.")
     batch: BatchPolicy = Field(default_factory=BatchPolicy, description="Batching of inputs.")

@@ -19,9 +19,8 @@ from pydantic import model_validator
 from modelbus.client.schemas import RetryFields
 
 
-class RetryPolicy(RetryFields):
-    """When a transient failure is retried, and after how long (its fields:
-    :class:`~modelbus.client.schemas.RetryFields`).
+class RetryPolicy(RetryFields):  # the fields are the SDK's: client.schemas.RetryFields
+    """When a transient failure is retried, and after how long.
 
     A delivery is tried at most ``max_attempts`` times (the broker's delivery count); after
     the last transient failure it is dead-lettered. Permanent failures are dead-lettered at
