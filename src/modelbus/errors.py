@@ -23,7 +23,8 @@ Every exception modelbus raises on purpose is one of these. Client libraries' ex
     │   ├── RunNotFound
     │   └── DeadLetterNotFound
     ├── Conflict                      (HTTP 409)
-    │   └── VersionConflict           the version number exists with other content
+    │   ├── VersionConflict           the version number exists with other content
+    │   └── NodeRefused               this server cannot join the store's nodes (says why)
     ├── AuthError
     │   ├── Unauthenticated           no key, unknown key, revoked key (HTTP 401)
     │   └── Forbidden                 the key lacks the scope (HTTP 403)
@@ -122,6 +123,12 @@ class Conflict(ModelbusError):
 
 class VersionConflict(Conflict):
     """A version number that exists already was pushed with different content."""
+
+
+class NodeRefused(Conflict):
+    """A ``modelbus serve`` cannot join the nodes of its store: a second node on a SQLite
+    store, or a secret key that cannot decrypt the stored credentials. The message says what
+    to change."""
 
 
 class AuthError(ModelbusError):
