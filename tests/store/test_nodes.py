@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 
 import pytest
@@ -89,7 +88,7 @@ async def test_an_exclusive_store_refuses_a_second_live_node(db: Database) -> No
     first = identity("first")
     await store.join(first, exclusive=True)
 
-    with pytest.raises(NodeRefused, match="uses this SQLite store.*PostgreSQL") as refused:
+    with pytest.raises(NodeRefused, match=r"uses this SQLite store.*PostgreSQL") as refused:
         await store.join(identity("second"), exclusive=True)
     assert first.id in refused.value.message
 
@@ -103,14 +102,9 @@ async def test_an_exclusive_store_refuses_a_second_live_node(db: Database) -> No
 
 async def test_a_dead_process_does_not_keep_the_store(db: Database) -> None:
     store = NodeStore(db, gone_after_s=60.0)
-    gone_pid = int(
-        subprocess.run(
-            [sys.executable, "-c", "import os; print(os.getpid())"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    exited = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await exited.wait()
+    gone_pid = exited.pid
     await store.join(identity("killed", pid=gone_pid))  # its heartbeat is fresh
     await store.join(identity("restarted"), exclusive=True)  # but no such process: not refused
 
