@@ -41,6 +41,7 @@ __all__ = [
     "Sink",
     "Source",
     "credentials_of",
+    "is_shared_source",
     "make_inbox",
     "make_object_reader",
     "make_sink",
@@ -110,6 +111,20 @@ def make_source(url: str, ctx: ConnectorContext) -> Source:
         raise DefinitionError(f"{scheme_of(url)}:// can be an output sink but not a source")
     source: Source = factory(url, ctx)
     return source
+
+
+def is_shared_source(url: str) -> bool:
+    """Whether the source at ``url`` may run on several nodes at once, its replicas
+    competing for its messages (the connector's ``shared_source(url)``; True for a connector
+    that has none). False for sources bound to one machine or one consumer (``local://``,
+    ``dir://``, MQTT with ``shared=false``): those run on one node at a time. Raises
+    DefinitionError for an unknown scheme or a malformed URL."""
+    try:
+        module = _module(url)
+    except ImportError:  # a connector that cannot load here runs nowhere here anyway
+        return True
+    shared = getattr(module, "shared_source", None)
+    return True if shared is None else bool(shared(url))
 
 
 def make_sink(url: str, ctx: ConnectorContext) -> Sink:

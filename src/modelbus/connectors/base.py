@@ -4,6 +4,11 @@ A connector module (one per URL scheme) offers a :class:`Source`, a :class:`Sink
 through two module-level factories ``make_source(url, ctx)`` and ``make_sink(url, ctx)``
 (see :mod:`modelbus.connectors`); a connector whose notifications announce objects (S3, a
 folder) also offers an :class:`ObjectReader` through ``make_reader(source_url, ctx)``.
+A connector whose source cannot be consumed by several nodes at once (the replicas of a
+listener on several machines would not compete for its messages: a folder, a queue file in
+the data directory, an MQTT subscription outside a shared group) says so with a module-level
+``shared_source(url) -> bool`` answering False; without it a source is shared. Several nodes
+then run such a listener on one node at a time (:func:`modelbus.connectors.is_shared_source`).
 Connectors carry out decisions; they never make them: the listener runtime alone decides
 between ack, release-with-delay and dead-letter
 (DESIGN.md, "Only the listener runtime decides").
