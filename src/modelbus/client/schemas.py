@@ -279,23 +279,53 @@ class ListenerFields(BaseModel):
     enabled: bool = Field(True, description="Disabled listeners are stored but not run.")
 
 
+NodeListenerState = Literal["starting", "running", "paused", "degraded", "stopped", "standby"]
+
+
+class NodeListenerOut(Schema):
+    """One node's part of a listener's status."""
+
+    node: str = Field(description="The node's id (see `GET /v1/nodes`).")
+    address: str = Field(description="The URL the node serves on.")
+    state: NodeListenerState = Field(
+        description="The listener on this node: as the listener's `state`, or `standby` when "
+        "its source cannot be shared and another node runs it (holds its lease)."
+    )
+    counters: dict[str, float] = Field(
+        default_factory=dict, description="This node's figures, since its process started."
+    )
+    reason: str | None = Field(None, description="The last error on this node.")
+    reason_at: float | None = Field(None, description="When it happened.")
+
+
 class ListenerStatusOut(Schema):
     name: str
     state: Literal["starting", "running", "paused", "degraded", "stopped"] = Field(
-        description="In this server process: `running`; `degraded` while a part (source, a "
-        "sink, the store) is failing; `paused` when disabled; `stopped` when not running here."
+        description="Over every live node: `degraded` while a part (source, a sink, the "
+        "store) is failing on some node; else `running` if a node runs it; `paused` when "
+        "disabled; `stopped` when no node runs it."
     )
     reason: str | None = Field(
-        None, description="The last error (`part: what happened`), credentials redacted."
+        None,
+        description="The last error (`part: what happened`), credentials redacted: this "
+        "node's, else the latest of another node (`node ID: ...`).",
     )
     reason_at: float | None = Field(None, description="When the last error happened.")
     problems: dict[str, str] = Field(
-        default_factory=dict, description="Failing parts and why, while degraded."
+        default_factory=dict,
+        description="Failing parts and why, while degraded (another node's parts end with "
+        "`(node ID)`).",
     )
     counters: dict[str, float] = Field(
         default_factory=dict,
         description="received, succeeded, retried, dead_lettered, skipped_*, in_flight, "
-        "oldest_in_flight_age_s, latency_count, latency_sum_s (since this process started).",
+        "oldest_in_flight_age_s, latency_count, latency_sum_s: summed over the live nodes "
+        "(`oldest_in_flight_age_s`: the largest), each since its process started.",
+    )
+    nodes: list[NodeListenerOut] = Field(
+        default_factory=list,
+        description="The per-node breakdown: the node that answers first, then every other "
+        "live node that reported this listener (figures as of its last heartbeat).",
     )
     version: str | None = Field(
         None, description="The version the listener's model spec resolves to now."
@@ -303,6 +333,35 @@ class ListenerStatusOut(Schema):
     version_error: str | None = Field(
         None, description="Why the spec resolves to nothing now (messages wait and retry)."
     )
+
+
+class NodeOut(Schema):
+    """A ``modelbus serve`` process on the store (`GET /v1/nodes`)."""
+
+    id: str = Field(description="A new id every time the process starts.")
+    state: Literal["live", "gone"] = Field(
+        description="`live` while its heartbeats arrive; `gone` once it stopped, or sent none "
+        "for the node timeout (`serve --node-timeout`)."
+    )
+    address: str = Field(description="The URL it serves the API on.")
+    host: str = Field(description="The machine's name.")
+    pid: int = Field(description="Its process id on that machine.")
+    version: str = Field(description="The modelbus version it runs.")
+    workers: int = Field(description="Its listener worker processes.")
+    parent: str | None = Field(None, description="For a worker process: the node it belongs to.")
+    started_at: float
+    heartbeat_at: float = Field(description="Its last heartbeat (the database's clock).")
+    heartbeat_age_s: float = Field(description="Seconds since its last heartbeat.")
+    stopped_at: float | None = Field(None, description="When it stopped gracefully.")
+    listeners_running: list[str] = Field(
+        default_factory=list, description="The listeners it runs (running or degraded)."
+    )
+    listeners: list[NodeListenerOut] = Field(
+        default_factory=list,
+        description="Every listener it reported in its last heartbeat, with its state and "
+        "counters there (`node` and `address` repeat the node's).",
+    )
+    this: bool = Field(False, description="This is the node that answered.")
 
 
 class ListenerOut(Schema):

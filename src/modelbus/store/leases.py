@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, or_, select, update
 
 from modelbus.store import schema
 from modelbus.store.database import Database
@@ -47,9 +47,11 @@ class LeaseStore:
         self.db = db
         self.ttl_s = ttl_s
 
-    async def claim(self, listener: str, owner: str) -> bool:
+    async def claim(self, listener: str, owner: str, *, replacing: str | None = None) -> bool:
         """Take or extend the lease of ``listener`` for ``owner``; True if ``owner`` holds
-        it now, False if another owner's lease has not expired. Atomic."""
+        it now, False if another owner's lease has not expired. ``replacing``: an owner
+        known to be dead (its process is gone), whose lease is taken even if it has not
+        expired yet. Atomic."""
         leases = schema.listener_leases
         now = self.db.clock()
         insert = self.db.insert(leases).values(
@@ -67,7 +69,11 @@ class LeaseStore:
                     else_=taken.acquired_at,
                 ),
             },
-            where=(leases.c.expires_at < now) | (leases.c.owner == owner),
+            where=or_(
+                leases.c.expires_at < now,
+                leases.c.owner == owner,
+                *([leases.c.owner == replacing] if replacing else []),
+            ),
         ).returning(leases.c.owner)
         async with self.db.write() as conn:
             row = (await conn.execute(statement)).first()

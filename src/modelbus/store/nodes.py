@@ -118,9 +118,7 @@ class NodeStore:
         ``node``'s parent and siblings; raises :class:`NodeRefused` saying so."""
         async with self.db.write() as conn:
             if exclusive:
-                rivals = [n for n in await self._live(conn) if _rival(node, n)]
-                if rivals:
-                    raise NodeRefused(_sqlite_refusal(rivals[0]))
+                await self._check_alone(conn, node)
             now = self.db.clock()
             await conn.execute(
                 schema.nodes.insert().values(
@@ -137,6 +135,17 @@ class NodeStore:
                     listeners={},
                 )
             )
+
+    async def check_alone(self, node: NodeIdentity) -> None:
+        """Raise :class:`NodeRefused` if ``node`` could not join an exclusive store now
+        (the check :meth:`join` makes, without joining)."""
+        async with self.db.read() as conn:
+            await self._check_alone(conn, node)
+
+    async def _check_alone(self, conn: AsyncConnection, node: NodeIdentity) -> None:
+        rivals = [n for n in await self._live(conn) if _rival(node, n)]
+        if rivals:
+            raise NodeRefused(_sqlite_refusal(rivals[0]))
 
     async def beat(self, node: NodeIdentity, listeners: Mapping[str, Any]) -> None:
         """Write ``node``'s heartbeat with what it reports, and forget nodes gone longer
@@ -187,6 +196,21 @@ class NodeStore:
         live = [n for n in nodes if n.state == "live"]
         gone = [n for n in nodes if n.state == "gone"] if include_gone else []
         return live + gone
+
+    async def dead(self, node_id: str) -> bool:
+        """Whether node ``node_id`` is known to be dead now: it stopped, or its process is
+        gone from this host. (A node on another host that stopped beating may be dead or cut
+        off: only its heartbeat's age tells, see :attr:`gone_after_s`.)"""
+        n = schema.nodes.c
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(select(n.host, n.pid, n.stopped_at).where(n.id == node_id))
+            ).first()
+        if row is None:
+            return False
+        return row.stopped_at is not None or (
+            row.host == socket.gethostname() and not _alive(row.pid)
+        )
 
     async def live(self) -> list[Node]:
         """The live nodes, by start time."""
