@@ -36,7 +36,8 @@ class Settings:
     ``node_timeout_s`` is gone, and that is also how long a listener lease lasts unrenewed
     (a listener that runs on one node at a time moves to another within
     ``node_timeout_s + heartbeat_interval_s`` of its node's death). The interval must be at
-    most half the timeout.
+    most half the timeout. ``ignore_undecryptable``: start even if stored broker credentials
+    cannot be decrypted with ``secret_key`` (refused otherwise: another key is in use).
     """
 
     data_dir: Path
@@ -52,6 +53,7 @@ class Settings:
     advertise_url: str | None = None
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S
+    ignore_undecryptable: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < 2 * self.heartbeat_interval_s <= self.node_timeout_s:

@@ -31,13 +31,13 @@ class Nodes:
     secret_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
     servers: list[ModelbusServer] = field(default_factory=list)
 
-    def start(self, name: str, *, secret_key: str | None = None) -> ModelbusServer:
+    def start(self, name: str, *args: str, secret_key: str | None = None) -> ModelbusServer:
         env = {"MODELBUS_SECRET_KEY": secret_key or self.secret_key}
         server = ModelbusServer.start(
             self.tmp / name,
             database_url=self.database_url,
             env=env,
-            args=FAST,
+            args=(*FAST, *args),
             admin_key=self.servers[0].admin_key if self.servers else "",
         )
         self.servers.append(server)

@@ -218,8 +218,10 @@ def test_a_node_with_another_secret_key_is_refused(nodes: Nodes) -> None:
     assert f"the key file {nodes.tmp / 'c' / 'secret.key'}" in printed
 
     nodes.start("d")  # the same key: welcome
+    # a lost key: started anyway on request, the listener is reported, not run
+    nodes.start("e", "--ignore-undecryptable", secret_key=other_key)
     with a.client() as client:
-        assert len(client.nodes(gone=False)) == 2
+        assert len(client.nodes(gone=False)) == 3
 
 
 def test_a_second_node_on_a_sqlite_store_is_refused(tmp_path: Path) -> None:

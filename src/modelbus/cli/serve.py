@@ -114,6 +114,16 @@ def serve(
             f"[env MODELBUS_NODE_TIMEOUT_S, default {default_of(Settings, 'node_timeout_s')}].",
         ),
     ] = None,
+    ignore_undecryptable: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-undecryptable",
+            help="Start even if the broker credentials stored with listeners cannot be "
+            "decrypted with this server's secret key (the key was lost): those listeners "
+            "do not run until they are applied again. Without it such a server is refused: "
+            "the other nodes use another key.",
+        ),
+    ] = False,
 ) -> None:
     """Run the server: HTTP API, model pools, async jobs and event listeners, until Ctrl-C.
 
@@ -148,6 +158,7 @@ def serve(
             advertise_url=advertise_url,
             heartbeat_interval_s=heartbeat_interval,
             node_timeout_s=node_timeout,
+            ignore_undecryptable=ignore_undecryptable or None,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -134,17 +134,19 @@ class Cluster:
     def node_id(self) -> str:
         return self.identity.id
 
-    async def check(self, *, key_source: str) -> None:
+    async def check(self, *, key_source: str | None) -> None:
         """The checks of :meth:`join`, without joining: raises :class:`NodeRefused`."""
-        await check_credentials(self.nodes.db, self._credentials, key_source=key_source)
+        if key_source is not None:
+            await check_credentials(self.nodes.db, self._credentials, key_source=key_source)
         if self._exclusive:
             await self.nodes.check_alone(self.identity)
 
-    async def join(self, *, key_source: str) -> None:
+    async def join(self, *, key_source: str | None) -> None:
         """Check that this node can work with the others, then register it. Raises
         :class:`NodeRefused` saying why not (``key_source``: where the secret key comes
-        from)."""
-        await check_credentials(self.nodes.db, self._credentials, key_source=key_source)
+        from; None: do not check the stored credentials)."""
+        if key_source is not None:
+            await check_credentials(self.nodes.db, self._credentials, key_source=key_source)
         await self.nodes.join(self.identity, exclusive=self._exclusive)
         self._joined = True
         log.info("node %s joined (%s, %s)", self.node_id, self.identity.address, self.nodes.db.url)

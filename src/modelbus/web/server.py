@@ -134,8 +134,11 @@ async def check_node(settings: Settings) -> None:
         await database.close()
 
 
-def key_source(settings: Settings) -> str:
-    """Where the secret key comes from, for messages."""
+def key_source(settings: Settings) -> str | None:
+    """Where the secret key comes from, for messages; None when the stored credentials are
+    not to be checked with it (``ignore_undecryptable``)."""
+    if settings.ignore_undecryptable:
+        return None
     if settings.secret_key:
         return "MODELBUS_SECRET_KEY"
     return f"the key file {settings.data_dir / KEY_FILE}"
