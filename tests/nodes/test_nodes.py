@@ -6,6 +6,7 @@ refused at start."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -176,6 +177,25 @@ def test_a_shared_listener_runs_on_every_node_and_its_figures_are_summed(
         listed = {n.id: n for n in client.nodes()}
     assert listed[a_id].listeners_running == ["orders"]
     assert [entry.counters["succeeded"] for entry in listed[b_id].listeners] == [3]
+
+    page = console_page(a, "/console/listeners/orders")  # the console shows each node
+    assert f"<code>{a_id[:8]}</code> (this one)" in page and f"<code>{b_id[:8]}</code>" in page
+    assert b.url in page
+
+
+def console_page(server: ModelbusServer, path: str) -> str:
+    """A console page, logged in with the admin key through the login form."""
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        form = browser.get("/console/login").text
+        token = re.search(r'name="login_token" value="([^"]+)"', form)
+        assert token is not None
+        browser.post(
+            "/console/login",
+            data={"api_key": server.admin_key, "login_token": token[1], "next": path},
+        )
+        answer = browser.get(path)
+        assert answer.status_code == 200, answer.text
+        return answer.text
 
 
 def serve_refused(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
