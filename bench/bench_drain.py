@@ -245,7 +245,7 @@ async def start_consumer(
         max_in_flight=batch,
     )
     await node.manager.create(definition, check=False)
-    watcher = asyncio.create_task(_watch(node, definition.name, progress))
+    watcher = asyncio.create_task(watch_listener(node, definition.name, progress))
 
     async def stop_listener() -> None:
         watcher.cancel()
@@ -255,7 +255,7 @@ async def start_consumer(
     return stop_listener
 
 
-async def _watch(node: Node, name: str, progress: Progress) -> None:
+async def watch_listener(node: Node, name: str, progress: Progress) -> None:
     """The listener's own counters: received (its first delivery) and succeeded (acked after
     the result was published and the run record written)."""
     while True:
@@ -268,7 +268,7 @@ async def _watch(node: Node, name: str, progress: Progress) -> None:
         await asyncio.sleep(0.005)
 
 
-async def _stop(stop: Stop | None) -> str:
+async def stop_within(stop: Stop | None) -> str:
     """Stop a consumer within STOP_TIMEOUT_S; what went wrong, if anything."""
     if stop is None:
         return ""
@@ -331,7 +331,7 @@ async def drain(
     except Exception as exc:
         status, detail = "failed", f"{type(exc).__name__}: {exc}"
     finally:
-        stopped = await _stop(stop)
+        stopped = await stop_within(stop)
         results = await _count_results(kit, names)
         with contextlib.suppress(Exception):
             await kit.cleanup(names)
@@ -400,7 +400,7 @@ async def latency(
                 stop = await start_consumer(
                     kit, node, side, names, listener, args.batch, Progress()
                 )
-                stack.push_async_callback(_stop, stop)
+                stack.push_async_callback(stop_within, stop)
                 for n in range(-WARMUP_MESSAGES, 0):
                     await send(n)
                 await _until(lambda: len(warm) >= WARMUP_MESSAGES, reading)
@@ -502,7 +502,7 @@ def _say(line: dict[str, object]) -> None:
 # --- the table ----------------------------------------------------------------------------------
 
 
-def _num(value: float | None, spec: str, width: int) -> str:
+def cell(value: float | None, spec: str, width: int) -> str:
     return ("-" if value is None else format(value, spec)).rjust(width)
 
 
@@ -533,12 +533,15 @@ def table(results: dict[str, dict[str, Figures]]) -> str:
                 else "-"
             )
             status = fig.status
-            if fig.latency is not None and fig.latency.status != "ok":
-                status += f"; latency {fig.latency.status.upper()}: {fig.latency.detail}"
+            lat = fig.latency
+            if lat is not None and lat.status != "ok":
+                status += f"; latency {lat.status.upper()}: {lat.detail}"
+            elif lat is not None and lat.sent_rate and lat.sent_rate < 0.95 * lat.rate:
+                status += f"; latency sent at only {lat.sent_rate:.0f} msg/s"
             lines.append(
-                f"{broker:9}{side:18}{fig.drains[0].messages:9,}{_num(rate, ',.0f', 9)}"
-                f"{_num(ratio, '.2f', 7)}{_num(p50, '.1f', 8)}{_num(p99, '.1f', 8)}"
-                f"{_num(delta, '+.1f', 8)}{_count(shown):>9}  {memory_cell:>19}  {status}"
+                f"{broker:9}{side:18}{fig.drains[0].messages:9,}{cell(rate, ',.0f', 9)}"
+                f"{cell(ratio, '.2f', 7)}{cell(p50, '.1f', 8)}{cell(p99, '.1f', 8)}"
+                f"{cell(delta, '+.1f', 8)}{_count(shown):>9}  {memory_cell:>19}  {status}"
             )
     return "\n".join(lines)
 

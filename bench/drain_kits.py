@@ -571,15 +571,22 @@ class KafkaKit(Kit):
             await producer.stop()
 
     async def count_results(self, names: Names) -> int:
+        """Read the output topic from the start until a second passes without a record
+        (tansu's end offsets count record batches, not records)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.tansu.bootstrap)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.tansu.bootstrap, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             topic = names.native["out"]
-            partitions = [TopicPartition(topic, p) for p in range(self.partitions)]
-            ends = await consumer.end_offsets(partitions)
-            return int(sum(ends.values()))
+            consumer.assign([TopicPartition(topic, p) for p in range(self.partitions)])
+            await consumer.seek_to_beginning()
+            count = 0
+            while fetched := await consumer.getmany(timeout_ms=1000, max_records=10_000):
+                count += sum(len(records) for records in fetched.values())
+            return count
         finally:
             await consumer.stop()
 
