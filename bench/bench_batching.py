@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_drain import Stop, cell, stop_within, watch_listener
+from bench_drain import Stop, cell, start_listener, stop_within
 from drain_kits import Progress, ctx, tag
 from tests.e2e.node import EXAMPLES, Node, open_node
 
@@ -102,18 +102,6 @@ def definition(config: str, source: str, output: str) -> ListenerDefinition:
     return ListenerDefinition.model_validate(fields | CONFIGS[config])
 
 
-async def start_listener(node: Node, listener: ListenerDefinition, progress: Progress) -> Stop:
-    await node.manager.create(listener, check=False)
-    watcher = asyncio.create_task(watch_listener(node, listener.name, progress))
-
-    async def stop() -> None:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await node.manager.delete(listener.name)
-
-    return stop
-
-
 def count_queue(data_dir: Path, url: str) -> int:
     path = data_dir / "queues" / f"{url.split('://')[1]}.sqlite"
     if not path.exists():
@@ -142,11 +130,11 @@ async def drain(node: Node, config: str, args: argparse.Namespace) -> Figures:
     figures.batch = f"{listener.batch.max_batch_size}/{listener.batch.max_wait_ms} ms"
     await preload(node.data_dir, source, [images[n % len(images)] for n in range(args.messages)])
     progress = Progress()
-    stop: Stop | None = None
+    stops: list[Stop] = []
     deadline = deadline_s(args, args.messages)
     try:
         async with asyncio.timeout(deadline):
-            stop = await start_listener(node, listener, progress)
+            await start_listener(node, listener, progress, stops)
             await progress.wait_for(args.messages)
             ended = asyncio.get_running_loop().time()
         assert progress.first_at is not None
@@ -156,7 +144,7 @@ async def drain(node: Node, config: str, args: argparse.Namespace) -> Figures:
     except Exception as exc:
         figures.status, figures.detail = "failed", f"{type(exc).__name__}: {exc}"
     finally:
-        stopped = await stop_within(stop)
+        stopped = await stop_within(stops)
         if stopped:
             figures.detail = "; ".join(filter(None, (figures.detail, stopped)))
     figures.acked = progress.done
@@ -200,8 +188,9 @@ async def latency(node: Node, config: str, figures: Figures, args: argparse.Name
             reading = asyncio.create_task(_read(reader, sent, latencies))
             stack.callback(reading.cancel)
             async with asyncio.timeout(deadline):
-                stop = await start_listener(node, definition(config, source, output), Progress())
-                stack.push_async_callback(stop_within, stop)
+                stops = []
+                stack.push_async_callback(stop_within, stops)
+                await start_listener(node, definition(config, source, output), Progress(), stops)
                 started = time.perf_counter()
                 for n in range(count):
                     message_id = uuid.uuid4().hex

@@ -73,6 +73,7 @@ from tests.e2e.node import BEHAVE, Node, open_node
 
 from modelbus.client.refs import ModelRef
 from modelbus.connectors import OutMessage, make_sink, make_source
+from modelbus.errors import ListenerNotFound
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ManagerOptions
 from modelbus.runtime.invocation import CallOptions, Payload, Result
@@ -220,11 +221,21 @@ async def preload(kit: Kit, side: str, names: Names, bodies: list[bytes]) -> Non
 
 
 async def start_consumer(
-    kit: Kit, node: Node, side: str, names: Names, listener: str, batch: int, progress: Progress
-) -> Stop:
+    kit: Kit,
+    node: Node,
+    side: str,
+    names: Names,
+    listener: str,
+    batch: int,
+    progress: Progress,
+    stops: list[Stop],
+) -> None:
+    """Start ``side``'s consumer; its stop is put in ``stops`` *before* anything is awaited,
+    so that a start cut short by a deadline is stopped (and cleaned up) too."""
     if is_faststream(side):
         peer = faststream_peer.PEERS[kit.name](kit)
-        return await peer.start(names, side.removeprefix("faststream-"), batch, progress)
+        await peer.start(names, side.removeprefix("faststream-"), batch, progress, stops)
+        return
     if side == "hand":
         task = asyncio.create_task(kit.hand_loop(names, model_of(node), batch, progress))
         progress.watch(task)
@@ -236,7 +247,8 @@ async def start_consumer(
                 await asyncio.wait({task}, timeout=0.2)
             await asyncio.gather(task, return_exceptions=True)
 
-        return stop_hand
+        stops.append(stop_hand)
+        return
     definition = ListenerDefinition(
         name=listener,
         source=kit.listener_source(names),
@@ -244,15 +256,25 @@ async def start_consumer(
         outputs=[names.out_url],
         max_in_flight=batch,
     )
-    await node.manager.create(definition, check=False)
-    watcher = asyncio.create_task(watch_listener(node, definition.name, progress))
+    await start_listener(node, definition, progress, stops)
+
+
+async def start_listener(
+    node: Node, definition: ListenerDefinition, progress: Progress, stops: list[Stop]
+) -> None:
+    """Create the listener in the node's manager and follow its counters in ``progress``."""
+    watcher: asyncio.Task[None] | None = None
 
     async def stop_listener() -> None:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await node.manager.delete(definition.name)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        with contextlib.suppress(ListenerNotFound):  # its creation was cut short
+            await node.manager.delete(definition.name)
 
-    return stop_listener
+    stops.append(stop_listener)
+    await node.manager.create(definition, check=False)
+    watcher = asyncio.create_task(watch_listener(node, definition.name, progress))
 
 
 async def watch_listener(node: Node, name: str, progress: Progress) -> None:
@@ -268,18 +290,19 @@ async def watch_listener(node: Node, name: str, progress: Progress) -> None:
         await asyncio.sleep(0.005)
 
 
-async def stop_within(stop: Stop | None) -> str:
-    """Stop a consumer within STOP_TIMEOUT_S; what went wrong, if anything."""
-    if stop is None:
-        return ""
-    try:
-        async with asyncio.timeout(STOP_TIMEOUT_S):
-            await stop()
-    except TimeoutError:
-        return f"did not stop within {STOP_TIMEOUT_S:g} s"
-    except Exception as exc:
-        return f"stopping raised {type(exc).__name__}: {exc}"
-    return ""
+async def stop_within(stops: list[Stop]) -> str:
+    """Run the stops (last first), each within STOP_TIMEOUT_S; what went wrong, if anything."""
+    problems = []
+    for stop in reversed(stops):
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await stop()
+        except TimeoutError:
+            problems.append(f"did not stop within {STOP_TIMEOUT_S:g} s")
+        except Exception as exc:
+            problems.append(f"stopping raised {type(exc).__name__}: {exc}")
+    stops.clear()
+    return "; ".join(problems)
 
 
 async def _count_results(kit: Kit, names: Names) -> int | None:
@@ -310,7 +333,7 @@ async def drain(
     listener = f"bench-{kit.name}-{tag()}"
     progress = Progress()
     loop = asyncio.get_running_loop()
-    stop: Stop | None = None
+    stops: list[Stop] = []
     status, detail, rate, rss = "ok", "", None, None
     deadline = deadline_s(args, count)
     sampler = RssSampler() if sample_rss else None
@@ -321,7 +344,7 @@ async def drain(
             if sampler is not None:
                 await stack.enter_async_context(sampler)
             async with asyncio.timeout(deadline):
-                stop = await start_consumer(kit, node, side, names, listener, args.batch, progress)
+                await start_consumer(kit, node, side, names, listener, args.batch, progress, stops)
                 await progress.wait_for(count)
                 ended = loop.time()
         assert progress.first_at is not None
@@ -331,7 +354,7 @@ async def drain(
     except Exception as exc:
         status, detail = "failed", f"{type(exc).__name__}: {exc}"
     finally:
-        stopped = await stop_within(stop)
+        stopped = await stop_within(stops)
         results = await _count_results(kit, names)
         with contextlib.suppress(Exception):
             await kit.cleanup(names)
@@ -397,10 +420,11 @@ async def latency(
                 await sender.publish([OutMessage(id=uuid.uuid4().hex, body=body(n, time.time()))])
 
             async with asyncio.timeout(deadline):
-                stop = await start_consumer(
-                    kit, node, side, names, listener, args.batch, Progress()
+                stops: list[Stop] = []
+                stack.push_async_callback(stop_within, stops)
+                await start_consumer(
+                    kit, node, side, names, listener, args.batch, Progress(), stops
                 )
-                stack.push_async_callback(stop_within, stop)
                 for n in range(-WARMUP_MESSAGES, 0):
                     await send(n)
                 await _until(lambda: len(warm) >= WARMUP_MESSAGES, reading)

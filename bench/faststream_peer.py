@@ -122,9 +122,11 @@ class Peer:
         """The broker with its subscriber and publisher declared (not started)."""
         raise NotImplementedError
 
-    async def start(self, names: Names, variant: str, batch: int, progress: Progress) -> Stop:
+    async def start(
+        self, names: Names, variant: str, batch: int, progress: Progress, stops: list[Stop]
+    ) -> None:
+        """Start the app; its stop goes in ``stops`` first (a start cut short is stopped)."""
         broker = self.app(names, variant, batch, progress)
-        await broker.start()
 
         async def stop() -> None:
             # Stopping closes the connection under a subscriber's blocked read, which
@@ -135,7 +137,8 @@ class Peer:
             finally:
                 LOGGER.setLevel(logging.WARNING)
 
-        return stop
+        stops.append(stop)
+        await broker.start()
 
 
 class RedisPeer(Peer):
