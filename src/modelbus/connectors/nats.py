@@ -782,7 +782,8 @@ class NatsSink:
 
 def backlog(url: str, listener: str) -> Backlog:
     """Where ``listener``'s backlog is: the messages of the stream (within the URL's
-    ``subject`` filter) not yet delivered to its durable consumer. ``where``: ``servers``
+    ``subject`` filter) its durable consumer has not acknowledged, delivered (in flight)
+    or not. ``where``: ``servers``
     (comma-separated ``nats://HOST:PORT``), ``stream``, ``durable``
     (:meth:`NatsSettings.durable_for`); no ``secrets`` (JetStream's figures are read from
     the servers' monitoring endpoint, not through a client connection). Raises

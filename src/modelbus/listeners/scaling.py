@@ -16,7 +16,7 @@ source         KEDA trigger                      backlog figure it scales on
 ``redis://``   ``redis-streams`` (``lagCount``)  entries not yet delivered to the group (Redis 7+)
 ``amqp://``    ``rabbitmq`` (``QueueLength``)    messages ready in the listener's queue
 ``kafka://``   ``kafka``                         the group's lag on the topic
-``nats://``    ``nats-jetstream``                messages not yet delivered to the durable
+``nats://``    ``nats-jetstream``                messages the durable has not acked (in flight too)
 ``postgresql`` ``postgresql`` (a query)          outbox rows available, in flight or not
 =============  ================================  =============================================
 
