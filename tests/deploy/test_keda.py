@@ -5,6 +5,7 @@ cannot scale on, and never printing a credential."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -478,3 +479,15 @@ def test_command_reads_the_listener_from_the_server(
     assert [r["parameter"] for r in auth["spec"]["secretTargetRef"]] == ["username", "password"]
     missing = deploy_keda("no-such-listener", env=env)
     assert missing.returncode == 1 and "no-such-listener" in missing.stderr
+
+
+def test_docs_explain_every_option() -> None:
+    help_text = subprocess.run(
+        [MODELBUS, "deploy", "keda", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    options = help_text.partition("Options:")[2]
+    flags = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z0-9-]+)", options, re.MULTILINE))
+    flags -= {"--help", "--url", "--key"}  # the SDK's, documented once in the README
+    assert flags, help_text
+    assert not {f for f in flags if f"`{f}" not in docs}
