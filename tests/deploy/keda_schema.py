@@ -10,7 +10,8 @@ Hand-encoded from KEDA's CRDs (``keda.sh/v1alpha1``: ``config/crd/bases`` of ked
   enum), trigger metadata as a map of strings, integer replica counts and intervals.
   Stricter than the CRD on purpose: a field outside that list fails, so a misspelt one
   cannot pass. Not encoded: the many fields we never write, and the CRD's CEL rule beyond
-  ``minReplicaCount <= maxReplicaCount`` (the tests check that one themselves).
+  ``minReplicaCount <= maxReplicaCount`` (the tests check that one themselves). Their
+  ``metadata`` (ObjectMeta) is also validated by kubernetes-validate, on a carrier kind.
 * Per scaler (:data:`TRIGGERS`): the metadata keys its documentation names (ours must be
   among them, the required ones present) and the TriggerAuthentication parameters it reads.
   KEDA itself decides at run time what a value means; that, and whether a broker answers,

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -48,6 +49,11 @@ def check_keda(plan: KedaPlan) -> None:
     authenticationRef resolved within the plan, every Secret key read by a
     TriggerAuthentication."""
     *auths, scaled = plan.resources
+    for resource in plan.resources:
+        # kubernetes-validate has no schema for KEDA's kinds, but it has one for the
+        # ObjectMeta they share with every kind: checked here on a carrier ConfigMap.
+        carrier = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": resource["metadata"]}
+        kubernetes_validate.validate(carrier, kubernetes_validate.latest_version(), strict=True)
     jsonschema.validate(scaled, SCALED_OBJECT)
     spec = scaled["spec"]
     assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
