@@ -132,7 +132,7 @@ async def test_a_node_that_cannot_reach_the_store_says_so(
     assert (await b.artifact_status()).ok
     share.rename(tmp_path / "unmounted")
     b.store_monitor.max_age_s = 3600  # so what /health says next comes from the call below
-    with pytest.raises(ArtifactUnavailable, match="tests/hello 1.0.0 on node b") as info:
+    with pytest.raises(ArtifactUnavailable, match=r"tests/hello 1\.0\.0 on node b") as info:
         await b.resolve(HELLO)
     assert f"folder {share}" in info.value.message and not info.value.permanent
     status = await b.artifact_status()

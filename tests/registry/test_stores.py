@@ -132,7 +132,7 @@ def test_an_s3_endpoint_that_does_not_answer(aws_credentials: None, tmp_path: Pa
     with pytest.raises(ArtifactUnavailable, match=f"s3://bucket/p/ at {url}") as info:
         store.download(digest, tmp_path / "copy")
     assert "Could not connect" in info.value.message and not info.value.permanent
-    with pytest.raises(ArtifactUnavailable, match="cannot upload|cannot look up"):
+    with pytest.raises(ArtifactUnavailable, match=r"cannot upload|cannot look up"):
         store.put(digest, path)
 
 
