@@ -161,7 +161,8 @@ _DESCRIPTIONS = {
     415: "Unsupported Content-Type",
     422: "Invalid parameters, or the build failed",
     500: "The version's archive is missing from the artifact store (ArtifactMissing) or "
-    "does not match its content hash (ArtifactCorrupt); pushing the version again restores it",
+    "does not match its content hash (ArtifactCorrupt); pushing the version again restores a "
+    "missing one",
     502: "The runner process crashed during the call",
     503: "The model's pool is overloaded (Overloaded), or this node cannot reach the artifact "
     "store (ArtifactUnavailable); retry later",
