@@ -7,6 +7,7 @@ archive and a store that went down are reported by the calls that needed them an
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,7 +22,7 @@ from modelbus import errors
 from tests.aws.motoserver import FAKE_CREDENTIALS, MotoServer
 from tests.support.fixtures import MODELS_DIR, model_variant
 from tests.support.postgres import fresh_database
-from tests.support.server import ModelbusServer
+from tests.support.server import MODELBUS, ModelbusServer, clean_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -102,6 +103,16 @@ def test_push_on_one_node_call_on_the_others(tmp_path: Path, moto: MotoServer) -
             assert list(build.node_logs) == [f"{socket.gethostname()}:{b.port}"]
             assert "environment ready" in next(iter(build.node_logs.values()))
             assert build.log and "creating environment" in build.log  # A's push, from the db
+            shown = subprocess.run(
+                [MODELBUS, "models", "builds", "test/six", "--log", six.build],
+                env=clean_env({"MODELBUS_URL": c.url, "MODELBUS_API_KEY": c.admin_key}),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout
+            assert "creating environment" in shown  # the push on A
+            assert f"on {socket.gethostname()}:{b.port}" in shown  # B's first use
 
             # An archive lost from the store: the call says which version and which store.
             s3_of(moto).delete_object(
