@@ -19,6 +19,8 @@ from modelbus.config import DEFAULT_MAX_BODY_BYTES
 ContentTypeName = Literal["json", "text", "binary"]
 # A redrive's pace when the request names none (the server's ManagerOptions default).
 DEFAULT_REDRIVE_RATE_PER_S = 10.0
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_IN_FLIGHT = 100
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 LISTENER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -215,17 +217,27 @@ class RetryFields(BaseModel):
 
 
 class BatchFields(BaseModel):
-    """How deliveries are grouped into one ``apply_batch`` call (a listener's ``batch``).
+    """How inputs are grouped into runner calls (a listener's ``batch``).
 
-    Up to ``max_batch_size`` inputs are collected, waiting at most ``max_wait_ms`` after the
-    first one; ``max_batch_size=1`` (the default) calls the model once per input.
+    Batching is adaptive: what one receive returns goes to the model together, and inputs that
+    arrive while the runners are busy go in their next call together, up to
+    ``max_batch_size`` inputs per call (never more than ``max_in_flight``); an idle runner
+    takes an input at once. A model with ``apply_batch`` gets them in one ``apply_batch``
+    call; the runner loops ``apply`` for one without. ``max_batch_size = 1`` calls the model
+    with one input at a time. ``max_wait_ms`` over 0 makes the first input wait that long
+    for more before the call goes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_batch_size: int = Field(1, ge=1, le=1000, description="Inputs per model call.")
+    max_batch_size: int = Field(
+        DEFAULT_MAX_BATCH_SIZE, ge=1, le=1000, description="Most inputs per model call."
+    )
     max_wait_ms: int = Field(
-        0, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds."
+        0,
+        ge=0,
+        le=60_000,
+        description="Longest wait for a batch to fill, in milliseconds (0: no fixed wait).",
     )
 
 
@@ -269,7 +281,11 @@ class ListenerFields(BaseModel):
     retry: RetryFields = Field(default_factory=RetryFields, description="Retry and backoff.")
     batch: BatchFields = Field(default_factory=BatchFields, description="Batching of inputs.")
     max_in_flight: int = Field(
-        16, ge=1, le=10_000, description="Most deliveries held at once (back-pressure)."
+        DEFAULT_MAX_IN_FLIGHT,
+        ge=1,
+        le=10_000,
+        description="Most deliveries held at once (back-pressure); a receive asks for at most "
+        "the free slots. Lower it for slow models shared by several nodes.",
     )
     timeout_s: float | None = Field(
         None, gt=0, le=86_400, description="Per-invocation timeout; null = the version's default."
