@@ -134,6 +134,8 @@ def test_an_s3_endpoint_that_does_not_answer(aws_credentials: None, tmp_path: Pa
     assert "Could not connect" in info.value.message and not info.value.permanent
     with pytest.raises(ArtifactUnavailable, match=r"cannot upload|cannot look up"):
         store.put(digest, path)
+    with pytest.raises(ArtifactUnavailable, match="cannot reach the bucket: Could not connect"):
+        store.check()
 
 
 async def test_the_monitor_reports_an_outage_and_the_recovery(tmp_path: Path) -> None:

@@ -98,19 +98,20 @@ class S3Store:
     def __init__(self, settings: S3StoreSettings) -> None:
         _require_boto3()
         self.settings = settings
-        self._client: Any = None
+        self._clients: dict[int, Any] = {}  # by attempts per call
         self._lock = threading.Lock()
 
     def describe(self) -> str:
         where = f"s3://{self.settings.bucket}/{self.settings.prefix}"
         endpoint = self.settings.endpoint_url
-        if endpoint is None and self._client is not None:
-            endpoint = str(self._client.meta.endpoint_url)
+        if endpoint is None and self._clients:
+            endpoint = str(next(iter(self._clients.values())).meta.endpoint_url)
         return f"{where} at {endpoint}" if endpoint else where
 
     def check(self) -> None:
+        # Tried once: a health probe wants the state of the store now, not after backoffs.
         with self._translated("cannot reach the bucket"):
-            self._s3().head_bucket(Bucket=self.settings.bucket)
+            self._s3(attempts=1).head_bucket(Bucket=self.settings.bucket)
 
     def exists(self, digest: str) -> bool:
         key = self._key(archive_name(digest))
@@ -167,13 +168,15 @@ class S3Store:
     def _key(self, name: str) -> str:
         return self.settings.prefix + name
 
-    def _s3(self) -> Any:
+    def _s3(self, *, attempts: int | None = None) -> Any:
+        """The client whose calls are tried ``attempts`` times (default: the settings')."""
+        attempts = attempts or self.settings.max_attempts
         with self._lock:
-            if self._client is None:
-                self._client = self._new_client()
-            return self._client
+            if attempts not in self._clients:
+                self._clients[attempts] = self._new_client(attempts)
+            return self._clients[attempts]
 
-    def _new_client(self) -> Any:
+    def _new_client(self, attempts: int) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -182,7 +185,7 @@ class S3Store:
         config = Config(
             connect_timeout=settings.connect_timeout_s,
             read_timeout=settings.read_timeout_s,
-            retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
         )
         return session.client(
             "s3", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config
