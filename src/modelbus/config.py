@@ -26,6 +26,9 @@ class Settings:
     ``/metrics`` answers without an API key. ``secret_key``: the key(s) encrypting broker
     credentials (default: ``DATA_DIR/secret.key``, see :mod:`modelbus.store.secrets`).
     ``stop_deadline_s``: how long a graceful stop lets in-flight messages finish.
+    ``artifacts_url``: the artifact store every node shares (``s3://BUCKET/PREFIX`` or a
+    folder path; see :func:`modelbus.registry.artifacts.open_store`); default ``None``: the
+    folder ``DATA_DIR/artifacts``, for one node.
     """
 
     data_dir: Path
@@ -38,14 +41,15 @@ class Settings:
     metrics_public: bool = False
     secret_key: str | None = field(default=None, repr=False)
     stop_deadline_s: float = DEFAULT_STOP_DEADLINE_S
+    artifacts_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``MODELBUS_DATA_DIR``, ``MODELBUS_DATABASE_URL``, ``MODELBUS_HOST``,
         ``MODELBUS_PORT``, ``MODELBUS_MAX_BODY_BYTES``, ``MODELBUS_CONFIG`` (the listener
-        file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY`` and
-        ``MODELBUS_STOP_DEADLINE_S``; keyword overrides that are not None win (the CLI passes
-        its flags this way)."""
+        file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
+        ``MODELBUS_STOP_DEADLINE_S`` and ``MODELBUS_ARTIFACTS``; keyword overrides that are
+        not None win (the CLI passes its flags this way)."""
         env = os.environ if env is None else env
         given_dir = overrides.pop("data_dir", None) or env.get(
             "MODELBUS_DATA_DIR", DEFAULT_DATA_DIR
@@ -62,6 +66,7 @@ class Settings:
             metrics_public=env.get("MODELBUS_METRICS_PUBLIC", "").lower() in ("1", "true", "yes"),
             secret_key=env.get("MODELBUS_SECRET_KEY") or None,
             stop_deadline_s=float(env.get("MODELBUS_STOP_DEADLINE_S", DEFAULT_STOP_DEADLINE_S)),
+            artifacts_url=env.get("MODELBUS_ARTIFACTS") or None,
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **given) if given else settings

@@ -86,6 +86,12 @@ class BuildInfo(Schema):
     versions: list[str] = Field(default_factory=list, description="Versions pointing at it.")
     manifest: dict[str, Any] = Field(default_factory=dict, description="Its modelbus.toml.")
     log: str | None = Field(None, description="The build log (on the single-build route).")
+    node_logs: dict[str, str] | None = Field(
+        None,
+        description="On the single-build route: the logs of the environment builds that "
+        "nodes ran for this build when they first needed it, by node name (from the "
+        "artifact store; null when it cannot be read now).",
+    )
 
 
 class PushInfo(Schema):
@@ -156,9 +162,25 @@ class CreatedKey(Schema):
     info: KeyInfoOut
 
 
+class StoreHealth(Schema):
+    """Whether this node reached its artifact store at the last check."""
+
+    ok: bool
+    store: str = Field(description="Where the artifact store is (never a credential).")
+    error: str | None = Field(None, description="Why the store could not be reached.")
+    checked_at: float = Field(description="When it was last checked (Unix time).")
+
+
 class Health(Schema):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "degraded"] = Field(
+        "ok",
+        description="`degraded`: the node serves, but a part it depends on is down (see "
+        "`artifacts`); versions it has not fetched yet cannot be pushed or called here.",
+    )
     version: str
+    artifacts: StoreHealth | None = Field(
+        None, description="The artifact store, as this node sees it."
+    )
 
 
 # --- listeners, runs, dead letters -----------------------------------------------------------
