@@ -38,6 +38,9 @@ class Settings:
     ``node_timeout_s + heartbeat_interval_s`` of its node's death). The interval must be at
     most half the timeout. ``ignore_undecryptable``: start even if stored broker credentials
     cannot be decrypted with ``secret_key`` (refused otherwise: another key is in use).
+    ``artifacts_url``: the artifact store every node shares (``s3://BUCKET/PREFIX`` or a
+    folder path; see :func:`modelbus.registry.artifacts.open_store`); default ``None``: the
+    folder ``DATA_DIR/artifacts``, for one node.
     """
 
     data_dir: Path
@@ -54,6 +57,7 @@ class Settings:
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S
     ignore_undecryptable: bool = False
+    artifacts_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < 2 * self.heartbeat_interval_s <= self.node_timeout_s:
@@ -79,7 +83,7 @@ class Settings:
         """Read ``MODELBUS_DATA_DIR``, ``MODELBUS_DATABASE_URL``, ``MODELBUS_HOST``,
         ``MODELBUS_PORT``, ``MODELBUS_MAX_BODY_BYTES``, ``MODELBUS_CONFIG`` (the listener
         file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
-        ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ADVERTISE_URL``,
+        ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ARTIFACTS``, ``MODELBUS_ADVERTISE_URL``,
         ``MODELBUS_HEARTBEAT_INTERVAL_S`` and ``MODELBUS_NODE_TIMEOUT_S``; keyword overrides
         that are not None win (the CLI passes its flags this way). Raises ValueError for a
         heartbeat interval over half the node timeout."""
@@ -104,6 +108,7 @@ class Settings:
                 env.get("MODELBUS_HEARTBEAT_INTERVAL_S", DEFAULT_HEARTBEAT_INTERVAL_S)
             ),
             node_timeout_s=float(env.get("MODELBUS_NODE_TIMEOUT_S", DEFAULT_NODE_TIMEOUT_S)),
+            artifacts_url=env.get("MODELBUS_ARTIFACTS") or None,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

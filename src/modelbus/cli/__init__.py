@@ -17,6 +17,7 @@ its module:
 - :mod:`~modelbus.cli.runs`: ``runs get|list``
 - :mod:`~modelbus.cli.dead_letters`: ``dead-letters list|show|redrive``
 - :mod:`~modelbus.cli.nodes`: ``nodes``
+- :mod:`~modelbus.cli.deploy`: ``deploy keda``
 
 What they share: :mod:`~modelbus.cli.options` (``--url``/``--key``/``--json``, the client,
 model references) and :mod:`~modelbus.cli.output` (stdout/stderr, errors, tables, JSON).
@@ -26,7 +27,18 @@ from __future__ import annotations
 
 import typer
 
-from modelbus.cli import call, dead_letters, demo, keys, listeners, models, nodes, runs, serve
+from modelbus.cli import (
+    call,
+    dead_letters,
+    demo,
+    deploy,
+    keys,
+    listeners,
+    models,
+    nodes,
+    runs,
+    serve,
+)
 
 __all__ = ["app", "main"]
 
@@ -49,6 +61,7 @@ app.add_typer(listeners.app, name="listeners")
 app.add_typer(runs.app, name="runs")
 app.add_typer(dead_letters.app, name="dead-letters")
 app.command("nodes")(nodes.nodes)
+app.add_typer(deploy.app, name="deploy")
 
 
 def main() -> None:

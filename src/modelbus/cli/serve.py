@@ -78,6 +78,18 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts",
+            metavar="URL",
+            help="The artifact store, shared by every node: s3://BUCKET/PREFIX on any "
+            "S3-compatible store (options ?region=, ?endpoint_url=, ?profile=; else the usual "
+            "AWS_ENDPOINT_URL, AWS_REGION and credential settings; needs modelbus[s3]), or a "
+            "folder every node mounts (must exist) [env MODELBUS_ARTIFACTS; default: the "
+            "folder DATA_DIR/artifacts, for one node].",
+        ),
+    ] = None,
     stop_deadline: Annotated[
         float | None,
         typer.Option(
@@ -127,7 +139,8 @@ def serve(
 ) -> None:
     """Run the server: HTTP API, model pools, async jobs and event listeners, until Ctrl-C.
 
-    On the first start of a fresh data directory an admin API key is printed, once.
+    On the first start of a fresh store an admin API key is printed, once. Several nodes
+    share one PostgreSQL store (--database-url) and one artifact store (--artifacts).
     Broker credentials in listener definitions are stored encrypted with
     MODELBUS_SECRET_KEY, or with the key file DATA_DIR/secret.key made on first start.
 
@@ -138,6 +151,7 @@ def serve(
     import asyncio
 
     from modelbus.listeners.files import load_listener_file
+    from modelbus.registry.artifacts import open_store
     from modelbus.store.secrets import SecretBox
     from modelbus.web.app import run
     from modelbus.web.server import check_node
@@ -159,11 +173,13 @@ def serve(
             heartbeat_interval_s=heartbeat_interval,
             node_timeout_s=node_timeout,
             ignore_undecryptable=ignore_undecryptable or None,
+            artifacts_url=artifacts,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    try:  # refuse a bad key, listener file or node before anything starts
+    try:  # refuse a bad key, store URL, listener file or node before anything starts
         SecretBox.load(settings.data_dir, settings.secret_key)
+        open_store(settings.artifacts_url, settings.data_dir)
         if settings.listeners_file is not None:
             load_listener_file(settings.listeners_file, settings.data_dir)
         asyncio.run(check_node(settings))

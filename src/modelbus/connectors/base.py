@@ -75,6 +75,27 @@ class ConnectorContext:
     data_dir: Path
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backlog:
+    """Where the backlog of one listener's source can be read by something other than the
+    listener itself (an autoscaler such as KEDA), named exactly as the source names it: the
+    queue, stream, consumer group or durable consumer it really consumes, defaults applied.
+
+    A connector whose source has such a backlog offers it through a module-level
+    ``backlog(url, listener) -> Backlog``, which only parses the URL (no broker is
+    contacted, no client library is needed) and documents its keys.
+
+    ``broker``: ``sqs``, ``redis``, ``amqp``, ``kafka``, ``nats`` or ``postgresql``.
+    ``where``: the coordinates (addresses, names, options), none of them a credential.
+    ``secrets``: what a reader must present to the broker (a password, or a whole
+    connection URL carrying one), keyed as the connector documents; hidden from ``repr``.
+    """
+
+    broker: str
+    where: Mapping[str, str]
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
 @runtime_checkable
 class Source(Protocol):
     """Where a listener's deliveries come from."""

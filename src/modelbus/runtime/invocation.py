@@ -9,7 +9,7 @@ is decoded twice on the hot path.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -73,13 +73,20 @@ class Result:
     stdout: str | None = None
 
 
+# Told as soon as some inputs of an invoke_batch are done: their indexes and outcomes.
+OnResults = Callable[[Sequence[int], Sequence["Result | Exception"]], None]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallOptions:
-    """Per-call options. ``timeout_s=None`` uses the version's default timeout."""
+    """Per-call options. ``timeout_s=None`` uses the version's default timeout.
+    ``max_batch_size`` caps the inputs sent in one runner call (None: the pool's own cap;
+    1: one input per call)."""
 
     timeout_s: float | None = None
     capture_stdout: bool = False
     attributes: dict[str, str] = field(default_factory=dict)
+    max_batch_size: int | None = None
 
 
 class Invoker(Protocol):
@@ -95,9 +102,19 @@ class Invoker(Protocol):
         ...
 
     async def invoke_batch(
-        self, ref: ModelRef, payloads: Sequence[Payload], options: CallOptions
+        self,
+        ref: ModelRef,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        *,
+        attributes: Sequence[Mapping[str, str]] | None = None,
+        on_results: OnResults | None = None,
     ) -> list[Result | Exception]:
         """Run several inputs on one resolved version, using ``apply_batch`` when the model has
-        it. Returns one entry per input, in order: a Result or the InvocationError for it.
+        it. ``attributes``, one mapping per input, are that input's context (merged over
+        ``options.attributes``). ``on_results``, if given, is called (on the event loop, and
+        must not block) as soon as some inputs are done, typically once per runner call, with
+        their indexes and outcomes; inputs it was not told about are in the returned list.
+        Returns one entry per input, in order: a Result or the InvocationError for it.
         Resolution errors (unknown model, bad spec) are raised, not returned."""
         ...

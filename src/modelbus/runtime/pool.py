@@ -21,7 +21,7 @@ import copy
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from modelbus.errors import (
     Overloaded,
 )
 from modelbus.registry.launch import RunnerSpec
-from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.invocation import CallOptions, OnResults, Payload, Result
 from modelbus.runtime.runner import Runner
 
 log = logging.getLogger("modelbus.runtime.pool")
@@ -111,7 +111,13 @@ class Pool:
         return f"<Pool {self.spec.key[:12]} {len(self._idle) + len(self._busy)} runners>"
 
     async def invoke(
-        self, payloads: Sequence[Payload], options: CallOptions, *, version: str
+        self,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        *,
+        version: str,
+        attributes: Sequence[Mapping[str, str]] | None = None,
+        on_results: OnResults | None = None,
     ) -> list[Result | InvocationError]:
         """Run inputs; return one Result or InvocationError per input, in order.
 
@@ -124,7 +130,9 @@ class Pool:
         InvocationError: errors are returned in place of their input's Result.
         """
         results: list[Result | InvocationError | None] = [None] * len(payloads)
-        job = _Job(payloads, options, version, results, deque(range(len(payloads))))
+        job = _Job(
+            payloads, options, version, results, deque(range(len(payloads))), attributes, on_results
+        )
         workers = min(len(payloads), self.spec.max_runners)
         if workers == 1:
             await self._work(job)
@@ -187,6 +195,7 @@ class Pool:
                 return
             try:
                 size = self.settings.max_batch_size if runner.batch else 1
+                size = min(size, job.options.max_batch_size or size)
                 chunk = [job.pending.popleft() for _ in range(min(size, len(job.pending)))]
                 if chunk:
                     await self._run(runner, job, chunk)
@@ -200,13 +209,14 @@ class Pool:
                 [job.payloads[i] for i in chunk],
                 timeout_s=timeout_s,
                 capture_stdout=job.options.capture_stdout,
-                attributes=job.options.attributes,
+                attributes=job.attributes_of(chunk),
             )
         except InvocationError as exc:
             self._count(len(chunk), len(chunk), 0.0)
             error = _stamp(exc, job.version)
             for i in chunk:
                 job.results[i] = error
+            job.tell(chunk)
             return
         errors = 0
         for i, output in zip(chunk, reply.outputs, strict=True):
@@ -221,6 +231,7 @@ class Pool:
                 errors += 1
                 job.results[i] = _stamp(output, job.version)
         self._count(len(chunk), errors, reply.duration_ms / 1000)
+        job.tell(chunk)
 
     def _count(self, invocations: int, errors: int, duration_s: float) -> None:
         self._invocations += invocations
@@ -444,7 +455,20 @@ class _Job:
     version: str
     results: list[Result | InvocationError | None]
     pending: deque[int]
+    attributes: Sequence[Mapping[str, str]] | None = None
+    on_results: OnResults | None = None
     failure: InvocationError | None = None
+
+    def tell(self, chunk: list[int]) -> None:
+        """Tell the caller that ``chunk`` is done (see ``Invoker.invoke_batch``)."""
+        if self.on_results is not None:
+            self.on_results(chunk, [r for r in (self.results[i] for i in chunk) if r is not None])
+
+    def attributes_of(self, chunk: list[int]) -> dict[str, str]:
+        """The call's attributes for ``chunk``: with one input, its own merged in."""
+        if self.attributes is None or len(chunk) != 1:
+            return self.options.attributes
+        return {**self.options.attributes, **self.attributes[chunk[0]]}
 
 
 def _stamp(exc: InvocationError, version: str) -> InvocationError:

@@ -21,7 +21,7 @@ from modelbus.client.refs import ModelRef
 from modelbus.errors import InputRejected, InvocationError, ModelError
 from modelbus.registry.catalog import Registry, ResolvedVersion
 from modelbus.registry.launch import RunnerSpec
-from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.invocation import CallOptions, OnResults, Payload, Result
 from modelbus.runtime.jobs import JobRunner
 from modelbus.runtime.pool import PoolManager
 from modelbus.store.jobs import Job, JobStore
@@ -139,12 +139,18 @@ class ModelService:
         return outcome
 
     async def invoke_batch(
-        self, ref: ModelRef, payloads: Sequence[Payload], options: CallOptions
+        self,
+        ref: ModelRef,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        *,
+        attributes: Sequence[Mapping[str, str]] | None = None,
+        on_results: OnResults | None = None,
     ) -> list[Result | Exception]:
         """Resolve once and run several inputs (see ``Invoker.invoke_batch``): one Result or
         InvocationError per input, in order. Resolution errors are raised."""
         resolved = await self.resolve(ref)
-        return list(await self._run(resolved, payloads, options))
+        return list(await self._run(resolved, payloads, options, attributes, on_results))
 
     async def submit(
         self, ref: ModelRef, payload: Payload, options: CallOptions, *, key_id: str | None
@@ -172,11 +178,17 @@ class ModelService:
         await self._jobs.stop(grace_s)
 
     async def _run(
-        self, resolved: ResolvedVersion, payloads: Sequence[Payload], options: CallOptions
+        self,
+        resolved: ResolvedVersion,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        attributes: Sequence[Mapping[str, str]] | None = None,
+        on_results: OnResults | None = None,
     ) -> list[Result | InvocationError]:
         spec = resolved.runner_spec
         outcomes: list[Result | InvocationError | None] = [None] * len(payloads)
         accepted: list[int] = []
+        rejected: list[int] = []
         for i, payload in enumerate(payloads):
             try:
                 self._schemas.check_input(spec, payload)
@@ -184,13 +196,36 @@ class ModelService:
             except InputRejected as exc:
                 exc.version = resolved.label
                 outcomes[i] = exc
-        if accepted:
-            pool = self._pools.get(spec)
-            ran = await pool.invoke(
-                [payloads[i] for i in accepted], options, version=resolved.label
-            )
-            for i, outcome in zip(accepted, ran, strict=True):
+                rejected.append(i)
+        if on_results is not None and rejected:
+            on_results(rejected, _known(outcomes, rejected))
+
+        def ran(indexes: Sequence[int], results: Sequence[Result | Exception]) -> None:
+            originals = [accepted[j] for j in indexes]
+            for i, outcome in zip(originals, results, strict=True):
+                assert isinstance(outcome, Result | InvocationError)
                 if isinstance(outcome, Result):
                     outcome = self._schemas.check_output(spec, outcome)
                 outcomes[i] = outcome
+            if on_results is not None:
+                on_results(originals, _known(outcomes, originals))
+
+        if accepted:
+            pool = self._pools.get(spec)
+            results = await pool.invoke(
+                [payloads[i] for i in accepted],
+                options,
+                version=resolved.label,
+                attributes=None if attributes is None else [attributes[i] for i in accepted],
+                on_results=ran,
+            )
+            untold = [j for j, i in enumerate(accepted) if outcomes[i] is None]
+            if untold:
+                ran(untold, [results[j] for j in untold])
         return [o for o in outcomes if o is not None]
+
+
+def _known(
+    outcomes: list[Result | InvocationError | None], indexes: Sequence[int]
+) -> list[Result | Exception]:
+    return [o for o in (outcomes[i] for i in indexes) if o is not None]

@@ -22,6 +22,7 @@ release the rest to their brokers, close, give their leases up -> the node is ma
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -38,6 +39,7 @@ from modelbus.listeners.files import apply_listener_file
 from modelbus.listeners.hooks import HookIntake
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
 from modelbus.listeners.ownership import Ownership
+from modelbus.registry.artifacts import LocalArtifacts, open_store
 from modelbus.registry.catalog import Registry
 from modelbus.runtime.metrics import VersionMetrics
 from modelbus.runtime.pool import PoolManager
@@ -165,7 +167,7 @@ async def _running(
     cluster: Cluster,
 ) -> AsyncIterator[Services]:
     """Models, then listeners; stopped in the reverse order."""
-    registry = Registry(database, settings.data_dir)
+    registry = await _open_registry(settings, database)
     pools = PoolManager()
     models = ModelService(registry=registry, pools=pools, jobs=JobStore(database))
     metrics = CollectorRegistry()
@@ -220,6 +222,24 @@ async def _running(
     finally:
         await models.stop()
         await pools.close()
+
+
+async def _open_registry(settings: Settings, database: Database) -> Registry:
+    """The registry over the artifact store of ``settings``; a store that does not answer
+    is logged (and shown by ``/health``), not fatal: versions fetched before still run."""
+    store = open_store(settings.artifacts_url, settings.data_dir)
+    registry = Registry(
+        database,
+        settings.data_dir,
+        artifacts=LocalArtifacts(settings.data_dir, store),
+        node=f"{socket.gethostname()}:{settings.port}",
+    )
+    status = await registry.artifact_status()
+    if status.ok:
+        log.info("artifact store: %s", status.store)
+    else:
+        log.warning("artifact store unavailable: %s", status.error)
+    return registry
 
 
 LOGGERS_WITH_HANDLERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
