@@ -13,6 +13,7 @@ from modelbus.runtime.invocation import Payload
 from modelbus.runtime.service import SchemaChecks
 
 DIGITS = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "required": ["pixels"],
     "properties": {
@@ -42,11 +43,25 @@ def test_valid_input_passes_and_invalid_input_is_named() -> None:
         ({"type": "array", "prefixItems": [{"type": "integer"}]}, ["one"]),
         ({"type": "object", "dependentRequired": {"a": ["b"]}}, {"a": 1}),
         ({"type": "array", "contains": {"type": "string"}, "minContains": 2}, ["x", 1]),
+        (
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$defs": {"n": {"type": "integer"}},
+                "items": {"$ref": "#/$defs/n"},
+            },
+            [1, "two"],
+        ),
     ],
 )
 def test_newer_keywords_are_still_enforced(schema: dict[str, Any], bad: Any) -> None:
     with pytest.raises(InputRejected):
         SchemaChecks().check_input(spec(schema, repr(schema)), Payload.from_json(bad))
+
+
+def test_a_draft_2020_12_schema_in_common_keywords_takes_the_fast_path() -> None:
+    checks = SchemaChecks()
+    checks.check_input(spec(DIGITS, "digits"), Payload.from_json({"pixels": [1] * 64}))
+    assert checks._fast["digits", "input"] is not None  # compiled, not left to jsonschema
 
 
 def test_a_value_only_the_fast_check_refuses_is_judged_by_jsonschema() -> None:

@@ -108,7 +108,8 @@ class SchemaChecks:
         fast: Callable[[Any], object] | None = None
         if _fast_compatible(schema):
             try:
-                fast = fastjsonschema.compile(dict(schema))
+                # Compiled as draft 7: the keywords it uses mean the same there.
+                fast = fastjsonschema.compile({**schema, "$schema": _DRAFT_7})
             except Exception:  # a schema it cannot compile: jsonschema alone then
                 fast = None
         self._fast[key, kind] = fast
@@ -135,13 +136,27 @@ _NEWER_KEYWORDS = frozenset(
     }
 )
 _FAST_DRAFTS = ("draft-04", "draft-06", "draft-07")
+_DRAFT_7 = "http://json-schema.org/draft-07/schema#"
 
 
 def _fast_compatible(schema: Mapping[str, object]) -> bool:
+    """Whether fastjsonschema (drafts 4-7) judges ``schema`` as jsonschema would: a draft
+    4-7 schema, or a newer (or undeclared) one written in the keywords the drafts share."""
     declared = schema.get("$schema")
-    if isinstance(declared, str):
-        return any(draft in declared for draft in _FAST_DRAFTS)
-    return not _uses(schema, _NEWER_KEYWORDS)
+    if isinstance(declared, str) and any(draft in declared for draft in _FAST_DRAFTS):
+        return True
+    return not _uses(schema, _NEWER_KEYWORDS) and not _uses_item_lists(schema)
+
+
+def _uses_item_lists(node: object) -> bool:
+    """``items`` as a list: a tuple in drafts 4-7, an error from 2020-12 on."""
+    if isinstance(node, Mapping):
+        if isinstance(node.get("items"), list) or "additionalItems" in node:
+            return True
+        return any(_uses_item_lists(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_uses_item_lists(v) for v in node)
+    return False
 
 
 def _uses(node: object, keywords: frozenset[str]) -> bool:
