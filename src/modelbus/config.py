@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,17 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_STOP_DEADLINE_S = 30.0
 DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
 DEFAULT_NODE_TIMEOUT_S = 15.0
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else
+    ``os.cpu_count()``), at least 1: the default number of ``serve`` processes running
+    listeners. A container's CPU quota is not seen here: set ``--workers`` to it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,6 +53,11 @@ class Settings:
     ``artifacts_url``: the artifact store every node shares (``s3://BUCKET/PREFIX`` or a
     folder path; see :func:`modelbus.registry.artifacts.open_store`); default ``None``: the
     folder ``DATA_DIR/artifacts``, for one node.
+
+    ``workers``: how many processes run listeners (at least 1): the serve process itself,
+    plus ``workers - 1`` worker processes that run listeners only (see
+    :mod:`modelbus.web.supervisor`). :meth:`from_env` defaults it to the cores
+    (:func:`default_workers`); a Settings built directly runs one process.
     """
 
     data_dir: Path
@@ -58,8 +75,13 @@ class Settings:
     node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S
     ignore_undecryptable: bool = False
     artifacts_url: str | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(
+                f"workers must be a whole number of processes, at least 1 (not {self.workers!r})"
+            )
         if not 0 < 2 * self.heartbeat_interval_s <= self.node_timeout_s:
             raise ValueError(
                 f"the heartbeat interval ({self.heartbeat_interval_s:g} s) must be positive "
@@ -78,15 +100,33 @@ class Settings:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
+    def to_json(self) -> str:
+        """Every setting as one line of JSON, for :meth:`from_json` in a worker process. It
+        holds the secret key: hand it over through a pipe, never an argument or a file."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """The settings :meth:`to_json` wrote; raises ValueError for anything else."""
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError("settings JSON must be an object")
+        for name in ("data_dir", "listeners_file"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        return cls(**values)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``MODELBUS_DATA_DIR``, ``MODELBUS_DATABASE_URL``, ``MODELBUS_HOST``,
         ``MODELBUS_PORT``, ``MODELBUS_MAX_BODY_BYTES``, ``MODELBUS_CONFIG`` (the listener
         file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
         ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ARTIFACTS``, ``MODELBUS_ADVERTISE_URL``,
-        ``MODELBUS_HEARTBEAT_INTERVAL_S`` and ``MODELBUS_NODE_TIMEOUT_S``; keyword overrides
-        that are not None win (the CLI passes its flags this way). Raises ValueError for a
-        heartbeat interval over half the node timeout."""
+        ``MODELBUS_HEARTBEAT_INTERVAL_S``, ``MODELBUS_NODE_TIMEOUT_S`` and ``MODELBUS_WORKERS``
+        (default :func:`default_workers`); keyword overrides that are not None win (the CLI
+        passes its flags this way). Raises ValueError for a heartbeat interval over half the
+        node timeout, or workers that are not a whole number of at least 1."""
         env = os.environ if env is None else env
         given_dir = overrides.pop("data_dir", None) or env.get(
             "MODELBUS_DATA_DIR", DEFAULT_DATA_DIR
@@ -109,6 +149,19 @@ class Settings:
             ),
             node_timeout_s=float(env.get("MODELBUS_NODE_TIMEOUT_S", DEFAULT_NODE_TIMEOUT_S)),
             artifacts_url=env.get("MODELBUS_ARTIFACTS") or None,
+            workers=_workers(env.get("MODELBUS_WORKERS")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _workers(text: str | None) -> int:
+    """``MODELBUS_WORKERS`` as a number (unset or empty: :func:`default_workers`)."""
+    if text is None or not text.strip():
+        return default_workers()
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"MODELBUS_WORKERS must be a whole number of processes, at least 1 (not {text!r})"
+        ) from None
