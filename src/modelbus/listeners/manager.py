@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -154,6 +154,11 @@ class ListenerManager:
 
     ``runs`` is the run store (read it for run records and dead letters); ``records`` the
     group-committed writer every listener of this manager writes through.
+
+    ``on_change`` is called (synchronously, it must not block) each time this manager has
+    written a change to the stored listeners (created, updated, paused, resumed, deleted),
+    once the change is committed: the serve process tells its worker processes to
+    :meth:`sync` at once rather than at their next periodic sync.
     """
 
     def __init__(
@@ -168,8 +173,10 @@ class ListenerManager:
         credentials: Credentials | None = None,
         ownership: Ownership | None = None,
         cluster: Cluster | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_change = on_change
         self._ownership = ownership
         self._cluster = cluster
         self._credentials = credentials
@@ -640,6 +647,8 @@ class ListenerManager:
     async def _execute(self, statement: Any) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(statement)
+        if self._on_change is not None:
+            self._on_change()
 
 
 async def _close(closing: Any) -> None:
