@@ -8,7 +8,8 @@ and exit with status 1; usage errors exit with 2.
 This module is the root command and its entry point (:func:`main`); each command group has
 its module:
 
-- :mod:`~modelbus.cli.serve`: ``serve``, ``secret-key``
+- :mod:`~modelbus.cli.serve`: ``serve``, ``secret-key`` (and the hidden ``worker`` that
+  ``serve --workers N`` starts)
 - :mod:`~modelbus.cli.demo`: ``demo`` (what it runs: :mod:`~modelbus.cli.demo_plan`)
 - :mod:`~modelbus.cli.call`: ``call``, ``jobs show``
 - :mod:`~modelbus.cli.models`: ``models push|publish|list|versions|builds``
@@ -53,6 +54,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("secret-key")(serve.secret_key)
+app.command("worker", hidden=True)(serve.worker)
 app.command("call")(call.call)
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")

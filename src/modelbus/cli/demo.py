@@ -6,6 +6,7 @@ the command runs (it loads the server).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -46,7 +47,10 @@ def demo(
     """
     from modelbus.cli.demo_plan import DemoPlan, run_demo
 
-    settings = Settings.from_env(data_dir=data_dir, port=port, host=host)
+    # One process: the demo's one listener is a folder, which runs in one process anyway
+    # (MODELBUS_WORKERS still says otherwise).
+    workers = None if os.environ.get("MODELBUS_WORKERS") else 1
+    settings = Settings.from_env(data_dir=data_dir, port=port, host=host, workers=workers)
     try:
         plan = DemoPlan.make(settings, examples=examples, inbox=folder, outbox=outbox)
     except errors.ModelbusError as exc:

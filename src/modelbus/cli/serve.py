@@ -1,5 +1,6 @@
-"""``modelbus serve`` (run the server until Ctrl-C) and ``modelbus secret-key`` (a new key
-for the broker credentials it stores).
+"""``modelbus serve`` (run the server until Ctrl-C), ``modelbus secret-key`` (a new key
+for the broker credentials it stores) and the hidden ``modelbus worker`` (a listener worker
+process that ``serve --workers N`` starts).
 
 The server's modules are imported when the command runs, so that every other command starts
 without loading them. The options' documented defaults are read from :mod:`modelbus.config`.
@@ -15,7 +16,7 @@ import typer
 from modelbus import errors
 from modelbus.cli.options import default_of
 from modelbus.cli.output import out, print_error
-from modelbus.config import DEFAULT_DATA_DIR, DEFAULT_MAX_BODY_BYTES, Settings
+from modelbus.config import DEFAULT_DATA_DIR, DEFAULT_MAX_BODY_BYTES, Settings, default_workers
 
 
 def _mib(size: int) -> str:
@@ -126,6 +127,19 @@ def serve(
             f"[env MODELBUS_NODE_TIMEOUT_S, default {default_of(Settings, 'node_timeout_s')}].",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            help="Processes running listeners: this one (which also serves the API, the "
+            "console and async jobs) and N-1 worker processes that run listeners only, each "
+            "with its own runner pools (up to N x a model's max runners). They compete for "
+            "each listener's messages like replicas; a source that cannot be shared "
+            "(local://, dir://) runs in one of them. At least 1 [env MODELBUS_WORKERS, "
+            f"default: the cores, {default_workers()} here].",
+        ),
+    ] = None,
     ignore_undecryptable: Annotated[
         bool,
         typer.Option(
@@ -146,7 +160,11 @@ def serve(
 
     Every server on one PostgreSQL store is a node (`modelbus nodes` lists them): give them
     all the same MODELBUS_SECRET_KEY. A SQLite store serves one node: a second server on it
-    is refused.
+    is refused (its own worker processes are not).
+
+    With --workers N > 1, listeners run in N processes (this one and N-1 workers it
+    restarts when they die); Ctrl-C or SIGTERM stops the workers and this process's
+    listeners together, each draining to --stop-deadline, then this process exits.
     """
     import asyncio
 
@@ -158,6 +176,11 @@ def serve(
 
     if prune and config is None:
         raise typer.BadParameter("--prune needs --config FILE", param_hint="--prune")
+    if workers is not None and workers < 1:
+        raise typer.BadParameter(
+            f"{workers} processes: at least 1 (this process, plus N-1 workers)",
+            param_hint="--workers",
+        )
     try:
         settings = Settings.from_env(
             host=host,
@@ -174,6 +197,7 @@ def serve(
             node_timeout_s=node_timeout,
             ignore_undecryptable=ignore_undecryptable or None,
             artifacts_url=artifacts,
+            workers=workers,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -187,6 +211,14 @@ def serve(
         print_error(exc.message)
         raise typer.Exit(2) from None
     run(settings)
+
+
+def worker() -> None:
+    """A listener worker process of `modelbus serve --workers N` (started by serve itself,
+    which writes its settings to this command's standard input; not for use by hand)."""
+    from modelbus.web.worker import main
+
+    main()
 
 
 def secret_key() -> None:

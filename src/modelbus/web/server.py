@@ -41,6 +41,7 @@ from modelbus.listeners.manager import ListenerManager, ManagerOptions
 from modelbus.listeners.ownership import Ownership
 from modelbus.registry.artifacts import LocalArtifacts, open_store
 from modelbus.registry.catalog import Registry
+from modelbus.runtime.invocation import Invoker
 from modelbus.runtime.metrics import VersionMetrics
 from modelbus.runtime.pool import PoolManager
 from modelbus.runtime.service import ModelService
@@ -50,6 +51,7 @@ from modelbus.store.keys import KeyStore
 from modelbus.store.leases import LeaseStore
 from modelbus.store.nodes import NodeIdentity, NodeStore
 from modelbus.store.secrets import KEY_FILE, SecretBox
+from modelbus.web.supervisor import Supervisor
 
 log = logging.getLogger("modelbus.web.server")
 
@@ -106,7 +108,7 @@ async def open_services(
         database = await Database.open(settings.database_url)
         try:
             await database.migrate()
-            cluster = _cluster(settings, database, credentials)
+            cluster = node_cluster(settings, database, credentials)
             await cluster.join(key_source=key_source(settings))
             try:
                 keys = KeyStore(database)
@@ -131,7 +133,7 @@ async def check_node(settings: Settings) -> None:
     database = await Database.open(settings.database_url)
     try:
         await database.migrate()
-        await _cluster(settings, database, credentials).check(key_source=key_source(settings))
+        await node_cluster(settings, database, credentials).check(key_source=key_source(settings))
     finally:
         await database.close()
 
@@ -146,9 +148,20 @@ def key_source(settings: Settings) -> str | None:
     return f"the key file {settings.data_dir / KEY_FILE}"
 
 
-def _cluster(settings: Settings, database: Database, credentials: Credentials) -> Cluster:
+def node_cluster(
+    settings: Settings,
+    database: Database,
+    credentials: Credentials,
+    *,
+    identity: NodeIdentity | None = None,
+) -> Cluster:
+    """This process's membership among the nodes of the store: as ``identity`` (a worker
+    process's, given by its serve process), else as a new serve node with
+    ``settings.workers`` processes."""
     nodes = NodeStore(database, gone_after_s=settings.node_timeout_s)
-    identity = NodeIdentity.of_this_process(address=settings.node_address, version=__version__)
+    identity = identity or NodeIdentity.of_this_process(
+        address=settings.node_address, version=__version__, workers=settings.workers
+    )
     return Cluster(
         nodes,
         identity,
@@ -166,27 +179,27 @@ async def _running(
     credentials: Credentials,
     cluster: Cluster,
 ) -> AsyncIterator[Services]:
-    """Models, then listeners; stopped in the reverse order."""
-    registry = await _open_registry(settings, database)
+    """Models, then listeners, then the worker processes; stopped in the reverse order
+    (the workers told to stop first, while this process's listeners drain too)."""
+    registry = await open_registry(settings, database)
     pools = PoolManager()
     models = ModelService(registry=registry, pools=pools, jobs=JobStore(database))
     metrics = CollectorRegistry()
     version_metrics = VersionMetrics(pools, registry)
     metrics.register(version_metrics)
-    listeners = ListenerManager(
-        engine=database.engine,
-        invoker=models,
-        data_dir=settings.data_dir,
-        registry=metrics,
-        options=ManagerOptions(stop_deadline_s=settings.stop_deadline_s),
+    workers = (
+        Supervisor(settings, parent=cluster.node_id, nodes=cluster.nodes)
+        if settings.workers > 1
+        else None
+    )
+    listeners = listener_manager(
+        settings,
+        database,
+        models,
         credentials=credentials,
-        ownership=Ownership(
-            LeaseStore(database, ttl_s=settings.node_timeout_s),
-            cluster.nodes,
-            cluster.node_id,
-            renew_interval_s=settings.heartbeat_interval_s,
-        ),
         cluster=cluster,
+        registry=metrics,
+        on_change=workers.sync if workers is not None else None,
     )
     hooks = HookIntake(listeners, settings.data_dir)
     await models.start()
@@ -201,6 +214,8 @@ async def _running(
         await listeners.start()
         try:
             await cluster.start(listeners.node_report)
+            if workers is not None:
+                await workers.start()
             yield Services(
                 settings=settings,
                 database=database,
@@ -217,14 +232,52 @@ async def _running(
             )
         finally:
             log.info("stopping listeners (deadline %g s)", settings.stop_deadline_s)
-            await listeners.stop()
+            if workers is not None:
+                workers.terminate()  # they drain while this process's listeners do
+            try:
+                await listeners.stop()
+            finally:
+                if workers is not None:
+                    await workers.stop()
             await hooks.close()
     finally:
         await models.stop()
         await pools.close()
 
 
-async def _open_registry(settings: Settings, database: Database) -> Registry:
+def listener_manager(
+    settings: Settings,
+    database: Database,
+    invoker: Invoker,
+    *,
+    credentials: Credentials,
+    cluster: Cluster,
+    registry: CollectorRegistry,
+    on_change: Callable[[], None] | None = None,
+) -> ListenerManager:
+    """The listener manager of a serve or worker process: it runs the listeners of the
+    store through ``invoker``, an unshareable one only while ``cluster``'s node holds its
+    lease, and reports them in the node's heartbeat (``on_change``: see
+    :class:`ListenerManager`)."""
+    return ListenerManager(
+        engine=database.engine,
+        invoker=invoker,
+        data_dir=settings.data_dir,
+        registry=registry,
+        options=ManagerOptions(stop_deadline_s=settings.stop_deadline_s),
+        credentials=credentials,
+        ownership=Ownership(
+            LeaseStore(database, ttl_s=settings.node_timeout_s),
+            cluster.nodes,
+            cluster.node_id,
+            renew_interval_s=settings.heartbeat_interval_s,
+        ),
+        cluster=cluster,
+        on_change=on_change,
+    )
+
+
+async def open_registry(settings: Settings, database: Database) -> Registry:
     """The registry over the artifact store of ``settings``; a store that does not answer
     is logged (and shown by ``/health``), not fatal: versions fetched before still run."""
     store = open_store(settings.artifacts_url, settings.data_dir)
