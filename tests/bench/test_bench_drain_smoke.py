@@ -5,7 +5,6 @@ MQTT drain, the fixed-rate latency mode, deadlines and --workers."""
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import re
 import shutil
@@ -14,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.e2e.node import open_node
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_drain.py"
 NUMBER = r"([\d,.]+|-)"
@@ -125,10 +122,20 @@ def test_faststream_peer_on_redis_drains_every_message_in_both_variants() -> Non
         assert abs(value(peer["ratio"]) - value(peer["rate"]) / value(hand["rate"])) < 0.05
 
 
-def test_unsupported_workers_stop_the_script_at_start_up() -> None:
-    if "workers" in inspect.signature(open_node).parameters:
-        pytest.skip("this build's node takes workers: --workers is wired")
-    done = run("--brokers", "local", "--workers", "2", timeout_s=60)
+def test_workers_drain_through_several_processes() -> None:
+    done = run(
+        "--brokers", "redis", "--sides", "modelbus", "--messages", "200",
+        "--latency-messages", "0", "--workers", "2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = row(done.stdout, "redis", "modelbus")
+    assert ours["status"] == "ok" and ours["results"] == "200"
+    assert "workers 2" in done.stdout
+    assert "[worker 1]" in done.stderr  # the worker process ran (and logged) beside it
+
+
+def test_a_worker_count_under_one_stops_the_script_at_start_up() -> None:
+    done = run("--brokers", "local", "--workers", "0", timeout_s=60)
     assert done.returncode != 0
-    assert "--workers 2: not supported yet by this build" in done.stderr
+    assert "--workers 0: at least 1" in done.stderr
     assert "local " not in done.stdout  # nothing was measured
