@@ -31,8 +31,8 @@ VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 # Flags and variables being added to `modelbus serve` by other changes at the time of
 # writing: allowed while `serve --help` / config.py lack them, so that these manifests can
 # land first. Empty this once they are in.
-PENDING_FLAGS = {"--workers"}
-PENDING_VARIABLES = {"MODELBUS_ARTIFACTS"}
+PENDING_FLAGS: set[str] = set()
+PENDING_VARIABLES: set[str] = set()
 # Read by the libraries under modelbus (botocore, uv) or the OS, not by Settings.
 THIRD_PARTY_VARIABLES = {
     "AWS_REGION",
@@ -137,6 +137,14 @@ def test_the_command_uses_flags_serve_has(deployment: dict[str, Any]) -> None:
     for flag in (a for a in args if a.startswith("--")):
         if flag not in PENDING_FLAGS or flag in help_text:
             assert re.search(rf"{re.escape(flag)}\b", help_text), f"serve has no {flag}"
+
+
+def test_the_worker_processes_match_the_cpu_limit(deployment: dict[str, Any]) -> None:
+    """A container's CPU quota is not what serve sees as its cores: --workers says it."""
+    container = container_of(deployment)
+    workers = int(option_value(container["args"], "--workers"))
+    assert workers >= 1
+    assert workers == int(container["resources"]["limits"]["cpu"])
 
 
 def test_the_environment_is_what_the_server_reads(deployment: dict[str, Any]) -> None:
