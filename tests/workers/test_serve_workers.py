@@ -69,6 +69,18 @@ def test_a_shared_listener_runs_in_every_process_and_the_api_sums_them(
     assert sum(per_node.values()) == status.counters["succeeded"] == 400
     assert status.counters["received"] == 400
 
+    table = subprocess.run(
+        [MODELBUS, "nodes", "--live"],
+        env=clean_env(
+            {"MODELBUS_URL": server.url, "MODELBUS_API_KEY": server.admin_key, "COLUMNS": "250"}
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert f"{worker.id[:8]} (worker of {me.id[:8]})" in " ".join(table.stdout.split())
+
     records = run_records(server.data_dir, "orders")  # two processes wrote to one SQLite
     assert set(records) == set(ids)
     assert set(records.values()) == {("succeeded", 1)}  # each processed exactly once

@@ -22,7 +22,8 @@ def nodes(
     """List the nodes (modelbus serve processes) sharing the server's store: state (live,
     or gone: stopped, or silent for the node timeout), address, version, workers, the
     listeners each runs, and its last heartbeat. Node ids are shortened to 8 characters
-    (--json gives them whole); the node that answered is marked *."""
+    (--json gives them whole); the node that answered is marked *. The worker processes of
+    `serve --workers N` are listed too, as "worker of" their serve node."""
     with open_client(url, key) as client:
         found = client.nodes(gone=not live)
     if as_json:
@@ -30,8 +31,9 @@ def nodes(
         return
     table = new_table("node", "state", "address", "version", "workers", "listeners", "heartbeat")
     for n in found:
+        worker_of = f" (worker of {n.parent[:8]})" if n.parent else ""
         table.add_row(
-            f"{n.id[:8]}{' *' if n.this else ''}",
+            f"{n.id[:8]}{' *' if n.this else ''}{worker_of}",
             n.state,
             n.address,
             n.version,

@@ -9,12 +9,18 @@ background jobs, and the listener manager (which invokes models through the mode
 it runs a listener that cannot be shared only while this node holds its lease,
 :mod:`modelbus.listeners.ownership`). :func:`check_node` makes the refusal checks alone,
 before anything is served.
-The listener file of ``serve --config`` is applied before the listeners start.
+The listener file of ``serve --config`` is applied before the listeners start. With
+``settings.workers > 1`` the listeners also run in worker processes
+(:mod:`modelbus.web.supervisor`, started after this process's listeners; each opens the
+listener side of this wiring, :mod:`modelbus.web.worker`), told at once of every listener
+change made here.
 
 Start and stop order: models first, listeners last; at stop, listeners first. A graceful
 stop (SIGTERM or Ctrl-C) is: uvicorn stops accepting requests and finishes those under way
--> the listeners stop receiving, let in-flight messages finish until ``stop_deadline_s``,
-release the rest to their brokers, close, give their leases up -> the node is marked stopped
+-> the worker processes are sent SIGTERM and, meanwhile, this process's listeners stop
+receiving, let in-flight messages finish until ``stop_deadline_s``, release the rest to
+their brokers, close, give their leases up -> the workers have exited (each drained the
+same way) -> the node is marked stopped
 -> jobs, pools and the database close.
 :func:`modelbus.web.app.run` serves the app with uvicorn until then.
 """
