@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from modelbus.client.schemas import ListenerStatusOut
@@ -81,10 +82,31 @@ def test_a_shared_listener_runs_in_every_process_and_the_api_sums_them(
     )
     assert f"{worker.id[:8]} (worker of {me.id[:8]})" in " ".join(table.stdout.split())
 
+    # /metrics: every process's series, labelled by worker, add up to the same
+    succeeded = eventually(
+        lambda: (found := metric(server, "orders")) and sum(found.values()) == 400 and found, 30
+    )
+    assert set(succeeded) == {"0", "1"} and all(v > 0 for v in succeeded.values())
+
     records = run_records(server.data_dir, "orders")  # two processes wrote to one SQLite
     assert set(records) == set(ids)
     assert set(records.values()) == {("succeeded", 1)}  # each processed exactly once
     assert redis.xlen(out) == 400
+
+
+def metric(server: ModelbusServer, listener: str) -> dict[str, float]:
+    """``modelbus_listener_succeeded_total`` of ``listener`` in ``/metrics``, by worker."""
+    with server.http() as http:
+        text = http.get("/metrics").text
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "modelbus_listener_succeeded_total"
+                and sample.labels["listener"] == listener
+            ):
+                found[sample.labels["worker"]] = sample.value
+    return found
 
 
 def test_an_unshareable_listener_runs_in_one_process_only(serve: Serve) -> None:

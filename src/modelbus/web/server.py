@@ -27,6 +27,7 @@ same way) -> the node is marked stopped
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
@@ -57,6 +58,7 @@ from modelbus.store.keys import KeyStore
 from modelbus.store.leases import LeaseStore
 from modelbus.store.nodes import NodeIdentity, NodeStore
 from modelbus.store.secrets import KEY_FILE, SecretBox
+from modelbus.web.figures import WorkerFigures, figures_folder
 from modelbus.web.supervisor import Supervisor
 
 log = logging.getLogger("modelbus.web.server")
@@ -69,7 +71,8 @@ class Services:
     ``cluster`` is this node among the nodes of the store (``GET /v1/nodes``).
     ``hooks`` accepts webhooks into the queues of their listeners; ``credentials`` encrypts listener
     credentials and masks them in answers and logs; ``metrics`` is the app's Prometheus
-    registry (listener and per-version families), ``version_metrics`` names the pools'
+    registry (listener and per-version families; with worker processes, theirs too, each
+    labelled ``worker``: :mod:`modelbus.web.figures`), ``version_metrics`` names the pools'
     models and versions when ``/metrics`` is read.
     """
 
@@ -193,11 +196,12 @@ async def _running(
     metrics = CollectorRegistry()
     version_metrics = VersionMetrics(pools, registry)
     metrics.register(version_metrics)
-    workers = (
-        Supervisor(settings, parent=cluster.node_id, nodes=cluster.nodes)
-        if settings.workers > 1
-        else None
-    )
+    workers, figures = None, None
+    if settings.workers > 1:
+        workers = Supervisor(settings, parent=cluster.node_id, nodes=cluster.nodes)
+        figures = WorkerFigures(metrics, figures_folder(settings.data_dir, cluster.node_id))
+        live = [node.id for node in await cluster.nodes.live()]
+        await asyncio.to_thread(figures.forget_others, live)
     listeners = listener_manager(
         settings,
         database,
@@ -233,7 +237,7 @@ async def _running(
                 listeners=listeners,
                 hooks=hooks,
                 credentials=credentials,
-                metrics=metrics,
+                metrics=figures.exposed() if figures is not None else metrics,
                 version_metrics=version_metrics,
             )
         finally:
@@ -245,6 +249,8 @@ async def _running(
             finally:
                 if workers is not None:
                     await workers.stop()
+                if figures is not None:
+                    await asyncio.to_thread(figures.remove)
             await hooks.close()
     finally:
         await models.stop()

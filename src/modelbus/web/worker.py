@@ -37,15 +37,16 @@ import sys
 
 from prometheus_client import CollectorRegistry
 
-from modelbus.config import Settings
 from modelbus.listeners.cluster import Cluster
 from modelbus.listeners.credentials import Credentials
 from modelbus.listeners.manager import ListenerManager
+from modelbus.runtime.metrics import VersionMetrics
 from modelbus.runtime.pool import PoolManager
 from modelbus.runtime.service import ModelService
 from modelbus.store.database import Database
 from modelbus.store.jobs import JobStore
 from modelbus.store.secrets import SecretBox
+from modelbus.web.figures import FigureWriter, figures_folder
 from modelbus.web.server import listener_manager, node_cluster, open_registry, redacted_logs
 from modelbus.web.supervisor import SYNC, WorkerSpec
 
@@ -118,7 +119,7 @@ async def run_worker(spec: WorkerSpec, commands: asyncio.StreamReader, stop: asy
             cluster = node_cluster(settings, database, credentials, identity=spec.identity())
             await cluster.join(key_source=None)  # the serve process checked the key
             try:
-                await _run_listeners(settings, database, credentials, cluster, commands, stop)
+                await _run_listeners(spec, database, credentials, cluster, commands, stop)
             finally:
                 await cluster.stop()
         finally:
@@ -126,34 +127,42 @@ async def run_worker(spec: WorkerSpec, commands: asyncio.StreamReader, stop: asy
 
 
 async def _run_listeners(
-    settings: Settings,
+    spec: WorkerSpec,
     database: Database,
     credentials: Credentials,
     cluster: Cluster,
     commands: asyncio.StreamReader,
     stop: asyncio.Event,
 ) -> None:
+    settings = spec.settings
     registry = await open_registry(settings, database)
     pools = PoolManager()
     # Never started: async jobs run in the serve process only.
     models = ModelService(registry=registry, pools=pools, jobs=JobStore(database))
+    metrics = CollectorRegistry()
+    version_metrics = VersionMetrics(pools, registry)
+    metrics.register(version_metrics)
     listeners = listener_manager(
-        settings,
-        database,
-        models,
-        credentials=credentials,
-        cluster=cluster,
-        registry=CollectorRegistry(),
+        settings, database, models, credentials=credentials, cluster=cluster, registry=metrics
+    )
+    figures = FigureWriter(
+        metrics,
+        figures_folder(settings.data_dir, spec.parent),
+        spec.index,
+        interval_s=settings.heartbeat_interval_s,
+        refresh=version_metrics.refresh,
     )
     try:
         if not stop.is_set():
             await listeners.start()
             await cluster.start(listeners.node_report)
-            log.info("worker node %s started (parent %s)", cluster.node_id, cluster.identity.parent)
+            figures.start()
+            log.info("worker node %s started (parent %s)", cluster.node_id, spec.parent)
             await _until_stopped(listeners, commands, stop)
     finally:
         log.info("stopping listeners (deadline %g s)", settings.stop_deadline_s)
         await listeners.stop()
+        await figures.stop()
         await pools.close()
 
 
