@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "paused", "degraded", "stopped"]
 RUNNING_NOTE_AFTER_S = 1.0
+# Batches a listener's max_in_flight is split into, so receiving overlaps settling.
+RECEIVES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -354,7 +356,10 @@ class ListenerRuntime:
     # --- the stages --------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
+        """Receive while there are free slots, at most a share of ``max_in_flight`` at a time,
+        so that the next batch is received and invoked while the last one is settling."""
         wait_s = self._options.receive_wait_s
+        most = max(1, -(-self.definition.max_in_flight // RECEIVES_IN_FLIGHT))
         while not self._stop_requested.is_set():
             free = self._in_flight.free()
             if free <= 0:
@@ -362,7 +367,8 @@ class ListenerRuntime:
                 continue
             try:
                 deliveries = await asyncio.wait_for(
-                    self._source.receive(free, wait_s), wait_s + self._options.op_timeout_s
+                    self._source.receive(min(free, most), wait_s),
+                    wait_s + self._options.op_timeout_s,
                 )
             except (ConnectorError, TimeoutError) as exc:
                 await self._reconnect_source(exc)
