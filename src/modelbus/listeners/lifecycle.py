@@ -356,13 +356,15 @@ class ListenerRuntime:
     # --- the stages --------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        """Receive while there are free slots, at most a share of ``max_in_flight`` at a time,
-        so that the next batch is received and invoked while the last one is settling."""
+        """Receive a share of ``max_in_flight`` at a time, once that many slots are free, so
+        that the next batch is received and invoked while the last one is settling."""
         wait_s = self._options.receive_wait_s
         most = max(1, -(-self.definition.max_in_flight // RECEIVES_IN_FLIGHT))
         while not self._stop_requested.is_set():
             free = self._in_flight.free()
-            if free <= 0:
+            if free < most:
+                # Busy: wait for a batch's worth of slots rather than receive a few at a
+                # time as single deliveries settle (batches would shrink to crumbs).
                 await self._in_flight.wait_for_slot()
                 continue
             try:
