@@ -194,19 +194,26 @@ async def test_every_input_of_a_batch_call_gets_its_own_context(env: Env) -> Non
     assert by_event["evt-1"]["data"] == {"n": 1}
 
 
-async def test_the_next_batch_is_received_while_one_is_with_the_model(env: Env) -> None:
+async def test_the_next_batch_is_received_while_part_of_the_last_is_with_the_model(
+    env: Env,
+) -> None:
     gate = asyncio.Event()
 
-    async def held(value: Any) -> Any:
-        await gate.wait()
+    async def model(value: dict[str, int]) -> Any:
+        if value["n"] >= 5:
+            await gate.wait()
         return value
 
-    env.invoker.register("acme/echo", held)
+    env.invoker.register("acme/echo", model)
     source = counting("in")
-    preload(source, [b'{"n": 1}'] * 10)
-    listener = await env.start(env.definition(source=source, max_in_flight=10))
-    # Two receives of half of max_in_flight each, the second while the first is held.
+    preload(source, [json.dumps({"n": n}).encode() for n in range(20)])
+    listener = await env.start(
+        env.definition(source=source, max_in_flight=10, batch={"max_batch_size": 1})
+    )
+    # 0-4 settle at once, which frees half of max_in_flight: 10-14 are received while
+    # 5-9 are still held; then the listener is full and waits.
     await eventually(lambda: env.invoker.concurrency == 10)
-    assert env.invoker.batch_sizes == [5, 5]
+    assert listener.status().counters["succeeded"] == 5
+    assert listener.status().counters["received"] == 15
     gate.set()
-    await eventually(lambda: listener.status().counters["succeeded"] == 10)
+    await eventually(lambda: listener.status().counters["succeeded"] == 20)

@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "paused", "degraded", "stopped"]
 RUNNING_NOTE_AFTER_S = 1.0
-# Batches a listener's max_in_flight is split into, so receiving overlaps settling.
+# A busy listener receives again once 1/RECEIVES_IN_FLIGHT of max_in_flight is free.
 RECEIVES_IN_FLIGHT = 2
 
 
@@ -356,8 +356,9 @@ class ListenerRuntime:
     # --- the stages --------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        """Receive a share of ``max_in_flight`` at a time, once that many slots are free, so
-        that the next batch is received and invoked while the last one is settling."""
+        """Receive into the free slots once at least a share of ``max_in_flight`` is free:
+        deliveries settle as their runner calls return, so the next batch is received and
+        invoked while the rest of the last one is still with the model."""
         wait_s = self._options.receive_wait_s
         most = max(1, -(-self.definition.max_in_flight // RECEIVES_IN_FLIGHT))
         while not self._stop_requested.is_set():
@@ -369,7 +370,7 @@ class ListenerRuntime:
                 continue
             try:
                 deliveries = await asyncio.wait_for(
-                    self._source.receive(min(free, most), wait_s),
+                    self._source.receive(free, wait_s),
                     wait_s + self._options.op_timeout_s,
                 )
             except (ConnectorError, TimeoutError) as exc:
