@@ -24,8 +24,8 @@ import inspect
 import re
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelbus.client.refs import ModelRef
@@ -136,14 +136,25 @@ class FunctionInvoker:
         )
 
     async def invoke_batch(
-        self, ref: ModelRef, payloads: Sequence[Payload], options: CallOptions
+        self,
+        ref: ModelRef,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        *,
+        attributes: Sequence[Mapping[str, str]] | None = None,
     ) -> list[Result | Exception]:
-        """Run several inputs on one resolved version; one Result or exception per input."""
+        """Run several inputs on one resolved version; one Result or exception per input.
+        Each input's recorded :class:`Call` carries its ``attributes`` merged over
+        ``options.attributes``."""
+        if attributes is not None and len(attributes) != len(payloads):
+            raise ValueError(f"{len(attributes)} attributes for {len(payloads)} inputs")
         version = self.resolve(ref)
         entry = self._models[f"{ref.owner}/{ref.name}"][version]
         self.batch_sizes.append(len(payloads))
-        for payload in payloads:
-            call = Call(ref=ref, version=version, payload=payload, options=options)
+        for i, payload in enumerate(payloads):
+            own = attributes[i] if attributes is not None else None
+            merged = replace(options, attributes={**options.attributes, **own}) if own else options
+            call = Call(ref=ref, version=version, payload=payload, options=merged)
             self.calls.append(_with_batch(call, len(payloads)))
         if entry.batch is None:
             outcomes = await asyncio.gather(

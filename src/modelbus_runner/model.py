@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,12 +85,18 @@ class Model:
         state = load_fn() if load_fn is not None else None
         return cls(Function.wrap(apply), Function.wrap(batch_fn) if batch_fn else None, state)
 
-    def run(self, inputs: Sequence[tuple[Context, bytes]]) -> list[Outcome]:
-        """Run inputs: one through ``apply``, several through ``apply_batch``. Never raises
-        for a model error: each input gets an Output or an ERROR object."""
+    def run(self, inputs: Sequence[tuple[Context, bytes]]) -> list[tuple[Outcome, float]]:
+        """Run inputs; return each one's outcome and the milliseconds it took, in order.
+
+        Without ``apply_batch`` (or for a single input) ``apply`` runs once per input, and an
+        exception is the error of that input alone. With ``apply_batch`` every input counts
+        the batch's time; an exception instance in its returned list is its input's error,
+        while raising fails every input of the batch. Never raises for a model error.
+        """
         decoded = [_decode(context, data) for context, data in inputs]
-        outcomes: list[Outcome] = [
-            error_info(value.error) if isinstance(value, _Undecodable) else {} for value in decoded
+        outcomes: list[tuple[Outcome, float]] = [
+            (error_info(value.error), 0.0) if isinstance(value, _Undecodable) else ({}, 0.0)
+            for value in decoded
         ]
         ready = [i for i, value in enumerate(decoded) if not isinstance(value, _Undecodable)]
         values = [decoded[i] for i in ready]
@@ -98,12 +105,15 @@ class Model:
             outcomes[i] = outcome
         return outcomes
 
-    def _run_decoded(self, values: list[Any], contexts: list[Context]) -> list[Outcome]:
+    def _run_decoded(
+        self, values: list[Any], contexts: list[Context]
+    ) -> list[tuple[Outcome, float]]:
         if not values:
             return []
         if len(values) == 1 or self.apply_batch is None:
             pairs = zip(values, contexts, strict=True)
             return [self._run_one(value, context) for value, context in pairs]
+        started = time.perf_counter()
         try:
             returned = self.apply_batch(values, self.state, contexts)
             outputs = list(returned)
@@ -112,14 +122,21 @@ class Model:
                     f"apply_batch returned {len(outputs)} results for {len(values)} inputs"
                 )
         except Exception as exc:
-            return [error_info(exc)] * len(values)
-        return [_outcome(output) for output in outputs]
+            return [(error_info(exc), _ms_since(started))] * len(values)
+        duration_ms = _ms_since(started)
+        return [(_outcome(output), duration_ms) for output in outputs]
 
-    def _run_one(self, value: Any, context: Context) -> Outcome:
+    def _run_one(self, value: Any, context: Context) -> tuple[Outcome, float]:
+        started = time.perf_counter()
         try:
-            return _outcome(self.apply(value, self.state, context))
+            outcome = _outcome(self.apply(value, self.state, context))
         except Exception as exc:
-            return error_info(exc)
+            outcome = error_info(exc)
+        return outcome, _ms_since(started)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 class _Undecodable:

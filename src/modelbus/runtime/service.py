@@ -139,12 +139,22 @@ class ModelService:
         return outcome
 
     async def invoke_batch(
-        self, ref: ModelRef, payloads: Sequence[Payload], options: CallOptions
+        self,
+        ref: ModelRef,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        *,
+        attributes: Sequence[Mapping[str, str]] | None = None,
     ) -> list[Result | Exception]:
-        """Resolve once and run several inputs (see ``Invoker.invoke_batch``): one Result or
-        InvocationError per input, in order. Resolution errors are raised."""
+        """Resolve once and run several inputs, many to a runner call (see
+        ``Invoker.invoke_batch``): one Result or InvocationError per input, in order;
+        ``attributes`` holds one mapping per input, merged over ``options.attributes``.
+        Resolution errors are raised; ValueError when ``attributes`` has not one entry per
+        input."""
+        if attributes is not None and len(attributes) != len(payloads):
+            raise ValueError(f"{len(attributes)} attributes for {len(payloads)} inputs")
         resolved = await self.resolve(ref)
-        return list(await self._run(resolved, payloads, options))
+        return list(await self._run(resolved, payloads, options, attributes))
 
     async def submit(
         self, ref: ModelRef, payload: Payload, options: CallOptions, *, key_id: str | None
@@ -172,7 +182,11 @@ class ModelService:
         await self._jobs.stop(grace_s)
 
     async def _run(
-        self, resolved: ResolvedVersion, payloads: Sequence[Payload], options: CallOptions
+        self,
+        resolved: ResolvedVersion,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        attributes: Sequence[Mapping[str, str]] | None = None,
     ) -> list[Result | InvocationError]:
         spec = resolved.runner_spec
         outcomes: list[Result | InvocationError | None] = [None] * len(payloads)
@@ -187,7 +201,10 @@ class ModelService:
         if accepted:
             pool = self._pools.get(spec)
             ran = await pool.invoke(
-                [payloads[i] for i in accepted], options, version=resolved.label
+                [payloads[i] for i in accepted],
+                options,
+                version=resolved.label,
+                attributes=None if attributes is None else [attributes[i] for i in accepted],
             )
             for i, outcome in zip(accepted, ran, strict=True):
                 if isinstance(outcome, Result):
