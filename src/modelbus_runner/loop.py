@@ -24,8 +24,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from modelbus_runner import Context
-from modelbus_runner.model import Model, Output, error_info
+from modelbus_runner.model import Input, Model, Output, error_info
 from modelbus_runner.protocol import PROTOCOL_VERSION, Frame, ProtocolError, read_frame, write_frame
 
 # Captured stdout is returned inside a frame header: cut it rather than send megabytes.
@@ -192,22 +191,22 @@ def answer(
     return header, blobs
 
 
-def _inputs(frame: Frame) -> list[tuple[Context, bytes]]:
+def _inputs(frame: Frame) -> list[Input]:
     """Each input's context: its kind and MIME type, and the call's attributes with the
     input's own ``attributes`` merged over them."""
     specs = frame.header.get("inputs")
     if not isinstance(specs, list) or len(specs) != len(frame.blobs):
         raise ProtocolError("a call needs one 'inputs' entry per blob")
     attributes = _attributes(frame.header.get("attributes"), "a call's")
-    pairs: list[tuple[Context, bytes]] = []
+    inputs: list[Input] = []
     for spec, blob in zip(specs, frame.blobs, strict=True):
         kind = spec.get("content_type") if isinstance(spec, dict) else None
         if kind not in _CONTENT_TYPES:
             raise ProtocolError(f"unknown input content type {kind!r}")
         own = spec.get("attributes")
         merged = {**attributes, **_attributes(own, "an input's")} if own else attributes
-        pairs.append((Context(kind, spec.get("mime"), merged), blob))
-    return pairs
+        inputs.append(Input(kind, spec.get("mime"), merged, blob))
+    return inputs
 
 
 def _attributes(value: object, whose: str) -> dict[str, Any]:
