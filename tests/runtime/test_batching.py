@@ -258,3 +258,18 @@ async def test_a_waiting_invoke_of_many_inputs_counts_once_toward_max_queue(
     assert refused[0].version == "2" and "1 calls are already waiting" in str(refused[0])
     assert len(values(await queued)) == 3
     await busy
+
+
+async def test_a_big_invoke_takes_turns_with_callers_that_came_after_it(
+    probe: SpecFactory, pools: Pools
+) -> None:
+    pool = pools(probe(max_runners=1), max_batch_size=2)
+    await warm(pool)
+    big = asyncio.create_task(pool.invoke([op("sleep", seconds=0.2)] * 6, OPTIONS, version="1"))
+    await eventually(lambda: pool.stats().runners_busy == 1)
+    assert pool.stats().queued == 4
+    [small] = await pool.invoke([op("pid")], OPTIONS, version="1")
+    assert isinstance(small, Result)
+    assert not big.done()  # served after big's first call, not after all of big
+    assert pool.stats().queued == 1  # big[3:5] went out as small's call ended
+    assert len(values(await big)) == 6

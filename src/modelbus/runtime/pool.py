@@ -29,12 +29,18 @@ they will be free soon, and one call holding everything while another runner wai
 take up to twice as long, when one call more costs only a frame. (As the queue drains the
 shares shrink: guided self-scheduling, which keeps the runners finishing together.)
 
+Invokes take turns: an invoke with more inputs than one call takes goes behind the invokes
+that arrived meanwhile once it has had a call (round robin), so a big batch does not hold
+back a small call that came after it for more than one call.
+
 **Chunk bound.** For the caller, ``timeout_s`` keeps its meaning: the most one input may
 take. It is also the deadline of a whole call, so a call is sized to finish well within it:
 the pool keeps a moving average (EMA, weight ``EMA_WEIGHT``) of the time one input takes
 (a call's time over its inputs) and puts into one call no more inputs than are expected to
 take ``CHUNK_BUDGET`` (a quarter) of the timeout. Until a first call is measured, a call
-carries one input. A call that timed out counts as ``timeout_s`` over its inputs.
+carries one input. A call that timed out counts as ``timeout_s`` over its inputs. An
+input's result comes back when its whole call is done, so the bound also bounds the
+latency that batching adds to an input.
 
 **Isolation.** One input never fails its neighbours. A model error is already the error of
 its input alone. When a call of several inputs fails as a whole (it timed out, or the
@@ -194,6 +200,9 @@ class Pool:
             raise ValueError(f"{len(attributes)} attributes for {len(payloads)} inputs")
         if not payloads:
             return []
+        refusal = self._refusal()
+        if refusal is not None:
+            return [_stamp(refusal, version)] * len(payloads)
         loop = asyncio.get_running_loop()
         job = _Job(
             payloads=list(payloads),
@@ -205,17 +214,7 @@ class Pool:
             done=loop.create_future(),
             waiting_since=loop.time(),
         )
-        refusal = self._refusal()
-        if refusal is not None:
-            return [_stamp(refusal, version)] * len(payloads)
-        self._ensure_reaper()
-        self._queue.append(job)
-        self._unsent += len(job.payloads)
-        self._dispatch()
-        if job.next < len(job.payloads) and not job.done.done():
-            job.timer = loop.call_at(
-                job.waiting_since + self.settings.queue_timeout_s, self._queue_timeout, job
-            )
+        self._enqueue(job)
         try:
             await job.done
         except asyncio.CancelledError:
@@ -276,6 +275,17 @@ class Pool:
             )
         return None
 
+    def _enqueue(self, job: _Job) -> None:
+        """Queue ``job``'s inputs, send what idle runners can take now, and start its queue
+        timer if some must wait."""
+        self._ensure_reaper()
+        self._queue.append(job)
+        self._unsent += len(job.payloads)
+        self._dispatch()
+        if job.next < len(job.payloads) and not job.done.done():
+            due = job.waiting_since + self.settings.queue_timeout_s
+            job.timer = asyncio.get_running_loop().call_at(due, self._queue_timeout, job)
+
     def _next_call(self, runner: Runner, share: int) -> _Call:
         """Take the next call's inputs off the queue: one input to run again alone, or as
         many compatible inputs from the head as the limits allow, and no more than
@@ -287,6 +297,8 @@ class Pool:
                 self._alone.popleft()
             self._alone_count -= 1
             return _Call(runner, [(job, index, index + 1)], 1, job.timeout_s, alone=True)
+        if self._queue[0].next and len(self._queue) > 1:
+            self._queue.rotate(-1)  # the head had its turn: the invokes behind it go first
         head = self._queue[0]
         limit = min(
             runner.max_inputs, self.settings.max_batch_size, self._chunk_bound(head.timeout_s)
