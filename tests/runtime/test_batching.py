@@ -271,5 +271,17 @@ async def test_a_big_invoke_takes_turns_with_callers_that_came_after_it(
     [small] = await pool.invoke([op("pid")], OPTIONS, version="1")
     assert isinstance(small, Result)
     assert not big.done()  # served after big's first call, not after all of big
-    assert pool.stats().queued == 1  # big[3:5] went out as small's call ended
+    assert pool.stats().invocations == 1 + 3 + 1  # warm-up, big[0:3], small
     assert len(values(await big)) == 6
+
+
+async def test_invokes_of_one_loop_iteration_share_a_call_even_on_an_idle_pool(
+    probe: SpecFactory, pools: Pools
+) -> None:
+    pool = pools(probe(max_runners=1))
+    before = await warm(pool)
+    results = await asyncio.gather(
+        *(pool.invoke([op("pid")], OPTIONS, version="1") for _ in range(5))
+    )
+    assert all(isinstance(r, Result) for [r] in results)
+    assert pool.stats().calls == before + 1

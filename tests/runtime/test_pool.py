@@ -155,6 +155,7 @@ async def test_a_caller_waits_no_longer_than_the_queue_timeout(
     probe: SpecFactory, pools: Pools
 ) -> None:
     pool = pools(probe(max_runners=1), queue_timeout_s=0.3)
+    await one(pool, op("pid"))  # a runner up already: a slow start would count as waiting
     busy = asyncio.create_task(one(pool, op("sleep", seconds=1)))
     await eventually(lambda: pool.stats().runners_busy == 1)
     error = await failure(pool, op("pid"))
