@@ -297,7 +297,7 @@ class Pool:
             if not job.alone:
                 self._alone.popleft()
             self._alone_count -= 1
-            return _Call(runner, [(job, index, index + 1)], 1, job.timeout_s, alone=True)
+            return _Call(runner, [(job, index, index + 1)], 1, job.timeout_s)
         if self._queue[0].next and len(self._queue) > 1:
             self._queue.rotate(-1)  # the head had its turn: the invokes behind it go first
         head = self._queue[0]
@@ -730,7 +730,6 @@ class _Call:
     slices: list[tuple[_Job, int, int]]
     size: int
     timeout_s: float
-    alone: bool = False
     task: asyncio.Task[None] | None = None
 
     @property
