@@ -10,15 +10,19 @@ the broker allows it. ``progress.started()`` is called when the first batch arri
 
 A kit's :meth:`Kit.fresh` makes new, empty input and output names for one measure;
 :meth:`Kit.listener_source` is the URL a modelbus listener consumes the input with, and
-:meth:`Kit.reader_url` the URL the harness reads results with (for latencies).
+:meth:`Kit.reader_url` the URL the harness reads results with (for latencies);
+:meth:`Kit.count_results` counts what a consumer published on the output (every side must
+have published exactly one result per message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import socket
+import sqlite3
 import tempfile
 import threading
 import uuid
@@ -32,7 +36,7 @@ from tests.aws.motoserver import MotoServer, fake_credentials
 from tests.brokers.kafka.tansu import Tansu
 from tests.brokers.servers import BrokerServer
 
-from modelbus.connectors import ConnectorContext, OutMessage, make_sink
+from modelbus.connectors import ConnectorContext, OutMessage, make_sink, make_source
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -48,6 +52,7 @@ class Progress:
         self.first_at: float | None = None
         self.done = 0
         self.changed = asyncio.Event()
+        self._watched: list[asyncio.Task[None]] = []
 
     def started(self) -> None:
         if self.first_at is None:
@@ -56,6 +61,21 @@ class Progress:
     def acked(self, count: int) -> None:
         self.done += count
         self.changed.set()
+
+    def watch(self, task: asyncio.Task[None]) -> None:
+        """Make :meth:`wait_for` fail at once if ``task`` (the consumer) ends."""
+        self._watched.append(task)
+        task.add_done_callback(lambda _task: self.changed.set())
+
+    async def wait_for(self, count: int) -> None:
+        """Return when ``count`` messages are acked; raise if a watched consumer ended."""
+        while self.done < count:
+            for task in self._watched:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the consumer ended")
+            self.changed.clear()
+            await self.changed.wait()
 
 
 @dataclass(frozen=True)
@@ -96,8 +116,13 @@ class Kit:
     def reader_url(self, names: Names) -> str:
         return names.out_url
 
-    async def before_consumer(self, names: Names, side: str) -> None:
-        """Called before anything is published to ``names`` for a consumer of ``side``."""
+    async def prepare(self, names: Names, side: str, listener: str) -> None:
+        """Called before anything is published to ``names`` for a consumer of ``side``
+        (``listener``: the name the modelbus listener will have)."""
+
+    async def count_results(self, names: Names) -> int:
+        """How many messages are on the output now (read after a drain)."""
+        raise NotImplementedError
 
     async def preload(self, names: Names, bodies: list[bytes]) -> None:
         sink = make_sink(names.in_url, ctx(self.data_dir))
@@ -149,6 +174,19 @@ class LocalKit(Kit):
         finally:
             await source.close()
             await sink.close()
+
+    async def count_results(self, names: Names) -> int:
+        # The queue's documented file (connectors/local.py), read-only: consuming the
+        # results through a source would lease them one batch at a time.
+        path = self.data_dir / "queues" / f"{names.out_url.split('://')[1]}.sqlite"
+        if not path.exists():
+            return 0
+
+        def count() -> int:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+        return await asyncio.to_thread(count)
 
     async def cleanup(self, names: Names) -> None:
         for url in (names.in_url, names.out_url):
@@ -202,6 +240,9 @@ class RedisKit(Kit):
                 await self.redis.xack(source, "hand", *[entry_id for entry_id, _ in entries])
                 progress.acked(len(entries))
 
+    async def count_results(self, names: Names) -> int:
+        return int(await self.redis.xlen(names.native["out"]))
+
     async def cleanup(self, names: Names) -> None:
         await self.redis.delete(*names.native.values())
 
@@ -252,6 +293,11 @@ class NatsKit(Kit):
                 progress.acked(len(messages))
         finally:
             await subscription.unsubscribe()
+
+    async def count_results(self, names: Names) -> int:
+        out = f"{names.native['stream']}.out"
+        info = await self.js.stream_info(names.native["stream"], subjects_filter=out)
+        return int((info.state.subjects or {}).get(out, 0))
 
     async def cleanup(self, names: Names) -> None:
         await self.js.delete_stream(names.native["stream"])
@@ -310,6 +356,14 @@ class AmqpKit(Kit):
         finally:
             await channel.close()
 
+    async def count_results(self, names: Names) -> int:
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(names.native["out"], durable=True, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
+
     async def cleanup(self, names: Names) -> None:
         channel = await self.connection.channel()
         for queue in (names.native["in"], names.native["out"]):
@@ -337,7 +391,13 @@ class Mosquitto(BrokerServer):
 
 class MqttKit(Kit):
     """Each consumer's persistent session (MQTT 5, one shared-subscription group) is made
-    before the preload, so that Mosquitto queues the messages for it."""
+    before the preload, so that Mosquitto queues the messages for it; so is a counting
+    session on the output, which :meth:`count_results` drains after the run.
+
+    The listener's session is made by opening (and closing) the MQTT source the listener
+    will open: the connector names its client id itself (a prefix, a hash of its
+    subscriptions, a slot: connectors/mqtt.py), so the listener resumes exactly that session.
+    """
 
     name = "mqtt"
     client = "paho-mqtt (MQTT 5, QoS 1, manual acks, TCP_NODELAY)"
@@ -350,9 +410,8 @@ class MqttKit(Kit):
         topic = f"bench/{tag()}"
         base = f"mqtt://{HOST}:{self.server.port}/{topic}"
         t = tag()
-        return Names(
-            f"{base}", f"{base}/out", {"topic": topic, "listener": f"bl{t}", "hand": f"bh{t}"}
-        )
+        native = {"topic": topic, "listener": f"bl{t}", "hand": f"bh{t}", "count": f"bc{t}"}
+        return Names(f"{base}", f"{base}/out", native)
 
     def listener_source(self, names: Names) -> str:
         g = names.native["listener"]
@@ -361,10 +420,25 @@ class MqttKit(Kit):
     def reader_url(self, names: Names) -> str:
         return f"{names.out_url}?group=reader&inflight=100"
 
-    async def before_consumer(self, names: Names, side: str) -> None:
-        group = names.native[side if side == "hand" else "listener"]
-        client_id = f"{group}-0" if side != "hand" else group
-        await asyncio.to_thread(self._subscribe_session, client_id, group, names.native["topic"])
+    def _count_url(self, names: Names) -> str:
+        g = names.native["count"]
+        return f"{names.out_url}?group={g}&client_id={g}&inflight=1000&session_expiry_s=600"
+
+    async def prepare(self, names: Names, side: str, listener: str) -> None:
+        await self._source_session(self._count_url(names), "bench-count")
+        if side == "hand":
+            group = names.native["hand"]
+            await asyncio.to_thread(self._subscribe_session, group, group, names.native["topic"])
+        else:
+            await self._source_session(self.listener_source(names), listener)
+
+    async def _source_session(self, url: str, listener: str) -> None:
+        """Open and close the connector's source for ``url`` as ``listener`` would: the
+        broker keeps its persistent session (and queues for it) under the client id the
+        connector chose, which the same source opened again resumes."""
+        source = make_source(url, ctx(self.data_dir, listener))
+        await source.open()
+        await source.close()
 
     def _subscribe_session(self, client_id: str, group: str, topic: str) -> None:
         client = _paho(client_id, self.server.port)
@@ -378,6 +452,20 @@ class MqttKit(Kit):
         finally:
             client.disconnect()
             client.loop_stop()
+
+    async def count_results(self, names: Names) -> int:
+        """Resume the counting session and take what it queued, until a second passes
+        without a message."""
+        source = make_source(self._count_url(names), ctx(self.data_dir, "bench-count"))
+        await source.open()
+        count = 0
+        try:
+            while deliveries := await source.receive(1000, 1.0):
+                count += len(deliveries)
+                await source.ack(deliveries)
+        finally:
+            await source.close()
+        return count
 
     async def hand_loop(self, names: Names, model: Model, batch: int, progress: Progress) -> None:
         """paho on its network thread; messages and PUBACKs handed to the event loop."""
@@ -482,6 +570,26 @@ class KafkaKit(Kit):
         finally:
             await producer.stop()
 
+    async def count_results(self, names: Names) -> int:
+        """Read the output topic from the start until a second passes without a record
+        (tansu's end offsets count record batches, not records)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.tansu.bootstrap, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            topic = names.native["out"]
+            consumer.assign([TopicPartition(topic, p) for p in range(self.partitions)])
+            await consumer.seek_to_beginning()
+            count = 0
+            while fetched := await consumer.getmany(timeout_ms=1000, max_records=10_000):
+                count += sum(len(records) for records in fetched.values())
+            return count
+        finally:
+            await consumer.stop()
+
     async def hand_loop(self, names: Names, model: Model, batch: int, progress: Progress) -> None:
         """getmany -> model -> send every result, wait for all -> commit the batch."""
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -574,6 +682,9 @@ class PostgresKit(Kit):
         finally:
             await conn.close()
 
+    async def count_results(self, names: Names) -> int:
+        return int(await self.conn.fetchval(f"SELECT count(*) FROM {names.native['out']}"))
+
     async def cleanup(self, names: Names) -> None:
         await self.conn.execute(
             f"DROP TABLE IF EXISTS {names.native['in']}; DROP TABLE IF EXISTS {names.native['out']}"
@@ -650,6 +761,13 @@ class SqsKit(Kit):
             ]
             await self.sqs.delete_message_batch(QueueUrl=in_url, Entries=receipts)
             progress.acked(len(messages))
+
+    async def count_results(self, names: Names) -> int:
+        answer = await self.sqs.get_queue_attributes(
+            QueueUrl=names.native["out"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        return sum(int(v) for v in answer["Attributes"].values())
 
     async def cleanup(self, names: Names) -> None:
         for role in ("in", "out"):

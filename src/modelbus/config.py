@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ DEFAULT_DATA_DIR = ".modelbus"  # relative to the working directory
 DEFAULT_PORT = 8470
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_STOP_DEADLINE_S = 30.0
+DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
+DEFAULT_NODE_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,6 +29,18 @@ class Settings:
     ``/metrics`` answers without an API key. ``secret_key``: the key(s) encrypting broker
     credentials (default: ``DATA_DIR/secret.key``, see :mod:`modelbus.store.secrets`).
     ``stop_deadline_s``: how long a graceful stop lets in-flight messages finish.
+
+    Nodes (several servers on one PostgreSQL store): ``advertise_url`` is the URL this node
+    is listed with (default ``http://HOST:PORT``, the machine's name for a wildcard host);
+    it writes a heartbeat every ``heartbeat_interval_s``; a node silent for
+    ``node_timeout_s`` is gone, and that is also how long a listener lease lasts unrenewed
+    (a listener that runs on one node at a time moves to another within
+    ``node_timeout_s + heartbeat_interval_s`` of its node's death). The interval must be at
+    most half the timeout. ``ignore_undecryptable``: start even if stored broker credentials
+    cannot be decrypted with ``secret_key`` (refused otherwise: another key is in use).
+    ``artifacts_url``: the artifact store every node shares (``s3://BUCKET/PREFIX`` or a
+    folder path; see :func:`modelbus.registry.artifacts.open_store`); default ``None``: the
+    folder ``DATA_DIR/artifacts``, for one node.
     """
 
     data_dir: Path
@@ -38,21 +53,47 @@ class Settings:
     metrics_public: bool = False
     secret_key: str | None = field(default=None, repr=False)
     stop_deadline_s: float = DEFAULT_STOP_DEADLINE_S
+    advertise_url: str | None = None
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S
+    ignore_undecryptable: bool = False
+    artifacts_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < 2 * self.heartbeat_interval_s <= self.node_timeout_s:
+            raise ValueError(
+                f"the heartbeat interval ({self.heartbeat_interval_s:g} s) must be positive "
+                f"and at most half the node timeout ({self.node_timeout_s:g} s)"
+            )
+
+    @property
+    def node_address(self) -> str:
+        """The URL this node is listed with (``advertise_url``, else ``http://HOST:PORT``)."""
+        if self.advertise_url:
+            return self.advertise_url
+        host = self.host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``MODELBUS_DATA_DIR``, ``MODELBUS_DATABASE_URL``, ``MODELBUS_HOST``,
         ``MODELBUS_PORT``, ``MODELBUS_MAX_BODY_BYTES``, ``MODELBUS_CONFIG`` (the listener
-        file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY`` and
-        ``MODELBUS_STOP_DEADLINE_S``; keyword overrides that are not None win (the CLI passes
-        its flags this way)."""
+        file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
+        ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ARTIFACTS``, ``MODELBUS_ADVERTISE_URL``,
+        ``MODELBUS_HEARTBEAT_INTERVAL_S`` and ``MODELBUS_NODE_TIMEOUT_S``; keyword overrides
+        that are not None win (the CLI passes its flags this way). Raises ValueError for a
+        heartbeat interval over half the node timeout."""
         env = os.environ if env is None else env
         given_dir = overrides.pop("data_dir", None) or env.get(
             "MODELBUS_DATA_DIR", DEFAULT_DATA_DIR
         )
         data_dir = Path(given_dir).expanduser().resolve()
         default_db = f"sqlite:///{data_dir / 'modelbus.sqlite'}"
-        settings = cls(
+        values: dict[str, Any] = dict(
             data_dir=data_dir,
             database_url=env.get("MODELBUS_DATABASE_URL") or default_db,
             host=env.get("MODELBUS_HOST", "127.0.0.1"),
@@ -62,6 +103,12 @@ class Settings:
             metrics_public=env.get("MODELBUS_METRICS_PUBLIC", "").lower() in ("1", "true", "yes"),
             secret_key=env.get("MODELBUS_SECRET_KEY") or None,
             stop_deadline_s=float(env.get("MODELBUS_STOP_DEADLINE_S", DEFAULT_STOP_DEADLINE_S)),
+            advertise_url=env.get("MODELBUS_ADVERTISE_URL") or None,
+            heartbeat_interval_s=float(
+                env.get("MODELBUS_HEARTBEAT_INTERVAL_S", DEFAULT_HEARTBEAT_INTERVAL_S)
+            ),
+            node_timeout_s=float(env.get("MODELBUS_NODE_TIMEOUT_S", DEFAULT_NODE_TIMEOUT_S)),
+            artifacts_url=env.get("MODELBUS_ARTIFACTS") or None,
         )
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **given) if given else settings
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -23,11 +23,16 @@ Every exception modelbus raises on purpose is one of these. Client libraries' ex
     │   ├── RunNotFound
     │   └── DeadLetterNotFound
     ├── Conflict                      (HTTP 409)
-    │   └── VersionConflict           the version number exists with other content
+    │   ├── VersionConflict           the version number exists with other content
+    │   └── NodeRefused               this server cannot join the store's nodes (says why)
     ├── AuthError
     │   ├── Unauthenticated           no key, unknown key, revoked key (HTTP 401)
     │   └── Forbidden                 the key lacks the scope (HTTP 403)
     ├── BuildError                    the build failed; ``log`` holds the build log
+    ├── ArtifactError                 a build's archive cannot be had from the artifact store
+    │   ├── ArtifactUnavailable       the store cannot be reached or refused us (transient, 503)
+    │   ├── ArtifactMissing           the store has no archive for the build (500)
+    │   └── ArtifactCorrupt           the archive does not match its content hash (500)
     ├── InvocationError               one call of a model failed; ``permanent`` classifies it
     │   ├── ModelError                the model raised (permanent if the model marked it so)
     │   ├── InputRejected             the input failed the model's input schema (permanent)
@@ -36,7 +41,7 @@ Every exception modelbus raises on purpose is one of these. Client libraries' ex
     │   └── Overloaded                the pool's queue is full (transient)
     └── ConnectorError                a broker call failed (transient unless ``permanent``)
         ├── ConnectorConfigError      bad URL, bad credentials, missing queue (permanent)
-        └── MissingExtra              the broker's client library is not installed
+        └── MissingExtra              an optional client library is not installed
 
 Transient vs permanent (DESIGN.md, delivery contract point 2) is carried by the
 ``permanent`` attribute, so the listener runtime decides retry or dead-letter from the
@@ -124,6 +129,12 @@ class VersionConflict(Conflict):
     """A version number that exists already was pushed with different content."""
 
 
+class NodeRefused(Conflict):
+    """A ``modelbus serve`` cannot join the nodes of its store: a second node on a SQLite
+    store, or a secret key that cannot decrypt the stored credentials. The message says what
+    to change."""
+
+
 class AuthError(ModelbusError):
     pass
 
@@ -142,6 +153,29 @@ class BuildError(ModelbusError):
     def __init__(self, message: str, *, log: str = "") -> None:
         super().__init__(message)
         self.log = log
+
+
+class ArtifactError(ModelbusError):
+    """A build's archive could not be stored in or had from the artifact store (the folder
+    or S3 bucket every node shares). The message names the store and, where known, the
+    model version."""
+
+
+class ArtifactUnavailable(ArtifactError):
+    """The artifact store cannot be reached now, or refused the request (network down,
+    bucket missing, access denied). Transient: the same call may succeed later."""
+
+    permanent = False
+
+
+class ArtifactMissing(ArtifactError):
+    """The artifact store has no archive for a build the database knows (deleted from the
+    bucket, or the nodes do not share one store). Pushing the version again restores it."""
+
+
+class ArtifactCorrupt(ArtifactError):
+    """An archive read from the artifact store does not match its content hash; it is
+    refused, and nothing of it is unpacked or built."""
 
 
 class InvocationError(ModelbusError):
@@ -210,7 +244,8 @@ class ConnectorConfigError(ConnectorError):
 
 
 class MissingExtra(ConnectorError):
-    """A broker's client library is not installed; the message gives the install hint."""
+    """An optional client library (a broker's, or boto3 for the S3 artifact store) is not
+    installed; the message gives the install hint."""
 
     permanent = True
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import re
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from modelbus.client.refs import ModelRef
@@ -36,7 +37,7 @@ from modelbus.errors import (
     ModelNotFound,
     VersionNotFound,
 )
-from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.invocation import CallOptions, OnResults, Payload, Result
 
 __all__ = ["Call", "FunctionInvoker", "as_payload"]
 
@@ -142,19 +143,63 @@ class FunctionInvoker:
         options: CallOptions,
         *,
         attributes: Sequence[Mapping[str, str]] | None = None,
+        on_results: OnResults | None = None,
     ) -> list[Result | Exception]:
-        """Run several inputs on one resolved version; one Result or exception per input.
-        Each input's recorded :class:`Call` carries its ``attributes`` merged over
-        ``options.attributes``."""
-        if attributes is not None and len(attributes) != len(payloads):
-            raise ValueError(f"{len(attributes)} attributes for {len(payloads)} inputs")
+        """Run several inputs on one resolved version; one Result or exception per input,
+        each chunk told to ``on_results`` as soon as it is done. Like the runner pool, at most
+        ``options.max_batch_size`` inputs go in one call of the model's batch function (the
+        calls run concurrently); each input's ``attributes`` are merged over the options'."""
         version = self.resolve(ref)
         entry = self._models[f"{ref.owner}/{ref.name}"][version]
+        size = options.max_batch_size or len(payloads) or 1
+        chunks = await asyncio.gather(
+            *(
+                self._chunk(
+                    ref,
+                    version,
+                    entry,
+                    payloads[start : start + size],
+                    options,
+                    None if attributes is None else attributes[start : start + size],
+                    _shifted(on_results, start),
+                )
+                for start in range(0, len(payloads), size)
+            )
+        )
+        return [outcome for chunk in chunks for outcome in chunk]
+
+    async def _chunk(
+        self,
+        ref: ModelRef,
+        version: str,
+        entry: _Entry,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        attributes: Sequence[Mapping[str, str]] | None,
+        on_results: OnResults | None,
+    ) -> list[Result | Exception]:
+        outcomes = await self._outcomes(ref, version, entry, payloads, options, attributes)
+        if on_results is not None:
+            on_results(range(len(outcomes)), outcomes)
+        return outcomes
+
+    async def _outcomes(
+        self,
+        ref: ModelRef,
+        version: str,
+        entry: _Entry,
+        payloads: Sequence[Payload],
+        options: CallOptions,
+        attributes: Sequence[Mapping[str, str]] | None,
+    ) -> list[Result | Exception]:
         self.batch_sizes.append(len(payloads))
         for i, payload in enumerate(payloads):
-            own = attributes[i] if attributes is not None else None
-            merged = replace(options, attributes={**options.attributes, **own}) if own else options
-            call = Call(ref=ref, version=version, payload=payload, options=merged)
+            own = options
+            if attributes is not None:
+                own = dataclasses.replace(
+                    options, attributes={**options.attributes, **attributes[i]}
+                )
+            call = Call(ref=ref, version=version, payload=payload, options=own)
             self.calls.append(_with_batch(call, len(payloads)))
         if entry.batch is None:
             outcomes = await asyncio.gather(
@@ -228,6 +273,18 @@ class FunctionInvoker:
 
 def _arg(entry: _Entry, payload: Payload) -> Any:
     return payload if entry.takes_payload else payload.value()
+
+
+def _shifted(on_results: OnResults | None, start: int) -> OnResults | None:
+    """``on_results`` for a chunk starting at input ``start``."""
+    if on_results is None:
+        return None
+    told = on_results
+
+    def tell(indexes: Sequence[int], outcomes: Sequence[Result | Exception]) -> None:
+        told([start + i for i in indexes], outcomes)
+
+    return tell
 
 
 def _with_batch(call: Call, size: int) -> Call:

@@ -49,3 +49,32 @@ def test_an_unknown_option_is_refused_without_echoing_the_password(
     message = str(caught.value)
     assert "bogus" in message and "app:***@127.0.0.1" in message
     assert "s3cret-pw" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "shared"),
+    [
+        ("local://orders", False),
+        ("dir:///srv/inbox?poll_ms=100", False),
+        ("mqtt://127.0.0.1/sensors/%2B", True),  # $share/GROUP/...: the replicas compete
+        ("mqtt://127.0.0.1/sensors/%2B?shared=false", False),  # each subscriber gets all
+        ("redis://127.0.0.1:6379/0?stream=s", True),
+        ("amqp://127.0.0.1/?queue=q", True),
+        ("memory://q", True),
+        ("webhook://orders?secret=0123456789abcdef", True),  # each node takes its own POSTs
+        ("https://sqs.eu-west-1.amazonaws.com/1/q", True),
+    ],
+)
+def test_the_connector_says_whether_its_source_can_be_shared(url: str, shared: bool) -> None:
+    from modelbus.connectors import is_shared_source
+
+    assert is_shared_source(url) is shared
+
+
+def test_whether_a_malformed_source_is_shared_is_not_guessed() -> None:
+    from modelbus.connectors import is_shared_source
+
+    with pytest.raises(DefinitionError):
+        is_shared_source("dir://")
+    with pytest.raises(DefinitionError):
+        is_shared_source("mqtt://h/t?shared=perhaps")

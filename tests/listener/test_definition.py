@@ -22,9 +22,9 @@ def make(**fields: object) -> ListenerDefinition:
 
 def test_defaults() -> None:
     d = make()
-    assert (d.outputs, d.error_sink, d.max_in_flight, d.timeout_s) == ([], None, 16, None)
+    assert (d.outputs, d.error_sink, d.max_in_flight, d.timeout_s) == ([], None, 100, None)
     assert (d.retry.max_attempts, d.retry.initial_backoff_s, d.retry.max_backoff_s) == (5, 1, 300)
-    assert (d.batch.max_batch_size, d.batch.max_wait_ms) == (1, 0)
+    assert (d.batch.max_batch_size, d.batch.max_wait_ms) == (64, 0)
     assert d.extend_lease and d.enabled and d.output_mode == "cloudevent"
     assert str(d.ref) == "acme/ocr@1.*"
     assert make(model="acme/ocr").model == "acme/ocr@latest"
@@ -50,7 +50,7 @@ def test_frozen_and_strict() -> None:
         ({"outputs": ["local://in"]}, "is the source itself"),
         ({"outputs": ["local://o", "local://o"]}, "listed twice"),
         ({"error_sink": "local://o", "outputs": ["local://o"]}, "own sink"),
-        ({"batch": {"max_batch_size": 32}}, "raise max_in_flight"),
+        ({"batch": {"max_batch_size": 0}}, "batch.max_batch_size"),
         ({"filter": {"body": {"a": [{"regex": "x"}]}}}, "unknown operator"),
         ({"name": "bad name"}, "name"),
         ({"retry": {"jitter": 2}}, "retry.jitter"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from modelbus.errors import ArchiveError, BuildNotFound
-from modelbus.registry.artifacts import ArtifactStore, content_hash, pack, safe_extract
+from modelbus.errors import ArchiveError, ArtifactMissing
+from modelbus.registry.artifacts import LocalArtifacts, content_hash, pack, safe_extract
 
 MANIFEST = '[model]\nowner = "a"\nname = "b"\n[runtime]\nentrypoint = "model:apply"\n'
 
@@ -177,7 +177,7 @@ def test_garbage_is_not_an_archive(tmp_path: Path) -> None:
 
 def test_store_folder_and_upload_give_the_same_hash(tmp_path: Path) -> None:
     folder = make_folder(tmp_path)
-    store = ArtifactStore(tmp_path / "data")
+    store = LocalArtifacts(tmp_path / "data")
     digest = store.add_folder(folder)
     assert store.has(digest) and store.add_folder(folder) == digest
     # A client-made archive, wrapped in a top folder, with other metadata and junk.
@@ -195,21 +195,22 @@ def test_store_folder_and_upload_give_the_same_hash(tmp_path: Path) -> None:
 
 
 def test_upload_without_manifest_is_refused(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "data")
+    store = LocalArtifacts(tmp_path / "data")
     with pytest.raises(ArchiveError, match=r"no modelbus\.toml"):
         store.add_archive(tar_bytes(file_member("model.py")))
     assert list((tmp_path / "data" / "models").iterdir()) == []  # scratch space cleaned
 
 
 def test_store_size_limit_applies_to_uploads(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "data", max_unpacked_bytes=100)
+    store = LocalArtifacts(tmp_path / "data", max_unpacked_bytes=100)
     with pytest.raises(ArchiveError, match="more than 100 bytes"):
         store.add_archive(tar_bytes(file_member("modelbus.toml", b"#" * 200)))
 
 
 def test_unknown_artifact(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "data")
-    with pytest.raises(BuildNotFound):
+    store = LocalArtifacts(tmp_path / "data")
+    with pytest.raises(ArtifactMissing, match=r"has no archive of build sha256:0{64}"):
         store.model_dir("sha256:" + "0" * 64)
+    assert list(store.archives_dir.iterdir()) == []  # no partial download left
     with pytest.raises(ArchiveError, match="not a content hash"):
         store.archive_path("sha256:../../etc")

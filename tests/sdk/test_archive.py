@@ -12,7 +12,7 @@ import pytest
 
 from modelbus import errors
 from modelbus.client import pack_model
-from modelbus.registry.artifacts import ArtifactStore
+from modelbus.registry.artifacts import LocalArtifacts
 from tests.support.fixtures import MODELS_DIR
 
 
@@ -28,7 +28,7 @@ def test_packs_what_the_registry_stores(tmp_path: Path) -> None:
     model, archive = pack_model(folder)
     assert (model.owner, model.name) == ("test", "echo")
     digest = "sha256:" + hashlib.sha256(gzip.decompress(archive)).hexdigest()
-    assert ArtifactStore(tmp_path).add_folder(folder) == digest
+    assert LocalArtifacts(tmp_path).add_folder(folder) == digest
     assert pack_model(folder)[1] == archive  # deterministic
 
 

@@ -58,6 +58,8 @@ RULES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/keys/{key_id}"): "admin",
     # listeners, runs, dead letters (reading: credentials masked, no message bodies)
     ("GET", "/v1/listeners"): "any",
+    # nodes
+    ("GET", "/v1/nodes"): "any",
     ("POST", "/v1/listeners"): "listeners:manage",
     ("PUT", "/v1/listeners"): "listeners:manage",
     ("GET", "/v1/listeners/{name}"): "any",

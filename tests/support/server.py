@@ -78,11 +78,18 @@ class ModelbusServer:
         database_url: str | None = None,
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
+        admin_key: str = "",
     ) -> ModelbusServer:
         """Start a server on a fresh free port and wait until ``/health`` answers; ``args``
-        are more ``modelbus serve`` options (``--config FILE``, ``--metrics-public``...)."""
+        are more ``modelbus serve`` options (``--config FILE``, ``--metrics-public``...).
+        ``admin_key``: the key printed by the first start of the store (another node of a
+        PostgreSQL store prints none)."""
         server = cls(
-            data_dir=data_dir, database_url=database_url, env=dict(env or {}), args=tuple(args)
+            data_dir=data_dir,
+            database_url=database_url,
+            env=dict(env or {}),
+            args=tuple(args),
+            admin_key=admin_key,
         )
         server._launch()
         return server

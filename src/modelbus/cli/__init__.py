@@ -16,6 +16,8 @@ its module:
 - :mod:`~modelbus.cli.listeners`: ``listeners create|apply|list|status|pause|resume|delete``
 - :mod:`~modelbus.cli.runs`: ``runs get|list``
 - :mod:`~modelbus.cli.dead_letters`: ``dead-letters list|show|redrive``
+- :mod:`~modelbus.cli.nodes`: ``nodes``
+- :mod:`~modelbus.cli.deploy`: ``deploy keda``
 
 What they share: :mod:`~modelbus.cli.options` (``--url``/``--key``/``--json``, the client,
 model references) and :mod:`~modelbus.cli.output` (stdout/stderr, errors, tables, JSON).
@@ -25,7 +27,18 @@ from __future__ import annotations
 
 import typer
 
-from modelbus.cli import call, dead_letters, demo, keys, listeners, models, runs, serve
+from modelbus.cli import (
+    call,
+    dead_letters,
+    demo,
+    deploy,
+    keys,
+    listeners,
+    models,
+    nodes,
+    runs,
+    serve,
+)
 
 __all__ = ["app", "main"]
 
@@ -47,6 +60,8 @@ app.add_typer(call.jobs_app, name="jobs")
 app.add_typer(listeners.app, name="listeners")
 app.add_typer(runs.app, name="runs")
 app.add_typer(dead_letters.app, name="dead-letters")
+app.command("nodes")(nodes.nodes)
+app.add_typer(deploy.app, name="deploy")
 
 
 def main() -> None:

@@ -138,7 +138,11 @@ def models_builds(
     model: Annotated[str, typer.Argument(help="OWNER/NAME")],
     log: Annotated[
         str | None,
-        typer.Option("--log", help="Print the build log of this build hash instead."),
+        typer.Option(
+            "--log",
+            help="Print the build log of this build hash instead, followed by the logs of "
+            "the environment builds other nodes ran for it.",
+        ),
     ] = None,
     url: Url = None,
     key: Key = None,
@@ -149,7 +153,8 @@ def models_builds(
     with open_client(url, key) as client:
         if log:
             build = client.build(log)
-            out.print(build.log or "", markup=False, highlight=False)
+            for text in (build.log or "", *(build.node_logs or {}).values()):
+                out.print(text, markup=False, highlight=False)
             return
         found = client.builds(owner, name)
     if as_json:

@@ -78,6 +78,18 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts",
+            metavar="URL",
+            help="The artifact store, shared by every node: s3://BUCKET/PREFIX on any "
+            "S3-compatible store (options ?region=, ?endpoint_url=, ?profile=; else the usual "
+            "AWS_ENDPOINT_URL, AWS_REGION and credential settings; needs modelbus[s3]), or a "
+            "folder every node mounts (must exist) [env MODELBUS_ARTIFACTS; default: the "
+            "folder DATA_DIR/artifacts, for one node].",
+        ),
+    ] = None,
     stop_deadline: Annotated[
         float | None,
         typer.Option(
@@ -87,34 +99,90 @@ def serve(
             f"default {default_of(Settings, 'stop_deadline_s')}].",
         ),
     ] = None,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise-url",
+            help="The URL other nodes and `modelbus nodes` list this node with "
+            "[env MODELBUS_ADVERTISE_URL, default http://HOST:PORT].",
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--heartbeat-interval",
+            help="Seconds between two heartbeats of this node in the store; also how often "
+            "it renews its listener leases [env MODELBUS_HEARTBEAT_INTERVAL_S, default "
+            f"{default_of(Settings, 'heartbeat_interval_s')}].",
+        ),
+    ] = None,
+    node_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--node-timeout",
+            help="Seconds without a heartbeat after which a node is shown gone and its "
+            "listener leases expire (a listener that runs on one node at a time moves to "
+            "another within this plus the heartbeat interval); at least twice the interval "
+            f"[env MODELBUS_NODE_TIMEOUT_S, default {default_of(Settings, 'node_timeout_s')}].",
+        ),
+    ] = None,
+    ignore_undecryptable: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-undecryptable",
+            help="Start even if the broker credentials stored with listeners cannot be "
+            "decrypted with this server's secret key (the key was lost): those listeners "
+            "do not run until they are applied again. Without it such a server is refused: "
+            "the other nodes use another key.",
+        ),
+    ] = False,
 ) -> None:
     """Run the server: HTTP API, model pools, async jobs and event listeners, until Ctrl-C.
 
-    On the first start of a fresh data directory an admin API key is printed, once.
+    On the first start of a fresh store an admin API key is printed, once. Several nodes
+    share one PostgreSQL store (--database-url) and one artifact store (--artifacts).
     Broker credentials in listener definitions are stored encrypted with
     MODELBUS_SECRET_KEY, or with the key file DATA_DIR/secret.key made on first start.
+
+    Every server on one PostgreSQL store is a node (`modelbus nodes` lists them): give them
+    all the same MODELBUS_SECRET_KEY. A SQLite store serves one node: a second server on it
+    is refused.
     """
+    import asyncio
+
     from modelbus.listeners.files import load_listener_file
+    from modelbus.registry.artifacts import open_store
     from modelbus.store.secrets import SecretBox
     from modelbus.web.app import run
+    from modelbus.web.server import check_node
 
     if prune and config is None:
         raise typer.BadParameter("--prune needs --config FILE", param_hint="--prune")
-    settings = Settings.from_env(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        database_url=database_url,
-        max_body_bytes=max_body_bytes,
-        listeners_file=config,
-        prune_listeners=prune or None,
-        metrics_public=metrics_public,
-        stop_deadline_s=stop_deadline,
-    )
-    try:  # refuse a bad key or listener file before anything starts
+    try:
+        settings = Settings.from_env(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            max_body_bytes=max_body_bytes,
+            listeners_file=config,
+            prune_listeners=prune or None,
+            metrics_public=metrics_public,
+            stop_deadline_s=stop_deadline,
+            advertise_url=advertise_url,
+            heartbeat_interval_s=heartbeat_interval,
+            node_timeout_s=node_timeout,
+            ignore_undecryptable=ignore_undecryptable or None,
+            artifacts_url=artifacts,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:  # refuse a bad key, store URL, listener file or node before anything starts
         SecretBox.load(settings.data_dir, settings.secret_key)
+        open_store(settings.artifacts_url, settings.data_dir)
         if settings.listeners_file is not None:
             load_listener_file(settings.listeners_file, settings.data_dir)
+        asyncio.run(check_node(settings))
     except errors.ModelbusError as exc:
         print_error(exc.message)
         raise typer.Exit(2) from None

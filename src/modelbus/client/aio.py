@@ -27,6 +27,7 @@ from modelbus.client.schemas import (
     ListenerOut,
     ListenerStatusOut,
     ModelInfo,
+    NodeOut,
     PushInfo,
     RedriveOut,
     RunOut,
@@ -246,6 +247,10 @@ class AsyncClient:
     ) -> RedriveOut:
         """See :meth:`Client.redrive`."""
         return await self._run(op.redrive(listener, ids, spec, rate_per_s))
+
+    async def nodes(self, *, gone: bool = True) -> list[NodeOut]:
+        """See :meth:`Client.nodes`."""
+        return await self._run(op.nodes(gone))
 
     async def metrics(self) -> str:
         """See :meth:`Client.metrics`."""

@@ -48,6 +48,7 @@ from modelbus.client.schemas import (
     ListenerOut,
     ListenerStatusOut,
     ModelInfo,
+    NodeOut,
     RedriveOut,
     RunOut,
     RunPage,
@@ -394,6 +395,10 @@ def redrive(
         timeout=_REDRIVE_TIMEOUT_S,
     )
     return Operation(request, one(RedriveOut))
+
+
+def nodes(gone: bool) -> Operation[list[NodeOut]]:
+    return _get("/v1/nodes", many(NodeOut), gone="true" if gone else "false")
 
 
 def metrics() -> Operation[str]:

@@ -19,6 +19,8 @@ from modelbus.config import DEFAULT_MAX_BODY_BYTES
 ContentTypeName = Literal["json", "text", "binary"]
 # A redrive's pace when the request names none (the server's ManagerOptions default).
 DEFAULT_REDRIVE_RATE_PER_S = 10.0
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_IN_FLIGHT = 100
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 LISTENER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -84,6 +86,12 @@ class BuildInfo(Schema):
     versions: list[str] = Field(default_factory=list, description="Versions pointing at it.")
     manifest: dict[str, Any] = Field(default_factory=dict, description="Its modelbus.toml.")
     log: str | None = Field(None, description="The build log (on the single-build route).")
+    node_logs: dict[str, str] | None = Field(
+        None,
+        description="On the single-build route: the logs of the environment builds that "
+        "nodes ran for this build when they first needed it, by node name (from the "
+        "artifact store; null when it cannot be read now).",
+    )
 
 
 class PushInfo(Schema):
@@ -154,9 +162,25 @@ class CreatedKey(Schema):
     info: KeyInfoOut
 
 
+class StoreHealth(Schema):
+    """Whether this node reached its artifact store at the last check."""
+
+    ok: bool
+    store: str = Field(description="Where the artifact store is (never a credential).")
+    error: str | None = Field(None, description="Why the store could not be reached.")
+    checked_at: float = Field(description="When it was last checked (Unix time).")
+
+
 class Health(Schema):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "degraded"] = Field(
+        "ok",
+        description="`degraded`: the node serves, but a part it depends on is down (see "
+        "`artifacts`); versions it has not fetched yet cannot be pushed or called here.",
+    )
     version: str
+    artifacts: StoreHealth | None = Field(
+        None, description="The artifact store, as this node sees it."
+    )
 
 
 # --- listeners, runs, dead letters -----------------------------------------------------------
@@ -193,17 +217,27 @@ class RetryFields(BaseModel):
 
 
 class BatchFields(BaseModel):
-    """How deliveries are grouped into one ``apply_batch`` call (a listener's ``batch``).
+    """How inputs are grouped into runner calls (a listener's ``batch``).
 
-    Up to ``max_batch_size`` inputs are collected, waiting at most ``max_wait_ms`` after the
-    first one; ``max_batch_size=1`` (the default) calls the model once per input.
+    Batching is adaptive: what one receive returns goes to the model together, and inputs that
+    arrive while the runners are busy go in their next call together, up to
+    ``max_batch_size`` inputs per call (never more than ``max_in_flight``); an idle runner
+    takes an input at once. A model with ``apply_batch`` gets them in one ``apply_batch``
+    call; the runner loops ``apply`` for one without. ``max_batch_size = 1`` calls the model
+    with one input at a time. ``max_wait_ms`` over 0 makes the first input wait that long
+    for more before the call goes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_batch_size: int = Field(1, ge=1, le=1000, description="Inputs per model call.")
+    max_batch_size: int = Field(
+        DEFAULT_MAX_BATCH_SIZE, ge=1, le=1000, description="Most inputs per model call."
+    )
     max_wait_ms: int = Field(
-        0, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds."
+        0,
+        ge=0,
+        le=60_000,
+        description="Longest wait for a batch to fill, in milliseconds (0: no fixed wait).",
     )
 
 
@@ -247,7 +281,11 @@ class ListenerFields(BaseModel):
     retry: RetryFields = Field(default_factory=RetryFields, description="Retry and backoff.")
     batch: BatchFields = Field(default_factory=BatchFields, description="Batching of inputs.")
     max_in_flight: int = Field(
-        16, ge=1, le=10_000, description="Most deliveries held at once (back-pressure)."
+        DEFAULT_MAX_IN_FLIGHT,
+        ge=1,
+        le=10_000,
+        description="Most deliveries held at once (back-pressure); a receive asks for at most "
+        "the free slots. Lower it for slow models shared by several nodes.",
     )
     timeout_s: float | None = Field(
         None, gt=0, le=86_400, description="Per-invocation timeout; null = the version's default."
@@ -279,23 +317,53 @@ class ListenerFields(BaseModel):
     enabled: bool = Field(True, description="Disabled listeners are stored but not run.")
 
 
+NodeListenerState = Literal["starting", "running", "paused", "degraded", "stopped", "standby"]
+
+
+class NodeListenerOut(Schema):
+    """One node's part of a listener's status."""
+
+    node: str = Field(description="The node's id (see `GET /v1/nodes`).")
+    address: str = Field(description="The URL the node serves on.")
+    state: NodeListenerState = Field(
+        description="The listener on this node: as the listener's `state`, or `standby` when "
+        "its source cannot be shared and another node runs it (holds its lease)."
+    )
+    counters: dict[str, float] = Field(
+        default_factory=dict, description="This node's figures, since its process started."
+    )
+    reason: str | None = Field(None, description="The last error on this node.")
+    reason_at: float | None = Field(None, description="When it happened.")
+
+
 class ListenerStatusOut(Schema):
     name: str
     state: Literal["starting", "running", "paused", "degraded", "stopped"] = Field(
-        description="In this server process: `running`; `degraded` while a part (source, a "
-        "sink, the store) is failing; `paused` when disabled; `stopped` when not running here."
+        description="Over every live node: `degraded` while a part (source, a sink, the "
+        "store) is failing on some node; else `running` if a node runs it; `paused` when "
+        "disabled; `stopped` when no node runs it."
     )
     reason: str | None = Field(
-        None, description="The last error (`part: what happened`), credentials redacted."
+        None,
+        description="The last error (`part: what happened`), credentials redacted: this "
+        "node's, else the latest of another node (`node ID: ...`).",
     )
     reason_at: float | None = Field(None, description="When the last error happened.")
     problems: dict[str, str] = Field(
-        default_factory=dict, description="Failing parts and why, while degraded."
+        default_factory=dict,
+        description="Failing parts and why, while degraded (another node's parts end with "
+        "`(node ID)`).",
     )
     counters: dict[str, float] = Field(
         default_factory=dict,
         description="received, succeeded, retried, dead_lettered, skipped_*, in_flight, "
-        "oldest_in_flight_age_s, latency_count, latency_sum_s (since this process started).",
+        "oldest_in_flight_age_s, latency_count, latency_sum_s: summed over the live nodes "
+        "(`oldest_in_flight_age_s`: the largest), each since its process started.",
+    )
+    nodes: list[NodeListenerOut] = Field(
+        default_factory=list,
+        description="The per-node breakdown: the node that answers first, then every other "
+        "live node that reported this listener (figures as of its last heartbeat).",
     )
     version: str | None = Field(
         None, description="The version the listener's model spec resolves to now."
@@ -303,6 +371,35 @@ class ListenerStatusOut(Schema):
     version_error: str | None = Field(
         None, description="Why the spec resolves to nothing now (messages wait and retry)."
     )
+
+
+class NodeOut(Schema):
+    """A ``modelbus serve`` process on the store (`GET /v1/nodes`)."""
+
+    id: str = Field(description="A new id every time the process starts.")
+    state: Literal["live", "gone"] = Field(
+        description="`live` while its heartbeats arrive; `gone` once it stopped, or sent none "
+        "for the node timeout (`serve --node-timeout`)."
+    )
+    address: str = Field(description="The URL it serves the API on.")
+    host: str = Field(description="The machine's name.")
+    pid: int = Field(description="Its process id on that machine.")
+    version: str = Field(description="The modelbus version it runs.")
+    workers: int = Field(description="Its listener worker processes.")
+    parent: str | None = Field(None, description="For a worker process: the node it belongs to.")
+    started_at: float
+    heartbeat_at: float = Field(description="Its last heartbeat (the database's clock).")
+    heartbeat_age_s: float = Field(description="Seconds since its last heartbeat.")
+    stopped_at: float | None = Field(None, description="When it stopped gracefully.")
+    listeners_running: list[str] = Field(
+        default_factory=list, description="The listeners it runs (running or degraded)."
+    )
+    listeners: list[NodeListenerOut] = Field(
+        default_factory=list,
+        description="Every listener it reported in its last heartbeat, with its state and "
+        "counters there (`node` and `address` repeat the node's).",
+    )
+    this: bool = Field(False, description="This is the node that answered.")
 
 
 class ListenerOut(Schema):

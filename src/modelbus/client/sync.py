@@ -27,6 +27,7 @@ from modelbus.client.schemas import (
     ListenerOut,
     ListenerStatusOut,
     ModelInfo,
+    NodeOut,
     PushInfo,
     RedriveOut,
     RunOut,
@@ -273,6 +274,12 @@ class Client:
         listener's model at ``spec`` (default its own), at most ``rate_per_s`` a second;
         returns once all were tried. Needs listeners:manage."""
         return self._run(op.redrive(listener, ids, spec, rate_per_s))
+
+    def nodes(self, *, gone: bool = True) -> list[NodeOut]:
+        """The nodes (``modelbus serve`` processes) sharing the server's store: the live
+        ones, then, with ``gone``, those gone (stopped or silent) in the last hour. Each
+        with its address, version, workers, listeners and last heartbeat."""
+        return self._run(op.nodes(gone))
 
     def metrics(self) -> str:
         """The server's Prometheus metrics, as text."""

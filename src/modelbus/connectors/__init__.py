@@ -1,8 +1,10 @@
 """Connectors, chosen by the URL's scheme and imported lazily.
 
 Each connector module defines ``make_source(url, ctx) -> Source`` and/or
-``make_sink(url, ctx) -> Sink``; a broker's client library is imported inside the module,
-never here, so a missing extra only matters to the listeners that use that broker.
+``make_sink(url, ctx) -> Sink``, and where the source's backlog can be read from outside
+the listener (by an autoscaler), ``backlog(url, listener) -> Backlog``; a broker's client
+library is imported inside the module, never here, so a missing extra only matters to the
+listeners that use that broker.
 
 The rest of modelbus reaches connectors only through this module (and the contract in
 :mod:`modelbus.connectors.base`): it also gives what every part needs of connector URLs,
@@ -17,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelbus.connectors.base import (
+    Backlog,
     ConnectorContext,
     Delivery,
     Inbox,
@@ -33,6 +36,7 @@ __all__ = [
     "OBJECT_READERS",
     "SCHEMES",
     "WEBHOOK_SIGNATURE_HEADER",
+    "Backlog",
     "ConnectorContext",
     "Delivery",
     "Inbox",
@@ -40,7 +44,9 @@ __all__ = [
     "OutMessage",
     "Sink",
     "Source",
+    "backlog_of",
     "credentials_of",
+    "is_shared_source",
     "make_inbox",
     "make_object_reader",
     "make_sink",
@@ -112,6 +118,20 @@ def make_source(url: str, ctx: ConnectorContext) -> Source:
     return source
 
 
+def is_shared_source(url: str) -> bool:
+    """Whether the source at ``url`` may run on several nodes at once, its replicas
+    competing for its messages (the connector's ``shared_source(url)``; True for a connector
+    that has none). False for sources bound to one machine or one consumer (``local://``,
+    ``dir://``, MQTT with ``shared=false``): those run on one node at a time. Raises
+    DefinitionError for an unknown scheme or a malformed URL."""
+    try:
+        module = _module(url)
+    except ImportError:  # a connector that cannot load here runs nowhere here anyway
+        return True
+    shared = getattr(module, "shared_source", None)
+    return True if shared is None else bool(shared(url))
+
+
 def make_sink(url: str, ctx: ConnectorContext) -> Sink:
     """A Sink for ``url``; raises like :func:`make_source`."""
     module = _module(url)
@@ -120,6 +140,19 @@ def make_sink(url: str, ctx: ConnectorContext) -> Sink:
         raise DefinitionError(f"{scheme_of(url)}:// can be a source but not an output sink")
     sink: Sink = factory(url, ctx)
     return sink
+
+
+def backlog_of(url: str, listener: str) -> Backlog | None:
+    """Where the backlog of listener ``listener``'s source ``url`` can be read from outside
+    the listener (see :class:`~modelbus.connectors.base.Backlog`), or None when the source
+    keeps none that another process could read (``local://``, ``dir://``, webhooks, MQTT,
+    ``memory://``). Only parses the URL: no broker is contacted and no client library is
+    imported. Raises DefinitionError for an unknown scheme or a malformed URL."""
+    reader = getattr(_module(url), "backlog", None)
+    if reader is None:
+        return None
+    backlog: Backlog = reader(url, listener)
+    return backlog
 
 
 def make_object_reader(event_source: str, source_url: str, ctx: ConnectorContext) -> ObjectReader:

@@ -104,9 +104,9 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.base import Backlog, ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
@@ -126,6 +126,7 @@ __all__ = [
     "AmqpSettings",
     "AmqpSink",
     "AmqpSource",
+    "backlog",
     "delay_bucket_ms",
     "make_sink",
     "make_source",
@@ -220,6 +221,19 @@ class AmqpSettings:
     def where(self) -> str:
         """The broker, for messages (never the password)."""
         return f"RabbitMQ at {self.host}:{self.port} vhost {self.vhost!r}"
+
+    def queue_for(self, listener: str) -> str:
+        """The queue ``listener``'s source consumes: the URL's ``queue``, else (with an
+        ``exchange``) the listener's own ``modelbus.LISTENER``; empty when the URL names
+        neither (the source refuses to open)."""
+        return self.queue or (f"modelbus.{listener}" if self.exchange else "")
+
+    def connection_url(self) -> str:
+        """``amqp(s)://USER:PASSWORD@HOST:PORT/VHOST``: where and as whom the connector
+        connects, defaults applied (a credential: never print it unredacted)."""
+        scheme = "amqps" if self.tls else "amqp"
+        login = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        return f"{scheme}://{login}@{self.host}:{self.port}/{quote(self.vhost, safe='')}"
 
 
 def _vhost(path: str) -> str:
@@ -350,9 +364,7 @@ class AmqpSource:
         self.settings = settings
         self._listener = ctx.listener
         self._edge = _Edge(settings, ctx.listener)
-        self.queue_name = settings.queue or (
-            f"modelbus.{ctx.listener}" if settings.exchange else ""
-        )
+        self.queue_name = settings.queue_for(ctx.listener)
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -738,6 +750,30 @@ def _message(message: OutMessage) -> aio_pika.Message:
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.id,
         timestamp=time.time(),
+    )
+
+
+def backlog(url: str, listener: str) -> Backlog:
+    """Where ``listener``'s backlog is: the messages ready in the queue its source consumes
+    (:meth:`AmqpSettings.queue_for`). ``where``: ``host``, ``port``, ``vhost``, ``tls``
+    (``true``/``false``), ``queue``; ``secrets``: ``url``, the connection URL with the user
+    and password (:meth:`AmqpSettings.connection_url`). Messages waiting in delay queues
+    are not part of it. Raises DefinitionError for a malformed URL or one naming neither a
+    queue nor an exchange."""
+    settings = AmqpSettings.from_url(url)
+    queue = settings.queue_for(listener)
+    if not queue:
+        raise DefinitionError(f"{redact_url(url)!r}: give queue=NAME or exchange=NAME")
+    return Backlog(
+        broker="amqp",
+        where={
+            "host": settings.host,
+            "port": str(settings.port),
+            "vhost": settings.vhost,
+            "tls": "true" if settings.tls else "false",
+            "queue": queue,
+        },
+        secrets={"url": settings.connection_url()},
     )
 
 

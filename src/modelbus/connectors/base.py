@@ -4,6 +4,11 @@ A connector module (one per URL scheme) offers a :class:`Source`, a :class:`Sink
 through two module-level factories ``make_source(url, ctx)`` and ``make_sink(url, ctx)``
 (see :mod:`modelbus.connectors`); a connector whose notifications announce objects (S3, a
 folder) also offers an :class:`ObjectReader` through ``make_reader(source_url, ctx)``.
+A connector whose source cannot be consumed by several nodes at once (the replicas of a
+listener on several machines would not compete for its messages: a folder, a queue file in
+the data directory, an MQTT subscription outside a shared group) says so with a module-level
+``shared_source(url) -> bool`` answering False; without it a source is shared. Several nodes
+then run such a listener on one node at a time (:func:`modelbus.connectors.is_shared_source`).
 Connectors carry out decisions; they never make them: the listener runtime alone decides
 between ack, release-with-delay and dead-letter
 (DESIGN.md, "Only the listener runtime decides").
@@ -68,6 +73,27 @@ class ConnectorContext:
 
     listener: str
     data_dir: Path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backlog:
+    """Where the backlog of one listener's source can be read by something other than the
+    listener itself (an autoscaler such as KEDA), named exactly as the source names it: the
+    queue, stream, consumer group or durable consumer it really consumes, defaults applied.
+
+    A connector whose source has such a backlog offers it through a module-level
+    ``backlog(url, listener) -> Backlog``, which only parses the URL (no broker is
+    contacted, no client library is needed) and documents its keys.
+
+    ``broker``: ``sqs``, ``redis``, ``amqp``, ``kafka``, ``nats`` or ``postgresql``.
+    ``where``: the coordinates (addresses, names, options), none of them a credential.
+    ``secrets``: what a reader must present to the broker (a password, or a whole
+    connection URL carrying one), keyed as the connector documents; hidden from ``repr``.
+    """
+
+    broker: str
+    where: Mapping[str, str]
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @runtime_checkable

@@ -17,7 +17,9 @@ one (``scans/a.png`` -> ``scans/a.png.json``), else the output id; the extension
 A different result never overwrites an existing file: it gets ``NAME.OUTPUT_ID.EXT``
 instead. The same output written twice (a redelivery) is written once.
 
-The folder must be on this machine: use S3 for several machines.
+The folder must be on this machine: use S3 for several machines. With several nodes, a
+listener on a folder runs on one node at a time (:func:`shared_source`); another node takes
+it over when that one dies, so the folder must be reachable there too (a shared mount).
 
 URL options (source): ``dir:///srv/inbox?lease_s=30&poll_ms=500``.
 """
@@ -50,6 +52,7 @@ __all__ = [
     "make_reader",
     "make_sink",
     "make_source",
+    "shared_source",
 ]
 
 EVENT_SOURCE = "modelbus:dir"
@@ -323,6 +326,13 @@ def make_source(url: str, ctx: ConnectorContext) -> DirectorySource:
     """A source announcing new files in the folder (queue under ``ctx.data_dir``)."""
     options = DirectoryOptions.from_url(url)
     return DirectorySource(options, SqliteQueue(_queue_path(ctx, options.folder)))
+
+
+def shared_source(url: str) -> bool:
+    """False: the folder is scanned by one node at a time, else every node would announce
+    every file (see :mod:`modelbus.connectors.base`)."""
+    DirectoryOptions.from_url(url)
+    return False
 
 
 def make_sink(url: str, ctx: ConnectorContext) -> DirectorySink:

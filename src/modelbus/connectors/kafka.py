@@ -94,7 +94,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.base import Backlog, ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
@@ -103,6 +103,7 @@ __all__ = [
     "KafkaSettings",
     "KafkaSink",
     "KafkaSource",
+    "backlog",
     "make_sink",
     "make_source",
 ]
@@ -880,6 +881,30 @@ class KafkaSink:
         """Flush and disconnect."""
         producer, self._producer = self._producer, None
         await _stop(producer)
+
+
+def backlog(url: str, listener: str) -> Backlog:
+    """Where ``listener``'s backlog is: its consumer group's lag on the topic (records past
+    the group's committed offsets). ``where``: ``bootstrap_servers`` (comma-separated),
+    ``topic``, ``group`` (:meth:`KafkaSettings.group_for`), ``offset_reset``,
+    ``security_protocol``, ``sasl_mechanism`` (empty without SASL); ``secrets``:
+    ``username`` and ``password`` under SASL. Records waiting in the retry topic are not
+    part of it. Raises DefinitionError for a malformed URL."""
+    settings = KafkaSettings.from_url(url)
+    sasl = settings.security_protocol.startswith("SASL")
+    secrets = {"username": settings.username, "password": settings.password} if sasl else {}
+    return Backlog(
+        broker="kafka",
+        where={
+            "bootstrap_servers": ",".join(settings.bootstrap_servers),
+            "topic": settings.topic,
+            "group": settings.group_for(listener),
+            "offset_reset": settings.offset_reset,
+            "security_protocol": settings.security_protocol,
+            "sasl_mechanism": (settings.sasl_mechanism or "PLAIN") if sasl else "",
+        },
+        secrets={k: v for k, v in secrets.items() if v is not None},
+    )
 
 
 def make_source(url: str, ctx: ConnectorContext) -> KafkaSource:

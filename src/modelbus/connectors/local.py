@@ -5,6 +5,8 @@ same name shares the queue, and it survives crashes of any of them. It is a *que
 SQS: all consumers of a name compete, whichever listener they belong to, and a message
 published before any consumer exists waits for the first. To give several listeners every
 message, give each its own queue (a producing listener may list several outputs).
+With several nodes, a listener on a ``local://`` queue runs on one node at a time
+(:func:`shared_source`).
 
 * a received message is leased (hidden) until ``now + lease_s``; if it is not acked, released
   or extended by then, it is handed out again with its receive count (the attempt) one higher;
@@ -52,6 +54,7 @@ __all__ = [
     "make_source",
     "parse_query",
     "queue_name",
+    "shared_source",
 ]
 
 T = TypeVar("T")
@@ -458,6 +461,13 @@ def make_source(url: str, ctx: ConnectorContext) -> LocalSource:
     options = LocalOptions.from_url(url)
     queue = SqliteQueue(options.path(ctx.data_dir), synchronous=options.synchronous)
     return LocalSource(queue, lease_s=options.lease_s, poll_ms=options.poll_ms)
+
+
+def shared_source(url: str) -> bool:
+    """False: the queue file is in one machine's data directory, so a listener on it runs on
+    one node at a time (see :mod:`modelbus.connectors.base`)."""
+    LocalOptions.from_url(url)
+    return False
 
 
 def make_sink(url: str, ctx: ConnectorContext) -> LocalSink:

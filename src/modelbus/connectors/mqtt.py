@@ -17,8 +17,9 @@ Query options:
   subscribes to ``$share/<group>/<topic>``: listeners with different groups each receive
   every message; the replicas of one listener (one group) compete for them.
 * ``shared`` (source, default true): ``shared=false`` subscribes to the topic itself, not in
-  a group: for a listener run as ONE replica (several would each get every message) on a
-  broker that forgets shared subscriptions when it restarts. Mosquitto 2.0 does: after a
+  a group: for a listener run as ONE replica (several would each get every message; with
+  several nodes, modelbus runs it on one node at a time) on a broker that forgets shared
+  subscriptions when it restarts. Mosquitto 2.0 does: after a
   restart it restores a persistent session's plain subscriptions, and its queued messages,
   but not its shared ones, so what is published between the restart and the listener's
   reconnect (a few seconds) reaches no one. With ``shared=false`` the restored session
@@ -136,6 +137,7 @@ __all__ = [
     "encode_envelope",
     "make_sink",
     "make_source",
+    "shared_source",
 ]
 
 log = logging.getLogger(__name__)
@@ -1128,6 +1130,13 @@ def make_source(url: str, ctx: ConnectorContext) -> MqttSource:
     settings = MqttSettings.from_url(url)
     require_paho()
     return MqttSource(settings, ctx)
+
+
+def shared_source(url: str) -> bool:
+    """Whether the source subscribes in a shared group (``$share/GROUP/TOPIC``, the default),
+    whose members compete for the messages; with ``shared=false`` every subscriber gets
+    every message, so the listener runs on one node at a time."""
+    return MqttSettings.from_url(url).shared
 
 
 def make_sink(url: str, ctx: ConnectorContext) -> MqttSink:

@@ -97,7 +97,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.base import Backlog, ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.leases import Holds
 from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
@@ -107,7 +107,16 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
-__all__ = ["NatsHandle", "NatsSettings", "NatsSink", "NatsSource", "make_sink", "make_source"]
+__all__ = [
+    "NatsHandle",
+    "NatsSettings",
+    "NatsSink",
+    "NatsSource",
+    "backlog",
+    "default_durable",
+    "make_sink",
+    "make_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +235,11 @@ class NatsSettings:
     def address(self) -> str:
         """The servers, with no credentials: for messages and logs."""
         return ",".join(self.servers)
+
+    def durable_for(self, listener: str) -> str:
+        """The durable consumer of ``listener``'s source: the URL's ``durable``, else
+        :func:`default_durable`."""
+        return self.durable or default_durable(listener)
 
 
 def _servers(hosts: str, url: str) -> tuple[str, ...]:
@@ -452,7 +466,7 @@ class NatsSource:
             raise DefinitionError(f"listener {ctx.listener!r}: a NATS source needs ?stream=NAME")
         self.settings = settings
         self.stream: str = settings.stream
-        self.durable = settings.durable or default_durable(ctx.listener)
+        self.durable = settings.durable_for(ctx.listener)
         what = f"NATS stream {self.stream!r}, consumer {self.durable!r}"
         self._nats = _Connection(settings, ctx.listener, what)
         self._subscription: JetStreamContext.PullSubscription | None = None
@@ -764,6 +778,27 @@ class NatsSink:
     async def close(self) -> None:
         """Disconnect."""
         await self._nats.close()
+
+
+def backlog(url: str, listener: str) -> Backlog:
+    """Where ``listener``'s backlog is: the messages of the stream (within the URL's
+    ``subject`` filter) its durable consumer has not acknowledged, delivered (in flight)
+    or not. ``where``: ``servers``
+    (comma-separated ``nats://HOST:PORT``), ``stream``, ``durable``
+    (:meth:`NatsSettings.durable_for`); no ``secrets`` (JetStream's figures are read from
+    the servers' monitoring endpoint, not through a client connection). Raises
+    DefinitionError for a malformed URL or one without ``stream``."""
+    settings = NatsSettings.from_url(url)
+    if settings.stream is None:
+        raise DefinitionError(f"{redact_url(url)!r}: a NATS source needs ?stream=NAME")
+    return Backlog(
+        broker="nats",
+        where={
+            "servers": settings.address,
+            "stream": settings.stream,
+            "durable": settings.durable_for(listener),
+        },
+    )
 
 
 def make_source(url: str, ctx: ConnectorContext) -> NatsSource:

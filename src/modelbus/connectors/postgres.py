@@ -67,9 +67,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.base import Backlog, ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
 
@@ -78,6 +78,7 @@ __all__ = [
     "OutboxSettings",
     "OutboxSink",
     "OutboxSource",
+    "backlog",
     "make_sink",
     "make_source",
     "outbox_sql",
@@ -96,6 +97,8 @@ POOL_SIZE = 4
 _INSTALL_LOCK_KEY = 0x6D6F64656C627573  # "modelbus"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# A row a consumer may hold now: not waiting out a release delay (leased or not).
+_AVAILABLE = "available_at <= now()"
 
 
 def outbox_sql() -> str:
@@ -156,6 +159,12 @@ class OutboxSettings:
     @property
     def quoted_table(self) -> str:
         return ".".join(f'"{part}"' for part in self.table.split("."))
+
+    @property
+    def backlog_sql(self) -> str:
+        """One number: the rows of the outbox available now, claimed by a consumer or not
+        (rows waiting out a release delay are not counted)."""
+        return f"SELECT count(*) FROM {self.quoted_table} WHERE {_AVAILABLE}"
 
     def where(self) -> str:
         """The table and server, for messages (no password)."""
@@ -318,7 +327,7 @@ class OutboxSource:
         self._next_release_at = float("inf")  # time.monotonic() of our next delayed row
         t = settings.quoted_table
         self._claim_sql = (
-            f"WITH picked AS (SELECT id FROM {t} WHERE available_at <= now() "
+            f"WITH picked AS (SELECT id FROM {t} WHERE {_AVAILABLE} "
             "AND (locked_until IS NULL OR locked_until <= now()) "
             "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) "
             f"UPDATE {t} AS o SET locked_until = now() + make_interval(secs => $2), "
@@ -521,6 +530,28 @@ class OutboxSink:
     async def close(self) -> None:
         """Disconnect."""
         await self._db.close()
+
+
+def backlog(url: str, listener: str) -> Backlog:
+    """Where ``listener``'s backlog is: the rows of its outbox that are available, in flight
+    or not (:attr:`OutboxSettings.backlog_sql`). ``where``: ``host``, ``port``,
+    ``database``, ``user``, ``table``, ``query`` (that SQL); ``secrets``: ``url``, the
+    connection URL (it may carry the password). Raises DefinitionError for a malformed
+    URL."""
+    settings = OutboxSettings.from_url(url)
+    parts = urlsplit(settings.dsn)
+    return Backlog(
+        broker="postgresql",
+        where={
+            "host": parts.hostname or "",
+            "port": str(parts.port or 5432),
+            "database": parts.path.strip("/"),
+            "user": unquote(parts.username or ""),
+            "table": settings.table,
+            "query": settings.backlog_sql,
+        },
+        secrets={"url": settings.dsn},
+    )
 
 
 def make_source(url: str, ctx: ConnectorContext) -> OutboxSource:

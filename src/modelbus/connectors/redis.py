@@ -93,7 +93,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.base import Backlog, ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.leases import Holds
 from modelbus.connectors.urls import parse_bool, parse_float, parse_int, parse_query, redact_url
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, MissingExtra
@@ -109,6 +109,7 @@ __all__ = [
     "RedisSettings",
     "RedisSink",
     "RedisSource",
+    "backlog",
     "make_sink",
     "make_source",
 ]
@@ -306,6 +307,11 @@ class RedisSettings:
             timeout_s=parse_float(query, "timeout_s", DEFAULT_TIMEOUT_S, low=0.1, high=3600),
         )
 
+    def group_for(self, listener: str) -> str:
+        """The consumer group of ``listener``'s source: the URL's ``group``, else
+        ``modelbus-LISTENER``."""
+        return self.group or f"modelbus-{listener}"
+
     @property
     def address(self) -> str:
         """``redis://HOST:PORT/DB``, with no credentials: for messages and logs."""
@@ -482,7 +488,7 @@ class RedisSource:
 
     def __init__(self, settings: RedisSettings, ctx: ConnectorContext) -> None:
         self.settings = settings
-        self.group = settings.group or f"modelbus-{ctx.listener}"
+        self.group = settings.group_for(ctx.listener)
         self.consumer = settings.consumer or _consumer_name()
         self._keys = _Keys.of(settings.stream, self.group)
         self._redis = _Connection(settings, ctx.listener)
@@ -852,6 +858,28 @@ class RedisSink:
     async def close(self) -> None:
         """Disconnect."""
         await self._redis.close()
+
+
+def backlog(url: str, listener: str) -> Backlog:
+    """Where ``listener``'s backlog is: the consumer group's lag on the stream (entries not
+    yet delivered to the group). ``where``: ``host``, ``port``, ``db``, ``tls`` (``true``/
+    ``false``), ``stream``, ``group``; ``secrets``: ``username`` and ``password`` when the
+    URL has them. Entries waiting in the group's retry stream are not part of it. Raises
+    DefinitionError for a malformed URL."""
+    settings = RedisSettings.from_url(url)
+    secrets = {"username": settings.username, "password": settings.password}
+    return Backlog(
+        broker="redis",
+        where={
+            "host": settings.host,
+            "port": str(settings.port),
+            "db": str(settings.db),
+            "tls": "true" if settings.tls else "false",
+            "stream": settings.stream,
+            "group": settings.group_for(listener),
+        },
+        secrets={k: v for k, v in secrets.items() if v is not None},
+    )
 
 
 def make_source(url: str, ctx: ConnectorContext) -> RedisSource:

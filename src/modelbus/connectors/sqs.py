@@ -57,7 +57,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from modelbus.connectors.aws import (
     AWS_OPTIONS,
@@ -76,11 +76,19 @@ from modelbus.connectors.aws import (
     require_aiobotocore,
     with_ids,
 )
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.base import Backlog, ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.urls import parse_bool, parse_int, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
 
-__all__ = ["SqsReceipt", "SqsSettings", "SqsSink", "SqsSource", "make_sink", "make_source"]
+__all__ = [
+    "SqsReceipt",
+    "SqsSettings",
+    "SqsSink",
+    "SqsSource",
+    "backlog",
+    "make_sink",
+    "make_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +455,26 @@ class SqsSink:
     async def close(self) -> None:
         """Close the client."""
         await self._queue.client.close()
+
+
+def backlog(url: str, listener: str) -> Backlog:
+    """Where ``listener``'s backlog is: the queue's messages, visible or in flight (delayed
+    ones not counted). ``where``: ``queue`` (its name), ``queue_url`` (the queue URL when the
+    source is written as one, else empty), ``region`` and ``endpoint_url`` (empty when
+    botocore's chain decides); no ``secrets``: AWS credentials never come from a URL.
+    Raises DefinitionError for a malformed URL."""
+    settings = SqsSettings.from_url(url)
+    parts = urlsplit(url)
+    is_queue_url = parts.scheme.lower() in ("http", "https")
+    return Backlog(
+        broker="sqs",
+        where={
+            "queue": settings.queue_name,
+            "queue_url": urlunsplit(parts._replace(query="", fragment="")) if is_queue_url else "",
+            "region": settings.aws.region or "",
+            "endpoint_url": settings.aws.endpoint_url or "",
+        },
+    )
 
 
 def make_source(url: str, ctx: ConnectorContext) -> SqsSource:

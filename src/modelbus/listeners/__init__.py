@@ -7,6 +7,7 @@
     manager.py      ListenerManager: create, apply, pause, delete, sync, redrive (routes, CLI)
     hooks.py        webhook intake for ``POST /v1/hooks/NAME``
     credentials.py  credentials sealed in the store, masked everywhere else
+    scaling.py      KEDA resources scaling nodes on listeners' backlogs (``deploy keda``)
 
     lifecycle.py    ListenerRuntime: one running listener, start to graceful stop
       receive.py    free slots (max_in_flight), admission, the dedupe check

@@ -61,11 +61,7 @@ _SPEC = re.compile(
 
 
 class BatchPolicy(BatchFields):
-    """How deliveries are grouped into one ``apply_batch`` call.
-
-    Up to ``max_batch_size`` inputs are collected, waiting at most ``max_wait_ms`` after the
-    first one; ``max_batch_size=1`` (the default) calls the model once per input.
-    """
+    """How inputs are grouped into runner calls (see :class:`BatchFields`)."""
 
 
 class ListenerDefinition(ListenerFields):
@@ -115,11 +111,6 @@ class ListenerDefinition(ListenerFields):
 
     @model_validator(mode="after")
     def _coherent(self) -> ListenerDefinition:
-        if self.batch.max_batch_size > self.max_in_flight:
-            raise ValueError(
-                f"batch.max_batch_size ({self.batch.max_batch_size}) exceeds max_in_flight "
-                f"({self.max_in_flight}): a batch could never fill; raise max_in_flight"
-            )
         sinks = [*self.outputs, *([self.error_sink] if self.error_sink else [])]
         for sink in sinks:
             if _same_place(sink, self.source):

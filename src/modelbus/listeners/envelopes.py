@@ -398,7 +398,9 @@ class Correlation:
     """What ties a result to its source message, hop after hop.
 
     ``origin_id`` is the first message's id in a pipeline (carried from an upstream
-    result's ``originid``), ``traceparent`` our span's W3C trace context.
+    result's ``originid``), ``traceparent`` our span's W3C trace context. ``event`` holds
+    the incoming CloudEvent's ``id``, ``source`` and ``type`` when the message was one: the
+    result carries them as ``sourceeventid``, ``sourceeventsource`` and ``sourceeventtype``.
     """
 
     listener: str
@@ -409,6 +411,7 @@ class Correlation:
     traceparent: str
     bucket: str | None = None
     key: str | None = None
+    event: tuple[str, str, str] | None = None
 
     @classmethod
     def of(cls, *, listener: str, model: str, delivery: Delivery, item: Item) -> Correlation:
@@ -425,6 +428,7 @@ class Correlation:
             traceparent=child_traceparent(parent),
             bucket=item.object.bucket if item.object else None,
             key=item.object.key if item.object else None,
+            event=_event_of(attrs),
         )
 
     def attributes(self, result: Result | None = None) -> dict[str, str]:
@@ -443,7 +447,19 @@ class Correlation:
         if self.bucket is not None and self.key is not None:
             attrs["bucket"] = self.bucket
             attrs["key"] = self.key
+        if self.event is not None:
+            attrs["sourceeventid"], attrs["sourceeventsource"], attrs["sourceeventtype"] = (
+                self.event
+            )
         return attrs
+
+
+def _event_of(attrs: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """The incoming CloudEvent's id, source and type (structured or binary mode)."""
+    event_id, source, kind = attrs.get("ce-id"), attrs.get("ce-source"), attrs.get("ce-type")
+    if event_id is None or source is None or kind is None:
+        return None
+    return event_id, source, kind
 
 
 def mime_of(payload: Payload) -> str:

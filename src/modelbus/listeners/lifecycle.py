@@ -1,21 +1,24 @@
 """The runtime of one listener: receive -> decode -> filter -> invoke -> publish -> settle.
 
 :class:`ListenerRuntime` wires the stages together and runs them (the manager of all of a
-process's listeners is :class:`~modelbus.listeners.manager.ListenerManager`). Each delivery
-crosses the stages once: one task works on it up to the invocation, then a task of its own,
-shielded from cancellation, publishes and settles it (a duplicate goes straight to settling):
+process's listeners is :class:`~modelbus.listeners.manager.ListenerManager`). **The batch is
+the unit**: what one receive returns crosses the stages together, in one task up to the
+invocation and then one task of its own, shielded from cancellation, that publishes and
+settles it, while each delivery keeps its own outcome:
 
 * receive (:mod:`~modelbus.listeners.receive`): the receive loop asks the source only for as
-  many deliveries as there are free slots (``max_in_flight``), and admits them;
-* decode and filter (:mod:`~modelbus.listeners.decode`), fetching the objects notifications
-  point at;
-* invoke (:mod:`~modelbus.listeners.invoke`), through the batcher
-  (:mod:`~modelbus.listeners.batching`) when the listener batches;
-* publish (:mod:`~modelbus.listeners.publish`) and settle (:mod:`~modelbus.listeners.settle`):
-  :func:`~modelbus.listeners.outcomes.decide` alone turns the outcome into ack, release or
-  dead-letter, and the settle stage makes that durable before the broker hears of it
-  (DESIGN.md, delivery contract). A failure in a stage is that stage's outcome, classified by
-  :func:`~modelbus.listeners.outcomes.is_permanent`.
+  many deliveries as there are free slots (``max_in_flight``), and admits them as a batch,
+  which is first checked for duplicates (one query);
+* decode and filter (:mod:`~modelbus.listeners.decode`), per delivery, fetching the objects
+  notifications point at; a delivery that cannot be decoded fails alone, at once;
+* invoke (:mod:`~modelbus.listeners.invoke`): every input of the batch in one
+  ``invoke_batch`` call, each with its own context (the runner pool batches adaptively);
+* publish (:mod:`~modelbus.listeners.publish`): one group publish per sink for the batch;
+* settle (:mod:`~modelbus.listeners.settle`): :func:`~modelbus.listeners.outcomes.decide`
+  alone turns each delivery's outcome into ack, release or dead-letter; the batch's run
+  records and dead letters are made durable in one transaction before the broker hears of
+  them (one ack for the batch; DESIGN.md, delivery contract). A failure in a stage is that
+  delivery's outcome, classified by :func:`~modelbus.listeners.outcomes.is_permanent`.
 
 While deliveries are in flight a background task extends their leases well before they
 lapse (:mod:`~modelbus.listeners.leases`). A failing source puts the listener in
@@ -30,7 +33,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -41,6 +44,7 @@ from modelbus.connectors.base import Delivery, Source
 from modelbus.errors import ConnectorError, DefinitionError
 from modelbus.listeners.decode import Decoder
 from modelbus.listeners.definition import ListenerDefinition, check_lease
+from modelbus.listeners.envelopes import Item
 from modelbus.listeners.health import Health, close_quietly
 from modelbus.listeners.invoke import Caller
 from modelbus.listeners.leases import Flight, LeaseExtender
@@ -55,6 +59,11 @@ from modelbus.runtime.invocation import Invoker
 from modelbus.store.runs import DeadLetter, RunRecord
 
 __all__ = ["ListenerRuntime", "ListenerStatus", "RuntimeOptions", "State"]
+
+# A delivery between the stages: its inputs while it is still being worked on, then its outcome.
+Step = list[Item] | Invoked | Skipped | Failed
+# Told the outcomes of some deliveries of a batch: their indexes, one outcome each.
+Done = Callable[[list[int], list[Invoked | Outcome]], None]
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +167,6 @@ class ListenerRuntime:
             metrics=self._metrics,
             health=health,
             handle=self._handle,
-            settle=settler.settle,
         )
         leases = LeaseExtender(
             self._source,
@@ -361,24 +369,74 @@ class ListenerRuntime:
                 continue
             self._health.clear("source")
             if deliveries:
-                await self._admission.admit(deliveries)
+                self._admission.admit(deliveries)
 
-    async def _handle(self, flight: Flight) -> None:
-        """One admitted delivery: work on it, then settle it in a shielded task."""
+    async def _handle(self, flights: list[Flight]) -> None:
+        """One received batch: work on it, settling its deliveries as soon as their outcomes
+        are known, each group in a task of its own, shielded from cancellation."""
         try:
-            outcome = await self._work(flight.delivery, self._ref, apply_filter=True)
+            duplicates = await self._admission.duplicates(flights)
+            self._settle([(f, Skipped("duplicate")) for f in flights if _id(f) in duplicates])
+            fresh = [f for f in flights if _id(f) not in duplicates]
+
+            def done(indexes: list[int], outcomes: list[Invoked | Outcome]) -> None:
+                self._settle([(fresh[i], o) for i, o in zip(indexes, outcomes, strict=True)])
+
+            await self._work([f.delivery for f in fresh], self._ref, apply_filter=True, done=done)
         except asyncio.CancelledError:
             if self._stop_requested.is_set():
-                return  # stop() releases it
+                return  # stop() releases what is not settling
             raise
-        flight.settling = asyncio.create_task(self._settler.settle(flight, outcome))
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(flight.settling)
+        except Exception as exc:  # a bug: retry them rather than hold them forever
+            log.exception("listener %s: working on a batch failed", self.name)
+            self._settle([(f, Failed.of(exc, "runtime")) for f in flights if f.settling is None])
+
+    def _settle(self, batch: list[tuple[Flight, Invoked | Outcome]]) -> None:
+        """Settle ``batch`` in a task of its own (a stop waits for it, never cancels it)."""
+        if not batch:
+            return
+        settling = asyncio.create_task(self._settler.settle(batch))
+        for flight, _ in batch:
+            flight.settling = settling
 
     async def _work(
-        self, delivery: Delivery, ref: ModelRef, *, apply_filter: bool
-    ) -> Invoked | Skipped | Failed:
-        """Decode, filter, fetch and invoke; a failure is the outcome of its stage."""
+        self, deliveries: list[Delivery], ref: ModelRef, *, apply_filter: bool, done: Done
+    ) -> None:
+        """Decode, filter, fetch and invoke a batch, telling ``done`` each delivery's outcome
+        (by its index) as soon as it is known: at once for what fails to decode or is
+        filtered out, after the model for the rest. A failure is its stage's outcome."""
+        steps: list[Step] = [self._prepare(d, apply_filter=apply_filter) for d in deliveries]
+        early = [i for i, step in enumerate(steps) if not isinstance(step, list)]
+        if early:
+            done(early, [_outcome(steps[i]) for i in early])
+        todo = [i for i, step in enumerate(steps) if isinstance(step, list)]
+        if not todo:
+            return
+        working = {i: deliveries[i] for i in todo}
+
+        def invoked(indexes: list[int], outcomes: list[Invoked | Failed]) -> None:
+            told = [todo[j] for j in indexes]
+            for i in told:
+                working.pop(i, None)
+            done(told, list(outcomes))
+
+        with self._running_note(working):
+            if any(self._decoder.must_fetch(_inputs(steps[i])) for i in todo):
+                # Only then: a gather and a wait_for cost tasks per message.
+                fetched = await asyncio.gather(*(self._fetch(_inputs(steps[i])) for i in todo))
+                for i, step in zip(todo, fetched, strict=True):
+                    steps[i] = step
+                failed = [i for i in todo if not isinstance(steps[i], list)]
+                if failed:
+                    for i in failed:
+                        working.pop(i, None)
+                    done(failed, [_outcome(steps[i]) for i in failed])
+                todo = [i for i in todo if isinstance(steps[i], list)]
+            work = [(deliveries[i], _inputs(steps[i])) for i in todo]
+            await self._caller.invoke_all(work, ref, invoked)
+
+    def _prepare(self, delivery: Delivery, *, apply_filter: bool) -> Step:
+        """Decode and filter ``delivery``: its inputs, or why there is nothing to run."""
         stage = "decode"
         try:
             items = self._decoder.decode(delivery)
@@ -389,26 +447,34 @@ class ListenerRuntime:
                 items = self._decoder.filter(items)
                 if not items:
                     return Skipped("filtered")
-            with self._running_note(delivery):
-                stage = "fetch"
-                if self._decoder.must_fetch(items):
-                    # Only then: a gather and a wait_for cost two tasks per message.
-                    items = await self._decoder.fetch(items)
-                stage = "invoke"
-                return await self._caller.invoke(delivery, items, ref)
         except Exception as exc:
             return Failed.of(exc, stage)
+        return items
+
+    async def _fetch(self, items: list[Item]) -> Step:
+        """``items`` with the objects they announce read, or the fetch's failure."""
+        try:
+            if self._decoder.must_fetch(items):
+                return await self._decoder.fetch(items)
+        except Exception as exc:
+            return Failed.of(exc, "fetch")
+        return items
 
     @contextlib.contextmanager
-    def _running_note(self, delivery: Delivery) -> Iterator[None]:
-        """Record ``running`` only for work that takes a while: most messages settle sooner,
-        and their final record is then the only write on the hot path."""
+    def _running_note(self, working: dict[int, Delivery]) -> Iterator[None]:
+        """Record ``running`` only for work that takes a while: most deliveries settle
+        sooner, and their final records are then the only write on the hot path. Only those
+        still ``working`` when the timer fires are noted."""
         loop = asyncio.get_running_loop()
-        note = loop.call_later(RUNNING_NOTE_AFTER_S, self._settler.note, delivery, "running")
+        note = loop.call_later(RUNNING_NOTE_AFTER_S, self._note_running, working)
         try:
             yield
         finally:
             note.cancel()
+
+    def _note_running(self, working: dict[int, Delivery]) -> None:
+        for delivery in working.values():
+            self._settler.note(delivery, "running")
 
     # --- redrive -----------------------------------------------------------------------------
 
@@ -432,7 +498,11 @@ class ListenerRuntime:
             attributes=letter.attributes,
             attempt=letter.attempts + 1,
         )
-        outcome: Invoked | Outcome = await self._work(delivery, ref, apply_filter=False)
+        told: list[Invoked | Outcome] = []
+        await self._work(
+            [delivery], ref, apply_filter=False, done=lambda _, outcomes: told.extend(outcomes)
+        )
+        outcome = told[0]
         if isinstance(outcome, Invoked):
             outcome = await self._sinks.publish(delivery, outcome)
         if isinstance(outcome, Failed | Unsettled):
@@ -440,3 +510,17 @@ class ListenerRuntime:
         record = self._settler.record(delivery, "succeeded", outcome)
         await self._runs.record(record)
         return record
+
+
+def _inputs(step: Step) -> list[Item]:
+    assert isinstance(step, list)
+    return step
+
+
+def _outcome(step: Step) -> Invoked | Outcome:
+    assert not isinstance(step, list)
+    return step
+
+
+def _id(flight: Flight) -> str:
+    return flight.delivery.message_id

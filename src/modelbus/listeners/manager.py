@@ -5,6 +5,14 @@ format). Definitions live in the ``listeners`` table; every ``modelbus serve`` p
 every enabled listener (the replicas of a listener compete for its messages) and follows
 changes made by the others with a periodic :meth:`ListenerManager.sync`.
 
+With several nodes (a manager given an :class:`~modelbus.listeners.ownership.Ownership`), a
+listener whose source cannot be shared runs only on the node holding its lease: the manager
+claims it before starting the listener, renews it every ``renew_interval_s``, stops the
+listener at once when the lease is lost, claims it when its owner is gone, and releases it
+when the listener stops here. With a :class:`~modelbus.listeners.cluster.Cluster`,
+:meth:`ListenerManager.status` is the sum over the live nodes, with a per-node breakdown;
+:meth:`ListenerManager.node_report` is what this node's heartbeat tells the others.
+
 Dead letters are redriven here, through the listener's own stages (decode -> invoke ->
 publish to its outputs -> run record), at a limited rate (:class:`TokenBucket`).
 """
@@ -34,10 +42,12 @@ from modelbus.errors import (
     ListenerNotFound,
     ModelbusError,
 )
+from modelbus.listeners.cluster import Cluster, Report
 from modelbus.listeners.credentials import Credentials
 from modelbus.listeners.definition import ListenerDefinition, check_lease, model_ref
 from modelbus.listeners.lifecycle import ListenerRuntime, ListenerStatus, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
+from modelbus.listeners.ownership import Ownership
 from modelbus.listeners.records import RunWriter
 from modelbus.runtime.invocation import Invoker
 from modelbus.store.runs import DeadLetter, RunStore
@@ -156,8 +166,12 @@ class ListenerManager:
         runs: RunStore | None = None,
         options: ManagerOptions | None = None,
         credentials: Credentials | None = None,
+        ownership: Ownership | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self._engine = engine
+        self._ownership = ownership
+        self._cluster = cluster
         self._credentials = credentials
         self._invoker = invoker
         self._data_dir = data_dir
@@ -169,6 +183,7 @@ class ListenerManager:
         self._lock = asyncio.Lock()
         self._started = False
         self._sync_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -178,6 +193,8 @@ class ListenerManager:
         await self.sync()
         if self._options.sync_interval_s is not None:
             self._sync_task = asyncio.create_task(self._sync_loop(self._options.sync_interval_s))
+        if self._ownership is not None:
+            self._lease_task = asyncio.create_task(self._lease_loop(self._ownership))
 
     async def stop(self) -> None:
         """Stop following the store (a sync pass under way finishes first), stop every
@@ -187,12 +204,15 @@ class ListenerManager:
             # Cancel the sync loop with the lock held, so never mid-pass: cancelled while
             # stopping a listener (deleted or changed elsewhere), it left that one draining
             # after this returned, the run store closed under it.
-            if self._sync_task is not None:
-                self._sync_task.cancel()
-                await asyncio.gather(self._sync_task, return_exceptions=True)
-                self._sync_task = None
+            for task in (self._sync_task, self._lease_task):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            self._sync_task = self._lease_task = None
             running, self._running = list(self._running.values()), {}
             await asyncio.gather(*(self._stop(listener) for listener in running))
+            if self._ownership is not None:  # stopped: another node may take them at once
+                await self._ownership.release_all()
         await self.records.flush()
         await self.runs.close()
 
@@ -204,6 +224,8 @@ class ListenerManager:
             stored = {info.name: info.definition for info in await self.list()}
             for name in set(self._running) - set(stored):
                 await self._stop(self._running.pop(name))
+            if self._ownership is not None:
+                await self._ownership.keep_only(stored)
             for definition in stored.values():
                 await self._reconcile(definition)
             # Deleted by another process (running here or paused): :meth:`delete` dropped
@@ -220,24 +242,51 @@ class ListenerManager:
             except Exception:
                 log.exception("listener sync failed")
 
+    async def _lease_loop(self, ownership: Ownership) -> None:
+        """Renew this node's leases; stop at once the listeners whose lease is lost; claim
+        (through :meth:`sync`) a listener whose owner is gone."""
+        while True:
+            await asyncio.sleep(ownership.renew_interval_s)
+            try:
+                lost = await ownership.renew()
+                if lost:
+                    async with self._lock:
+                        for name in lost & set(self._running):
+                            await self._stop(self._running.pop(name))
+                if await ownership.vacant():
+                    await self.sync()
+            except Exception:
+                log.exception("listener lease renewal failed")
+
     async def _reconcile(self, definition: ListenerDefinition) -> None:
         """Start, restart or stop the runtime of ``definition`` as needed (lock held)."""
         current = self._running.get(definition.name)
-        if current is not None and current.definition == definition:
+        run_here = definition.enabled and self._started and await self._may_run(definition)
+        if current is not None and current.definition == definition and run_here:
             return
         if current is not None:
             await self._stop(self._running.pop(definition.name))
-        if definition.enabled and self._started:
-            listener = ListenerRuntime(
-                definition,
-                invoker=self._invoker,
-                runs=self.records,
-                metrics=self.metrics.listener(definition.name),
-                data_dir=self._data_dir,
-                options=self._options.runtime,
-            )
-            await listener.start()
-            self._running[definition.name] = listener
+        if not run_here:
+            if self._ownership is not None and not (definition.enabled and self._started):
+                await self._ownership.release(definition.name)  # paused, or stopping
+            return
+        listener = ListenerRuntime(
+            definition,
+            invoker=self._invoker,
+            runs=self.records,
+            metrics=self.metrics.listener(definition.name),
+            data_dir=self._data_dir,
+            options=self._options.runtime,
+        )
+        await listener.start()
+        self._running[definition.name] = listener
+
+    async def _may_run(self, definition: ListenerDefinition) -> bool:
+        """Whether this node may run ``definition``: always with no ownership; else only
+        when shared or this node holds its lease (claimed now)."""
+        if self._ownership is None:
+            return True
+        return await self._ownership.may_run(definition)
 
     async def _stop(self, listener: ListenerRuntime) -> None:
         try:
@@ -378,8 +427,17 @@ class ListenerManager:
         return _info(row, self._credentials)
 
     async def status(self, name: str) -> ListenerStatus:
-        """The live status in this process: ``paused`` when disabled, ``stopped`` when not
-        running here; raises ListenerNotFound."""
+        """The live status: with a cluster, over every live node (a :class:`ClusterStatus`,
+        with a per-node breakdown), else in this process: ``paused`` when disabled,
+        ``stopped`` when not running here. Raises ListenerNotFound."""
+        local = await self.local_status(name)
+        if self._cluster is None:
+            return local
+        peers = await self._cluster.peers()
+        return self._cluster.summed(local, self._local_state(local), peers)
+
+    async def local_status(self, name: str) -> ListenerStatus:
+        """The status in this process alone; raises ListenerNotFound."""
         running = self._running.get(name)
         if running is not None:
             return running.status()
@@ -392,6 +450,41 @@ class ListenerManager:
             problems={},
             counters=self.metrics.snapshot(name),
         )
+
+    def _local_state(self, status: ListenerStatus) -> str:
+        """This node's state of a listener: ``standby`` while another node holds its lease."""
+        return "standby" if self._standby(status.name) else status.state
+
+    def _standby(self, name: str) -> bool:
+        return (
+            self._ownership is not None
+            and self._ownership.standby(name)
+            and name not in self._running
+        )
+
+    async def node_report(self) -> Report:
+        """What this node's heartbeat reports, per listener it knows: its state here
+        (``standby`` while another node holds the lease), counters since this process
+        started, the last error and the failing parts."""
+        names = set(self._running) | self.metrics.names()
+        if self._ownership is not None:
+            names |= self._ownership.wanted
+        report: Report = {}
+        for name in sorted(names):
+            running = self._running.get(name)
+            if running is None:
+                state = "standby" if self._standby(name) else "stopped"
+                report[name] = {"state": state, "counters": self.metrics.snapshot(name)}
+                continue
+            status = running.status()
+            report[name] = {
+                "state": status.state,
+                "counters": status.counters,
+                "reason": status.last_error,
+                "reason_at": status.last_error_at,
+                "problems": dict(status.problems),
+            }
+        return report
 
     async def pause(self, name: str) -> ListenerInfo:
         """Disable a listener: it stops gracefully and stays stopped across restarts."""
@@ -430,6 +523,8 @@ class ListenerManager:
         if running is not None:
             await self._stop(running)
         await self._execute(delete(listeners_table).where(listeners_table.c.name == name))
+        if self._ownership is not None:
+            await self._ownership.forget(name)
         self.metrics.remove(name)
 
     # --- redrive -----------------------------------------------------------------------------

@@ -141,17 +141,17 @@ class ListenerMetrics:
         self._counts.received += count
         self._received.inc(count)
 
-    def succeeded(self) -> None:
-        self._counts.succeeded += 1
-        self._succeeded.inc()
+    def succeeded(self, count: int = 1) -> None:
+        self._counts.succeeded += count
+        self._succeeded.inc(count)
 
-    def retried(self) -> None:
-        self._counts.retried += 1
-        self._retried.inc()
+    def retried(self, count: int = 1) -> None:
+        self._counts.retried += count
+        self._retried.inc(count)
 
-    def dead_lettered(self) -> None:
-        self._counts.dead_lettered += 1
-        self._dead.inc()
+    def dead_lettered(self, count: int = 1) -> None:
+        self._counts.dead_lettered += count
+        self._dead.inc(count)
 
     def skipped(self, reason: str) -> None:
         """``reason`` is one of :data:`SKIP_REASONS`."""

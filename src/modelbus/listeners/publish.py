@@ -1,9 +1,10 @@
 """The publish stage: results to every output sink, dead letters to the error sink.
 
 Each sink sits in a :class:`SinkSlot` with a group publisher
-(:class:`~modelbus.listeners.coalescer.Coalescer`): what concurrent deliveries publish to one
-sink meanwhile goes in one broker call (or one transaction). :meth:`Sinks.publish_to` returns
-once the broker has the messages durably, and raises otherwise:
+(:class:`~modelbus.listeners.coalescer.Coalescer`): a batch's results, and what concurrent
+batches publish to one sink meanwhile, go in one broker call (or one transaction).
+:meth:`Sinks.publish_to` returns once the broker has the messages durably, and raises
+otherwise:
 
 * a step that runs past its timeout (``open_timeout_s``, ``publish_timeout_s``) raises that
   sink's transient :class:`ConnectorError`, never a bare TimeoutError;
@@ -70,29 +71,45 @@ class Sinks:
 
     async def publish(self, delivery: Delivery, invoked: Invoked) -> Succeeded | Failed:
         """Encode the results of ``delivery`` and publish them to every output sink."""
-        definition = self._definition
-        messages = [
-            encode_result(
-                correlation=correlation,
-                result=result,
-                id=output_id(definition.name, delivery.message_id, item.index),
-                mode=definition.output_mode,
-            )
-            for item, correlation, result in invoked.results
+        (outcome,) = await self.publish_all([(delivery, invoked)])
+        return outcome
+
+    async def publish_all(
+        self, invoked: Sequence[tuple[Delivery, Invoked]]
+    ) -> list[Succeeded | Failed]:
+        """Publish the results of a batch of deliveries: one group publish per output sink
+        for the whole batch; each delivery keeps its own outcome (a message a sink refuses
+        for good fails its own delivery alone)."""
+        groups = [self._encode(delivery, results) for delivery, results in invoked]
+        errors: list[Exception | None] = [None] * len(groups)
+        per_sink = await asyncio.gather(
+            *(slot.publisher.submit_all(groups) for slot in self.outputs)
+        )
+        for outcomes in per_sink:
+            for i, error in enumerate(outcomes):
+                if error is not None and errors[i] is None:
+                    errors[i] = error
+        return [
+            _outcome(results, messages, error)
+            for (_, results), messages, error in zip(invoked, groups, errors, strict=True)
         ]
-        version = invoked.results[0][2].version
-        try:
-            await asyncio.gather(*(self.publish_to(slot, messages) for slot in self.outputs))
-        except Exception as exc:
-            failure = Failed.of(exc, "publish")
-            return Failed(failure.error, "publish", failure.permanent, version)
-        duration_ms = sum(result.duration_ms for _, _, result in invoked.results)
-        return Succeeded(messages, version, duration_ms)
 
     async def publish_to(self, slot: SinkSlot, messages: Sequence[OutMessage]) -> None:
         """Publish durably, together with what other deliveries publish to the same sink
         meanwhile (one broker call, or one transaction, for many messages)."""
         await slot.publisher.submit(messages)
+
+    def _encode(self, delivery: Delivery, invoked: Invoked) -> list[OutMessage]:
+        name, mode = self._definition.name, self._definition.output_mode
+        return [
+            encode_result(
+                correlation=correlation,
+                result=result,
+                id=output_id(name, delivery.message_id, item.index),
+                mode=mode,
+            )
+            for item, correlation, result in invoked.results
+        ]
 
     def _slot(self, url: str, ctx: ConnectorContext) -> SinkSlot:
         slot = SinkSlot(url=url, sink=make_sink(url, ctx))
@@ -140,6 +157,17 @@ class Sinks:
     def _sink_failed(self, slot: SinkSlot, part: str, exc: Exception) -> None:
         slot.broken = not (isinstance(exc, ConnectorError) and exc.permanent)
         self._health.problem(part, str(exc) or type(exc).__name__)
+
+
+def _outcome(
+    invoked: Invoked, messages: list[OutMessage], error: Exception | None
+) -> Succeeded | Failed:
+    version = invoked.results[0][2].version
+    if error is not None:
+        failure = Failed.of(error, "publish")
+        return Failed(failure.error, "publish", failure.permanent, version)
+    duration_ms = sum(result.duration_ms for _, _, result in invoked.results)
+    return Succeeded(messages, version, duration_ms)
 
 
 async def _within(step: Awaitable[None], timeout_s: float, what: str) -> None:

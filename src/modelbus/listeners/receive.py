@@ -20,7 +20,6 @@ from modelbus.connectors.base import Delivery, Source
 from modelbus.listeners.health import Health
 from modelbus.listeners.leases import Flight
 from modelbus.listeners.metrics import ListenerMetrics
-from modelbus.listeners.outcomes import Outcome, Skipped
 from modelbus.listeners.records import RunWriter
 
 __all__ = ["Admission", "InFlight"]
@@ -75,8 +74,8 @@ class InFlight:
 
 
 class Admission:
-    """Admits received deliveries into ``in_flight``: each gets a task running ``handle``, or
-    one running ``settle`` with :class:`Skipped` ``duplicate`` if it already succeeded."""
+    """Admits received deliveries into ``in_flight``: one task per received batch runs
+    ``handle`` on all of them (it checks for duplicates first: :meth:`duplicates`)."""
 
     def __init__(
         self,
@@ -87,8 +86,7 @@ class Admission:
         runs: RunWriter,
         metrics: ListenerMetrics,
         health: Health,
-        handle: Callable[[Flight], Coroutine[Any, Any, None]],
-        settle: Callable[[Flight, Outcome], Coroutine[Any, Any, None]],
+        handle: Callable[[list[Flight]], Coroutine[Any, Any, None]],
     ) -> None:
         self._listener = listener
         self._source = source
@@ -97,27 +95,26 @@ class Admission:
         self._metrics = metrics
         self._health = health
         self._handle = handle
-        self._settle = settle
 
-    async def admit(self, deliveries: list[Delivery]) -> None:
-        """Start working on ``deliveries`` (returns once their tasks are created)."""
+    def admit(self, deliveries: list[Delivery]) -> None:
+        """Start working on ``deliveries``: one task for the batch, shared by its flights."""
         self._metrics.received(len(deliveries))
-        duplicates = await self._duplicates(deliveries)
         now, lease_s = time.time(), self._source.lease_s or 0.0
-        for delivery in deliveries:
-            flight = Flight(
-                delivery=delivery, received_at=now, lease_until=time.monotonic() + lease_s
-            )
+        lease_until = time.monotonic() + lease_s
+        flights = [
+            Flight(delivery=delivery, received_at=now, lease_until=lease_until)
+            for delivery in deliveries
+        ]
+        task = asyncio.create_task(self._handle(flights))
+        for flight in flights:
+            flight.task = task
             self._in_flight.add(flight)
-            if delivery.message_id in duplicates:
-                flight.settling = asyncio.create_task(self._settle(flight, Skipped("duplicate")))
-                flight.task = flight.settling
-            else:
-                flight.task = asyncio.create_task(self._handle(flight))
 
-    async def _duplicates(self, deliveries: list[Delivery]) -> set[str]:
+    async def duplicates(self, flights: list[Flight]) -> set[str]:
+        """The message ids among ``flights`` that already succeeded (within the dedupe
+        window); none if the store cannot say (settling, which needs it too, will notice)."""
         try:
-            ids = [d.message_id for d in deliveries]
+            ids = [f.delivery.message_id for f in flights]
             return await self._runs.store.succeeded(self._listener, ids)
         except Exception as exc:  # the store is down: run them; settling will notice
             self._health.error("store", f"dedupe check failed: {exc}")

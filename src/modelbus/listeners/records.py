@@ -9,7 +9,7 @@ write-behind, for the intermediate states nobody waits on.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Sequence
 
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.store.runs import DeadLetter, RunRecord, RunStore, RunWrite
@@ -29,6 +29,13 @@ class RunWriter:
         """Write ``record`` and return once it is durable (group-committed)."""
         await self._writer.submit(record)
 
+    async def write(self, items: Sequence[RunWrite]) -> None:
+        """Write ``items`` (a batch's run records and dead letters) in one transaction with
+        whatever else is written meanwhile; return once durable, else raise the error."""
+        for outcome in await self._writer.submit_all(items):
+            if outcome is not None:
+                raise outcome
+
     def note(self, record: RunRecord) -> None:
         """Write ``record`` soon, without waiting (intermediate states)."""
         self._writer.submit_nowait(record)
@@ -36,7 +43,7 @@ class RunWriter:
     async def dead_letter(self, record: RunRecord, letter: DeadLetter) -> None:
         """Store ``letter`` (replacing an earlier one with its id) and the run record
         saying ``dead_lettered``; returns once both are durable."""
-        await asyncio.gather(self._writer.submit(letter), self._writer.submit(record))
+        await self.write([letter, record])
 
     async def flush(self) -> None:
         """Wait until every write submitted so far is durable (or failed)."""

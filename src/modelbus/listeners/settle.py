@@ -21,11 +21,15 @@ An error sink that refuses a dead letter *for good* (a permanent ConnectorError,
 large for it) does not keep the message cycling: the dead letter stored in the database is
 then its durable record, and the refusal is reported as the listener's last error.
 
+A batch settles together, each delivery by its own decision: the results of the batch go in
+one group publish per sink, its run records and dead letters in one transaction, its acks in
+one call (group-committed with other batches'); releases go one by one. A delivery whose
+outcome could not be made durable is released alone (``Unsettled``), its neighbours settle.
+
 Settling runs in a task of its own, shielded by the caller, so that a stop cannot interrupt
-it halfway; if even carrying out the fallback fails, the delivery is left to its lease, which
-lapses, and the broker hands it out again. Acks are group-committed across deliveries; a
-failed ack or release marks the source as a problem but is not the message's failure.
-Counters move only once a delivery is settled.
+it halfway; if even carrying out the fallback fails, the deliveries are left to their lease,
+which lapses, and the broker hands them out again. A failed ack or release marks the source
+as a problem but is not the message's failure. Counters move only once a batch is settled.
 """
 
 from __future__ import annotations
@@ -34,11 +38,11 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 
 from modelbus.connectors import redact_url
-from modelbus.connectors.base import Delivery, Source
+from modelbus.connectors.base import Delivery, OutMessage, Source
 from modelbus.errors import ConnectorError, InvocationError
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.definition import ListenerDefinition
@@ -47,6 +51,7 @@ from modelbus.listeners.health import Health
 from modelbus.listeners.leases import Flight
 from modelbus.listeners.metrics import ListenerMetrics
 from modelbus.listeners.outcomes import (
+    Ack,
     DeadLetterDecision,
     Decision,
     Failed,
@@ -61,7 +66,7 @@ from modelbus.listeners.outcomes import (
 from modelbus.listeners.publish import Sinks
 from modelbus.listeners.receive import InFlight
 from modelbus.listeners.records import RunWriter
-from modelbus.store.runs import DeadLetter, RunRecord, RunStatus
+from modelbus.store.runs import DeadLetter, RunRecord, RunStatus, RunWrite
 
 __all__ = ["Settler"]
 
@@ -96,33 +101,40 @@ class Settler:
         self._locations = tuple(redact_url(u) for u in definition.outputs)
         self._acker: Coalescer[Delivery] = Coalescer(self._ack_now)
 
-    async def settle(self, flight: Flight, outcome: Invoked | Outcome) -> None:
-        """Publish, decide, and carry the decision out; never raises. Run it in a task of its
-        own, shielded from cancellation; ``flight`` leaves ``in_flight`` when it is done."""
-        delivery = flight.delivery
-        retry = self._definition.retry
+    async def settle(self, batch: Sequence[tuple[Flight, Invoked | Outcome]]) -> None:
+        """Publish, decide, and carry the decisions out for a batch of deliveries, each
+        keeping its own outcome; never raises. Run it in a task of its own, shielded from
+        cancellation; the flights leave ``in_flight`` when it is done."""
+        flights = [flight for flight, _ in batch]
         try:
-            if isinstance(outcome, Invoked):
-                outcome = await self._sinks.publish(delivery, outcome)
-            if isinstance(outcome, Failed):
-                self._health.error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
-            decision = decide(outcome, delivery.attempt, retry)
-            try:
-                await self._carry_out(flight, outcome, decision)
-            except Exception as exc:
-                if not isinstance(exc, ConnectorError):  # sinks report their own problems
-                    self._health.problem("store", f"could not settle {delivery.message_id}: {exc}")
-                unsettled = Unsettled(exc)
-                await self._carry_out(flight, unsettled, decide(unsettled, delivery.attempt, retry))
-        except Exception as exc:  # even the fallback failed: the lease will lapse
+            outcomes = await self._published(batch)
+            retry = self._definition.retry
+            decided = [
+                (flight, outcome, decide(outcome, flight.delivery.attempt, retry))
+                for flight, outcome in zip(flights, outcomes, strict=True)
+            ]
+            await self._carry_out(decided)
+        except Exception as exc:  # a bug, or even the fallback failed: the leases will lapse
             log.warning(
-                "listener %s: %s left to its lease: %s",
+                "listener %s: %d deliveries left to their lease: %s",
                 self._definition.name,
-                delivery.message_id,
+                len(flights),
                 exc,
             )
         finally:
-            self._in_flight.remove(flight)
+            for flight in flights:
+                self._in_flight.remove(flight)
+
+    async def _published(self, batch: Sequence[tuple[Flight, Invoked | Outcome]]) -> list[Outcome]:
+        """The outcomes, with the invoked deliveries' results published (one group publish
+        per sink for the batch); failures are reported as the listener's last error."""
+        invoked = [(f.delivery, o) for f, o in batch if isinstance(o, Invoked)]
+        published = iter(await self._sinks.publish_all(invoked) if invoked else [])
+        outcomes = [next(published) if isinstance(o, Invoked) else o for _, o in batch]
+        for outcome in outcomes:
+            if isinstance(outcome, Failed):
+                self._health.error(outcome.stage, f"{_error_type(outcome.error)}: {outcome.error}")
+        return outcomes
 
     async def release(self, flight: Flight, delay_s: float) -> None:
         """Hand ``flight`` back to the broker, to be delivered again after ``delay_s``. A
@@ -173,45 +185,94 @@ class Settler:
         """Write :meth:`record` behind (nobody waits on an intermediate state)."""
         self._runs.note(self.record(delivery, status, outcome))
 
-    async def _carry_out(self, flight: Flight, outcome: Outcome, decision: Decision) -> None:
-        """Make the outcome durable, then tell the broker; counters move once it is done."""
-        delivery = flight.delivery
-        if isinstance(decision, Release):
-            self.note(delivery, "retrying", outcome)
-            await self.release(flight, decision.delay_s)
-            self._metrics.retried()
-            return
-        if isinstance(decision, DeadLetterDecision):
-            assert isinstance(outcome, Failed)
-            await self._dead_letter(delivery, outcome)
-            self._health.clear("store")
-        elif isinstance(outcome, Succeeded):
-            await self._runs.record(self.record(delivery, "succeeded", outcome))
-            self._health.clear("store")
-        flight.final = True
-        await self._ack(delivery)
-        if isinstance(decision, DeadLetterDecision):
-            self._metrics.dead_lettered()
-        elif isinstance(outcome, Succeeded):
-            self._metrics.succeeded()
-        elif isinstance(outcome, Skipped):
-            self._metrics.skipped(outcome.reason)
-        self._metrics.settled(time.time() - flight.born_at)
+    async def _carry_out(self, decided: list[tuple[Flight, Outcome, Decision]]) -> None:
+        """Make the outcomes durable (one transaction for the batch), then tell the broker
+        (one ack for the batch; releases one by one); counters move once it is done. A
+        delivery whose outcome could not be made durable is released instead (Unsettled)."""
+        durable = [i for i, (_, o, d) in enumerate(decided) if _needs_record(o, d)]
+        errors = await self._make_durable([decided[i] for i in durable])
+        retry = self._definition.retry
+        for i, error in zip(durable, errors, strict=True):
+            if error is not None:
+                flight = decided[i][0]
+                unsettled = Unsettled(error)
+                decided[i] = (flight, unsettled, decide(unsettled, flight.delivery.attempt, retry))
+        releases = [(f, o, d) for f, o, d in decided if isinstance(d, Release)]
+        acks = [f for f, _, d in decided if not isinstance(d, Release)]
+        for flight, outcome, _ in releases:
+            self.note(flight.delivery, "retrying", outcome)
+        for flight in acks:
+            flight.final = True
+        await asyncio.gather(
+            self._ack([f.delivery for f in acks]),
+            *(self.release(f, d.delay_s) for f, _, d in releases if isinstance(d, Release)),
+        )
+        self._count(decided)
 
-    async def _dead_letter(self, delivery: Delivery, failed: Failed) -> None:
-        """Store the dead letter and publish it to the error sink; both before the ack."""
-        info, letter = self._letter(delivery, failed)
-        await self._runs.dead_letter(self.record(delivery, "dead_lettered", failed), letter)
-        if self._sinks.error is not None:
-            try:
-                await self._sinks.publish_to(
-                    self._sinks.error, [encode_dead_letter(delivery, info)]
-                )
-            except ConnectorError as exc:
-                if not exc.permanent:
-                    raise  # retried: the error sink will take it later
-                # It never will (too big for it...): the stored dead letter must do.
-                self._health.error("error sink", f"refused dead letter {info.id} for good: {exc}")
+    def _count(self, decided: list[tuple[Flight, Outcome, Decision]]) -> None:
+        metrics, now = self._metrics, time.time()
+        succeeded = dead = retried = 0
+        for flight, outcome, decision in decided:
+            if isinstance(decision, Release):
+                retried += 1
+                continue
+            if isinstance(decision, DeadLetterDecision):
+                dead += 1
+            elif isinstance(outcome, Succeeded):
+                succeeded += 1
+            elif isinstance(outcome, Skipped):
+                metrics.skipped(outcome.reason)
+            metrics.settled(now - flight.born_at)
+        if succeeded:
+            metrics.succeeded(succeeded)
+        if dead:
+            metrics.dead_lettered(dead)
+        if retried:
+            metrics.retried(retried)
+
+    async def _make_durable(
+        self, entries: list[tuple[Flight, Outcome, Decision]]
+    ) -> list[Exception | None]:
+        """Store the run records and dead letters of ``entries`` in one transaction, then
+        publish the dead letters to the error sink; one error (or None) per entry."""
+        if not entries:
+            return []
+        writes: list[RunWrite] = []
+        letters: list[tuple[int, OutMessage]] = []
+        infos: list[tuple[Delivery, DeadLetterInfo]] = []
+        for i, (flight, outcome, decision) in enumerate(entries):
+            delivery = flight.delivery
+            if isinstance(decision, DeadLetterDecision):
+                assert isinstance(outcome, Failed)
+                info, letter = self._letter(delivery, outcome)
+                writes += [letter, self.record(delivery, "dead_lettered", outcome)]
+                letters.append((i, encode_dead_letter(delivery, info)))
+                infos.append((delivery, info))
+            else:
+                writes.append(self.record(delivery, "succeeded", outcome))
+        try:
+            await self._runs.write(writes)
+        except Exception as exc:
+            self._health.problem("store", f"could not settle {len(entries)} deliveries: {exc}")
+            return [exc] * len(entries)
+        self._health.clear("store")
+        errors: list[Exception | None] = [None] * len(entries)
+        if letters and self._sinks.error is not None:
+            outcomes = await self._sinks.error.publisher.submit_all([[m] for _, m in letters])
+            for (i, message), error in zip(letters, outcomes, strict=True):
+                if isinstance(error, ConnectorError) and error.permanent:
+                    # It never will take it (too big...): the stored dead letter must do.
+                    self._health.error(
+                        "error sink", f"refused dead letter {message.id} for good: {error}"
+                    )
+                elif error is not None:
+                    errors[i] = error  # released: the error sink will take it later
+        for (i, _), (delivery, info) in zip(letters, infos, strict=True):
+            if errors[i] is None:
+                self._log_dead_letter(delivery, info)
+        return errors
+
+    def _log_dead_letter(self, delivery: Delivery, info: DeadLetterInfo) -> None:
         log.warning(
             "listener %s dead-lettered %s after %d attempt(s): %s",
             self._definition.name,
@@ -251,16 +312,23 @@ class Settler:
         )
         return info, letter
 
-    async def _ack(self, delivery: Delivery) -> None:
-        """Ack (group-committed with other acks). A failed ack is not an error for the
-        message: its outcome is durable, and its redelivery will be recognised."""
-        try:
-            await self._acker.submit(delivery)
-        except Exception as exc:
-            self._health.problem("source", f"ack failed: {exc}")
+    async def _ack(self, deliveries: list[Delivery]) -> None:
+        """Ack (group-committed with other batches' acks). A failed ack is not an error for
+        the messages: their outcomes are durable, and a redelivery will be recognised."""
+        for error in await self._acker.submit_all(deliveries):
+            if error is not None:
+                self._health.problem("source", f"ack failed: {error}")
+                return
 
     async def _ack_now(self, deliveries: list[Delivery]) -> None:
         await asyncio.wait_for(self._source.ack(deliveries), self._op_timeout_s)
+
+
+def _needs_record(outcome: Outcome, decision: Decision) -> bool:
+    """Whether settling ``outcome`` writes a final run record (and maybe a dead letter)."""
+    return isinstance(decision, DeadLetterDecision) or (
+        isinstance(decision, Ack) and isinstance(outcome, Succeeded)
+    )
 
 
 def _error_type(exc: BaseException) -> str:

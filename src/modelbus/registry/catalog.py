@@ -14,6 +14,14 @@ records a version:
 - ``publish=False`` with a version: the version is recorded but not served by version
   specs until :meth:`Registry.publish`; it is callable by hash.
 
+Artifacts (:mod:`modelbus.registry.artifacts`): a push puts the build's archive in the
+artifact store before recording anything; a node resolving a build it has no copy of
+downloads it (hash checked), unpacks it, and builds its environment there on first use,
+keeping that build's log in the store under the node's name (``BuildInfo.node_logs``).
+A store that cannot be reached fails the push or the resolution with
+:class:`ArtifactUnavailable` (transient); an archive the store lost, with
+:class:`ArtifactMissing` naming the version and the store.
+
 Resolution (``owner/name@spec`` -> a build ready to run) is cached in memory. Exact
 versions and full hashes never change meaning, so they stay cached for
 ``IMMUTABLE_CACHE_S``; ``latest`` and wildcards for ``cache_ttl_s`` (default 5 s): a version
@@ -24,10 +32,12 @@ made through this registry take effect here at once.
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +46,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelbus.client.refs import ModelRef
 from modelbus.errors import (
+    ArtifactError,
+    ArtifactUnavailable,
     BuildError,
     BuildNotFound,
     Conflict,
@@ -45,7 +57,8 @@ from modelbus.errors import (
     VersionNotFound,
     VersionSpecError,
 )
-from modelbus.registry.artifacts import ArtifactStore
+from modelbus.registry.artifacts import LocalArtifacts
+from modelbus.registry.artifacts.status import StoreMonitor, StoreStatus
 from modelbus.registry.builds import Builder, BuildLog, BuildOutcome, ProgressCallback
 from modelbus.registry.launch import RunnerSpec, install_runtime, python_argv, runner_env
 from modelbus.registry.manifest import MANIFEST_FILE, Manifest
@@ -56,6 +69,10 @@ from modelbus.store.database import Database
 BuildStatus = Literal["building", "ready", "failed"]
 IMMUTABLE_CACHE_S = 600.0
 MAX_CACHE_ENTRIES = 4096
+# Reading the node logs of a build from the store, for GET /v1/builds/{hash}.
+NODE_LOGS_TIMEOUT_S = 10.0
+
+log = logging.getLogger("modelbus.registry")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,7 +101,10 @@ class VersionInfo:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BuildInfo:
     """One build (one content hash). ``log`` is ``None`` in listings; :meth:`Registry.get_build`
-    fills it. ``versions`` are the version numbers pointing at it, highest first."""
+    fills it. ``versions`` are the version numbers pointing at it, highest first.
+    ``node_logs`` (from :meth:`Registry.get_build` too): the environment builds that nodes
+    ran for it on first use, node name -> log; ``None`` when the artifact store could not
+    be read."""
 
     hash: str
     owner: str
@@ -96,6 +116,7 @@ class BuildInfo:
     finished_at: float | None
     versions: tuple[str, ...]
     log: str | None = None
+    node_logs: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -147,8 +168,10 @@ class _Cached:
 class Registry:
     """Models, versions and builds over a :class:`Database`, artifacts and a builder.
 
-    One per server process. All methods are coroutines; they raise the errors named in their
-    docstrings (all from :mod:`modelbus.errors`).
+    One per server process. ``artifacts``: this node's view of the artifact store (default:
+    the folder store in ``data_dir``). ``node``: this node's name in the build logs it
+    stores (default: the host name). All methods are coroutines; they raise the errors named
+    in their docstrings (all from :mod:`modelbus.errors`).
     """
 
     def __init__(
@@ -156,14 +179,17 @@ class Registry:
         db: Database,
         data_dir: Path,
         *,
-        artifacts: ArtifactStore | None = None,
+        artifacts: LocalArtifacts | None = None,
         builder: Builder | None = None,
         cache_ttl_s: float = 5.0,
+        node: str | None = None,
     ) -> None:
         self.db = db
         self.data_dir = data_dir.absolute()
-        self.artifacts = artifacts or ArtifactStore(data_dir)
+        self.artifacts = artifacts or LocalArtifacts(data_dir)
+        self.store_monitor = StoreMonitor(self.artifacts.store)
         self.builder = builder or Builder(data_dir)
+        self.node = node or socket.gethostname()
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[tuple[str, str, str], _Cached] = {}
         self._runtime_dir: Path | None = None
@@ -187,7 +213,9 @@ class Registry:
 
         Raises :class:`ManifestError`, :class:`ArchiveError`, :class:`VersionSpecError`,
         :class:`InvalidInput` (both version and bump), :class:`VersionConflict` (checked
-        before building) and :class:`BuildError` (the log is kept with the build).
+        before building), :class:`BuildError` (the log is kept with the build), and
+        :class:`ArtifactUnavailable` when the archive cannot be put in the artifact store
+        (nothing is recorded then).
         """
         target = _target(version, bump)
         log = BuildLog(progress)
@@ -278,14 +306,21 @@ class Registry:
     async def get_build(self, ref: str) -> BuildInfo:
         """One build, with its log, by hash (``sha256:<hex>``) or a unique hex prefix.
 
-        Raises :class:`BuildNotFound`, or :class:`VersionSpecError` for a malformed or
+        Its ``node_logs`` are read from the artifact store (``None`` if it cannot be read
+        now). Raises :class:`BuildNotFound`, or :class:`VersionSpecError` for a malformed or
         ambiguous hash.
         """
         hash_ref = HashRef.parse(ref)
         async with self.db.read() as conn:
             row = await _one_build(conn, hash_ref, None, None)
             versions = await _version_rows(conn, row.owner, row.name)
-        return _build_info(row, versions, with_log=True)
+        info = _build_info(row, versions, with_log=True)
+        return replace(info, node_logs=await self._node_logs(row.hash))
+
+    async def artifact_status(self) -> StoreStatus:
+        """Whether this node can reach the artifact store (checked at most every few
+        seconds; see :mod:`modelbus.registry.artifacts.status`). Never raises."""
+        return await self.store_monitor.status()
 
     # --- resolution -------------------------------------------------------------------------
 
@@ -293,8 +328,10 @@ class Registry:
         """The build ``ref`` names, ready to run (unpacked; environment built if missing).
 
         Raises :class:`ModelNotFound`, :class:`VersionNotFound` (naming the published
-        versions), :class:`VersionSpecError`, or :class:`BuildError` when the environment
-        has to be rebuilt on this machine and that fails.
+        versions), :class:`VersionSpecError`, :class:`BuildError` when the environment
+        has to be built on this node and that fails, and, when this node has no copy of the
+        build yet, :class:`ArtifactUnavailable` (the store cannot be reached),
+        :class:`ArtifactMissing` or :class:`ArtifactCorrupt`, naming the version and store.
         """
         key = (ref.owner, ref.name, ref.spec)
         cached = self._cache.get(key)
@@ -316,13 +353,17 @@ class Registry:
 
     async def _store(self, source: Path | bytes) -> tuple[str, Manifest, Path]:
         """Store the artifact; return its hash, manifest and unpacked folder."""
-        if isinstance(source, bytes):
-            digest = await asyncio.to_thread(
-                self.artifacts.add_archive, source, check=_check_uploaded_manifest
-            )
-        else:
-            await asyncio.to_thread(Manifest.load, source)  # fail fast, before packing
-            digest = await asyncio.to_thread(self.artifacts.add_folder, source)
+        try:
+            if isinstance(source, bytes):
+                digest = await asyncio.to_thread(
+                    self.artifacts.add_archive, source, check=_check_uploaded_manifest
+                )
+            else:
+                await asyncio.to_thread(Manifest.load, source)  # fail fast, before packing
+                digest = await asyncio.to_thread(self.artifacts.add_folder, source)
+        except ArtifactUnavailable as exc:
+            self.store_monitor.failed(exc)
+            raise
         model_dir = await asyncio.to_thread(self.artifacts.model_dir, digest)
         manifest = await asyncio.to_thread(Manifest.load, model_dir)
         return digest, manifest, model_dir
@@ -475,7 +516,7 @@ class Registry:
 
     async def _materialize(self, row: Row[Any], version: str | None) -> ResolvedVersion:
         manifest = Manifest.from_json(row.manifest, source=f"build {row.hash}")
-        model_dir = await asyncio.to_thread(self.artifacts.model_dir, row.hash)
+        model_dir = await self._model_dir(row, version)
         spec = await self._runner_spec(row.hash, manifest, model_dir)
         return ResolvedVersion(
             owner=row.owner,
@@ -485,6 +526,27 @@ class Registry:
             manifest=manifest,
             runner_spec=spec,
         )
+
+    async def _model_dir(self, row: Row[Any], version: str | None) -> Path:
+        """The build's unpacked folder; artifact errors name the version they were for."""
+        try:
+            return await asyncio.to_thread(self.artifacts.model_dir, row.hash)
+        except ArtifactError as exc:
+            if isinstance(exc, ArtifactUnavailable):
+                self.store_monitor.failed(exc)
+            label = f"{row.owner}/{row.name} {version or row.hash}"
+            raise type(exc)(f"cannot fetch {label} on node {self.node}: {exc.message}") from exc
+
+    async def _node_logs(self, digest: str) -> dict[str, str] | None:
+        try:
+            async with asyncio.timeout(NODE_LOGS_TIMEOUT_S):
+                return await asyncio.to_thread(self.artifacts.store.logs, digest)
+        except ArtifactUnavailable as exc:
+            self.store_monitor.failed(exc)
+        except TimeoutError:
+            pass
+        log.warning("the node build logs of %s cannot be read from the artifact store", digest)
+        return None
 
     async def _runner_spec(self, digest: str, manifest: Manifest, model_dir: Path) -> RunnerSpec:
         runtime, serving = manifest.runtime, manifest.serving
@@ -497,7 +559,7 @@ class Registry:
             env = runner_env(model_dir=model_dir, runtime_dir=None, extra=runtime.env)
         else:
             assert runtime.entrypoint is not None
-            python = await self._python_for(manifest)
+            python = await self._python_for(digest, manifest)
             argv = python_argv(
                 python,
                 entrypoint=runtime.entrypoint,
@@ -520,17 +582,33 @@ class Registry:
             output_schema=manifest.schemas.output,
         )
 
-    async def _python_for(self, manifest: Manifest) -> str:
+    async def _python_for(self, digest: str, manifest: Manifest) -> str:
         requirements = manifest.runtime.requirements
         if not requirements:
             return sys.executable
         env_hash = self.builder.env_hash(requirements)
         if self.builder.env_ready(env_hash):
             return str(self.builder.env_python(env_hash))
-        # Built on another node, or the environment was removed: build it here, once.
-        outcome = await self.builder.ensure_env(requirements)
+        # Built on another node, or the environment was removed: build it here, once, and
+        # keep the log where every node can show it.
+        header = f"== environment of {manifest.owner}/{manifest.name} ({digest}) on {self.node}"
+        try:
+            outcome = await self.builder.ensure_env(requirements)
+        except BuildError as exc:
+            await self._keep_node_log(digest, f"{header}\n{exc.log}\nerror: {exc.message}\n")
+            raise
+        if not outcome.env_reused:
+            await self._keep_node_log(digest, f"{header}\n{outcome.log}\n")
         assert outcome.python is not None
         return outcome.python
+
+    async def _keep_node_log(self, digest: str, text: str) -> None:
+        """Put this node's build log in the store; a store that is down costs only the log."""
+        try:
+            await asyncio.to_thread(self.artifacts.store.put_log, digest, self.node, text)
+        except ArtifactUnavailable as exc:
+            self.store_monitor.failed(exc)
+            log.warning("the build log of %s was not stored: %s", digest, exc.message)
 
     async def _runtime(self) -> Path:
         if self._runtime_dir is None:

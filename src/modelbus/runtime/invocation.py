@@ -9,7 +9,7 @@ is decoded twice on the hot path.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -73,6 +73,10 @@ class Result:
     stdout: str | None = None
 
 
+# Told as soon as some inputs of an invoke_batch are done: their indexes and outcomes.
+OnResults = Callable[[Sequence[int], Sequence["Result | Exception"]], None]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallOptions:
     """Per-call options.
@@ -114,11 +118,15 @@ class Invoker(Protocol):
         options: CallOptions,
         *,
         attributes: Sequence[Mapping[str, str]] | None = None,
+        on_results: OnResults | None = None,
     ) -> list[Result | Exception]:
         """Run several inputs on one resolved version, many to a runner call (through
         ``apply_batch`` when the model has it). ``attributes``, if given, holds one mapping
-        per input, merged over ``options.attributes`` for that input alone. Returns one entry
-        per input, in order: a Result or the InvocationError for it; one input's error
-        never fails another. Resolution errors (unknown model, bad spec) are raised, not
-        returned; ValueError when ``attributes`` does not have one entry per input."""
+        per input, merged over ``options.attributes`` for that input alone. ``on_results``,
+        if given, is called (on the event loop, and must not block) as soon as some inputs
+        are done, typically once per runner call, with their indexes and outcomes; inputs it
+        was not told about are in the returned list. Returns one entry per input, in order:
+        a Result or the InvocationError for it; one input's error never fails another.
+        Resolution errors (unknown model, bad spec) are raised, not returned; ValueError
+        when ``attributes`` does not have one entry per input."""
         ...

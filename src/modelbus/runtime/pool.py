@@ -73,7 +73,7 @@ from modelbus.errors import (
     RunnerCrashed,
 )
 from modelbus.registry.launch import RunnerSpec
-from modelbus.runtime.invocation import CallOptions, Payload, Result
+from modelbus.runtime.invocation import CallOptions, OnResults, Payload, Result
 from modelbus.runtime.runner import CallReply, Runner
 
 log = logging.getLogger("modelbus.runtime.pool")
@@ -182,13 +182,16 @@ class Pool:
         *,
         version: str,
         attributes: Sequence[Mapping[str, str]] | None = None,
+        on_results: OnResults | None = None,
     ) -> list[Result | InvocationError]:
         """Run inputs; return one Result or InvocationError per input, in order.
 
         ``version`` is the resolved version label put on each Result (and on each error's
         ``version``): one build may be published under several numbers. ``attributes``, if
         given, holds one mapping per input, merged over ``options.attributes`` for that
-        input. The inputs join the pool's queue and go to the runners in calls of several
+        input. ``on_results(indexes, outcomes)``, if given, is called on the loop as soon as
+        some inputs have their outcome (once per runner call, typically); an exception it
+        raises is logged. The inputs join the pool's queue and go to the runners in calls of several
         inputs, with other callers' inputs (see the module docstring). ``options.timeout_s``
         (default: the spec's) is the most one input may take; waiting for a runner is
         bounded by ``queue_timeout_s`` and ``max_queue`` (-> :class:`Overloaded`). Never
@@ -210,6 +213,7 @@ class Pool:
             options=options,
             version=version,
             attributes=attributes,
+            on_results=on_results,
             timeout_s=options.timeout_s or self.spec.timeout_s,
             cap=options.max_batch_size or self.settings.max_batch_size,
             done=loop.create_future(),
@@ -447,6 +451,7 @@ class Pool:
                     errors += 1
                     results[i] = _stamp(output, version)
                 k += 1
+            job.tell(range(start, stop))
             job.settled(stop - start)
         self._count(call.size, errors, reply.duration_ms / 1000)
         self._measure(reply.duration_ms / 1000 / call.size)
@@ -672,6 +677,7 @@ class _Job:
     options: CallOptions
     version: str
     attributes: Sequence[Mapping[str, str]] | None  # one per input, over options.attributes
+    on_results: OnResults | None  # told each outcome as soon as it is known
     timeout_s: float
     cap: int  # most inputs per runner call
     done: asyncio.Future[None]
@@ -703,7 +709,19 @@ class _Job:
         """Give ``indexes`` their outcome ``error`` (None: nobody waits for it)."""
         for i in indexes:
             self.results[i] = error
+        if error is not None:
+            self.tell(indexes)
         self.settled(len(indexes))
+
+    def tell(self, indexes: Sequence[int]) -> None:
+        """Tell the caller's ``on_results`` the outcomes of ``indexes``."""
+        if self.on_results is None or self.cancelled:
+            return
+        outcomes = [r for r in (self.results[i] for i in indexes) if r is not None]
+        try:
+            self.on_results(indexes, outcomes)
+        except Exception:  # the caller's bug must not break the pool's books
+            log.exception("an on_results callback failed")
 
     def settled(self, count: int) -> None:
         """``count`` more inputs have their outcome; the caller wakes when all have."""

@@ -20,7 +20,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Float,
+    Table,
+    create_engine,
+    event,
+    literal_column,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
@@ -108,6 +117,16 @@ class Database:
         if self.dialect == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
+
+    def clock(self) -> ColumnElement[float]:
+        """The database server's clock, in seconds since the epoch, as an SQL expression.
+
+        For times several nodes compare (heartbeats, leases): one clock for all of them, so
+        a node whose own clock is off cannot take a lease early or look gone.
+        """
+        if self.dialect == "postgresql":
+            return literal_column("extract(epoch from clock_timestamp())::float8", Float)
+        return literal_column("((julianday('now') - 2440587.5) * 86400.0)", Float)
 
     async def lock(self, conn: AsyncConnection, name: str) -> None:
         """Hold an exclusive lock called ``name`` until ``conn``'s transaction ends.

@@ -164,3 +164,36 @@ dead_letters = Table(
     Column("redriven_to", String(300), nullable=True),
     Index(None, "listener", "created_at"),
 )
+
+# --- nodes ----------------------------------------------------------------------------------
+
+# Every ``modelbus serve`` process on the store is a node; it writes its row at start and its
+# heartbeat (with the status of its listeners) every few seconds. Times come from the
+# database's clock (see modelbus/store/nodes.py), so nodes with skewed clocks still agree.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(40), primary_key=True),  # a new uuid every process start
+    Column("parent", String(40), nullable=True),  # a worker process: the node that started it
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("address", String(500), nullable=False),  # the URL it serves the API on
+    Column("version", String(40), nullable=False),  # modelbus's version
+    Column("workers", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("stopped_at", Float, nullable=True),  # set by a graceful stop
+    Column("listeners", JSON, nullable=False),  # name -> {state, counters, ...}
+    Index(None, "heartbeat_at"),
+)
+
+# Which node runs a listener whose source cannot be shared (``local://``, ``dir://``...),
+# until when: claimed and renewed atomically (modelbus/store/leases.py).
+listener_leases = Table(
+    "listener_leases",
+    metadata,
+    Column("listener", String(100), primary_key=True),
+    Column("owner", String(40), nullable=False),  # nodes.id
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

@@ -1,21 +1,28 @@
 """Process wiring for ``modelbus serve``: open every service, run the app, close in order.
 
 :func:`open_services` is the one place the server's parts are built and connected: the
-database (migrated to the newest schema), the registry, the key store (creating the first
+database (migrated to the newest schema), this node's membership among the nodes of the
+store (:mod:`modelbus.listeners.cluster`: refused if it cannot work with the others, then a
+heartbeat), the registry, the key store (creating the first
 admin key on a fresh store, printed once), the runner pools, the model service with its
-background jobs, and the listener manager (which invokes models through the model service).
+background jobs, and the listener manager (which invokes models through the model service;
+it runs a listener that cannot be shared only while this node holds its lease,
+:mod:`modelbus.listeners.ownership`). :func:`check_node` makes the refusal checks alone,
+before anything is served.
 The listener file of ``serve --config`` is applied before the listeners start.
 
 Start and stop order: models first, listeners last; at stop, listeners first. A graceful
 stop (SIGTERM or Ctrl-C) is: uvicorn stops accepting requests and finishes those under way
 -> the listeners stop receiving, let in-flight messages finish until ``stop_deadline_s``,
-release the rest to their brokers, close -> jobs, pools and the database close.
+release the rest to their brokers, close, give their leases up -> the node is marked stopped
+-> jobs, pools and the database close.
 :func:`modelbus.web.app.run` serves the app with uvicorn until then.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -24,11 +31,15 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
+from modelbus import __version__
 from modelbus.config import Settings
+from modelbus.listeners.cluster import Cluster
 from modelbus.listeners.credentials import Credentials, RedactingFilter
 from modelbus.listeners.files import apply_listener_file
 from modelbus.listeners.hooks import HookIntake
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
+from modelbus.listeners.ownership import Ownership
+from modelbus.registry.artifacts import LocalArtifacts, open_store
 from modelbus.registry.catalog import Registry
 from modelbus.runtime.metrics import VersionMetrics
 from modelbus.runtime.pool import PoolManager
@@ -36,7 +47,9 @@ from modelbus.runtime.service import ModelService
 from modelbus.store.database import Database
 from modelbus.store.jobs import JobStore
 from modelbus.store.keys import KeyStore
-from modelbus.store.secrets import SecretBox
+from modelbus.store.leases import LeaseStore
+from modelbus.store.nodes import NodeIdentity, NodeStore
+from modelbus.store.secrets import KEY_FILE, SecretBox
 
 log = logging.getLogger("modelbus.web.server")
 
@@ -45,6 +58,7 @@ log = logging.getLogger("modelbus.web.server")
 class Services:
     """Everything the routes use, opened together by :func:`open_services`.
 
+    ``cluster`` is this node among the nodes of the store (``GET /v1/nodes``).
     ``hooks`` accepts webhooks into the queues of their listeners; ``credentials`` encrypts listener
     credentials and masks them in answers and logs; ``metrics`` is the app's Prometheus
     registry (listener and per-version families), ``version_metrics`` names the pools'
@@ -53,6 +67,7 @@ class Services:
 
     settings: Settings
     database: Database
+    cluster: Cluster
     registry: Registry
     keys: KeyStore
     pools: PoolManager
@@ -91,22 +106,68 @@ async def open_services(
         database = await Database.open(settings.database_url)
         try:
             await database.migrate()
-            keys = KeyStore(database)
-            admin_key = await keys.bootstrap_admin()
-            if admin_key is not None:
-                announce(admin_key)
-            async with _running(settings, database, keys, credentials) as services:
-                yield services
+            cluster = _cluster(settings, database, credentials)
+            await cluster.join(key_source=key_source(settings))
+            try:
+                keys = KeyStore(database)
+                admin_key = await keys.bootstrap_admin()
+                if admin_key is not None:
+                    announce(admin_key)
+                async with _running(settings, database, keys, credentials, cluster) as services:
+                    yield services
+            finally:
+                await cluster.stop()
         finally:
             await database.close()
 
 
+async def check_node(settings: Settings) -> None:
+    """Raise :class:`~modelbus.errors.NodeRefused` if a server with ``settings`` could not
+    join the nodes of its store now (the checks :func:`open_services` makes at start:
+    another node on a SQLite store, a secret key that cannot decrypt the stored
+    credentials). Migrates the store; joins nothing."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    credentials = Credentials(SecretBox.load(settings.data_dir, settings.secret_key))
+    database = await Database.open(settings.database_url)
+    try:
+        await database.migrate()
+        await _cluster(settings, database, credentials).check(key_source=key_source(settings))
+    finally:
+        await database.close()
+
+
+def key_source(settings: Settings) -> str | None:
+    """Where the secret key comes from, for messages; None when the stored credentials are
+    not to be checked with it (``ignore_undecryptable``)."""
+    if settings.ignore_undecryptable:
+        return None
+    if settings.secret_key:
+        return "MODELBUS_SECRET_KEY"
+    return f"the key file {settings.data_dir / KEY_FILE}"
+
+
+def _cluster(settings: Settings, database: Database, credentials: Credentials) -> Cluster:
+    nodes = NodeStore(database, gone_after_s=settings.node_timeout_s)
+    identity = NodeIdentity.of_this_process(address=settings.node_address, version=__version__)
+    return Cluster(
+        nodes,
+        identity,
+        credentials=credentials,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        exclusive=database.dialect == "sqlite",
+    )
+
+
 @asynccontextmanager
 async def _running(
-    settings: Settings, database: Database, keys: KeyStore, credentials: Credentials
+    settings: Settings,
+    database: Database,
+    keys: KeyStore,
+    credentials: Credentials,
+    cluster: Cluster,
 ) -> AsyncIterator[Services]:
     """Models, then listeners; stopped in the reverse order."""
-    registry = Registry(database, settings.data_dir)
+    registry = await _open_registry(settings, database)
     pools = PoolManager()
     models = ModelService(registry=registry, pools=pools, jobs=JobStore(database))
     metrics = CollectorRegistry()
@@ -119,6 +180,13 @@ async def _running(
         registry=metrics,
         options=ManagerOptions(stop_deadline_s=settings.stop_deadline_s),
         credentials=credentials,
+        ownership=Ownership(
+            LeaseStore(database, ttl_s=settings.node_timeout_s),
+            cluster.nodes,
+            cluster.node_id,
+            renew_interval_s=settings.heartbeat_interval_s,
+        ),
+        cluster=cluster,
     )
     hooks = HookIntake(listeners, settings.data_dir)
     await models.start()
@@ -132,9 +200,11 @@ async def _running(
             )
         await listeners.start()
         try:
+            await cluster.start(listeners.node_report)
             yield Services(
                 settings=settings,
                 database=database,
+                cluster=cluster,
                 registry=registry,
                 keys=keys,
                 pools=pools,
@@ -152,6 +222,24 @@ async def _running(
     finally:
         await models.stop()
         await pools.close()
+
+
+async def _open_registry(settings: Settings, database: Database) -> Registry:
+    """The registry over the artifact store of ``settings``; a store that does not answer
+    is logged (and shown by ``/health``), not fatal: versions fetched before still run."""
+    store = open_store(settings.artifacts_url, settings.data_dir)
+    registry = Registry(
+        database,
+        settings.data_dir,
+        artifacts=LocalArtifacts(settings.data_dir, store),
+        node=f"{socket.gethostname()}:{settings.port}",
+    )
+    status = await registry.artifact_status()
+    if status.ok:
+        log.info("artifact store: %s", status.store)
+    else:
+        log.warning("artifact store unavailable: %s", status.error)
+    return registry
 
 
 LOGGERS_WITH_HANDLERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")

@@ -25,6 +25,7 @@ def routers() -> list[APIRouter]:
         listeners,
         metrics,
         models,
+        nodes,
         runs,
     )
 
@@ -37,6 +38,7 @@ def routers() -> list[APIRouter]:
         runs.router,
         dead_letters.router,
         metrics.router,
+        nodes.router,
         hooks.router,
         algorithmia.router,
         *console.routers(),

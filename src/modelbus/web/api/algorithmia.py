@@ -106,7 +106,7 @@ def _raw(result: Result) -> Response:
     return Response(result.output.data, media_type=raw_media_type(result.output))
 
 
-CALL_ERRORS = responses(400, 404, 413, 415, 502, 503, 504)
+CALL_ERRORS = responses(400, 404, 413, 415, 500, 502, 503, 504)
 CALL_ANSWER = "`{result, metadata}`, or `{error, metadata}` for a model error"
 
 

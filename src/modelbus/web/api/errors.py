@@ -32,6 +32,8 @@ _STATUS: tuple[tuple[type[errors.ModelbusError], int], ...] = (
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
     (errors.BuildError, 422),
+    (errors.ArtifactUnavailable, 503),
+    (errors.ArtifactError, 500),  # missing or corrupt: the server lost data, not the caller
     (errors.InputRejected, 400),
     (errors.ModelError, 400),  # Algorithmia: "if the algorithm returned an error, HTTP 400"
     (errors.InvocationTimeout, 504),
@@ -44,6 +46,8 @@ _STATUS: tuple[tuple[type[errors.ModelbusError], int], ...] = (
 )
 
 AUTHENTICATE_HEADER = 'Simple realm="modelbus", Bearer realm="modelbus"'
+# When to try again after the artifact store could not be reached.
+ARTIFACTS_RETRY_AFTER_S = 5
 
 
 def status_for(exc: errors.ModelbusError) -> int:
@@ -79,6 +83,8 @@ def error_headers(exc: errors.ModelbusError) -> dict[str, str]:
         return {"WWW-Authenticate": AUTHENTICATE_HEADER}
     if isinstance(exc, errors.Overloaded):
         return {"Retry-After": "1"}
+    if isinstance(exc, errors.ArtifactUnavailable):
+        return {"Retry-After": str(ARTIFACTS_RETRY_AFTER_S)}
     return {}
 
 
@@ -154,8 +160,12 @@ _DESCRIPTIONS = {
     413: "Body over the size limit",
     415: "Unsupported Content-Type",
     422: "Invalid parameters, or the build failed",
+    500: "The version's archive is missing from the artifact store (ArtifactMissing) or "
+    "does not match its content hash (ArtifactCorrupt); pushing the version again restores a "
+    "missing one",
     502: "The runner process crashed during the call",
-    503: "The model's pool is overloaded; retry later",
+    503: "The model's pool is overloaded (Overloaded), or this node cannot reach the artifact "
+    "store (ArtifactUnavailable); retry later",
     504: "The call ran past its timeout",
 }
 

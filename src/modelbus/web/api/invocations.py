@@ -36,7 +36,7 @@ Timeout = Annotated[
     ),
 ]
 Stdout = Annotated[bool, Query(description="Include what the model printed in metadata.stdout.")]
-CALL_ERRORS = responses(400, 404, 413, 415, 502, 503, 504)
+CALL_ERRORS = responses(400, 404, 413, 415, 500, 502, 503, 504)
 
 
 async def _invoke(
@@ -129,7 +129,7 @@ async def _submit(
     return JSONResponse(job_out(job).model_dump(), status_code=202)
 
 
-JOB_ERRORS = responses(400, 404, 413, 415)
+JOB_ERRORS = responses(400, 404, 413, 415, 500, 503)
 
 
 @router.post(

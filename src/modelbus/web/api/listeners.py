@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from modelbus.client.schemas import ApplyOut, ListenerStatusOut
+from modelbus.client.schemas import (
+    ApplyOut,
+    ListenerStatusOut,
+    NodeListenerOut,
+    NodeListenerState,
+)
 from modelbus.errors import DefinitionError, ModelbusError
+from modelbus.listeners.cluster import ClusterStatus, NodeListenerStatus
 from modelbus.listeners.credentials import redact_definition, redact_url, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
@@ -91,7 +97,8 @@ router = APIRouter(tags=["listeners"], route_class=DefinitionRoute)
 
 
 async def status_out(running: Services, definition: ListenerDefinition) -> ListenerStatusOut:
-    """The live status of a listener, with its model spec resolved now."""
+    """The live status of a listener over every live node, with the per-node breakdown and
+    its model spec resolved now."""
     status = await running.listeners.status(definition.name)
     redact = running.credentials.redact
     version, version_error = None, None
@@ -106,8 +113,25 @@ async def status_out(running: Services, definition: ListenerDefinition) -> Liste
         reason_at=status.last_error_at,
         problems={part: redact(why) for part, why in status.problems.items()},
         counters=status.counters,
+        nodes=[
+            node_listener_out(running, part)
+            for part in (status.nodes if isinstance(status, ClusterStatus) else ())
+        ],
         version=version,
         version_error=version_error,
+    )
+
+
+def node_listener_out(running: Services, part: NodeListenerStatus) -> NodeListenerOut:
+    """One node's part of a listener's status, credentials masked."""
+    return NodeListenerOut(
+        node=part.node,
+        address=part.address,
+        # a state this version does not know (a newer node's) is shown as `stopped`
+        state=part.state if part.state in get_args(NodeListenerState) else "stopped",
+        counters=part.counters,
+        reason=running.credentials.redact(part.reason) if part.reason else None,
+        reason_at=part.reason_at,
     )
 
 

@@ -81,6 +81,7 @@ def build_out(b: reg.BuildInfo) -> BuildInfo:
         versions=list(b.versions),
         manifest=b.manifest.to_json(),
         log=b.log,
+        node_logs=b.node_logs,
     )
 
 
@@ -174,7 +175,7 @@ Bump = Literal["major", "minor", "patch"]
     status_code=201,
     response_model=PushInfo,
     responses={
-        **responses(400, 409, 413, 422),
+        **responses(400, 409, 413, 422, 503),
         200: {"description": "The same push was made before; nothing changed"},
     },
     openapi_extra={

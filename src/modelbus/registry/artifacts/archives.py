@@ -1,37 +1,33 @@
-"""Model artifacts: deterministic archives of model folders, stored by content hash.
+"""Model archives: deterministic archives of model folders, named by content hash.
 
 :func:`pack` (the SDK's packer, :mod:`modelbus.client.archive`, so a push from a client and
 the registry give the same hash) writes a folder as a tar stream with sorted entries and
 fixed metadata, leaving out ``__pycache__``, ``.venv``, ``node_modules`` and ``.git``. The
 content hash ``sha256:<hex>`` is the digest of that uncompressed tar stream, so the same files
 give the same hash on every machine whatever the compressor does; the stored file is the
-stream gzip-compressed.
+stream gzip-compressed, and :func:`archive_digest` recomputes the hash from it.
 
-:class:`ArtifactStore` keeps archives under ``data_dir/artifacts/<hex>.tar.gz`` and unpacks
-them (atomically, once) to ``data_dir/models/<hex>/``. Archives uploaded by clients go
-through :func:`safe_extract`, which refuses path traversal, links pointing outside,
-device files, archives unpacking to more than a size limit or holding too many entries,
-and hostile tar metadata (huge or endlessly chained extended headers) (:class:`ArchiveError`).
+Archives uploaded by clients go through :func:`safe_extract`, which refuses path traversal,
+links pointing outside, device files, archives unpacking to more than a size limit or holding
+too many entries, and hostile tar metadata (huge or endlessly chained extended headers)
+(:class:`ArchiveError`).
 
 All functions here block (file I/O); async callers run them in a thread.
 """
 
 from __future__ import annotations
 
-import io
+import gzip
+import hashlib
 import lzma
-import os
 import posixpath
-import shutil
 import tarfile
-import uuid
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from modelbus.client.archive import EXCLUDED_NAMES, MANIFEST_FILE, content_hash, pack
-from modelbus.errors import ArchiveError, BuildNotFound
+from modelbus.errors import ArchiveError
 
 __all__ = [
     "DEFAULT_MAX_MEMBERS",
@@ -40,8 +36,10 @@ __all__ = [
     "MANIFEST_FILE",
     "MAX_HEADER_BYTES",
     "MAX_HEADER_CHAIN",
-    "ArtifactStore",
+    "archive_digest",
     "content_hash",
+    "hex_digest",
+    "model_root",
     "pack",
     "safe_extract",
 ]
@@ -157,116 +155,31 @@ def _escapes(name: str) -> bool:
     return normalized == ".." or normalized.startswith("../")
 
 
-class ArtifactStore:
-    """Content-addressed model archives on the local disk under ``data_dir``.
+def archive_digest(path: Path) -> str:
+    """The content hash of the stored ``.tar.gz`` at ``path``: the sha256 of its uncompressed
+    stream, as :func:`pack` computed it. Raises :class:`ArchiveError` when it is not gzip."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"{path.name} is not a readable .tar.gz: {exc}") from None
+    return "sha256:" + digest.hexdigest()
 
-    Every method blocks; concurrent calls (threads, processes) are safe because files only
-    appear through atomic renames and are never modified afterwards.
+
+def hex_digest(digest: str) -> str:
+    """The 64 hex digits of a content hash ``sha256:<hex>`` (what names its files and keys).
+
+    Raises :class:`ArchiveError` for anything else, so no hash can name a path outside.
     """
-
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
-        max_members: int = DEFAULT_MAX_MEMBERS,
-    ) -> None:
-        self.archives_dir = data_dir.absolute() / "artifacts"
-        self.models_dir = data_dir.absolute() / "models"
-        self.max_unpacked_bytes = max_unpacked_bytes
-        self.max_members = max_members
-
-    def add_folder(self, folder: Path) -> str:
-        """Store a deterministic archive of ``folder``; return its content hash. Idempotent."""
-        self.archives_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.archives_dir / f".tmp-{uuid.uuid4().hex}"
-        try:
-            with staging.open("wb") as out:
-                digest = pack(folder, out)
-            os.replace(staging, self.archive_path(digest))
-        finally:
-            staging.unlink(missing_ok=True)
-        return digest
-
-    def add_archive(self, data: bytes, *, check: Callable[[Path], object] | None = None) -> str:
-        """Store an uploaded archive (tar, tar.gz, ...) after unpacking it safely.
-
-        The archive may hold the model folder's files at its top level or inside one single
-        folder. ``check(folder)`` (say, manifest validation) runs on the unpacked folder
-        first; what it raises aborts the upload. The folder is re-packed deterministically,
-        so the hash depends only on the files. Raises :class:`ArchiveError` for an unsafe,
-        oversized or unreadable archive.
-        """
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        scratch = self.models_dir / f".upload-{uuid.uuid4().hex}"
-        scratch.mkdir()
-        try:
-            safe_extract(
-                io.BytesIO(data),
-                scratch,
-                max_unpacked_bytes=self.max_unpacked_bytes,
-                max_members=self.max_members,
-            )
-            root = _model_root(scratch)
-            if check is not None:
-                check(root)
-            return self.add_folder(root)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    def archive_path(self, digest: str) -> Path:
-        """Where the archive with content hash ``digest`` is (or would be) stored."""
-        return self.archives_dir / f"{_hex(digest)}.tar.gz"
-
-    def has(self, digest: str) -> bool:
-        """Whether the archive for ``digest`` is stored here."""
-        return self.archive_path(digest).is_file()
-
-    def read(self, digest: str) -> bytes:
-        """The stored ``.tar.gz`` bytes; raises :class:`BuildNotFound` if absent."""
-        try:
-            return self.archive_path(digest).read_bytes()
-        except FileNotFoundError:
-            raise BuildNotFound(f"no artifact {digest} in {self.archives_dir}") from None
-
-    def model_dir(self, digest: str) -> Path:
-        """The unpacked model folder for ``digest``, unpacking it first if needed.
-
-        Raises :class:`BuildNotFound` if the archive is not stored on this machine.
-        """
-        target = self.models_dir / _hex(digest)
-        if target.is_dir():
-            return target
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.models_dir / f".tmp-{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
-            with self._open(digest) as archive:
-                safe_extract(archive, staging, max_unpacked_bytes=2**62, max_members=2**62)
-            staging.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            # Another thread or process unpacked the same content first.
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
-
-    def _open(self, digest: str) -> IO[bytes]:
-        try:
-            return self.archive_path(digest).open("rb")
-        except FileNotFoundError:
-            raise BuildNotFound(f"no artifact {digest} in {self.archives_dir}") from None
-
-
-def _hex(digest: str) -> str:
     hex_part = digest.removeprefix("sha256:")
     if len(hex_part) != 64 or not all(c in "0123456789abcdef" for c in hex_part):
         raise ArchiveError(f"not a content hash: {digest!r} (expected sha256:<64 hex digits>)")
     return hex_part
 
 
-def _model_root(folder: Path) -> Path:
+def model_root(folder: Path) -> Path:
     """``folder``, or its only subfolder when the archive wrapped everything in one."""
     if (folder / MANIFEST_FILE).is_file():
         return folder

@@ -1,0 +1,100 @@
+"""Peak resident memory (RSS) of the server process and of its runner processes while a
+measure runs, sampled with psutil (``pip install -e '.[bench]'``).
+
+The server process is the one the node is opened in (the benchmark's own: ``open_node``
+opens ``modelbus serve``'s parts in process, so its figure includes the harness, a few MB);
+its runner processes are its descendants running ``modelbus_runner``. A sample every
+``interval_s`` takes the server's RSS, the sum of the runners' and the largest runner's;
+each figure's peak is its largest sample (a peak between two samples is missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+MB = 1024 * 1024
+RUNNER_MARK = "modelbus_runner"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeakRss:
+    """Peak RSS in MB: the server process, its runners together, its largest runner."""
+
+    server_mb: float
+    runners_sum_mb: float
+    runners_max_mb: float
+    runners: int  # the most runner processes seen in one sample
+
+
+def missing() -> str | None:
+    """Why memory cannot be sampled (psutil missing), else None."""
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        return "psutil is not installed (pip install -e '.[bench]')"
+    return None
+
+
+class RssSampler:
+    """``async with RssSampler() as sampler: ...`` then ``sampler.peak()``."""
+
+    def __init__(self, pid: int | None = None, interval_s: float = 0.1) -> None:
+        self.pid = pid or os.getpid()
+        self.interval_s = interval_s
+        self._peak = PeakRss(server_mb=0, runners_sum_mb=0, runners_max_mb=0, runners=0)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RssSampler:
+        import psutil
+
+        self._process = psutil.Process(self.pid)
+        self._sample()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._sample()
+
+    def peak(self) -> PeakRss:
+        return self._peak
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self._sample()
+
+    def _sample(self) -> None:
+        import psutil
+
+        server = self._process.memory_info().rss / MB
+        runners = []
+        for child in self._process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # a runner may exit between the two calls
+                if RUNNER_MARK in " ".join(child.cmdline()):
+                    runners.append(child.memory_info().rss / MB)
+        old = self._peak
+        self._peak = PeakRss(
+            server_mb=max(old.server_mb, server),
+            runners_sum_mb=max(old.runners_sum_mb, sum(runners)),
+            runners_max_mb=max(old.runners_max_mb, max(runners, default=0.0)),
+            runners=max(old.runners, len(runners)),
+        )
+
+
+def describe(peak: PeakRss | None) -> dict[str, Any]:
+    """The JSON form printed per measure (empty when not sampled)."""
+    if peak is None:
+        return {}
+    return {
+        "peak_rss_server_mb": round(peak.server_mb, 1),
+        "peak_rss_runners_sum_mb": round(peak.runners_sum_mb, 1),
+        "peak_rss_runners_max_mb": round(peak.runners_max_mb, 1),
+        "runners": peak.runners,
+    }
