@@ -283,3 +283,28 @@ async def test_invokes_of_one_loop_iteration_share_a_call_even_on_an_idle_pool(
     )
     assert all(isinstance(r, Result) for [r] in results)
     assert pool.stats().calls == before + 1
+
+
+async def test_on_results_hears_each_outcome_once_as_its_call_returns(
+    probe: SpecFactory, pools: Pools
+) -> None:
+    pool = pools(probe(max_runners=1), max_batch_size=2)
+    await warm(pool)
+    told: list[tuple[list[int], list[Any]]] = []
+
+    def on_results(indexes: Any, outcomes: Any) -> None:
+        told.append((list(indexes), list(outcomes)))
+
+    inputs = [op("pid"), op("raise"), op("pid"), op("exit"), op("pid")]
+    results = await pool.invoke(inputs, OPTIONS, version="1", on_results=on_results)
+    assert [type(r) for r in results] == [Result, ModelError, Result, RunnerCrashed, Result]
+    # [0, 1] in one call; [2, 3] crashed together, so each ran again alone; then [4].
+    assert [indexes for indexes, _ in told] == [[0, 1], [2], [3], [4]]
+    for indexes, outcomes in told:
+        assert all(results[i] is o for i, o in zip(indexes, outcomes, strict=True))
+
+    def broken(indexes: Any, outcomes: Any) -> None:
+        raise RuntimeError("a bug in the caller's callback")
+
+    again = await pool.invoke([op("pid")] * 3, OPTIONS, version="1", on_results=broken)
+    assert [type(r) for r in again] == [Result] * 3
