@@ -8,8 +8,10 @@ from here to be served; these are optional helpers:
 - :class:`Context`: passed as ``context`` to ``apply`` when it declares a parameter of that
   name; ``apply_batch`` gets a list of them, one per input.
 
-``apply_batch`` returns one result per input; an exception instance in that list is the
-error of its input alone (raising fails the whole batch).
+One call may carry many inputs. Without ``apply_batch`` the runner calls ``apply`` once per
+input, in order, and an exception is the error of that input alone. ``apply_batch`` returns
+one result per input; an exception instance in that list is the error of its input alone
+(raising fails the whole batch).
 
 ``python -m modelbus_runner ENTRYPOINT`` serves a model over docs/runner-protocol.md.
 """
@@ -34,8 +36,9 @@ class Context:
     """What the runner knows about one input besides its value.
 
     ``content_type`` is ``json``, ``text`` or ``binary``; ``mime`` the MIME type a binary
-    input arrived with, if any; ``attributes`` the call's attributes (message attributes of an
-    event, or nothing for a plain HTTP call).
+    input arrived with, if any; ``attributes`` this input's attributes (the message
+    attributes of its event, such as its id and trace context, or nothing for a plain HTTP
+    call): the call's attributes with the input's own merged over them.
     """
 
     content_type: Literal["json", "text", "binary"]

@@ -24,12 +24,14 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from modelbus_runner import Context
-from modelbus_runner.model import Model, Output, error_info
+from modelbus_runner.model import Input, Model, Output, error_info
 from modelbus_runner.protocol import PROTOCOL_VERSION, Frame, ProtocolError, read_frame, write_frame
 
 # Captured stdout is returned inside a frame header: cut it rather than send megabytes.
 MAX_STDOUT_BYTES = 1024 * 1024
+# Inputs one call may carry, said in the ready frame. Without apply_batch the runner loops
+# ``apply`` over them; the server sizes calls well below this (its own max_batch_size).
+MAX_INPUTS = 1024
 _CONTENT_TYPES = ("json", "text", "binary")
 
 
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         channel.send({"type": "failed", "error": error_info(exc)})
         return 1
     ready = {"type": "ready", "protocol": PROTOCOL_VERSION, "batch": model.batch}
-    channel.send({**ready, "pid": os.getpid()})
+    channel.send({**ready, "max_inputs": MAX_INPUTS, "pid": os.getpid()})
     busy = threading.Event()
     if hasattr(select, "poll"):
         channel.watch_hangup(busy)
@@ -172,30 +174,47 @@ def answer(
         stdout = capture.stop() if wants_stdout else None
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for outcome in outcomes:
+    for outcome, duration_ms in outcomes:
         if isinstance(outcome, Output):
-            outputs.append({"ok": True, "content_type": outcome.content_type, "mime": outcome.mime})
+            outputs.append(
+                {
+                    "ok": True,
+                    "content_type": outcome.content_type,
+                    "mime": outcome.mime,
+                    "duration_ms": duration_ms,
+                }
+            )
             blobs.append(outcome.data)
         else:
-            outputs.append({"ok": False, "error": outcome})
+            outputs.append({"ok": False, "error": outcome, "duration_ms": duration_ms})
     header = {"type": "result", "id": frame.header.get("id"), "outputs": outputs, "stdout": stdout}
     return header, blobs
 
 
-def _inputs(frame: Frame) -> list[tuple[Context, bytes]]:
+def _inputs(frame: Frame) -> list[Input]:
+    """Each input's context: its kind and MIME type, and the call's attributes with the
+    input's own ``attributes`` merged over them."""
     specs = frame.header.get("inputs")
     if not isinstance(specs, list) or len(specs) != len(frame.blobs):
         raise ProtocolError("a call needs one 'inputs' entry per blob")
-    attributes = frame.header.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise ProtocolError("a call's 'attributes' must be an object")
-    pairs: list[tuple[Context, bytes]] = []
+    attributes = _attributes(frame.header.get("attributes"), "a call's")
+    inputs: list[Input] = []
     for spec, blob in zip(specs, frame.blobs, strict=True):
         kind = spec.get("content_type") if isinstance(spec, dict) else None
         if kind not in _CONTENT_TYPES:
             raise ProtocolError(f"unknown input content type {kind!r}")
-        pairs.append((Context(kind, spec.get("mime"), attributes), blob))
-    return pairs
+        own = spec.get("attributes")
+        merged = {**attributes, **_attributes(own, "an input's")} if own else attributes
+        inputs.append(Input(kind, spec.get("mime"), merged, blob))
+    return inputs
+
+
+def _attributes(value: object, whose: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{whose} 'attributes' must be an object")
+    return value
 
 
 def _flush_stdout() -> None:

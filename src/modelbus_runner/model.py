@@ -8,20 +8,33 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from modelbus_runner import Context
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Input(NamedTuple):
+    """One input of a call as the runner read it. Its :class:`Context` is made only for a
+    function that declares a ``context`` parameter."""
+
+    content_type: Literal["json", "text", "binary"]
+    mime: str | None
+    attributes: Mapping[str, Any]
+    data: bytes
+
+    def context(self) -> Context:
+        return Context(self.content_type, self.mime, self.attributes)
+
+
+class Output(NamedTuple):
     """One successful output, encoded: content type, MIME type, bytes."""
 
     content_type: str
@@ -84,26 +97,41 @@ class Model:
         state = load_fn() if load_fn is not None else None
         return cls(Function.wrap(apply), Function.wrap(batch_fn) if batch_fn else None, state)
 
-    def run(self, inputs: Sequence[tuple[Context, bytes]]) -> list[Outcome]:
-        """Run inputs: one through ``apply``, several through ``apply_batch``. Never raises
-        for a model error: each input gets an Output or an ERROR object."""
-        decoded = [_decode(context, data) for context, data in inputs]
-        outcomes: list[Outcome] = [
-            error_info(value.error) if isinstance(value, _Undecodable) else {} for value in decoded
+    def run(self, inputs: Sequence[Input]) -> list[tuple[Outcome, float]]:
+        """Run inputs; return each one's outcome and the milliseconds it took, in order.
+
+        Without ``apply_batch`` (or for a single input) ``apply`` runs once per input, and an
+        exception is the error of that input alone. With ``apply_batch`` every input counts
+        the batch's time; an exception instance in its returned list is its input's error,
+        while raising fails every input of the batch. Never raises for a model error.
+        """
+        decoded = [_decode(item) for item in inputs]
+        if not any(isinstance(value, _Undecodable) for value in decoded):
+            return self._run_decoded(decoded, inputs)
+        outcomes: list[tuple[Outcome, float]] = [
+            (error_info(value.error), 0.0) if isinstance(value, _Undecodable) else ({}, 0.0)
+            for value in decoded
         ]
         ready = [i for i, value in enumerate(decoded) if not isinstance(value, _Undecodable)]
         values = [decoded[i] for i in ready]
-        contexts = [inputs[i][0] for i in ready]
-        for i, outcome in zip(ready, self._run_decoded(values, contexts), strict=True):
+        items = [inputs[i] for i in ready]
+        for i, outcome in zip(ready, self._run_decoded(values, items), strict=True):
             outcomes[i] = outcome
         return outcomes
 
-    def _run_decoded(self, values: list[Any], contexts: list[Context]) -> list[Outcome]:
+    def _run_decoded(
+        self, values: list[Any], inputs: Sequence[Input]
+    ) -> list[tuple[Outcome, float]]:
         if not values:
             return []
         if len(values) == 1 or self.apply_batch is None:
-            pairs = zip(values, contexts, strict=True)
-            return [self._run_one(value, context) for value, context in pairs]
+            context = self.apply.wants_context
+            return [
+                self._run_one(value, item.context() if context else None)
+                for value, item in zip(values, inputs, strict=True)
+            ]
+        contexts = [item.context() for item in inputs] if self.apply_batch.wants_context else None
+        started = time.perf_counter()
         try:
             returned = self.apply_batch(values, self.state, contexts)
             outputs = list(returned)
@@ -112,14 +140,21 @@ class Model:
                     f"apply_batch returned {len(outputs)} results for {len(values)} inputs"
                 )
         except Exception as exc:
-            return [error_info(exc)] * len(values)
-        return [_outcome(output) for output in outputs]
+            return [(error_info(exc), _ms_since(started))] * len(values)
+        duration_ms = _ms_since(started)
+        return [(_outcome(output), duration_ms) for output in outputs]
 
-    def _run_one(self, value: Any, context: Context) -> Outcome:
+    def _run_one(self, value: Any, context: Context | None) -> tuple[Outcome, float]:
+        started = time.perf_counter()
         try:
-            return _outcome(self.apply(value, self.state, context))
+            outcome = _outcome(self.apply(value, self.state, context))
         except Exception as exc:
-            return error_info(exc)
+            outcome = error_info(exc)
+        return outcome, _ms_since(started)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 class _Undecodable:
@@ -145,7 +180,7 @@ def encode_output(value: Any) -> Output:
     if isinstance(value, str):
         return Output("text", None, value.encode("utf-8"))
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_to_json)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the model returned a value that cannot be sent as JSON: {exc}") from exc
     return Output("json", None, text.encode("utf-8"))
@@ -160,13 +195,13 @@ def _outcome(value: Any) -> Outcome:
         return error_info(exc)
 
 
-def _decode(context: Context, data: bytes) -> Any:
+def _decode(item: Input) -> Any:
     try:
-        if context.content_type == "json":
-            return json.loads(data)
-        if context.content_type == "text":
-            return data.decode("utf-8")
-        return data
+        if item.content_type == "json":
+            return json.loads(item.data)
+        if item.content_type == "text":
+            return item.data.decode("utf-8")
+        return item.data
     except ValueError as exc:
         exc.permanent = True  # type: ignore[attr-defined]  # bad input never gets better
         return _Undecodable(exc)
@@ -178,6 +213,10 @@ def _to_json(value: Any) -> Any:
         if callable(convert):
             return convert()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# One encoder for every output (json.dumps with options builds a new one each call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_to_json)
 
 
 def _resolve(reference: str) -> tuple[ModuleType, Callable[..., Any]]:

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-PROTOCOL_VERSION = 1
+# 2: the ready frame says ``max_inputs``, call inputs may carry ``attributes``, result outputs
+# may carry ``duration_ms``. All additions are optional, so version 1 peers keep working.
+PROTOCOL_VERSION = 2
 PREFIX_SIZE = 4
 # A header is a small JSON object; payloads travel as blobs. The bound stops a stray byte
 # stream (say, a model printing to the protocol channel) from being read as a 2 GiB header.
@@ -85,13 +87,26 @@ def read_frame(stream: BinaryIO) -> Frame | None:
     if not prefix:
         return None
     header, lengths = decode_header(_read_exactly(stream, header_length(prefix)))
-    return Frame(header, [_read_exactly(stream, n) for n in lengths])
+    return Frame(header, split_blobs(_read_exactly(stream, sum(lengths)), lengths))
 
 
 def write_frame(stream: BinaryIO, header: Mapping[str, Any], blobs: Sequence[bytes] = ()) -> None:
     """Write one frame and flush it, blocking."""
     stream.write(encode_frame(header, blobs))
     stream.flush()
+
+
+def split_blobs(data: bytes, lengths: Sequence[int]) -> list[bytes]:
+    """Cut the bytes that follow a header into its blobs (read in one go: a call of a
+    hundred inputs is one read, not a hundred)."""
+    if len(lengths) == 1:
+        return [data]
+    blobs: list[bytes] = []
+    start = 0
+    for length in lengths:
+        blobs.append(data[start : start + length])
+        start += length
+    return blobs
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

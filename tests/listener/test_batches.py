@@ -67,7 +67,7 @@ async def test_a_backlog_is_invoked_published_recorded_and_acked_per_batch(
     source, out = counting("in"), counting("out")
     preload(source, [json.dumps({"n": n}).encode() for n in range(40)])
 
-    listener = await env.start(env.definition(source=source, outputs=[out], max_in_flight=40))
+    listener = await env.start(env.definition(source=source, outputs=[out], max_in_flight=80))
     await eventually(lambda: listener.status().counters["succeeded"] == 40)
 
     assert env.invoker.batch_sizes == [40]  # one model call for the 40 inputs
@@ -83,7 +83,7 @@ async def test_max_batch_size_caps_the_inputs_of_one_model_call(env: Env) -> Non
     source = counting("in")
     preload(source, [b'{"n": 1}'] * 20)
     listener = await env.start(
-        env.definition(source=source, max_in_flight=20, batch={"max_batch_size": 1})
+        env.definition(source=source, max_in_flight=40, batch={"max_batch_size": 1})
     )
     await eventually(lambda: listener.status().counters["succeeded"] == 20)
     assert env.invoker.batch_sizes == [1] * 20
@@ -192,3 +192,28 @@ async def test_every_input_of_a_batch_call_gets_its_own_context(env: Env) -> Non
     assert by_event["evt-1"]["sourceeventtype"] == "com.example.scan.v1"
     assert by_event["evt-1"]["sourceeventsource"] == "/scanner/7"
     assert by_event["evt-1"]["data"] == {"n": 1}
+
+
+async def test_the_next_batch_is_received_while_part_of_the_last_is_with_the_model(
+    env: Env,
+) -> None:
+    gate = asyncio.Event()
+
+    async def model(value: dict[str, int]) -> Any:
+        if value["n"] >= 5:
+            await gate.wait()
+        return value
+
+    env.invoker.register("acme/echo", model)
+    source = counting("in")
+    preload(source, [json.dumps({"n": n}).encode() for n in range(20)])
+    listener = await env.start(
+        env.definition(source=source, max_in_flight=10, batch={"max_batch_size": 1})
+    )
+    # 0-4 settle at once, which frees half of max_in_flight: 10-14 are received while
+    # 5-9 are still held; then the listener is full and waits.
+    await eventually(lambda: env.invoker.concurrency == 10)
+    assert listener.status().counters["succeeded"] == 5
+    assert listener.status().counters["received"] == 15
+    gate.set()
+    await eventually(lambda: listener.status().counters["succeeded"] == 20)

@@ -11,8 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelbus.runtime.runner import _read_frame
+from modelbus_runner.loop import StdoutCapture, answer
+from modelbus_runner.model import Function, Model
 from modelbus_runner.protocol import (
     MAX_HEADER_BYTES,
+    Frame,
     ProtocolError,
     decode_header,
     encode_frame,
@@ -97,3 +100,13 @@ async def test_the_server_reader_sees_a_frame_cut_short() -> None:
     reader.feed_eof()
     with pytest.raises(asyncio.IncompleteReadError):
         await _read_frame(reader)
+
+
+def test_the_python_runner_refuses_input_attributes_that_are_not_an_object() -> None:
+    model = Model(Function.wrap(lambda value: value), None, None)
+    header = {"type": "call", "id": 1, "inputs": [{"content_type": "json", "attributes": [1]}]}
+    with pytest.raises(ProtocolError, match="an input's 'attributes' must be an object"):
+        answer(Frame(header, [b"1"]), model, StdoutCapture())
+    header["inputs"] = [{"content_type": "json", "attributes": {"id": "7"}}]
+    result, blobs = answer(Frame(header, [b"1"]), model, StdoutCapture())
+    assert result["outputs"][0]["ok"] and blobs == [b"1"]

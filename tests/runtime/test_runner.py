@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from modelbus.errors import InvocationTimeout, ModelError, RunnerCrashed
+from modelbus.errors import InputRejected, InvocationTimeout, ModelError, RunnerCrashed
 from modelbus.registry.launch import RunnerSpec
 from modelbus.runtime.invocation import Payload
 from modelbus.runtime.runner import Runner
+from modelbus_runner.protocol import MAX_HEADER_BYTES
 
 from .conftest import MODELS, SpecFactory
 
@@ -255,3 +256,76 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
+
+
+async def test_a_python_runner_takes_many_inputs_and_loops_apply(
+    probe: SpecFactory, start_runner: Start
+) -> None:
+    runner = await start_runner(probe())
+    assert (runner.batch, runner.max_inputs, runner.protocol) == (False, 1024, 2)
+    inputs = [
+        Payload.from_json(0),
+        op("raise", message="only me"),
+        op("pid"),
+        Payload.from_text("t"),
+    ]
+    reply = await runner.call(inputs, timeout_s=10.0)
+    first, error, pid, text = reply.outputs
+    assert first == Payload.from_json(0) and text == Payload.from_text("t")
+    assert isinstance(error, ModelError) and error.message == "only me"
+    assert isinstance(pid, Payload) and pid.value()["pid"] == runner.pid
+    assert len(reply.durations_ms) == 4
+    assert all(0 <= d <= reply.duration_ms for d in reply.durations_ms)
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["apply", "apply_batch"])
+async def test_each_input_of_a_call_sees_its_own_attributes(
+    probe: SpecFactory, start_runner: Start, batch: bool
+) -> None:
+    runner = await start_runner(probe(batch=batch))
+    reply = await runner.call(
+        [op("context")] * 3,
+        timeout_s=10.0,
+        attributes={"listener": "l1", "id": "call"},
+        input_attributes=[{"id": "m1"}, None, {"traceparent": "00-abc"}],
+    )
+    seen = [o.value()["attrs"] for o in reply.outputs if isinstance(o, Payload)]
+    assert seen == [
+        {"listener": "l1", "id": "m1"},
+        {"listener": "l1", "id": "call"},
+        {"listener": "l1", "id": "call", "traceparent": "00-abc"},
+    ]
+    with pytest.raises(ValueError, match="one entry per payload"):
+        await runner.call([op("context")] * 2, timeout_s=10.0, input_attributes=[None])
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["loops", "batch"])
+async def test_a_runner_without_max_inputs_takes_one_input_unless_it_batches(
+    start_runner: Start, batch: bool
+) -> None:
+    env = {"LEGACY_BATCH": "1"} if batch else {}
+    folder = MODELS / "legacy"
+    spec = RunnerSpec(key="legacy", argv=(sys.executable, "runner.py"), cwd=folder, env=env)
+    runner = await start_runner(spec)
+    assert runner.protocol == 1 and runner.batch is batch
+    assert runner.max_inputs == (sys.maxsize if batch else 1)
+    two = [Payload.from_json(1), Payload.from_json(2)]
+    if batch:
+        reply = await runner.call(two, timeout_s=10.0)
+        assert [o.value()["inputs"] for o in reply.outputs if isinstance(o, Payload)] == [2, 2]
+        assert reply.durations_ms == (reply.duration_ms, reply.duration_ms)  # none reported
+    else:
+        with pytest.raises(ValueError, match="at most 1 inputs"):
+            await runner.call(two, timeout_s=10.0)
+        assert runner.alive
+
+
+async def test_a_call_too_large_to_send_is_rejected_and_the_runner_lives(
+    probe: SpecFactory, start_runner: Start
+) -> None:
+    runner = await start_runner(probe())
+    huge = {"blob": "x" * (MAX_HEADER_BYTES + 1)}
+    with pytest.raises(InputRejected, match="cannot be sent"):
+        await runner.call([op("pid")], timeout_s=10.0, attributes=huge)
+    assert runner.alive
+    assert isinstance(await call_one(runner, op("pid")), Payload)

@@ -63,6 +63,7 @@ def test_listener_and_version_figures(server: ModelbusServer, admin: Client) -> 
     labels = {"model": "test/echo", "version": "2.0.0"}
     assert (value(text, "modelbus_version_invocations_total", **labels) or 0) >= 3
     assert (value(text, "modelbus_version_errors_total", **labels) or 0) >= 1
+    assert (value(text, "modelbus_version_runner_calls_total", **labels) or 0) >= 1
     assert (value(text, "modelbus_version_duration_seconds_count", **labels) or 0) >= 3
     assert value(text, "modelbus_version_runners", **labels) is not None
     admin.delete_listener(name)

@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "paused", "degraded", "stopped"]
 RUNNING_NOTE_AFTER_S = 1.0
+# A busy listener receives again once 1/RECEIVES_IN_FLIGHT of max_in_flight is free.
+RECEIVES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -354,15 +356,22 @@ class ListenerRuntime:
     # --- the stages --------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
+        """Receive into the free slots once at least a share of ``max_in_flight`` is free:
+        deliveries settle as their runner calls return, so the next batch is received and
+        invoked while the rest of the last one is still with the model."""
         wait_s = self._options.receive_wait_s
+        most = max(1, -(-self.definition.max_in_flight // RECEIVES_IN_FLIGHT))
         while not self._stop_requested.is_set():
             free = self._in_flight.free()
-            if free <= 0:
+            if free < most:
+                # Busy: wait for a batch's worth of slots rather than receive a few at a
+                # time as single deliveries settle (batches would shrink to crumbs).
                 await self._in_flight.wait_for_slot()
                 continue
             try:
                 deliveries = await asyncio.wait_for(
-                    self._source.receive(free, wait_s), wait_s + self._options.op_timeout_s
+                    self._source.receive(free, wait_s),
+                    wait_s + self._options.op_timeout_s,
                 )
             except (ConnectorError, TimeoutError) as exc:
                 await self._reconnect_source(exc)

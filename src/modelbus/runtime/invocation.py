@@ -79,14 +79,24 @@ OnResults = Callable[[Sequence[int], Sequence["Result | Exception"]], None]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallOptions:
-    """Per-call options. ``timeout_s=None`` uses the version's default timeout.
-    ``max_batch_size`` caps the inputs sent in one runner call (None: the pool's own cap;
-    1: one input per call)."""
+    """Per-call options.
+
+    ``timeout_s``: the most one input may take (``None``: the version's default timeout).
+    ``capture_stdout``: return what the model printed (inputs of such a call share a runner
+    call with no other caller's). ``attributes``: the context attributes of every input
+    (message attributes, trace context), which the model sees as ``context.attributes``.
+    ``max_batch_size``: the caller's cap on inputs per runner call (a listener's
+    ``batch.max_batch_size``; 1 = one input per call; ``None``: the pool's own cap).
+    """
 
     timeout_s: float | None = None
     capture_stdout: bool = False
     attributes: dict[str, str] = field(default_factory=dict)
     max_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
 
 
 class Invoker(Protocol):
@@ -110,11 +120,13 @@ class Invoker(Protocol):
         attributes: Sequence[Mapping[str, str]] | None = None,
         on_results: OnResults | None = None,
     ) -> list[Result | Exception]:
-        """Run several inputs on one resolved version, using ``apply_batch`` when the model has
-        it. ``attributes``, one mapping per input, are that input's context (merged over
-        ``options.attributes``). ``on_results``, if given, is called (on the event loop, and
-        must not block) as soon as some inputs are done, typically once per runner call, with
-        their indexes and outcomes; inputs it was not told about are in the returned list.
-        Returns one entry per input, in order: a Result or the InvocationError for it.
-        Resolution errors (unknown model, bad spec) are raised, not returned."""
+        """Run several inputs on one resolved version, many to a runner call (through
+        ``apply_batch`` when the model has it). ``attributes``, if given, holds one mapping
+        per input, merged over ``options.attributes`` for that input alone. ``on_results``,
+        if given, is called (on the event loop, and must not block) as soon as some inputs
+        are done, typically once per runner call, with their indexes and outcomes; inputs it
+        was not told about are in the returned list. Returns one entry per input, in order:
+        a Result or the InvocationError for it; one input's error never fails another.
+        Resolution errors (unknown model, bad spec) are raised, not returned; ValueError
+        when ``attributes`` does not have one entry per input."""
         ...

@@ -5,6 +5,7 @@ metric                                      type       labels
 ==========================================  =========  ===========================
 ``modelbus_version_invocations_total``      counter    model, version, build
 ``modelbus_version_errors_total``           counter    model, version, build
+``modelbus_version_runner_calls_total``     counter    model, version, build
 ``modelbus_version_duration_seconds``       summary    model, version, build
 ``modelbus_version_runners``                gauge      model, version, build
 ``modelbus_version_runners_busy``           gauge      model, version, build
@@ -14,7 +15,9 @@ metric                                      type       labels
 A pool runs one build; ``version`` is the highest version number pointing at that build
 (empty for a build called by hash only). The duration summary's ``_sum`` is the runners'
 busy time and its ``_count`` the inputs they ran, so ``rate(_sum) / rate(_count)`` is the
-mean time per input. Counters count since this process started.
+mean time per input, and ``invocations / runner_calls`` the mean inputs per runner call (the
+pool batches inputs into calls). ``queued`` counts inputs waiting for a runner. Counters count
+since this process started.
 
 """
 
@@ -78,6 +81,11 @@ class VersionMetrics(Collector):
         errors = CounterMetricFamily(
             "modelbus_version_errors", "Inputs that ended in an error.", labels=LABELS
         )
+        calls = CounterMetricFamily(
+            "modelbus_version_runner_calls",
+            "Calls to the version's runners (each carries one or more inputs).",
+            labels=LABELS,
+        )
         duration = SummaryMetricFamily(
             "modelbus_version_duration_seconds",
             "Runner busy time (sum) over inputs run (count).",
@@ -88,7 +96,7 @@ class VersionMetrics(Collector):
             "modelbus_version_runners_busy", "Runners running a call now.", labels=LABELS
         )
         queued = GaugeMetricFamily(
-            "modelbus_version_queued", "Calls waiting for a free runner.", labels=LABELS
+            "modelbus_version_queued", "Inputs waiting for a free runner.", labels=LABELS
         )
         for pool in self._pools.pools():
             stats = pool.stats()
@@ -96,8 +104,9 @@ class VersionMetrics(Collector):
             labels = [model, version, stats.key]
             invocations.add_metric(labels, stats.invocations)
             errors.add_metric(labels, stats.errors)
+            calls.add_metric(labels, stats.calls)
             duration.add_metric(labels, stats.invocations, stats.duration_s_total)
             runners.add_metric(labels, stats.runners_alive)
             busy.add_metric(labels, stats.runners_busy)
             queued.add_metric(labels, stats.queued)
-        yield from (invocations, errors, duration, runners, busy, queued)
+        yield from (invocations, errors, calls, duration, runners, busy, queued)

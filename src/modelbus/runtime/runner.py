@@ -2,9 +2,10 @@
 
 A :class:`Runner` is one subprocess started from a :class:`~modelbus.registry.launch.RunnerSpec`
 (its ``argv`` in its ``cwd`` with exactly its ``env``), speaking docs/runner-protocol.md on
-stdin/stdout: it loads the model once, says ``ready``, then answers one call at a time, each
-carrying one or more inputs. A runner that dies or writes garbage fails the call in flight
-with :class:`~modelbus.errors.RunnerCrashed`; its stderr tail says why. The pools of
+stdin/stdout: it loads the model once, says ``ready`` (with how many inputs one call may
+carry: ``max_inputs``), then answers one call at a time, each carrying one or more inputs.
+A runner that dies or writes garbage fails the call in flight with
+:class:`~modelbus.errors.RunnerCrashed`; its stderr tail says why. The pools of
 :mod:`modelbus.runtime.pool` start, reuse and replace runners.
 """
 
@@ -22,9 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from modelbus.errors import (
+    InputRejected,
     InvocationError,
     InvocationTimeout,
     ModelError,
@@ -55,15 +57,23 @@ _STREAM_LIMIT_BYTES = 1024 * 1024
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CallReply:
-    """What one runner call returned: one output or ModelError per input, in order."""
+    """What one runner call returned: one output or ModelError per input, in order, and
+    the milliseconds each input took (the whole call's time where the runner does not say;
+    ``duration_ms`` is the whole call, as the server saw it)."""
 
     outputs: tuple[Payload | ModelError, ...]
+    durations_ms: tuple[float, ...]
     stdout: str | None
     duration_ms: float
 
 
 class Runner:
-    """One runner process. Use :meth:`start`; one :meth:`call` at a time."""
+    """One runner process. Use :meth:`start`; one :meth:`call` at a time.
+
+    From its ready frame: :attr:`batch` (the model has ``apply_batch``), :attr:`max_inputs`
+    (most inputs one call may carry: the frame's ``max_inputs``, else 1, or unbounded for a
+    ``batch`` runner) and :attr:`protocol` (the protocol version it speaks).
+    """
 
     def __init__(
         self,
@@ -74,6 +84,8 @@ class Runner:
         self.spec = spec
         self.pid = process.pid
         self.batch = False
+        self.max_inputs = 1
+        self.protocol = 1
         self.last_used = time.monotonic()
         self._process = process
         self._on_exit = on_exit
@@ -109,7 +121,7 @@ class Runner:
         try:
             async with asyncio.timeout(start_timeout_s):
                 frame = await _read_frame(runner._stdout)
-            runner.batch = _ready(frame)
+            runner.batch, runner.max_inputs, runner.protocol = _ready(frame)
         except TimeoutError:
             runner.kill()
             await runner._finish()
@@ -154,22 +166,41 @@ class Runner:
         timeout_s: float,
         capture_stdout: bool = False,
         attributes: Mapping[str, str] | None = None,
+        input_attributes: Sequence[Mapping[str, str] | None] | None = None,
     ) -> CallReply:
         """Send one call and wait for its result.
 
-        Several payloads only if :attr:`batch`. Model errors come back inside the reply, one
-        per input. Raises :class:`InvocationTimeout` past ``timeout_s`` (the runner is killed
-        with SIGKILL) and :class:`RunnerCrashed` when the process dies or writes a malformed
-        frame (the exit status and the stderr tail are in the message). If the caller is
-        cancelled mid-call the runner is killed, since its answer can no longer be matched.
+        Up to :attr:`max_inputs` payloads. ``attributes`` are the call's; ``input_attributes``
+        (one entry or None per payload) are merged over them for that input alone.
+        ``timeout_s`` bounds the whole call. Model errors come back inside the reply, one
+        per input. Raises :class:`InputRejected` when the call's header is too large to send
+        (the runner is left as it was), :class:`InvocationTimeout` past ``timeout_s`` (the
+        runner is killed with SIGKILL) and :class:`RunnerCrashed` when the process dies or
+        writes a malformed frame (the exit status and the stderr tail are in the message).
+        If the caller is cancelled mid-call the runner is killed, since its answer can no
+        longer be matched. ValueError for more than :attr:`max_inputs` payloads.
         """
         if self._in_call:
             raise RuntimeError("a runner takes one call at a time")
         if not self.alive:
             raise RunnerCrashed(f"runner {self.pid} is not running")
+        if len(payloads) > self.max_inputs:
+            raise ValueError(f"runner {self.pid} takes at most {self.max_inputs} inputs a call")
+        if input_attributes is not None and len(input_attributes) != len(payloads):
+            raise ValueError("input_attributes needs one entry per payload")
+        if input_attributes is None:
+            inputs = [{"content_type": p.content_type, "mime": p.mime} for p in payloads]
+        else:
+            inputs = [_input(p, own) for p, own in zip(payloads, input_attributes, strict=True)]
+        header = {
+            "type": "call",
+            "inputs": inputs,
+            "stdout": capture_stdout,
+            "attributes": dict(attributes or {}),
+        }
         self._in_call = True
         try:
-            return await self._call(payloads, timeout_s, capture_stdout, attributes or {})
+            return await self._call(header, payloads, timeout_s)
         finally:
             self._in_call = False
             self.last_used = time.monotonic()
@@ -213,28 +244,24 @@ class Runner:
         return self._process.stdout
 
     async def _call(
-        self,
-        payloads: Sequence[Payload],
-        timeout_s: float,
-        capture_stdout: bool,
-        attributes: Mapping[str, str],
+        self, header: dict[str, Any], payloads: Sequence[Payload], timeout_s: float
     ) -> CallReply:
         self._next_id += 1
-        header = {
-            "type": "call",
-            "id": self._next_id,
-            "inputs": [{"content_type": p.content_type, "mime": p.mime} for p in payloads],
-            "stdout": capture_stdout,
-            "attributes": dict(attributes),
-        }
+        header["id"] = self._next_id
+        try:
+            frame_bytes = protocol.encode_frame(header, [p.data for p in payloads])
+        except protocol.ProtocolError as exc:  # attributes too large for a frame header
+            raise InputRejected(f"the call cannot be sent to the runner: {exc}") from None
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
-                self._stdin.write(protocol.encode_frame(header, [p.data for p in payloads]))
+                self._stdin.write(frame_bytes)
                 await self._stdin.drain()
                 frame = await _read_frame(self._stdout)
-            outputs = _outputs(frame, self._next_id, len(payloads))
-            outputs = tuple(_name_memory_limit(o, self.spec.memory_limit_mb) for o in outputs)
+            outputs, durations = _outputs(frame, self._next_id, len(payloads))
+            if self.spec.memory_limit_mb:
+                limit_mb = self.spec.memory_limit_mb
+                outputs = tuple(_name_memory_limit(o, limit_mb) for o in outputs)
         except TimeoutError:
             self.kill()
             raise InvocationTimeout(
@@ -249,6 +276,7 @@ class Runner:
         duration_ms = (time.perf_counter() - started) * 1000
         return CallReply(
             outputs=outputs,
+            durations_ms=tuple(duration_ms if d is None else d for d in durations),
             stdout=stdout if isinstance(stdout, str) else None,
             duration_ms=duration_ms,
         )
@@ -403,33 +431,67 @@ async def _read_frame(reader: asyncio.StreamReader) -> protocol.Frame:
     """Read one frame; IncompleteReadError at end of stream, ProtocolError if malformed."""
     size = protocol.header_length(await reader.readexactly(protocol.PREFIX_SIZE))
     header, lengths = protocol.decode_header(await reader.readexactly(size))
-    return protocol.Frame(header, [await reader.readexactly(n) for n in lengths])
+    data = await reader.readexactly(sum(lengths)) if lengths else b""
+    return protocol.Frame(header, protocol.split_blobs(data, lengths))
 
 
-def _ready(frame: protocol.Frame) -> bool:
-    """The ``batch`` flag of a ready frame; _LoadFailed for a failed frame."""
+def _input(payload: Payload, attributes: Mapping[str, str] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"content_type": payload.content_type, "mime": payload.mime}
+    if attributes:
+        entry["attributes"] = dict(attributes)
+    return entry
+
+
+def _ready(frame: protocol.Frame) -> tuple[bool, int, int]:
+    """``(batch, max_inputs, protocol)`` of a ready frame (``max_inputs`` absent: 1, or
+    unbounded for a batch runner, as version 1 of the protocol had it); _LoadFailed for a
+    failed frame."""
     if frame.type == "failed":
         error = _model_error(frame.header.get("error"), prefix="the model failed to load: ")
         error.permanent = False  # a load may fail for passing reasons; retries back off
         raise _LoadFailed(error)
     if frame.type != "ready":
         raise protocol.ProtocolError(f"expected a ready frame, got {frame.type!r}")
-    return bool(frame.header.get("batch", False))
+    batch = bool(frame.header.get("batch", False))
+    declared = frame.header.get("max_inputs")
+    if _is_count(declared):
+        max_inputs = int(declared)
+    elif declared is None:
+        max_inputs = sys.maxsize if batch else 1
+    else:
+        raise protocol.ProtocolError(
+            f"a ready frame's max_inputs must be a count, got {declared!r}"
+        )
+    version = frame.header.get("protocol")
+    return batch, max_inputs, int(version) if _is_count(version) else 1
 
 
-def _outputs(frame: protocol.Frame, call_id: int, count: int) -> tuple[Payload | ModelError, ...]:
-    """Decode a result frame into one Payload or ModelError per input; ProtocolError if it
-    does not answer this call."""
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _outputs(
+    frame: protocol.Frame, call_id: int, count: int
+) -> tuple[tuple[Payload | ModelError, ...], list[float | None]]:
+    """Decode a result frame into one Payload or ModelError per input, and each one's
+    ``duration_ms`` if the runner gave it; ProtocolError if it does not answer this call."""
     outputs = frame.header.get("outputs")
     if frame.type != "result" or frame.header.get("id") != call_id:
         raise protocol.ProtocolError(f"expected the result of call {call_id}")
     if not isinstance(outputs, list) or len(outputs) != count:
         raise protocol.ProtocolError(f"a result needs {count} outputs")
     blobs = iter(frame.blobs)
-    decoded = [_output(entry, blobs) for entry in outputs]
+    decoded = tuple(_output(entry, blobs) for entry in outputs)
     if next(blobs, None) is not None:
         raise protocol.ProtocolError("a result has more blobs than ok outputs")
-    return tuple(decoded)
+    return decoded, [_duration(entry) for entry in outputs]
+
+
+def _duration(entry: dict[str, Any]) -> float | None:
+    value = entry.get("duration_ms")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
 
 
 def _output(entry: object, blobs: Any) -> Payload | ModelError:

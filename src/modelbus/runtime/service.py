@@ -230,8 +230,13 @@ class ModelService:
         attributes: Sequence[Mapping[str, str]] | None = None,
         on_results: OnResults | None = None,
     ) -> list[Result | Exception]:
-        """Resolve once and run several inputs (see ``Invoker.invoke_batch``): one Result or
-        InvocationError per input, in order. Resolution errors are raised."""
+        """Resolve once and run several inputs, many to a runner call (see
+        ``Invoker.invoke_batch``): one Result or InvocationError per input, in order;
+        ``attributes`` holds one mapping per input, merged over ``options.attributes``;
+        ``on_results`` hears of outcomes as they are known. Resolution errors are raised;
+        ValueError when ``attributes`` has not one entry per input."""
+        if attributes is not None and len(attributes) != len(payloads):
+            raise ValueError(f"{len(attributes)} attributes for {len(payloads)} inputs")
         resolved = await self.resolve(ref)
         return list(await self._run(resolved, payloads, options, attributes, on_results))
 

@@ -32,13 +32,16 @@ def apply(input, state, context):
     return OPS[input["op"]](input, state, context)
 
 
-def batched(inputs, state):
+def batched(inputs, state, context):
     results = []
     if {"op": "exit"} in inputs:
         os._exit(3)
-    for value in inputs:
-        if isinstance(value, dict) and value.get("op") == "raise":
+    for value, ctx in zip(inputs, context, strict=True):
+        op = value.get("op") if isinstance(value, dict) else None
+        if op == "raise":
             results.append(ValueError(value.get("message", "bad input in a batch")))
+        elif op == "context":
+            results.append({"batch_size": len(inputs), "attrs": dict(ctx.attributes)})
         else:
             results.append({"batch_size": len(inputs), "pid": state["pid"], "value": value})
     return results
