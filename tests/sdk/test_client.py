@@ -11,6 +11,7 @@ import pytest
 
 from modelbus import AsyncClient, Client, errors
 from modelbus.client import CallResult
+from modelbus.client.schemas import DEFAULT_MAX_IN_FLIGHT
 from modelbus.listeners.definition import ListenerDefinition
 from tests.support.fixtures import MODELS_DIR, Published, model_variant
 from tests.support.server import ModelbusServer
@@ -194,5 +195,5 @@ async def test_a_mapping_is_sent_as_it_is_and_checked_by_the_server(
             await client.create_listener(listener_mapping(name, model="test/echo@1.x"))
         stored = await client.put_listener(listener_mapping(name, model="test/echo"))
         assert stored.definition.model == "test/echo@latest"  # normalized by the server
-        assert (await client.listener(name)).definition.max_in_flight == 16
+        assert (await client.listener(name)).definition.max_in_flight == DEFAULT_MAX_IN_FLIGHT
         await client.delete_listener(name)
