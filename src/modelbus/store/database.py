@@ -165,8 +165,8 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
 def sqlite_sync_engine(url: URL) -> Engine:
     """A synchronous engine (pysqlite) on the SQLite file of an async engine's ``url``, with
     the same pragmas and transactions, for work that must make one thread hop, not several.
-    Use it from one thread; ``write_options()`` on a connection makes it a write transaction
-    (``BEGIN IMMEDIATE``), as :meth:`Database.write` does."""
+    Its pool hands connections to any thread; ``write_options()`` on a connection makes it
+    a write transaction (``BEGIN IMMEDIATE``), as :meth:`Database.write` does."""
     engine = create_engine(url.set(drivername="sqlite"))
     _sqlite_events(engine)
     return engine

@@ -268,15 +268,18 @@ class RunStore:
 
 
 class _SqliteDirect:
-    """A synchronous engine on the store's SQLite file, used from one thread of its own:
-    a call is one hop there and back, its transaction (and commit) done inside. Same file,
-    pragmas (WAL, ``synchronous=NORMAL``) and write locking (``BEGIN IMMEDIATE``) as the
-    async engine, so what is durable, and when, does not change."""
+    """A synchronous engine on the store's SQLite file, used from two threads of its own,
+    one for writes and one for reads: a call is one hop there and back, its transaction (and
+    commit) done inside, and a read (the dedupe check on every received batch) never queues
+    behind a commit (WAL lets readers run beside the writer). Same file, pragmas (WAL,
+    ``synchronous=NORMAL``) and write locking (``BEGIN IMMEDIATE``) as the async engine, so
+    what is durable, and when, does not change."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._url = engine.url
         self._sync: Engine | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
 
     @classmethod
     def of(cls, engine: AsyncEngine) -> _SqliteDirect | None:
@@ -292,29 +295,36 @@ class _SqliteDirect:
     async def run(self, fn: Callable[[Connection], T], *, write: bool = False) -> T:
         """``fn(conn)`` inside one transaction (a write transaction if ``write``), committed
         before this returns; its exception after a rollback."""
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="modelbus-runs")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self._transaction, fn, write
-        )
-
-    def _transaction(self, fn: Callable[[Connection], T], write: bool) -> T:
         if self._sync is None:
             self._sync = sqlite_sync_engine(self._url)
-        with self._sync.connect() as conn:
+        if write:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="modelbus-runs")
+            thread = self._writer
+        else:
+            if self._reader is None:
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="modelbus-runs-read")
+            thread = self._reader
+        return await asyncio.get_running_loop().run_in_executor(
+            thread, self._transaction, self._sync, fn, write
+        )
+
+    @staticmethod
+    def _transaction(engine: Engine, fn: Callable[[Connection], T], write: bool) -> T:
+        with engine.connect() as conn:
             if write:
                 conn = conn.execution_options(**write_options())
             with conn.begin():
                 return fn(conn)
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
+        threads = [t for t in (self._writer, self._reader) if t is not None]
+        self._writer = self._reader = None
         engine, self._sync = self._sync, None
-        if engine is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, engine.dispose)
-        thread.shutdown(wait=False)
+        if engine is not None and threads:
+            await asyncio.get_running_loop().run_in_executor(threads[0], engine.dispose)
+        for thread in threads:
+            thread.shutdown(wait=False)
 
 
 async def _executemany(
