@@ -64,7 +64,7 @@ def node_ids(server: ModelbusServer, *, gone: bool = True) -> dict[str, str]:
 
 def this_node(server: ModelbusServer) -> str:
     with server.client() as client:
-        return next(node.id for node in client.nodes() if node.this)
+        return str(next(node.id for node in client.nodes() if node.this))
 
 
 def test_push_and_jobs_on_one_node_seen_from_the_others(cluster: Cluster) -> None:
@@ -195,11 +195,13 @@ async def test_a_node_killed_and_one_added_mid_drain_lose_nothing(
         report.append(table([tally], f"cluster of nodes on {kind}: A killed, D added"))
         tally.check(expected_dead=len(range(0, count, PERMANENT_EVERY)))
 
+        def a_gone() -> dict[str, str]:
+            listed = node_ids(b)
+            return listed if listed.get(ids["a"]) == "gone" else {}
+
         # the cluster's view: A is gone (killed, not stopped), D joined and took its share
         with b.client() as on_b:
-            listed = await asyncio.to_thread(
-                eventually, lambda: (n := node_ids(b)).get(ids["a"]) == "gone" and n, 30
-            )
+            listed = await asyncio.to_thread(eventually, a_gone, 30)
             assert {listed[ids[name]] for name in "bcd"} == {"live"}
             parts = {p.node: p for p in on_b.listener_status(LISTENER).nodes}
         assert set(parts) == {ids[name] for name in "bcd"}
