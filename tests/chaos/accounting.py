@@ -136,7 +136,8 @@ class Tally:
     unique_dead_letters: int
     duplicates_suppressed: int  # deliveries a dedupe on the output id drops
     both: int  # inputs with a result AND a dead letter (must be 0)
-    ids_per_input: int  # most distinct output ids for one input (must be 1)
+    ids_per_input: int  # most distinct output ids for one input's source message (must be 1)
+    producer_duplicates: int  # inputs the producer sent twice (two broker messages)
     lost: int
     seconds: float
     events: tuple[str, ...] = ()
@@ -151,9 +152,16 @@ class Tally:
         seconds: float,
         events: Sequence[str] = (),
     ) -> Tally:
-        ids: dict[int, set[str]] = defaultdict(set)
+        # A producer that retries a publish the broker had partly taken sends some inputs
+        # twice: two broker messages, each rightly with its own output id. The listener's
+        # promise is one output id per *source message*, checked per (input, message).
+        ids: dict[tuple[int, str], set[str]] = defaultdict(set)
+        sources: dict[int, set[str]] = defaultdict(set)
         for delivery in collector.results:
-            ids[result_n(delivery)].add(str(json.loads(delivery.body)["id"]))
+            event = json.loads(delivery.body)
+            n, source = result_n(delivery), str(event.get("sourcemessageid"))
+            ids[n, source].add(str(event["id"]))
+            sources[n].add(source)
         results = Counter(result_n(d) for d in collector.results)
         letters = Counter(letter_n(d) for d in collector.letters)
         return cls(
@@ -169,6 +177,7 @@ class Tally:
             - len(letters),
             both=len(set(results) & set(letters)),
             ids_per_input=max((len(v) for v in ids.values()), default=0),
+            producer_duplicates=sum(1 for v in sources.values() if len(v) > 1),
             lost=len(set(sent) - set(results) - set(letters)),
             seconds=seconds,
             events=tuple(events),
@@ -190,6 +199,7 @@ COLUMNS = (
     ("unique", "unique_results"),
     ("dead letters", "unique_dead_letters"),
     ("dups suppressed", "duplicates_suppressed"),
+    ("sent twice", "producer_duplicates"),
     ("lost", "lost"),
     ("s", "seconds"),
 )
