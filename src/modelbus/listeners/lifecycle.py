@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "paused", "degraded", "stopped"]
 RUNNING_NOTE_AFTER_S = 1.0
-# A busy listener receives again once 1/RECEIVES_IN_FLIGHT of max_in_flight is free.
+# With a backlog, a listener receives again once 1/RECEIVES_IN_FLIGHT of max_in_flight is free.
 RECEIVES_IN_FLIGHT = 2
 
 
@@ -263,6 +263,7 @@ class ListenerRuntime:
             if flight.task is not None:
                 flight.task.cancel()
         await asyncio.gather(*(f.task for f in working if f.task), return_exceptions=True)
+        working = [f for f in working if f.settling is None]  # none came back meanwhile
         await asyncio.shield(asyncio.gather(*(self._settler.release(f, 0.0) for f in working)))
         self._in_flight.forget(working)
         settling = {f.settling for f in self._in_flight if f.settling is not None}
@@ -356,26 +357,27 @@ class ListenerRuntime:
     # --- the stages --------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        """Receive into the free slots once at least a share of ``max_in_flight`` is free:
-        deliveries settle as their runner calls return, so the next batch is received and
-        invoked while the rest of the last one is still with the model."""
+        """Receive into the free slots. While the source has a backlog (the last receive
+        filled all it asked for), wait until at least a share of ``max_in_flight`` is free:
+        deliveries settle as their runner calls return, and receiving one or two at a time
+        then would shrink batches to crumbs. Without a backlog, any free slot is used at once
+        (a message never waits for a batch)."""
         wait_s = self._options.receive_wait_s
         most = max(1, -(-self.definition.max_in_flight // RECEIVES_IN_FLIGHT))
+        backlog = False
         while not self._stop_requested.is_set():
             free = self._in_flight.free()
-            if free < most:
-                # Busy: wait for a batch's worth of slots rather than receive a few at a
-                # time as single deliveries settle (batches would shrink to crumbs).
+            if free <= 0 or (backlog and free < most):
                 await self._in_flight.wait_for_slot()
                 continue
             try:
                 deliveries = await asyncio.wait_for(
-                    self._source.receive(free, wait_s),
-                    wait_s + self._options.op_timeout_s,
+                    self._source.receive(free, wait_s), wait_s + self._options.op_timeout_s
                 )
             except (ConnectorError, TimeoutError) as exc:
                 await self._reconnect_source(exc)
                 continue
+            backlog = len(deliveries) >= free
             self._health.clear("source")
             if deliveries:
                 self._admission.admit(deliveries)
@@ -401,7 +403,10 @@ class ListenerRuntime:
             self._settle([(f, Failed.of(exc, "runtime")) for f in flights if f.settling is None])
 
     def _settle(self, batch: list[tuple[Flight, Invoked | Outcome]]) -> None:
-        """Settle ``batch`` in a task of its own (a stop waits for it, never cancels it)."""
+        """Settle ``batch`` in a task of its own (a stop waits for it, never cancels it).
+        A flight a stop already released (its model call, shared with other callers, may
+        still come back) is not settled again."""
+        batch = [(f, o) for f, o in batch if f.settling is None and not f.final]
         if not batch:
             return
         settling = asyncio.create_task(self._settler.settle(batch))
