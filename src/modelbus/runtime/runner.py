@@ -135,7 +135,11 @@ class Runner:
         except _BROKEN as exc:
             error = await runner._crashed("before it was ready", exc)
         except BaseException:
+            # Cancelled (a pool closing while it starts a runner): reap the process and close
+            # its pipes before the caller (and maybe the loop) goes away.
             runner.kill()
+            with contextlib.suppress(BaseException):
+                await runner.wait_closed()
             raise
         else:
             runner._on_exit = on_exit  # only a runner that got ready is the pool's business
