@@ -63,6 +63,29 @@ def test_refusals_say_what_to_change(fields: dict[str, object], advice: str) -> 
     assert advice in str(info.value)
 
 
+def test_a_list_of_brokers_is_a_valid_url() -> None:
+    d = make(source="kafka://user:pw@k1:9092,k2:9092/orders", outputs=["nats://n1:4222,n2/x"])
+    assert d.source == "kafka://user:pw@k1:9092,k2:9092/orders"
+    with pytest.raises(DefinitionError, match="not a valid URL"):
+        make(source="kafka://k1:9092,k2:notaport/orders")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "kafka://user:hunter2hunter2@k1:9092,k2:x/orders",
+        "sqs://user:hunter2hunter2@q:notaport",
+        "redis://:hunter2hunter2@h:6379/ a",
+        "kafka9://user:hunter2hunter2@k1/orders",
+    ],
+)
+def test_a_refused_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        make(source=url)
+    assert "hunter2hunter2" not in str(info.value)
+    assert "user" in str(info.value) or ":***@" in str(info.value)
+
+
 def test_an_output_folder_inside_the_watched_folder_is_a_loop(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError, match="source itself"):
         make(source=f"dir://{tmp_path}", outputs=[f"dir://{tmp_path / 'results'}"])

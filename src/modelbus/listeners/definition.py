@@ -37,7 +37,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from modelbus.client.refs import ModelRef
 from modelbus.client.schemas import BatchFields, ListenerFields
-from modelbus.connectors import scheme_of
+from modelbus.connectors import credentials_of, redact_text, redact_url, scheme_of
 from modelbus.errors import DefinitionError, InvalidInput
 from modelbus.listeners.filters import compile_filter
 from modelbus.listeners.retry import RetryPolicy
@@ -216,20 +216,30 @@ def load_definitions(path: str | Path) -> list[ListenerDefinition]:
 
 
 def _check_url(url: str) -> str:
+    shown = redact_url(url)  # an error names the URL, never its password or token
     if not url or any(c.isspace() for c in url):
-        raise ValueError(f"{url!r} is not a URL: it is empty or contains spaces")
+        raise ValueError(f"{shown!r} is not a URL: it is empty or contains spaces")
     try:
         parts = urlsplit(url)
-        _ = parts.port  # raises on a malformed port
+        for host in _hosts(parts.netloc):
+            _ = urlsplit(f"//{host}").port  # raises on a malformed port
     except ValueError as exc:
-        raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
+        reason = redact_text(str(exc), credentials_of(url))
+        raise ValueError(f"{shown!r} is not a valid URL: {reason}") from None
     try:
         scheme_of(url)
     except DefinitionError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(redact_text(str(exc), credentials_of(url))) from None
     if not (parts.netloc or parts.path.strip("/")):
-        raise ValueError(f"{url!r} names no queue, topic or folder (e.g. local://jobs)")
+        raise ValueError(f"{shown!r} names no queue, topic or folder (e.g. local://jobs)")
     return url
+
+
+def _hosts(netloc: str) -> list[str]:
+    """The hosts of a netloc: several, comma-separated, where a broker takes a list
+    (``kafka://a:9092,b:9092``, ``nats://n1,n2``)."""
+    hosts = netloc.rpartition("@")[2]
+    return [host for host in hosts.split(",") if host] or [""]
 
 
 def _same_place(a: str, b: str) -> bool:
