@@ -26,7 +26,7 @@ from modelbus.connectors.base import Delivery, OutMessage, Sink
 from modelbus.errors import ConnectorError
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.envelopes import encode_result, output_id
+from modelbus.listeners.envelopes import encode_result, event_time, output_id
 from modelbus.listeners.health import Health
 from modelbus.listeners.outcomes import Failed, Invoked, Succeeded
 
@@ -80,7 +80,8 @@ class Sinks:
         """Publish the results of a batch of deliveries: one group publish per output sink
         for the whole batch; each delivery keeps its own outcome (a message a sink refuses
         for good fails its own delivery alone)."""
-        groups = [self._encode(delivery, results) for delivery, results in invoked]
+        now = event_time()  # one event time for the batch: its results are made together
+        groups = [self._encode(delivery, results, now) for delivery, results in invoked]
         errors: list[Exception | None] = [None] * len(groups)
         per_sink = await asyncio.gather(
             *(slot.publisher.submit_all(groups) for slot in self.outputs)
@@ -99,7 +100,7 @@ class Sinks:
         meanwhile (one broker call, or one transaction, for many messages)."""
         await slot.publisher.submit(messages)
 
-    def _encode(self, delivery: Delivery, invoked: Invoked) -> list[OutMessage]:
+    def _encode(self, delivery: Delivery, invoked: Invoked, now: str) -> list[OutMessage]:
         name, mode = self._definition.name, self._definition.output_mode
         return [
             encode_result(
@@ -107,6 +108,7 @@ class Sinks:
                 result=result,
                 id=output_id(name, delivery.message_id, item.index),
                 mode=mode,
+                time=now,
             )
             for item, correlation, result in invoked.results
         ]
