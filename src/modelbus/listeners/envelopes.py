@@ -131,6 +131,8 @@ def decode(delivery: Delivery) -> list[Item]:
     """The invocation inputs in ``delivery`` (possibly none). Pure; raises InvalidInput for a
     body that cannot be decoded (a permanent failure)."""
     items = _decode(delivery.body, dict(delivery.attributes), depth=0)
+    if len(items) == 1:
+        return items  # index 0 already: most messages hold one input
     return [replace(item, index=i) for i, item in enumerate(items)]
 
 
@@ -404,10 +406,10 @@ def _random_hex(bits: int) -> str:
     """Random, never all zeros (W3C trace context), from the process's PRNG as
     OpenTelemetry's SDK draws its ids: trace ids need to be unique, not secret, and a
     system call per message for them was measurable."""
-    value = 0
-    while not value:
-        value = random.getrandbits(bits)
-    return f"{value:0{bits // 4}x}"
+    while True:
+        value = random.randbytes(bits // 8)
+        if any(value):
+            return value.hex()
 
 
 def _hex(text: str) -> bool:

@@ -39,7 +39,7 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Sequence
-from dataclasses import replace
+from typing import Any
 
 from modelbus.connectors import redact_url
 from modelbus.connectors.base import Delivery, OutMessage, Source
@@ -156,30 +156,29 @@ class Settler:
     ) -> RunRecord:
         """The run record of ``delivery`` saying ``status``, with what ``outcome`` tells."""
         now = time.time()
-        final = status in ("succeeded", "dead_lettered")
-        record = RunRecord(
+        extra: dict[str, Any] = {}
+        if isinstance(outcome, Succeeded):
+            extra = {
+                "version": outcome.version,
+                "output_id": outcome.outputs[0].id if outcome.outputs else None,
+                "result_location": self._locations,
+                "duration_ms": outcome.duration_ms,
+            }
+        elif isinstance(outcome, Failed | Unsettled):
+            failed = (
+                outcome if isinstance(outcome, Failed) else Failed(outcome.error, "settle", False)
+            )
+            extra = {"version": failed.version, "error": _error(failed)}
+        return RunRecord(  # one record per message: built once, not copied with replace()
             listener=self._definition.name,
             message_id=delivery.message_id,
             status=status,
             attempts=delivery.attempt,
             first_received_at=now,
             updated_at=now,
-            finished_at=now if final else None,
+            finished_at=now if status in ("succeeded", "dead_lettered") else None,
+            **extra,
         )
-        if isinstance(outcome, Succeeded):
-            return replace(
-                record,
-                version=outcome.version,
-                output_id=outcome.outputs[0].id if outcome.outputs else None,
-                result_location=self._locations,
-                duration_ms=outcome.duration_ms,
-            )
-        if isinstance(outcome, Failed | Unsettled):
-            failed = (
-                outcome if isinstance(outcome, Failed) else Failed(outcome.error, "settle", False)
-            )
-            return replace(record, version=failed.version, error=_error(failed))
-        return record
 
     def note(self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None) -> None:
         """Write :meth:`record` behind (nobody waits on an intermediate state)."""
