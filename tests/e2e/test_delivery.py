@@ -145,7 +145,17 @@ async def test_transient_failures_are_retried_with_growing_delays(
     a message failing every attempt is dead-lettered after ``max_attempts``."""
     source, out, dead = [await broker.queue(r) for r in ("in", "out", "dead")]
     retry = RetryPolicy(max_attempts=3, initial_backoff_s=1, max_backoff_s=10, jitter=0)
-    definition = listener(source, outputs=[out], error_sink=dead, retry=retry, timeout_s=2)
+    # One input per runner call: this is about delivery attempts. (In a call shared with the
+    # crash, the others would be run again alone at once, which counts no attempt:
+    # test_batching.py covers that isolation.)
+    definition = listener(
+        source,
+        outputs=[out],
+        error_sink=dead,
+        retry=retry,
+        timeout_s=2,
+        batch={"max_batch_size": 1},
+    )
     await node.manager.create(definition)
     names = ("flaky", "hopeless", "crash", "stuck")
     counters = {name: tmp_path / f"{name}.counter" for name in names}
