@@ -24,7 +24,8 @@ NoCheck = Annotated[
     bool,
     typer.Option(
         "--no-check",
-        help="Store it without opening its connectors first (its status shows what fails).",
+        help="Store it without checking that its model resolves or opening its connectors "
+        "first (its status shows what fails).",
     ),
 ]
 

@@ -137,7 +137,7 @@ class ListenerRuntime:
             publish_timeout_s=options.publish_timeout_s,
             close_quietly=self._close_quietly,
         )
-        self._caller = Caller(definition, invoker, self._ref)
+        self._caller = Caller(definition, invoker, self._ref, self._health)
         self._in_flight = InFlight(definition.max_in_flight)
         self._settler, self._admission, self._leases = self._stages()
         self._stop_requested = asyncio.Event()

@@ -9,7 +9,8 @@ with ``***`` where the stored one has a credential keeps the stored credential (
 ``400`` with a message saying what to change (``DefinitionError``), the same message a
 listener file gets from ``modelbus listeners apply``.
 
-``?check=true`` (the default) opens the listener's connectors before storing it, so a wrong
+``?check=true`` (the default) checks that the model reference resolves to a version and
+opens the listener's connectors before storing it, so a misspelt model or spec, a wrong
 URL, a missing queue or bad credentials are refused at once; ``check=false`` stores it
 anyway (its status then shows why it cannot run, and it retries).
 
@@ -47,7 +48,10 @@ from modelbus.web.server import Services
 
 Check = Annotated[
     bool,
-    Query(description="Open the listener's connectors first and refuse it if they fail."),
+    Query(
+        description="Check that the model reference resolves to a version and open the "
+        "listener's connectors first; refuse it if either fails."
+    ),
 ]
 
 
