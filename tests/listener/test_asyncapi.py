@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 
 from modelbus.client.refs import ModelRef
-from modelbus.connectors import Delivery
+from modelbus.connectors import SCHEMES, Delivery
 from modelbus.errors import ModelNotFound
-from modelbus.listeners.asyncapi import ModelSchemas, describe_url, document, model_schemas
+from modelbus.listeners.asyncapi import (
+    PLACES,
+    ModelSchemas,
+    describe_url,
+    document,
+    model_schemas,
+)
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.envelopes import (
     Correlation,
@@ -383,6 +389,21 @@ def test_a_url_that_cannot_be_read_is_described_as_such() -> None:
     place = describe_url("nats://n1", listener="l1", source=True, api_url=API)
     assert place.address is None
     assert place.note.startswith("This URL cannot be described")
+    # an AMQP source naming neither queue nor exchange: why, with the password masked
+    place = describe_url("amqp://app:hunter2-pw@rabbit/", listener="l1", source=True, api_url=API)
+    assert place.note.startswith("This URL cannot be described") and "queue" in place.note
+    assert "hunter2-pw" not in place.note and "app:***@rabbit" in place.note
+
+
+def test_every_connector_scheme_is_described() -> None:
+    assert set(SCHEMES) <= set(PLACES)
+
+
+def test_a_folder_source_carries_files() -> None:
+    doc = build(listener("l1", "dir:///srv/inbox"))
+    messages = doc["channels"]["l1.source"]["messages"]
+    assert list(messages) == ["file"]
+    assert messages["file"]["payload"] == {"type": "string", "format": "binary"}
 
 
 async def test_model_schemas_names_what_does_not_resolve() -> None:

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from modelbus.client.refs import ModelRef
-from modelbus.connectors import Delivery, backlog_of, redact_url, scheme_of
+from modelbus.connectors import (
+    Delivery,
+    backlog_of,
+    credentials_of,
+    redact_text,
+    redact_url,
+    scheme_of,
+)
 from modelbus.errors import ModelbusError
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.envelopes import (
@@ -55,7 +62,15 @@ from modelbus.runtime.invocation import Payload, Result
 if TYPE_CHECKING:
     from modelbus.registry.manifest import Manifest
 
-__all__ = ["ASYNCAPI_VERSION", "ModelSchemas", "document", "model_schemas"]
+__all__ = [
+    "ASYNCAPI_VERSION",
+    "PLACES",
+    "ModelSchemas",
+    "Place",
+    "describe_url",
+    "document",
+    "model_schemas",
+]
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING = "0.5.0"
@@ -142,6 +157,7 @@ class Place:
     receive_bindings: dict[str, Any] = field(default_factory=dict)
     send_bindings: dict[str, Any] = field(default_factory=dict)
     consumer: dict[str, str] = field(default_factory=dict)
+    files: bool = False  # a folder: its messages are files
 
 
 def describe_url(url: str, *, listener: str, source: bool, api_url: str) -> Place:
@@ -149,13 +165,20 @@ def describe_url(url: str, *, listener: str, source: bool, api_url: str) -> Plac
     Never raises: a URL that cannot be read gives a place with no address saying why."""
     shown = redact_url(url)
     try:
-        place = _PLACES[scheme_of(shown)](_Url.of(shown), api_url)
+        scheme = scheme_of(shown)
+        describe = PLACES.get(scheme)
+        if describe is None:
+            return Place(
+                url=shown, note=f"This URL cannot be described: {scheme}:// is unknown here."
+            )
+        place = describe(_Url.of(shown), api_url)
         if source:
             place.consumer = _consumer(url, listener)
             _consumer_bindings(place)
         return place
-    except (ModelbusError, ValueError, KeyError, ImportError) as exc:
-        return Place(url=shown, note=f"This URL cannot be described: {redact_url(str(exc))}")
+    except (ModelbusError, ValueError, ImportError) as exc:
+        why = redact_text(str(exc), credentials_of(url))
+        return Place(url=shown, note=f"This URL cannot be described: {why}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -210,6 +233,12 @@ def _embedded(protocol: str, what: str) -> Callable[[_Url, str], Place]:
             address=url.name,
         )
 
+    return place
+
+
+def _folder(url: _Url, api_url: str) -> Place:
+    place = _embedded("file", "Folders on the modelbus node's file system.")(url, api_url)
+    place.files = True
     return place
 
 
@@ -398,10 +427,11 @@ def _webhook_out(url: _Url, api_url: str) -> Place:
     )
 
 
-_PLACES: dict[str, Callable[[_Url, str], Place]] = {
+# scheme -> how its URLs are described (every scheme of modelbus.connectors.SCHEMES)
+PLACES: dict[str, Callable[[_Url, str], Place]] = {
     "memory": _embedded("modelbus-memory", "In-process queues of one modelbus process."),
     "local": _embedded("modelbus-local", "The embedded durable queues of the modelbus node."),
-    "dir": _embedded("file", "Folders on the modelbus node's file system."),
+    "dir": _folder,
     "sqs": _sqs,
     "sns": _sns,
     "s3": _s3,
@@ -679,36 +709,7 @@ class _Document:
         inputs: dict[str, Any] | None,
     ) -> None:
         ident = _ident(f"{d.name}.source")
-        described = _schema_note("input", found, inputs)
-        raw: dict[str, Any] = {
-            "name": "input",
-            "title": f"Input of {d.model}",
-            "summary": "The bare body: JSON if it parses, else text, else binary.",
-            "description": described + _DECODING,
-        }
-        if inputs is not None:
-            raw["contentType"] = "application/json"
-            raw["payload"] = inputs
-        event_payload = {
-            "type": "object",
-            "required": ["specversion", "id", "source", "type"],
-            "properties": {
-                "specversion": {"type": "string"},
-                "id": {"type": "string"},
-                "source": {"type": "string"},
-                "type": {"type": "string"},
-                "datacontenttype": {"type": "string"},
-                "data": inputs if inputs is not None else {},
-                "data_base64": {"type": "string", "contentEncoding": "base64"},
-            },
-        }
-        event = {
-            "name": "input-cloudevent",
-            "title": f"Input of {d.model} as a structured CloudEvent",
-            "contentType": CLOUDEVENTS_JSON,
-            "payload": event_payload,
-        }
-        messages = {"input": raw, "input-cloudevent": event}
+        messages = _file_messages(d) if place.files else _input_messages(d, found, inputs)
         self._channel(ident, place, f"{d.name}: source", messages)
         extra: dict[str, Any] = {"listener": d.name, "model": d.model, "enabled": d.enabled}
         if found.version:
@@ -796,6 +797,55 @@ class _Document:
             bindings=place.send_bindings,
             extra={"listener": d.name},
         )
+
+
+def _input_messages(
+    d: ListenerDefinition, found: ModelSchemas, inputs: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """What a source channel carries: the bare body, and a structured CloudEvent of it."""
+    raw: dict[str, Any] = {
+        "name": "input",
+        "title": f"Input of {d.model}",
+        "summary": "The bare body: JSON if it parses, else text, else binary.",
+        "description": _schema_note("input", found, inputs) + _DECODING,
+    }
+    if inputs is not None:
+        raw["contentType"] = "application/json"
+        raw["payload"] = inputs
+    event_payload = {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type"],
+        "properties": {
+            "specversion": {"type": "string"},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "type": {"type": "string"},
+            "datacontenttype": {"type": "string"},
+            "data": inputs if inputs is not None else {},
+            "data_base64": {"type": "string", "contentEncoding": "base64"},
+        },
+    }
+    event = {
+        "name": "input-cloudevent",
+        "title": f"Input of {d.model} as a structured CloudEvent",
+        "contentType": CLOUDEVENTS_JSON,
+        "payload": event_payload,
+    }
+    return {"input": raw, "input-cloudevent": event}
+
+
+def _file_messages(d: ListenerDefinition) -> dict[str, dict[str, Any]]:
+    """What a folder source carries: files, each given to the model as binary."""
+    file = {
+        "name": "file",
+        "title": f"A file for {d.model}",
+        "summary": "A new file in the folder (or under it), once completely written.",
+        "description": "Each file is given to the model as binary, with its content type; "
+        "the results carry its path as the key attribute. Dotfiles and temporary names are "
+        "ignored.",
+        "payload": {"type": "string", "format": "binary"},
+    }
+    return {"file": file}
 
 
 def _schema_note(kind: str, found: ModelSchemas, ref: dict[str, Any] | None) -> str:
