@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from modelbus.client import Client
+from modelbus.client import AsyncClient, Client
 from tests.support.asyncapi import problems
 from tests.support.server import MODELBUS, ModelbusServer, clean_env
 
@@ -123,6 +123,15 @@ def test_the_sdk_and_the_cli_give_the_same_document(
     assert written.returncode == 0, written.stderr
     assert json.loads(target.read_text()) == from_sdk
     assert f"{described['strict']}.receive" in from_sdk["operations"]
+
+
+async def test_the_async_sdk_gives_it_too(
+    server: ModelbusServer, admin: Client, described: dict[str, str]
+) -> None:
+    async with AsyncClient(server.url, server.admin_key) as client:
+        doc = await client.asyncapi()
+    assert doc == admin.asyncapi()
+    assert f"{described['gone']}.receive" in doc["operations"]
 
 
 def test_the_document_needs_a_key(server: ModelbusServer) -> None:
