@@ -61,6 +61,8 @@ export interface ClientOptions {
 
 /** A model input: bytes are sent as binary, a string as text, anything else as JSON. */
 export type Input = unknown;
+/** A request body as `fetch` takes it. */
+export type RequestBody = string | Blob | ArrayBuffer | ArrayBufferView;
 /** `json`, `text`, `binary`, or a MIME type sent as `Content-Type` as it is. */
 export type ContentType = "json" | "text" | "binary" | (string & {});
 
@@ -137,7 +139,7 @@ interface Request {
   method: string;
   path: string;
   query?: Query;
-  body?: BodyInit;
+  body?: RequestBody;
   json?: unknown;
   headers?: Record<string, string>;
   /** Seconds; null: no timeout (a push's build may take long). */
@@ -244,7 +246,7 @@ export class Client {
         version: options.version,
         bump: options.bump,
       },
-      body: model.archive as BodyInit,
+      body: model.archive,
       headers: { "Content-Type": "application/gzip", Accept: "application/x-ndjson" },
       timeoutS: null,
     });
@@ -451,7 +453,7 @@ export class Client {
       response = await this.#fetch(url, {
         method: request.method,
         headers,
-        body: body ?? null,
+        body: (body ?? null) as BodyInit | null,
         signal: timeoutS === null ? null : AbortSignal.timeout(timeoutS * 1000),
       });
     } catch (error) {
@@ -478,11 +480,11 @@ function streamedError(detail: ErrorDetail): ModelbusError {
 }
 
 /** Body and `Content-Type` for a model input (see {@link Client.call}). */
-export function encodeInput(data: Input, contentType?: ContentType): [BodyInit, string] {
+export function encodeInput(data: Input, contentType?: ContentType): [RequestBody, string] {
   const binary = isBytes(data);
   const kind = contentType ?? (binary ? "binary" : typeof data === "string" ? "text" : "json");
   const media = MEDIA[kind] ?? kind;
-  if (binary) return [data as BodyInit, media];
+  if (binary) return [data as RequestBody, media];
   if (kind === "json") {
     const text = JSON.stringify(data);
     if (text === undefined) throw new InvalidInput(`${typeof data} cannot be sent as JSON`);

@@ -35,6 +35,7 @@ export {
   type PageOptions,
   type PublishOptions,
   type PushOptions,
+  type RequestBody,
   type RedriveOptions,
   type SubmitOptions,
   type WaitOptions,
