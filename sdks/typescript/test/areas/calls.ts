@@ -37,9 +37,11 @@ describe("call", () => {
   });
 
   test("a string is sent as text and comes back as text", async () => {
-    const out = await ctx.mb.call("examples/hello@1.*", "Grace");
+    const out = await ctx.mb.call("examples/hello@1.*", "Grace", { stdout: true });
     assert.equal(out.value, "Hello, Grace!");
     assert.equal(out.contentType, "text");
+    assert.equal(out.stdout, ""); // asked for, and the model printed nothing
+    assert.equal((await ctx.mb.call("examples/hello", "Grace")).stdout, null);
   });
 
   test("bytes are sent as binary and a binary result comes back as bytes", async () => {
