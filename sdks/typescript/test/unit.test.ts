@@ -2,8 +2,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 
@@ -25,7 +24,7 @@ import {
 } from "modelbus";
 import { packModel } from "modelbus/node";
 
-import { HELLO } from "./support/models.js";
+import { HELLO, tempDir } from "./support/models.js";
 
 describe("references", () => {
   test("owner/name defaults to latest; a spec follows @", () => {
@@ -108,7 +107,7 @@ describe("packModel", () => {
     const packed = await packModel(HELLO);
     assert.equal(packed.owner, "examples");
     assert.equal(packed.name, "hello");
-    const dir = mkdtempSync(join(tmpdir(), "modelbus-ts-pack-"));
+    const dir = tempDir();
     writeFileSync(join(dir, "model.tar.gz"), packed.archive as Uint8Array);
     const listing = execFileSync("tar", ["-tzvf", join(dir, "model.tar.gz")], { encoding: "utf8" });
     const names = listing.trim().split("\n").map((line) => line.split(/\s+/).at(-1));
@@ -117,13 +116,13 @@ describe("packModel", () => {
   });
 
   test("long paths survive (PAX headers); the same folder packs to the same bytes", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "modelbus-ts-pack-"));
+    const dir = tempDir();
     writeFileSync(join(dir, "modelbus.toml"), '[model]\nowner = "me"\nname = \'long.one\'\n[runtime]\n');
     const long = "x".repeat(120) + ".txt";
     writeFileSync(join(dir, long), "data");
     const first = await packModel(dir);
     assert.equal(first.name, "long.one");
-    const out = join(mkdtempSync(join(tmpdir(), "modelbus-ts-pack-")), "out.tar.gz");
+    const out = join(tempDir(), "out.tar.gz");
     writeFileSync(out, first.archive as Uint8Array);
     const listing = execFileSync("tar", ["-tzf", out], { encoding: "utf8" });
     assert.ok(listing.split("\n").includes(long), listing);

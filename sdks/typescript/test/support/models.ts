@@ -1,6 +1,6 @@
 /** The repository's model folders the tests push, and helpers around them. */
 
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -14,13 +14,25 @@ export const HELLO = join(REPO, "examples", "hello");
 /** `e2e/behave`: `{"op": "ok" | "permanent" | "sleep", ...}`; any other input is echoed back. */
 export const BEHAVE = join(REPO, "tests", "e2e", "models", "behave");
 
+const temporary: string[] = [];
+process.on("exit", () => {
+  for (const dir of temporary) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A new empty directory, removed when the test process exits. */
+export function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "modelbus-ts-"));
+  temporary.push(dir);
+  return dir;
+}
+
 export async function push(client: Client, folder: string, options: PushOptions = {}): Promise<PushInfo> {
   return client.push(await packModel(folder), options);
 }
 
 /** A copy of `folder` in a temporary directory, with `edit` applied to the file `name`. */
 export function copyWith(folder: string, name: string, edit: (text: string) => string): string {
-  const copy = join(mkdtempSync(join(tmpdir(), "modelbus-ts-model-")), "model");
+  const copy = join(tempDir(), "model");
   cpSync(folder, copy, { recursive: true, filter: (src) => !src.includes("__pycache__") });
   const file = join(copy, name);
   writeFileSync(file, edit(readFileSync(file, "utf8")));
