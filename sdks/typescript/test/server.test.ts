@@ -1,7 +1,7 @@
 /**
  * Every test that needs a server, against one real `modelbus serve` started here (with
  * `examples/hello` and `e2e/behave` pushed as 1.0.0), by area: calls and jobs, models and
- * versions, listeners, runs and dead letters.
+ * versions, listeners, runs and dead letters; the types against the OpenAPI document.
  */
 
 import { after, before } from "node:test";
@@ -26,3 +26,4 @@ after(async () => {
 await import("./areas/calls.js");
 await import("./areas/models.js");
 await import("./areas/listeners.js");
+await import("./areas/openapi.js");
