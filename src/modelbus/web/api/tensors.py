@@ -13,8 +13,9 @@ Inputs (:func:`model_inputs`):
 * when the model's input schema describes a tensor (nested fixed-size arrays of one type)
   and the request tensor has one dimension more, the first dimension is the batch: each row
   is one input and the rows run together (``apply_batch`` when the model has it);
-* several tensors make one JSON object by tensor name; a one-element tensor whose
-  property the schema declares as a scalar is that scalar.
+* several tensors, or any when the input schema declares an object, make one JSON object
+  by tensor name; a one-element tensor whose property the schema declares as a scalar is
+  that scalar.
 
 Results (:func:`output_tensors`): an object is a tensor per key, anything else one tensor
 ``output``; datatype and shape are inferred (``BOOL``, ``INT64``, ``FP64``, ``BYTES`` for
@@ -385,7 +386,7 @@ def schema_dims(schema: object) -> tuple[tuple[int, ...], str] | None:
 def model_inputs(tensors: Sequence[Tensor], schema: object) -> tuple[list[Payload], bool]:
     """The model's inputs for these request tensors, and whether they are a batch (one
     input per row of the first dimension) rather than one input."""
-    if len(tensors) > 1:
+    if len(tensors) > 1 or (isinstance(schema, Mapping) and schema.get("type") == "object"):
         return [Payload.from_json(_object_of(tensors, schema))], False
     [tensor] = tensors
     if _is_batch(tensor, schema):
@@ -597,13 +598,16 @@ class TensorInfo:
 
 
 def schema_tensors(schema: object, *, name: str, batch: bool) -> list[TensorInfo]:
-    """The tensors a model's input or output JSON Schema stands for: one per property of
-    an object, else one tensor ``name``; none without a schema. ``batch`` puts a ``-1``
+    """The tensors a model's input or output JSON Schema stands for: one per declared
+    property of an object, else one tensor ``name``; none without a schema. ``batch`` puts a ``-1``
     batch dimension first (outputs; and inputs that describe one tensor)."""
     if not isinstance(schema, Mapping):
         return []
-    properties = schema.get("properties") if schema.get("type") == "object" else None
-    if isinstance(properties, Mapping) and properties:
+    if schema.get("type") == "object":
+        # An object without declared properties: its tensors are not known in advance.
+        properties = schema.get("properties")
+        if not isinstance(properties, Mapping):
+            return []
         lead = (-1,) if batch else ()
         return [_info(str(k), prop, lead) for k, prop in properties.items()]
     return [_info(name, schema, (-1,))]
