@@ -9,7 +9,8 @@ Inputs (:func:`model_inputs`):
 
 * one tensor is the model's input, its flat data shaped by ``shape`` (``[]`` is a scalar);
   a one-element BYTES tensor is the input itself: text when its bytes are UTF-8, else
-  binary, or as its ``content_type`` parameter says (``text``, ``binary``, ``json``);
+  binary, or as its ``content_type`` parameter says (``text``, ``binary``, ``json``;
+  ``base64`` decodes the elements first; MLServer's ``str``, ``bytes`` and ``np`` too);
 * when the model's input schema describes a tensor (nested fixed-size arrays of one type)
   and the request tensor has one dimension more, the first dimension is the batch: each row
   is one input and the rows run together (``apply_batch`` when the model has it);
@@ -65,13 +66,24 @@ _REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
 _INPUT_KEYS = {"name", "datatype", "shape", "data", "parameters"}
 _INPUT_PARAMETERS = {"binary_data_size", "content_type"}
 _OUTPUT_PARAMETERS = {"binary_data"}
-_CONTENT_TYPES = ("text", "binary", "json")
+# An input's content_type parameter (MLServer's names too): what it makes of the tensor
+# (None: nothing), and whether it needs a BYTES tensor and one element.
+_CONTENT_TYPES: dict[str, tuple[str | None, bool, bool]] = {
+    "text": ("text", True, False),
+    "str": ("text", True, False),
+    "binary": ("binary", True, True),
+    "bytes": ("binary", True, True),
+    "base64": ("base64", True, False),
+    "json": ("json", True, True),
+    "np": (None, False, False),
+}
 # Request parameters modelbus reads itself; the others go to the model as attributes.
 _UNSUPPORTED_PARAMETERS = {
     "sequence_id": "sequences (stateful models)",
     "sequence_start": "sequences (stateful models)",
     "sequence_end": "sequences (stateful models)",
     "priority": "request priorities",
+    "content_type": "request-level content types (MLServer's pd...): give each input its own",
 }
 _SHARED_MEMORY = "shared_memory_"
 JSON_CONTENT = "json"
@@ -213,7 +225,16 @@ def _input(index: int, spec: object, binary: _BinaryReader) -> Tensor:
         data = _from_json(spec["data"], datatype, count, where)
     else:
         raise InvalidInput(f"{where} has no 'data' (nor parameters.binary_data_size)")
-    _check_content_type(parameters.get("content_type"), datatype, count, where)
+    _check_finite(data, datatype, where)
+    content = _content_type(parameters.get("content_type"), datatype, count, where)
+    if content == "base64":
+        data = [_unbase64(e, where) for e in data]
+        content = "binary" if count == 1 else None
+    if content == "text" and any(isinstance(e, bytes) for e in data):
+        raise InvalidInput(f"{where}: content_type text, but its bytes are not UTF-8")
+    parameters = {k: v for k, v in parameters.items() if k != "content_type"}
+    if content is not None:
+        parameters["content_type"] = content
     return Tensor(name, datatype, shape, data, parameters)
 
 
@@ -233,16 +254,35 @@ def _header(spec: Mapping[str, Any], where: str) -> tuple[str, str, tuple[int, .
     return name, datatype, tuple(shape)
 
 
-def _check_content_type(value: object, datatype: str, count: int, where: str) -> None:
+def _content_type(value: object, datatype: str, count: int, where: str) -> str | None:
+    """What an input's ``content_type`` parameter makes of it: ``text``, ``binary``,
+    ``base64``, ``json`` or nothing."""
     if value is None:
-        return
-    if value not in _CONTENT_TYPES:
+        return None
+    if not isinstance(value, str) or value not in _CONTENT_TYPES:
         raise InvalidInput(
             f"{where}: content_type {value!r} is not supported "
             f"(supported: {', '.join(_CONTENT_TYPES)})"
         )
-    if datatype != BYTES or count != 1:
-        raise InvalidInput(f"{where}: content_type applies only to a one-element BYTES tensor")
+    meaning, needs_bytes, needs_one = _CONTENT_TYPES[value]
+    if needs_bytes and datatype != BYTES:
+        raise InvalidInput(f"{where}: content_type {value!r} applies only to a BYTES tensor")
+    if needs_one and count != 1:
+        raise InvalidInput(f"{where}: content_type {value!r} applies only to one element")
+    return meaning
+
+
+def _unbase64(element: str | bytes, where: str) -> str | bytes:
+    try:
+        return _text_or_bytes(base64.b64decode(element, validate=True))
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: content_type base64, but not base64: {exc}") from exc
+
+
+def _check_finite(data: list[Any], datatype: str, where: str) -> None:
+    # A model's input is JSON, which has no NaN nor infinities.
+    if datatype.startswith("FP") and not all(math.isfinite(v) for v in data):
+        raise InvalidInput(f"{where}: NaN and infinities cannot be given to a model (JSON input)")
 
 
 class _BinaryReader:
