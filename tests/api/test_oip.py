@@ -2,9 +2,9 @@
 (live, ready, metadata, infer with binary and JSON tensors) and by plain httpx for what the
 client would not send: errors and unsupported parts of the protocol.
 
-``examples/digits`` needs its own virtualenv (scikit-learn): the server builds it once per
-session when the module's fixture pushes it (seconds from a warm uv cache; a cold one
-downloads scikit-learn and numpy).
+``examples/digits`` needs its own virtualenv (scikit-learn): the server builds it once, when
+the ``digits`` fixture pushes it for the tests that use it (marked slow: seconds from a warm
+uv cache, a cold one downloads scikit-learn and numpy, about 50 MB).
 """
 
 from __future__ import annotations
@@ -32,11 +32,16 @@ SAMPLES = json.loads((EXAMPLES / "digits" / "samples.json").read_text())
 def examples(
     modelbus_server: ModelbusServer, published: Published, admin: Client
 ) -> ModelbusServer:
-    """The session's server with the test models, and examples/hello and examples/digits
-    published as 1.0.0."""
+    """The session's server with the test models, and examples/hello published as 1.0.0."""
     admin.push(EXAMPLES / "hello", version="1.0.0")
-    admin.push(EXAMPLES / "digits", version="1.0.0")
     return modelbus_server
+
+
+@pytest.fixture(scope="module")
+def digits(examples: ModelbusServer, admin: Client) -> ModelbusServer:
+    """The same server with examples/digits published as 1.0.0 (its environment built)."""
+    admin.push(EXAMPLES / "digits", version="1.0.0")
+    return examples
 
 
 @pytest.fixture
@@ -71,40 +76,52 @@ def test_live_ready_and_server_metadata_with_a_bearer_key(
     assert not oip.is_server_live()  # no key: 401, like every route but /health
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold uv cache downloads scikit-learn
 def test_model_ready_by_name_and_version_spec(
-    examples: ModelbusServer, oip: triton.InferenceServerClient
+    digits: ModelbusServer, oip: triton.InferenceServerClient
 ) -> None:
-    assert oip.is_model_ready("examples/digits", headers=bearer(examples))
-    assert oip.is_model_ready("examples/digits", "1.*", headers=bearer(examples))
-    assert oip.is_model_ready("examples/digits", "latest", headers=bearer(examples))
-    assert not oip.is_model_ready("examples/digits", "2.*", headers=bearer(examples))
-    assert not oip.is_model_ready("examples/nothing", headers=bearer(examples))
+    assert oip.is_model_ready("examples/digits", headers=bearer(digits))
+    assert oip.is_model_ready("examples/digits", "1.*", headers=bearer(digits))
+    assert oip.is_model_ready("examples/digits", "latest", headers=bearer(digits))
+    assert not oip.is_model_ready("examples/digits", "2.*", headers=bearer(digits))
+    assert not oip.is_model_ready("examples/nothing", headers=bearer(digits))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold uv cache downloads scikit-learn
 def test_metadata_reports_the_schemas_as_tensors(
-    examples: ModelbusServer, oip: triton.InferenceServerClient
+    digits: ModelbusServer, oip: triton.InferenceServerClient
 ) -> None:
-    digits = oip.get_model_metadata("examples/digits", headers=bearer(examples))
-    assert digits["name"] == "examples/digits"
-    assert digits["versions"] == ["1.0.0"]
-    assert digits["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 64]}]
-    assert digits["outputs"] == [
+    described = oip.get_model_metadata("examples/digits", headers=bearer(digits))
+    assert described["name"] == "examples/digits"
+    assert described["versions"] == ["1.0.0"]
+    assert described["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 64]}]
+    assert described["outputs"] == [
         {"name": "digit", "datatype": "INT64", "shape": [-1]},
         {"name": "confidence", "datatype": "FP64", "shape": [-1]},
     ]
-    pinned = oip.get_model_metadata("examples/digits", "1.0.*", headers=bearer(examples))
+    pinned = oip.get_model_metadata("examples/digits", "1.0.*", headers=bearer(digits))
     assert pinned["versions"] == ["1.0.0"]
-    hello = oip.get_model_metadata("examples/hello", headers=bearer(examples))
+    hello = oip.get_model_metadata("examples/hello", headers=bearer(digits))
     assert hello["inputs"] == [] and hello["outputs"] == []  # no schema declared
+    strict = oip.get_model_metadata("test/strict", headers=bearer(digits))
+    assert strict["inputs"] == [
+        {"name": "text", "datatype": "BYTES", "shape": [1]},
+        {"name": "break_output", "datatype": "BOOL", "shape": [1]},
+    ]
+    assert strict["outputs"] == []  # an object whose properties are not declared
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold uv cache downloads scikit-learn
 def test_digits_reads_a_batch_of_fp32_images(
-    examples: ModelbusServer, oip: triton.InferenceServerClient
+    digits: ModelbusServer, oip: triton.InferenceServerClient
 ) -> None:
     images = pixels(len(SAMPLES))
     tensor = triton.InferInput("input", list(images.shape), "FP32")
     tensor.set_data_from_numpy(images)  # binary tensor data, the client's default
-    result = oip.infer("examples/digits", [tensor], request_id="batch-1", headers=bearer(examples))
+    result = oip.infer("examples/digits", [tensor], request_id="batch-1", headers=bearer(digits))
     response = result.get_response()
     assert response["model_name"] == "examples/digits"
     assert response["model_version"] == "1.0.0"
@@ -118,15 +135,17 @@ def test_digits_reads_a_batch_of_fp32_images(
     assert ((confidence > 0) & (confidence <= 1)).all()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold uv cache downloads scikit-learn
 def test_digits_as_json_tensors_on_a_version_spec(
-    examples: ModelbusServer, oip: triton.InferenceServerClient
+    digits: ModelbusServer, oip: triton.InferenceServerClient
 ) -> None:
     images = pixels(2)
     tensor = triton.InferInput("input", [2, 64], "FP32")
     tensor.set_data_from_numpy(images, binary_data=False)
     wanted = [triton.InferRequestedOutput("digit", binary_data=False)]
     result = oip.infer(
-        "examples/digits", [tensor], model_version="1.*", outputs=wanted, headers=bearer(examples)
+        "examples/digits", [tensor], model_version="1.*", outputs=wanted, headers=bearer(digits)
     )
     response = result.get_response()
     assert [o["name"] for o in response["outputs"]] == ["digit"]  # the one asked for
@@ -134,12 +153,14 @@ def test_digits_as_json_tensors_on_a_version_spec(
     assert response["outputs"][0]["shape"] == [2]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold uv cache downloads scikit-learn
 def test_one_image_unbatched_gives_one_prediction(
-    examples: ModelbusServer, oip: triton.InferenceServerClient
+    digits: ModelbusServer, oip: triton.InferenceServerClient
 ) -> None:
     tensor = triton.InferInput("input", [64], "FP32")
     tensor.set_data_from_numpy(pixels(1)[0])
-    result = oip.infer("examples/digits", [tensor], headers=bearer(examples))
+    result = oip.infer("examples/digits", [tensor], headers=bearer(digits))
     digit = result.as_numpy("digit")
     assert digit is not None and digit.shape == (1,) and int(digit[0]) == SAMPLES[0]["label"]
 
@@ -162,17 +183,19 @@ def test_hello_takes_a_bytes_tensor_as_text(
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold uv cache downloads scikit-learn
 def test_the_clients_error_carries_status_and_message(
-    examples: ModelbusServer, oip: triton.InferenceServerClient
+    digits: ModelbusServer, oip: triton.InferenceServerClient
 ) -> None:
     tensor = triton.InferInput("input", [1, 63], "FP32")
     tensor.set_data_from_numpy(np.zeros((1, 63), dtype=np.float32))
     with pytest.raises(InferenceServerException) as unknown:
-        oip.infer("examples/nothing", [tensor], headers=bearer(examples))
+        oip.infer("examples/nothing", [tensor], headers=bearer(digits))
     assert unknown.value.status() == "404"
     assert "examples/nothing" in unknown.value.message()
     with pytest.raises(InferenceServerException) as rejected:
-        oip.infer("examples/digits", [tensor], headers=bearer(examples))
+        oip.infer("examples/digits", [tensor], headers=bearer(digits))
     assert rejected.value.status() == "400"
     assert "schema" in rejected.value.message()
 
