@@ -101,10 +101,13 @@ def test_metadata_reports_the_schemas_as_tensors(
         {"name": "digit", "datatype": "INT64", "shape": [-1]},
         {"name": "confidence", "datatype": "FP64", "shape": [-1]},
     ]
+    schema = json.loads((EXAMPLES / "digits" / "schemas" / "input.json").read_text())
+    assert described["parameters"]["input_schema"] == schema
     pinned = oip.get_model_metadata("examples/digits", "1.0.*", headers=bearer(digits))
     assert pinned["versions"] == ["1.0.0"]
     hello = oip.get_model_metadata("examples/hello", headers=bearer(digits))
     assert hello["inputs"] == [] and hello["outputs"] == []  # no schema declared
+    assert "parameters" not in hello
     strict = oip.get_model_metadata("test/strict", headers=bearer(digits))
     assert strict["inputs"] == [
         {"name": "text", "datatype": "BYTES", "shape": [1]},

@@ -81,6 +81,9 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata] = Field(description="From the input JSON Schema, if any.")
     outputs: list[TensorMetadata] = Field(description="From the output JSON Schema, if any.")
+    parameters: dict[str, Any] | None = Field(
+        None, description="`input_schema` and `output_schema`: the JSON Schemas themselves."
+    )
 
 
 class ResponseOutput(BaseModel):
@@ -194,12 +197,15 @@ async def _metadata(request: Request, ref: ModelRef, *, pinned: bool) -> ModelMe
         listed = await services(request).registry.list_versions(ref.owner, ref.name)
         versions = [v.version for v in listed if v.published] or [resolved.label]
     schemas = resolved.manifest.schemas
+    declared = {"input_schema": schemas.input, "output_schema": schemas.output}
+    parameters = {k: v for k, v in declared.items() if v is not None}
     return ModelMetadata(
         name=f"{ref.owner}/{ref.name}",
         versions=versions,
         platform=PLATFORM,
         inputs=_described(tensors.schema_tensors(schemas.input, name="input", batch=False)),
         outputs=_described(tensors.schema_tensors(schemas.output, name="output", batch=True)),
+        parameters=parameters or None,
     )
 
 
@@ -211,6 +217,7 @@ def _described(found: list[tensors.TensorInfo]) -> list[TensorMetadata]:
     "/v2/models/{owner}/{name}",
     summary="Model metadata of the latest published version (OIP)",
     response_model=ModelMetadata,
+    response_model_exclude_none=True,
     responses=_responses(404),
 )
 async def model_metadata(request: Request, owner: str, name: str, key: Reader) -> ModelMetadata:
@@ -221,6 +228,7 @@ async def model_metadata(request: Request, owner: str, name: str, key: Reader) -
     "/v2/models/{owner}/{name}/versions/{spec}",
     summary="Model metadata of a version: 1.2.3, 1.2.*, latest or a build hash (OIP)",
     response_model=ModelMetadata,
+    response_model_exclude_none=True,
     responses=_responses(400, 404),
 )
 async def version_metadata(
