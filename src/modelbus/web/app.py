@@ -34,11 +34,15 @@ Every model version gets an HTTP API the moment it is published.
   API keys.
 * **Algorithmia-compatible API**: `POST /v1/algo/{owner}/{name}[/{version}]` and the
   `/v1/algorithms/...` read routes, so existing Algorithmia clients keep working.
+* **Open Inference Protocol v2** under `/v2/` (KServe, Triton, MLServer, Seldon clients):
+  health, server and model metadata, readiness and `infer`, with model name `OWNER/NAME`
+  and any version spec.
 
 Authenticate with `Authorization: Simple KEY` or `Authorization: Bearer KEY` on every route
 but `GET /health` (this document too: `GET /openapi.json`; in a browser, log in to the
 console and open `/console/api`). Every error is
-`{"error": {"message", "error_type", "code", ...}}` with a meaningful HTTP status.
+`{"error": {"message", "error_type", "code", ...}}` with a meaningful HTTP status
+(under `/v2/`, the protocol's own `{"error": "<message>"}`).
 """
 
 

@@ -26,6 +26,7 @@ def routers() -> list[APIRouter]:
         metrics,
         models,
         nodes,
+        oip,
         runs,
     )
 
@@ -41,5 +42,6 @@ def routers() -> list[APIRouter]:
         nodes.router,
         hooks.router,
         algorithmia.router,
+        oip.router,
         *console.routers(),
     ]
