@@ -33,6 +33,7 @@ class Flight:
     settling: asyncio.Task[None] | None = None
     final: bool = False  # ack/release issued: no more lease extensions
     trace: DeliveryTrace | None = None  # its spans, when tracing is on
+    concurrent: bool = False  # another flight held the same message when it was received
 
     @property
     def born_at(self) -> float:

@@ -50,7 +50,7 @@ from modelbus.listeners.health import Health, close_quietly
 from modelbus.listeners.invoke import Caller
 from modelbus.listeners.leases import Flight, LeaseExtender
 from modelbus.listeners.metrics import ListenerMetrics
-from modelbus.listeners.outcomes import Failed, Invoked, Outcome, Skipped, Unsettled
+from modelbus.listeners.outcomes import Busy, Failed, Invoked, Outcome, Skipped, Unsettled
 from modelbus.listeners.publish import Sinks
 from modelbus.listeners.receive import Admission, InFlight
 from modelbus.listeners.records import RunWriter
@@ -390,6 +390,9 @@ class ListenerRuntime:
         """One received batch: work on it, settling its deliveries as soon as their outcomes
         are known, each group in a task of its own, shielded from cancellation."""
         try:
+            # A message this listener is running already is not run twice at once.
+            self._settle([(f, Busy()) for f in flights if f.concurrent])
+            flights = [f for f in flights if not f.concurrent]
             duplicates = await self._admission.duplicates(flights)
             self._settle([(f, Skipped("duplicate")) for f in flights if _id(f) in duplicates])
             fresh = [f for f in flights if _id(f) not in duplicates]

@@ -29,11 +29,12 @@ __all__ = ["Admission", "InFlight"]
 class InFlight:
     """The deliveries received and not yet settled, at most ``max_in_flight`` of them."""
 
-    __slots__ = ("_flights", "_max", "_slot_freed")
+    __slots__ = ("_flights", "_ids", "_max", "_slot_freed")
 
     def __init__(self, max_in_flight: int) -> None:
         self._max = max_in_flight
         self._flights: set[Flight] = set()
+        self._ids: dict[str, int] = {}  # message id -> flights holding it
         self._slot_freed = asyncio.Event()
 
     def __len__(self) -> int:
@@ -55,17 +56,36 @@ class InFlight:
         """End a wait for a slot at once (the listener is stopping)."""
         self._slot_freed.set()
 
-    def add(self, flight: Flight) -> None:
+    def add(self, flight: Flight) -> bool:
+        """Hold ``flight``; whether another flight holds the same message already (the
+        broker handed it out again while it runs)."""
         self._flights.add(flight)
+        message_id = flight.delivery.message_id
+        held = self._ids.get(message_id, 0)
+        self._ids[message_id] = held + 1
+        return held > 0
 
     def remove(self, flight: Flight) -> None:
         """``flight`` is settled (or left to its lease): its slot is free."""
-        self._flights.discard(flight)
+        if flight in self._flights:
+            self._flights.discard(flight)
+            self._drop_id(flight)
         self._slot_freed.set()
 
     def forget(self, flights: list[Flight]) -> None:
         """Drop ``flights`` (released while stopping) without waking anyone."""
-        self._flights.difference_update(flights)
+        for flight in flights:
+            if flight in self._flights:
+                self._flights.discard(flight)
+                self._drop_id(flight)
+
+    def _drop_id(self, flight: Flight) -> None:
+        message_id = flight.delivery.message_id
+        left = self._ids.get(message_id, 1) - 1
+        if left > 0:
+            self._ids[message_id] = left
+        else:
+            self._ids.pop(message_id, None)
 
     def oldest_age_s(self) -> float:
         """Seconds since the oldest delivery held was enqueued (or received); 0 if none."""
@@ -114,7 +134,7 @@ class Admission:
         task = asyncio.create_task(self._handle(flights))
         for flight in flights:
             flight.task = task
-            self._in_flight.add(flight)
+            flight.concurrent = self._in_flight.add(flight)
 
     def _trace(self, flights: list[Flight], asked_ns: int) -> None:
         """Open each flight's ``process`` span; its ``receive`` stage is the receive call,

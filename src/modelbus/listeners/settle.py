@@ -52,6 +52,7 @@ from modelbus.listeners.leases import Flight
 from modelbus.listeners.metrics import ListenerMetrics
 from modelbus.listeners.outcomes import (
     Ack,
+    Busy,
     DeadLetterDecision,
     Decision,
     Failed,
@@ -209,7 +210,8 @@ class Settler:
         releases = [(f, o, d) for f, o, d in decided if isinstance(d, Release)]
         acks = [f for f, _, d in decided if not isinstance(d, Release)]
         for flight, outcome, _ in releases:
-            self.note(flight.delivery, "retrying", outcome)
+            if not isinstance(outcome, Busy):  # the run it waits for writes its own record
+                self.note(flight.delivery, "retrying", outcome)
         for flight in acks:
             flight.final = True
         await asyncio.gather(
