@@ -5,8 +5,10 @@
 * the body's ``Content-Type`` gives the input kind (JSON, text, binary);
 * ``timeout`` (seconds), ``stdout`` (bool) and ``output=raw|void`` query options;
 * the default answer is ``{"result", "metadata": {"content_type", "duration"}}`` (binary
-  results in base64). As Algorithmia documents it, a well-formed call answers ``200 OK``
-  with either ``result`` or ``error``: an error raised while running the model comes back as
+  results in base64), plus ``async: false`` and a ``request_id``, which
+  ``algorithmia-api-client`` 1.5.x requires. As Algorithmia documents it, a well-formed
+  call answers ``200 OK`` with either ``result`` or ``error``: an error raised while
+  running the model comes back as
   ``{"error": {"message", "stacktrace", "error_type"}, "metadata": {"duration"}}`` with
   status 200, which is what the official clients turn into their ``AlgorithmException``;
 * ``output=raw`` answers with the bare result, and an error with its HTTP status (400 for a
@@ -98,8 +100,16 @@ async def _call(
     try:
         result = await models.invoke(ref, payload, options)
     except InvocationError as exc:
-        return JSONResponse(error_envelope(exc, time.perf_counter() - started))
-    return JSONResponse(result_envelope(result, stdout=stdout))
+        return JSONResponse(
+            error_envelope(exc, time.perf_counter() - started) | sync_answer_fields()
+        )
+    return JSONResponse(result_envelope(result, stdout=stdout) | sync_answer_fields())
+
+
+def sync_answer_fields() -> dict[str, Any]:
+    """``async`` and ``request_id``, which ``algorithmia-api-client`` 1.5.x requires in every
+    call answer (it refuses one where they are missing): ``false`` and an id for this call."""
+    return {"async": False, "request_id": str(uuid.uuid4())}
 
 
 def _raw(result: Result) -> Response:
@@ -175,7 +185,8 @@ def build_object(build: reg.BuildInfo, version: str | None) -> dict[str, Any]:
         "status": _BUILD_STATUS[build.status],
         "started_at": _iso(build.created_at),
         "finished_at": _iso(build.finished_at),
-        "version_info": {"semantic_version": version} if version else {},
+        # algorithmia-api-client refuses a build version_info without a semantic_version
+        "version_info": {"semantic_version": version} if version else None,
     }
 
 
@@ -212,6 +223,8 @@ def algorithm_object(
             "git_hash": build.hash,
             "release_notes": "",
             "sample_input": "",
+            # modelbus has no Algorithmia Insights; algorithmia-api-client needs the field
+            "insights_enabled": False,
         }
         found["build"] = build_object(build, version.version if version else None)
         found["compilation"] = {"successful": build.status == "ready", "output": ""}
