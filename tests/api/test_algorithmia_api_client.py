@@ -3,8 +3,11 @@ every answer it reads must carry the fields it requires (it refuses ``null`` in 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from modelbus.client import Client
 from tests.support.algorithmia_api import ApiClientEnv, api_client
-from tests.support.fixtures import Published
+from tests.support.fixtures import Published, echo_as
 from tests.support.server import ModelbusServer
 
 __all__ = ["api_client"]
@@ -60,3 +63,48 @@ def test_algorithm_versions_and_builds_parse(
     assert out["build"]["status"] == "succeeded"
     assert "build of test/echo" in out["logs"]
     assert out["by_hash"]["version_info"]["git_hash"] == build
+
+
+def test_create_publish_update_delete(
+    server: ModelbusServer, admin: Client, api_client: ApiClientEnv, tmp_path: Path
+) -> None:
+    script = """
+        algorithms = api.AlgorithmsApi(client)
+        settings = models.SettingsMandatory(
+            license="apl", network_access="full", pipeline_enabled=True,
+            source_visibility="closed", language="python3-1",
+        )
+        request = models.CreateRequest(
+            name="viagen", details=models.Details(label="Via"), settings=settings
+        )
+        out["created"] = algorithms.create_algorithm("gen", request).to_dict()
+        """
+    out = api_client.run(server, script)
+    assert out["created"]["name"] == "viagen"
+    assert out["created"]["details"]["label"] == "Via"
+    admin.push(echo_as(tmp_path, "gen", "viagen", "generated"))
+    out = api_client.run(
+        server,
+        """
+        algorithms = api.AlgorithmsApi(client)
+        info = models.VersionInfoPublish(
+            version_type="major", release_notes="r1", insights_enabled=False
+        )
+        published = algorithms.publish_algorithm(
+            "gen", "viagen", models.VersionRequest(version_info=info)
+        )
+        out["published"] = published.to_dict()
+        update = models.UpdateRequest(details=models.Details(label="Renamed"))
+        algorithms.update_algorithm("gen", "viagen", update)
+        out["label"] = algorithms.get_algorithm("gen", "viagen").details.label
+        algorithms.delete_algorithm("gen", "viagen")
+        try:
+            algorithms.get_algorithm("gen", "viagen")
+        except ApiException as exc:
+            out["after_delete"] = exc.status
+        """,
+    )
+    assert out["published"]["version_info"]["semantic_version"] == "1.0.0"
+    assert out["published"]["version_info"]["release_notes"] == "r1"
+    assert out["label"] == "Renamed"
+    assert out["after_delete"] == 404

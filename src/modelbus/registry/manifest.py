@@ -20,7 +20,7 @@ from typing import Any, Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modelbus.errors import ManifestError
+from modelbus.errors import InvalidInput, ManifestError
 
 MANIFEST_FILE = "modelbus.toml"
 
@@ -28,6 +28,13 @@ _NAME = re.compile(r"^[a-zA-Z0-9][\w.-]*$")
 _CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 NAME_FORM = "letters, digits, '_', '.' or '-', starting with a letter or digit, at most 100"
 CALLABLE_FORM = "'module:function', e.g. 'model:apply' (module relative to the model folder)"
+
+
+def check_model_name(owner: str, name: str) -> None:
+    """Raise :class:`InvalidInput` unless ``owner`` and ``name`` are valid model names."""
+    for value in (owner, name):
+        if not _NAME.match(value) or len(value) > 100:
+            raise InvalidInput(f"{value!r} is not a valid name ({NAME_FORM} characters)")
 
 
 class _Section(BaseModel):

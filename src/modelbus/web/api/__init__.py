@@ -17,6 +17,7 @@ def routers() -> list[APIRouter]:
     from modelbus.web import console
     from modelbus.web.api import (
         algorithmia,
+        algorithms,
         dead_letters,
         health,
         hooks,
@@ -40,6 +41,7 @@ def routers() -> list[APIRouter]:
         metrics.router,
         nodes.router,
         hooks.router,
+        algorithms.router,
         algorithmia.router,
         *console.routers(),
     ]
