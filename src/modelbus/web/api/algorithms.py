@@ -208,7 +208,7 @@ async def create_algorithm(request: Request, owner: str, key: Manager) -> dict[s
     details = _merged(None, body)
     registry = services(request).registry
     model = await registry.create_model(
-        owner, name, description=_description(details), details=details
+        owner, name, description=_description(details) or "", details=details
     )
     return algorithm_object(model, None, None, str(request.base_url))
 
@@ -216,9 +216,11 @@ async def create_algorithm(request: Request, owner: str, key: Manager) -> dict[s
 _SOURCE_KEYS = ("source", "scmsCredentials", "scms_credentials")
 
 
-def _description(details: dict[str, Any]) -> str:
+def _description(details: dict[str, Any]) -> str | None:
+    """The model description ``details`` give (its summary, else tagline), if any."""
     given = details.get("details", {})
-    return str(given.get("summary") or given.get("tagline") or "")
+    found = given.get("summary") or given.get("tagline")
+    return str(found) if found else None
 
 
 @router.put(
