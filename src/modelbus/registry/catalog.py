@@ -639,6 +639,7 @@ class Registry:
                 entrypoint=runtime.entrypoint,
                 load=runtime.load,
                 apply_batch=runtime.apply_batch,
+                adk=runtime.kind == "adk",
             )
             runtime_dir = await self._runtime()
             env = runner_env(model_dir=model_dir, runtime_dir=runtime_dir, extra=runtime.env)
