@@ -121,6 +121,13 @@ def test_sqs_event_listener_runs_the_algorithm(
         listed = http.get(f"/v1/users/{OWNER}/event-listeners").json()["results"]
         assert by_id == {**by_name, "status": by_id["status"]}
         assert name in [x["name"] for x in listed]
+        replaced = http.put(
+            f"/v1/users/{OWNER}/event-listeners/{found['id']}",
+            json=sqs_request(queue_url, algoTimeoutSeconds=90, algoVersion="1.*"),
+        )
+        assert replaced.status_code == 200, replaced.text
+        assert (replaced.json()["name"], replaced.json()["algoTimeoutSeconds"]) == (name, 90)
+        assert admin_client.listener(name).definition.model == f"{OWNER}/echo@1.*"
         assert http.delete(f"/v1/users/{OWNER}/event-listeners/{found['id']}").status_code == 204
         gone = http.get(f"/v1/users/{OWNER}/event-listeners/{found['id']}")
         assert gone.status_code == 404

@@ -193,10 +193,34 @@ def _merged(stored: dict[str, Any] | None, body: dict[str, Any]) -> dict[str, An
 # --- write routes -------------------------------------------------------------------------
 
 
+def json_body(description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself."""
+    schema = {"type": "object", "properties": properties}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+_OBJECT: dict[str, Any] = {"type": "object"}
+ALGORITHM_BODY = json_body(
+    "Algorithmia's algorithm fields (see the module docs: unsupported ones are refused).",
+    {"name": {"type": "string"}, "details": _OBJECT, "settings": _OBJECT, "version_info": _OBJECT},
+)
+PUBLISH_BODY = json_body(
+    "version_info.version_type (major, minor, patch or revision) is required.",
+    {"details": _OBJECT, "settings": _OBJECT, "version_info": _OBJECT},
+)
+
+
 @router.post(
     "/v1/algorithms/{owner}",
     summary="Create an algorithm: a model with no build yet (Algorithmia API)",
     responses=responses(400, 409),
+    openapi_extra=ALGORITHM_BODY,
 )
 async def create_algorithm(request: Request, owner: str, key: Manager) -> dict[str, Any]:
     body = await algorithmia_body(request)
@@ -227,6 +251,7 @@ def _description(details: dict[str, Any]) -> str | None:
     "/v1/algorithms/{owner}/{name}",
     summary="Update an algorithm's details and settings (Algorithmia API)",
     responses=responses(400, 404),
+    openapi_extra=ALGORITHM_BODY,
 )
 async def update_algorithm(request: Request, owner: str, name: str, key: Manager) -> dict[str, Any]:
     body = await algorithmia_body(request)
@@ -243,6 +268,7 @@ async def update_algorithm(request: Request, owner: str, name: str, key: Manager
     summary="Publish the latest successful build as the next major/minor/patch version "
     "(Algorithmia API)",
     responses=responses(400, 404, 409),
+    openapi_extra=PUBLISH_BODY,
 )
 async def publish_algorithm(
     request: Request, owner: str, name: str, key: Manager

@@ -49,7 +49,7 @@ from modelbus.listeners.credentials import redact_definition, redact_url
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
 from modelbus.web.api.algorithmia import algorithmia_spec
-from modelbus.web.api.algorithms import algorithmia_body
+from modelbus.web.api.algorithms import algorithmia_body, json_body
 from modelbus.web.api.auth import Key, ListenerManagerKey
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
@@ -320,12 +320,26 @@ async def _owned(running: Services, user: str, listener_id: str) -> ListenerInfo
 
 # --- routes ---------------------------------------------------------------------------------
 
+EVENT_LISTENER_BODY = json_body(
+    "Algorithmia's event-listener request.",
+    {
+        "sourceType": {"type": "string", "enum": list(SOURCE_TYPES)},
+        "sourceURI": {"type": "string"},
+        "credentials": {"type": "string", "description": "JSON text (escaped)."},
+        "algoOwner": {"type": "string"},
+        "algoName": {"type": "string"},
+        "algoVersion": {"type": "string"},
+        "algoTimeoutSeconds": {"type": "number"},
+    },
+)
+
 
 @router.post(
     "/v1/users/{user}/event-listeners",
     summary="Create an event listener from Algorithmia's request (Algorithmia API)",
     status_code=201,
     responses=responses(400, 409),
+    openapi_extra=EVENT_LISTENER_BODY,
 )
 async def create_event_listener(
     request: Request, user: str, key: ListenerManagerKey
@@ -382,6 +396,7 @@ async def get_event_listener(
     "/v1/users/{user}/event-listeners/{listener_id}",
     summary="Replace an event listener's source, algorithm and timeout (Algorithmia API)",
     responses=responses(400, 404),
+    openapi_extra=EVENT_LISTENER_BODY,
 )
 async def update_event_listener(
     request: Request, user: str, listener_id: str, key: ListenerManagerKey
