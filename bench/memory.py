@@ -1,5 +1,6 @@
 """Peak resident memory (RSS) of the server process and of its runner processes while a
-measure runs, sampled with psutil (``pip install -e '.[bench]'``).
+measure runs, sampled with psutil (``pip install -e '.[bench]'``), and the CPU time a
+measure cost (:func:`cpu_seconds`).
 
 The server process is the one the node is opened in (the benchmark's own: ``open_node``
 opens ``modelbus serve``'s parts in process, so its figure includes the harness, a few MB);
@@ -107,6 +108,25 @@ class RssSampler:
                 if RUNNER_MARK in " ".join(child.cmdline()):
                     found.append(child)
         return found
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system, seconds) spent so far by process ``pid`` (default: this
+    one), its live descendants (runners, listener workers) and its reaped children; None
+    without psutil. Two readings around a drain give the CPU its side spent on it (the
+    broker's own CPU is not counted: it serves every side alike)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    process = psutil.Process(pid or os.getpid())
+    own = process.cpu_times()
+    total = own.user + own.system + own.children_user + own.children_system
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # it may exit between the two calls
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def describe(peak: PeakRss | None) -> dict[str, Any]:

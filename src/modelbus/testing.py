@@ -112,6 +112,16 @@ class FunctionInvoker:
         entry = _Entry(fn=fn, batch=batch, takes_payload=takes_payload)
         self._models.setdefault(f"{ref.owner}/{ref.name}", {})[version] = entry
 
+    def unregister(self, model: str, *, version: str | None = None) -> None:
+        """Forget ``model`` (or one ``version`` of it), as deleting it from the registry
+        would: calls that resolve to it fail with ModelNotFound/VersionNotFound."""
+        ref = ModelRef.parse(model)
+        versions = self._models.get(f"{ref.owner}/{ref.name}", {})
+        if version is None:
+            versions.clear()
+        else:
+            versions.pop(version, None)
+
     def resolve(self, ref: ModelRef) -> str:
         """The registered version ``ref`` resolves to; raises ModelNotFound/VersionNotFound."""
         versions = self._models.get(f"{ref.owner}/{ref.name}")
@@ -121,6 +131,10 @@ class FunctionInvoker:
         if not matching:
             raise VersionNotFound(f"no version of {ref.owner}/{ref.name} matches {ref.spec!r}")
         return max(matching, key=_semver)
+
+    async def version_of(self, ref: ModelRef) -> str:
+        """The registered version ``ref`` resolves to (as :meth:`resolve`)."""
+        return self.resolve(ref)
 
     async def invoke(self, ref: ModelRef, payload: Payload, options: CallOptions) -> Result:
         """Run one input (see the class docstring)."""

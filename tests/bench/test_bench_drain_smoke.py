@@ -29,7 +29,7 @@ def row(stdout: str, broker: str, side: str) -> dict[str, str]:
     found = re.search(
         rf"^{broker}\s+{side}\s+(?P<messages>[\d,]+)\s+(?P<rate>{NUMBER})\s+(?P<ratio>{NUMBER})"
         rf"\s+(?P<p50>{NUMBER})\s+(?P<p99>{NUMBER})\s+(?P<delta>[-+\d.]+)\s+(?P<results>[\d,?]+)"
-        rf"\s+(?P<rss>[\d/]+|-)\s+(?P<status>.*)$",
+        rf"\s+(?P<cpu>{NUMBER})\s+(?P<rss>[\d/]+|-)\s+(?P<status>.*)$",
         stdout,
         re.MULTILINE,
     )
@@ -60,6 +60,11 @@ def test_drain_on_local_prints_both_sides_their_ratio_results_and_memory() -> No
     server, runners_sum, runners_max = (float(v) for v in ours["rss"].split("/"))
     assert server > 0 and runners_sum >= runners_max > 0  # the 4 behave runners
     assert hand["rss"] == "-"  # memory is the modelbus side's figure
+    # CPU per message, of the process and its runners, for both sides, as printed per drain
+    drains = {line["side"]: line for line in lines(done.stdout) if line["measure"] == "drain"}
+    for side, cells in (("modelbus", ours), ("hand", hand)):
+        assert value(cells["cpu"]) > 0
+        assert abs(value(cells["cpu"]) - float(drains[side]["cpu_us_per_msg"])) <= 1
 
 
 def test_latency_rate_sends_at_exactly_that_rate() -> None:

@@ -145,7 +145,17 @@ async def test_transient_failures_are_retried_with_growing_delays(
     a message failing every attempt is dead-lettered after ``max_attempts``."""
     source, out, dead = [await broker.queue(r) for r in ("in", "out", "dead")]
     retry = RetryPolicy(max_attempts=3, initial_backoff_s=1, max_backoff_s=10, jitter=0)
-    definition = listener(source, outputs=[out], error_sink=dead, retry=retry, timeout_s=2)
+    # One input per runner call: this is about delivery attempts. (In a call shared with the
+    # crash, the others would be run again alone at once, which counts no attempt:
+    # test_batching.py covers that isolation.)
+    definition = listener(
+        source,
+        outputs=[out],
+        error_sink=dead,
+        retry=retry,
+        timeout_s=2,
+        batch={"max_batch_size": 1},
+    )
     await node.manager.create(definition)
     names = ("flaky", "hopeless", "crash", "stuck")
     counters = {name: tmp_path / f"{name}.counter" for name in names}
@@ -391,3 +401,40 @@ async def test_results_carry_their_id_correlation_and_the_version_that_ran(
             dead_letter_id(definition.name, message_id)
         )
         assert stored.version == version
+
+
+async def test_a_result_one_output_refuses_for_good_is_written_to_none_and_dead_lettered(
+    node: Node, moto: Any, aws_credentials: None, tmp_path: Path
+) -> None:
+    """A result over the SQS queue's size limit, for a listener with a folder output and an SQS
+    output: the sizes are checked before any output is written, so the folder gets nothing
+    (it used to get the result of a run recorded as dead-lettered), and the message is
+    dead-lettered at once, naming the limit."""
+    from .brokers import LocalBroker, SqsBroker
+
+    local = LocalBroker(node.data_dir)
+    source, dead = await local.queue("in"), await local.queue("dead")
+    folder = tmp_path / "results"
+    folder.mkdir()
+    async with SqsBroker.open(moto.endpoint_url, node.data_dir) as sqs:
+        queue = await sqs.queue("out")
+        definition = listener(
+            source,
+            outputs=[f"dir://{folder}", queue],
+            error_sink=dead,
+            max_body_bytes=4 * 1024 * 1024,
+        )
+        await node.manager.create(definition)
+        small = await local.send(source, {"op": "ok", "n": "x" * 100})
+        # over SQS's largest message (1 MiB; the queue's own limit may be lower)
+        large = await local.send(source, {"op": "ok", "n": "x" * 1_100_000})
+        (letter,) = await local.drain(dead, 1, within_s=30)
+        assert letter.attributes["modelbus-source-message-id"] == large
+        assert letter.attributes["modelbus-permanent"] == "true"
+        assert "over the queue's limit of" in letter.attributes["modelbus-error-message"]
+        (result,) = await sqs.drain(queue, 1, within_s=30)
+        assert result.attributes["sourcemessageid"] == small
+        await eventually(lambda: status_of(node, definition, small), what="small settled")
+        written = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        assert written == [f"{output_id(definition.name, small)}.json"]  # not the large one
+        assert await status_of(node, definition, large) == "dead_lettered"

@@ -70,6 +70,11 @@ def test_a_list_of_brokers_is_a_valid_url() -> None:
         make(source="kafka://k1:9092,k2:notaport/orders")
 
 
+def test_an_sns_topic_arn_is_a_valid_sink_url() -> None:
+    arn = "sns://arn:aws:sns:us-east-1:123456789012:results?region=us-east-1"
+    assert make(outputs=[arn]).outputs == [arn]
+
+
 @pytest.mark.parametrize(
     "url",
     [

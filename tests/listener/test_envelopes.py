@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from modelbus.listeners.envelopes import (
     DeadLetterInfo,
     ObjectReaders,
     child_traceparent,
+    dead_letter_id,
     decode,
     encode_dead_letter,
     encode_result,
@@ -21,6 +23,9 @@ from modelbus.listeners.envelopes import (
 )
 from modelbus.listeners.filters import MISSING
 from modelbus.runtime.invocation import Payload, Result
+
+# The namespace every output id has been made in (a change would change every stored id).
+OUTPUT_NAMESPACE = uuid.UUID("6f1f3c8e-2a52-5b7e-9d1c-8f0e6c3a4b10")
 
 
 def delivery(body: bytes | str | dict[str, Any], **attributes: str) -> Delivery:
@@ -174,6 +179,31 @@ def test_output_ids_are_deterministic_per_listener_and_message() -> None:
         )
         == 4
     )
+
+
+@pytest.mark.parametrize(
+    ("listener", "message_id", "index"),
+    [("l", "m", 0), ("orders", "1733500000000-0", 3), ("é", "ü/ß\n", 0), ("", "", 7)],
+)
+def test_output_ids_are_the_rfc_4122_name_based_uuids_they_always_were(
+    listener: str, message_id: str, index: int
+) -> None:
+    # ids already published and stored must not change: they are uuid5 of the same names
+    name = f"{listener}\n{message_id}" + (f"\n{index}" if index else "")
+    assert output_id(listener, message_id, index) == str(uuid.uuid5(OUTPUT_NAMESPACE, name))
+    letter = f"dead-letter\n{listener}\n{message_id}"
+    assert dead_letter_id(listener, message_id) == str(uuid.uuid5(OUTPUT_NAMESPACE, letter))
+
+
+def test_new_traces_and_spans_are_valid_w3c_ids() -> None:
+    seen = set()
+    for _ in range(200):
+        version, trace, span, flags = child_traceparent(None).split("-")
+        assert (version, flags) == ("00", "01")
+        assert len(trace) == 32 and len(span) == 16
+        assert int(trace, 16) and int(span, 16)  # hex, and never all zeros
+        seen.add((trace, span))
+    assert len(seen) == 200
 
 
 def test_traceparent_continues_the_trace_or_starts_one() -> None:

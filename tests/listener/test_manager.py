@@ -82,6 +82,7 @@ async def _succeeded(manager: ListenerManager, name: str) -> bool:
 async def test_validation_opens_the_connectors_and_says_what_to_change(
     env: Env, manager: ListenerManager, tmp_path: Path
 ) -> None:
+    env.invoker.register("acme/echo", lambda v: v)
     missing = env.definition(source=f"dir://{tmp_path / 'no-such-folder'}")
     with pytest.raises(DefinitionError, match="no such folder"):
         await manager.create(missing)
@@ -92,6 +93,50 @@ async def test_validation_opens_the_connectors_and_says_what_to_change(
     with pytest.raises(DefinitionError, match="unknown option 'visibility'"):
         await manager.create(bad_option)
     assert await manager.list() == []
+
+
+@pytest.mark.parametrize("model", ["acme/helo@1.*", "acme/echo@3.*", "acme/echo@2.0.0"])
+async def test_a_model_reference_that_resolves_to_nothing_is_refused_unless_unchecked(
+    env: Env, manager: ListenerManager, model: str
+) -> None:
+    env.invoker.register("acme/echo", lambda v: v, version="1.2.0")
+    definition = env.definition(name="typo", model=model, source=env.url("in"))
+    with pytest.raises(DefinitionError, match="resolves to no version") as info:
+        await manager.create(definition)
+    assert model in str(info.value) and "check=false" in str(info.value)
+    with pytest.raises(DefinitionError, match="resolves to no version"):
+        await manager.apply([definition])
+    assert await manager.list() == []
+    await manager.create(definition, check=False)  # stored: the model may come later
+    assert [i.name for i in await manager.list()] == ["typo"]
+
+
+async def test_a_listener_whose_model_stops_resolving_shows_degraded_with_the_reason(
+    env: Env, manager: ListenerManager
+) -> None:
+    env.invoker.register("acme/echo", lambda v: v)
+    source, out = env.url("in"), env.url("out")
+    await manager.create(env.definition(name="orders", source=source, outputs=[out]))
+    await env.publish(source, b'{"n": 1}')
+    assert await eventually(lambda: _succeeded(manager, "orders"))
+    env.invoker.unregister("acme/echo")  # the model was deleted
+    await env.publish(source, b'{"n": 2}')
+
+    async def degraded() -> bool:
+        status = await manager.status("orders")
+        return status.state == "degraded" and "model" in status.problems
+
+    assert await eventually(degraded)
+    problem = (await manager.status("orders")).problems["model"]
+    assert "acme/echo@1.*" in problem and "resolves to no version" in problem
+    env.invoker.register("acme/echo", lambda v: v)  # pushed again: it recovers
+    await env.publish(source, b'{"n": 3}')
+
+    async def recovered() -> bool:
+        status = await manager.status("orders")
+        return status.state == "running" and "model" not in status.problems
+
+    assert await eventually(recovered)
 
 
 async def test_apply_restarts_only_what_changed_and_prunes(

@@ -14,7 +14,7 @@ from modelbus.errors import DeadLetterNotFound
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.records import RunWriter
 from modelbus.store.database import Database
-from modelbus.store.runs import DeadLetter, RunRecord, RunStore
+from modelbus.store.runs import INLINE_READ_MAX, DeadLetter, RunRecord, RunStore
 
 
 @pytest.fixture
@@ -117,6 +117,20 @@ async def test_dedupe_check_sees_only_successes(store: RunStore, writer: RunWrit
     await writer.record(run("c", "succeeded", listener="other"))
     assert await store.succeeded("l", ["a", "b", "c", "d"]) == {"a"}
     assert await store.succeeded("l", []) == set()
+
+
+async def test_dedupe_checks_of_few_and_of_many_ids_agree(
+    store: RunStore, writer: RunWriter
+) -> None:
+    # on SQLite a few ids are read on the event loop and many on the reader thread
+    ids = [f"m{i}" for i in range(3 * INLINE_READ_MAX)]
+    for i, message_id in enumerate(ids):
+        await writer.record(run(message_id, "succeeded" if i % 3 == 0 else "retrying"))
+    done = {m for i, m in enumerate(ids) if i % 3 == 0}
+    assert await store.succeeded("l", ids) == done
+    for start in range(0, len(ids), INLINE_READ_MAX):
+        few = ids[start : start + INLINE_READ_MAX]
+        assert await store.succeeded("l", few) == done & set(few)
 
 
 async def test_many_concurrent_writes_all_land(store: RunStore, writer: RunWriter) -> None:

@@ -200,3 +200,15 @@ def test_wrong_secret_tampered_body_and_replays_are_401(small: ModelbusServer) -
     early = _hook(small, body, sign(SECRET, body, timestamp=now + 120))
     assert early.status_code == 401
     assert _hook(small, body, sign(SECRET, body, timestamp=now - 30)).status_code == 202
+
+
+def test_a_body_over_the_limit_under_v2_is_413_in_the_protocols_shape(
+    small: ModelbusServer,
+) -> None:
+    path = "/v2/models/test/echo/infer"
+    auth = {"Authorization": f"Bearer {small.admin_key}"}
+    declared = _post(small, path, b"{" + b" " * LIMIT + b"}", **auth)
+    streamed = _post(small, path, _chunks(2 * LIMIT), **auth)
+    for answer in (declared, streamed):
+        assert answer.status_code == 413, answer.text
+        assert answer.json() == {"error": f"request body is larger than the limit of {LIMIT} bytes"}

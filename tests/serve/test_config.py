@@ -44,8 +44,9 @@ def test_listener_file_is_applied_at_start_and_kept_or_pruned(tmp_path: Path) ->
             assert listener.name == "from-file"
             assert listener.definition.retry.max_attempts == 3
             assert listener.status.state in ("starting", "running")
-            mb.create_listener(
-                {"name": "made-by-hand", "source": "local://hand-in", "model": "test/echo"}
+            mb.create_listener(  # no model pushed here: stored unchecked
+                {"name": "made-by-hand", "source": "local://hand-in", "model": "test/echo"},
+                check=False,
             )
 
         config.write_text(LISTENERS.replace("max_attempts = 3", "max_attempts = 7"))

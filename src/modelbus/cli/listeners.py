@@ -1,5 +1,6 @@
 """``modelbus listeners``: create (from flags or a TOML file), apply a listener file, list,
-show the status of, pause, resume and delete event listeners."""
+show the status of, pause, resume and delete event listeners, and describe them all as an
+AsyncAPI document."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from modelbus.client.schemas import BatchFields, ListenerFields, ListenerStatusO
 from modelbus.listeners.definition import ListenerDefinition
 
 app = typer.Typer(
-    help="Create, apply, inspect, pause, resume and delete event listeners.",
+    help="Create, apply, inspect, pause, resume and delete event listeners; describe them "
+    "as AsyncAPI.",
     no_args_is_help=True,
 )
 
@@ -24,7 +26,8 @@ NoCheck = Annotated[
     bool,
     typer.Option(
         "--no-check",
-        help="Store it without opening its connectors first (its status shows what fails).",
+        help="Store it without checking that its model resolves or opening its connectors "
+        "first (its status shows what fails).",
     ),
 ]
 
@@ -375,3 +378,24 @@ def listeners_delete(
     with open_client(url, key) as client:
         client.delete_listener(name)
     out.print(f"listener {name} deleted")
+
+
+@app.command("asyncapi")
+def listeners_asyncapi(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the document to this file, not stdout."),
+    ] = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Print every listener as an AsyncAPI 3.0 document (JSON): source, output and error
+    channels, message payloads (the model's JSON schemas where declared, the CloudEvent
+    envelope, the dead-letter attributes) and broker bindings. Credentials show as ***."""
+    with open_client(url, key) as client:
+        text = json.dumps(client.asyncapi(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)  # plain: a document to pipe, never wrapped or coloured
+        return
+    output.write_text(text, encoding="utf-8")
+    out.print(f"AsyncAPI document written to {output}")

@@ -165,11 +165,16 @@ def serve(
     With --workers N > 1, listeners run in N processes (this one and N-1 workers it
     restarts when they die); Ctrl-C or SIGTERM stops the workers and this process's
     listeners together, each draining to --stop-deadline, then this process exits.
+
+    Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (the standard OpenTelemetry variables) to export
+    a span per HTTP request and per listener delivery over OTLP/HTTP; needs the otel extra
+    (docs/operations.md#traces-opentelemetry).
     """
     import asyncio
 
     from modelbus.listeners.files import load_listener_file
     from modelbus.registry.artifacts import open_store
+    from modelbus.runtime import telemetry
     from modelbus.store.secrets import SecretBox
     from modelbus.web.app import run
     from modelbus.web.server import check_node
@@ -209,6 +214,11 @@ def serve(
         asyncio.run(check_node(settings))
     except errors.ModelbusError as exc:
         print_error(exc.message)
+        raise typer.Exit(2) from None
+    try:  # OTEL_EXPORTER_OTLP_ENDPOINT set without the otel extra: say so, do not start
+        telemetry.setup()
+    except RuntimeError as exc:
+        print_error(str(exc))
         raise typer.Exit(2) from None
     run(settings)
 

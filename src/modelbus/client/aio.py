@@ -209,6 +209,10 @@ class AsyncClient:
         """See :meth:`Client.resume_listener`."""
         return await self._run(op.resume_listener(name))
 
+    async def asyncapi(self) -> dict[str, Any]:
+        """See :meth:`Client.asyncapi`."""
+        return await self._run(op.asyncapi())
+
     async def listener_status(self, name: str) -> ListenerStatusOut:
         """See :meth:`Client.listener_status`."""
         return await self._run(op.listener_status(name))

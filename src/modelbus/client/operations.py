@@ -362,6 +362,10 @@ def resume_listener(name: str) -> Operation[ListenerOut]:
     return _listener_action(name, "resume")
 
 
+def asyncapi() -> Operation[dict[str, Any]]:
+    return _get("/v1/asyncapi.json", json_of)
+
+
 def listener_status(name: str) -> Operation[ListenerStatusOut]:
     return _get(f"/v1/listeners/{name}/status", one(ListenerStatusOut))
 

@@ -232,6 +232,11 @@ class Client:
         """Start a paused listener again. Idempotent."""
         return self._run(op.resume_listener(name))
 
+    def asyncapi(self) -> dict[str, Any]:
+        """Every listener as an AsyncAPI 3.0 document: source, output and error channels,
+        message payloads and broker bindings (credentials shown as ``***``)."""
+        return self._run(op.asyncapi())
+
     def listener_status(self, name: str) -> ListenerStatusOut:
         """State, last error, counters and the version its spec resolves to now."""
         return self._run(op.listener_status(name))

@@ -8,6 +8,7 @@
     hooks.py        webhook intake for ``POST /v1/hooks/NAME``
     credentials.py  credentials sealed in the store, masked everywhere else
     scaling.py      KEDA resources scaling nodes on listeners' backlogs (``deploy keda``)
+    asyncapi.py     every listener as an AsyncAPI 3.0 document (``GET /v1/asyncapi.json``)
 
     lifecycle.py    ListenerRuntime: one running listener, start to graceful stop
       receive.py    free slots (max_in_flight), admission, the dedupe check

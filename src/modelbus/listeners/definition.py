@@ -239,6 +239,8 @@ def _hosts(netloc: str) -> list[str]:
     """The hosts of a netloc: several, comma-separated, where a broker takes a list
     (``kafka://a:9092,b:9092``, ``nats://n1,n2``)."""
     hosts = netloc.rpartition("@")[2]
+    if hosts.startswith("arn:"):
+        return [""]  # an AWS ARN (sns://arn:aws:sns:REGION:ACCOUNT:TOPIC): no host, no port
     return [host for host in hosts.split(",") if host] or [""]
 
 

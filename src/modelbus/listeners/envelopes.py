@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-import secrets
+import random
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -130,6 +131,8 @@ def decode(delivery: Delivery) -> list[Item]:
     """The invocation inputs in ``delivery`` (possibly none). Pure; raises InvalidInput for a
     body that cannot be decoded (a permanent failure)."""
     items = _decode(delivery.body, dict(delivery.attributes), depth=0)
+    if len(items) == 1:
+        return items  # index 0 already: most messages hold one input
     return [replace(item, index=i) for i, item in enumerate(items)]
 
 
@@ -360,13 +363,23 @@ def output_id(listener: str, message_id: str, index: int = 0) -> str:
     """The deterministic id of a listener's output for a source message (input ``index`` of
     a delivery with several): the same on every redelivery, so duplicates can be dropped."""
     name = f"{listener}\n{message_id}" + (f"\n{index}" if index else "")
-    return str(uuid.uuid5(_OUTPUT_NAMESPACE, name))
+    return _uuid5(name)
 
 
 def dead_letter_id(listener: str, message_id: str) -> str:
     """The deterministic id of a message's dead letter in a listener (storing it twice, after
     a redelivery, replaces the first)."""
-    return str(uuid.uuid5(_OUTPUT_NAMESPACE, f"dead-letter\n{listener}\n{message_id}"))
+    return _uuid5(f"dead-letter\n{listener}\n{message_id}")
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_OUTPUT_NAMESPACE, name))``, without building ``UUID`` objects (one
+    per result message: the object's int arithmetic cost more than the hash)."""
+    digest = bytearray(hashlib.sha1(_OUTPUT_NAMESPACE.bytes + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def child_traceparent(parent: str | None) -> str:
@@ -381,8 +394,22 @@ def child_traceparent(parent: str | None) -> str:
             and _hex(parts[1])
             and parts[1] != "0" * 32
         ):
-            return f"00-{parts[1].lower()}-{secrets.token_hex(8)}-{parts[3].lower()}"
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+            return f"00-{parts[1].lower()}-{_span_id()}-{parts[3].lower()}"
+    return f"00-{_random_hex(128)}-{_span_id()}-01"
+
+
+def _span_id() -> str:
+    return _random_hex(64)
+
+
+def _random_hex(bits: int) -> str:
+    """Random, never all zeros (W3C trace context), from the process's PRNG as
+    OpenTelemetry's SDK draws its ids: trace ids need to be unique, not secret, and a
+    system call per message for them was measurable."""
+    while True:
+        value = random.randbytes(bits // 8)
+        if any(value):
+            return value.hex()
 
 
 def _hex(text: str) -> bool:
@@ -414,8 +441,17 @@ class Correlation:
     event: tuple[str, str, str] | None = None
 
     @classmethod
-    def of(cls, *, listener: str, model: str, delivery: Delivery, item: Item) -> Correlation:
-        """The correlation for input ``item`` of ``delivery``."""
+    def of(
+        cls,
+        *,
+        listener: str,
+        model: str,
+        delivery: Delivery,
+        item: Item,
+        traceparent: str | None = None,
+    ) -> Correlation:
+        """The correlation for input ``item`` of ``delivery``; ``traceparent`` is the
+        delivery's span when tracing is on (else a child of the message's own is made)."""
         attrs = item.attributes
         origin = attrs.get("originid") or attrs.get("ce-originid") or delivery.message_id
         parent = attrs.get("traceparent") or attrs.get("ce-traceparent")
@@ -425,7 +461,7 @@ class Correlation:
             source_message_id=delivery.message_id,
             origin_id=origin,
             attempt=delivery.attempt,
-            traceparent=child_traceparent(parent),
+            traceparent=traceparent or child_traceparent(parent),
             bucket=item.object.bucket if item.object else None,
             key=item.object.key if item.object else None,
             event=_event_of(attrs),
@@ -472,19 +508,37 @@ def mime_of(payload: Payload) -> str:
 
 
 def encode_result(
-    *, correlation: Correlation, result: Result, id: str, mode: str = "cloudevent"
+    *,
+    correlation: Correlation,
+    result: Result,
+    id: str,
+    mode: str = "cloudevent",
+    time: str | None = None,
 ) -> OutMessage:
     """The message publishing ``result``: a structured CloudEvent (``mode="cloudevent"``) or
-    the bare result (``"raw"``); attributes carry the correlation either way."""
+    the bare result (``"raw"``); attributes carry the correlation either way. ``time`` is
+    the event's time (:func:`event_time`); now when not given."""
     attrs = correlation.attributes(result)
     if mode == "raw":
         attrs["content-type"] = mime_of(result.output)
         return OutMessage(id=id, body=result.output.data, attributes=attrs)
+    body = _cloudevent(correlation, result, id, attrs, time or event_time())
     attrs["content-type"] = f"{CLOUDEVENTS_JSON}; charset=utf-8"
-    return OutMessage(id=id, body=_cloudevent(correlation, result, id), attributes=attrs)
+    return OutMessage(id=id, body=body, attributes=attrs)
 
 
-def _cloudevent(correlation: Correlation, result: Result, id: str) -> bytes:
+def event_time() -> str:
+    """Now, as a CloudEvent ``time`` (RFC 3339, milliseconds, UTC)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# One encoder for every result (json.dumps with options builds a new one per call).
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _cloudevent(
+    correlation: Correlation, result: Result, id: str, attrs: Mapping[str, str], time: str
+) -> bytes:
     output = result.output
     event: dict[str, Any] = {
         "specversion": "1.0",
@@ -492,15 +546,15 @@ def _cloudevent(correlation: Correlation, result: Result, id: str) -> bytes:
         "source": f"modelbus/listener/{correlation.listener}",
         "type": RESULT_TYPE,
         "subject": correlation.key or correlation.source_message_id,
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": time,
         "datacontenttype": mime_of(output),
-        **correlation.attributes(result),
+        **attrs,
     }
     if output.content_type == "text":
         event["data"] = output.data.decode("utf-8")
     elif output.content_type == "binary":
         event["data_base64"] = base64.b64encode(output.data).decode("ascii")
-    head = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    head = _JSON.encode(event).encode("utf-8")
     if output.content_type != "json":
         return head
     # Splice the JSON result in as it is: it is valid JSON already, and large results are
@@ -521,6 +575,7 @@ class DeadLetterInfo:
     stacktrace: str
     permanent: bool
     attempts: int
+    traceparent: str | None = None  # the delivery's span, when tracing is on
 
 
 def encode_dead_letter(delivery: Delivery, info: DeadLetterInfo) -> OutMessage:
@@ -539,6 +594,8 @@ def encode_dead_letter(delivery: Delivery, info: DeadLetterInfo) -> OutMessage:
     }
     if info.version:
         added["modelbus-version"] = info.version
+    if info.traceparent:
+        added["modelbus-traceparent"] = info.traceparent
     return OutMessage(id=info.id, body=delivery.body, attributes={**delivery.attributes, **added})
 
 

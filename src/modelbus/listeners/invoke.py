@@ -24,10 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 
 from modelbus.client.refs import ModelRef
 from modelbus.connectors.base import Delivery
+from modelbus.errors import NotFound, VersionSpecError
 from modelbus.listeners.batching import Batcher
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.envelopes import Correlation, Item
+from modelbus.listeners.health import Health
 from modelbus.listeners.outcomes import Failed, Invoked, is_permanent
+from modelbus.runtime import telemetry
 from modelbus.runtime.invocation import CallOptions, Invoker, OnResults, Payload, Result
 
 __all__ = ["Caller"]
@@ -42,10 +45,17 @@ class Caller:
     listener's own (parsed) model reference, the only one the batcher holds back. :meth:`close`
     cancels what the batcher still holds."""
 
-    def __init__(self, definition: ListenerDefinition, invoker: Invoker, ref: ModelRef) -> None:
+    def __init__(
+        self,
+        definition: ListenerDefinition,
+        invoker: Invoker,
+        ref: ModelRef,
+        health: Health | None = None,
+    ) -> None:
         self._definition = definition
         self._invoker = invoker
         self._ref = ref
+        self._health = health
         batch = definition.batch
         self._options = CallOptions(
             timeout_s=definition.timeout_s,
@@ -70,8 +80,14 @@ class Caller:
             else:
                 results = await self._invoke(calls.payloads, calls.attributes, ref, calls.ran)
         except Exception as exc:  # resolution: unknown model or version, bad spec
+            unresolved = isinstance(exc, NotFound | VersionSpecError)
+            if self._health is not None and unresolved and ref == self._ref:
+                # the model was deleted or its spec matches no version any more: say so
+                self._health.problem("model", f"{ref} resolves to no version: {exc}")
             calls.fail(Failed.of(exc, "invoke"))
             return
+        if self._health is not None and ref == self._ref:
+            self._health.clear("model")
         calls.finish(results)
 
     async def close(self) -> None:
@@ -103,7 +119,11 @@ class _Calls:
         self._correlations = [
             [
                 Correlation.of(
-                    listener=definition.name, model=definition.model, delivery=d, item=item
+                    listener=definition.name,
+                    model=definition.model,
+                    delivery=d,
+                    item=item,
+                    traceparent=_traceparent(d),
                 )
                 for item in items
             ]
@@ -174,3 +194,11 @@ def _context(item: Item, correlation: Correlation) -> dict[str, str]:
     """What the model's context gets for ``item``: the message's own attributes (user
     attributes, CloudEvent ``type``/``source``/``id`` as ``ce-*``...), then the correlation."""
     return {**item.attributes, **correlation.attributes()}
+
+
+def _traceparent(delivery: Delivery) -> str | None:
+    """The delivery's span, as its results' ``traceparent`` (tracing on), else None."""
+    if not telemetry.enabled:
+        return None
+    trace = telemetry.trace_of(delivery)
+    return trace.traceparent() if trace is not None else None

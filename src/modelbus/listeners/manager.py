@@ -41,6 +41,8 @@ from modelbus.errors import (
     DefinitionError,
     ListenerNotFound,
     ModelbusError,
+    NotFound,
+    VersionSpecError,
 )
 from modelbus.listeners.cluster import Cluster, Report
 from modelbus.listeners.credentials import Credentials
@@ -304,9 +306,18 @@ class ListenerManager:
     # --- definitions -------------------------------------------------------------------------
 
     async def validate(self, definition: ListenerDefinition) -> None:
-        """Check that the connectors exist and can be opened (within ``check_timeout_s``) and
-        that the source's lease suits the timeout; raises DefinitionError saying what to
-        change. (The definition itself was validated when it was built.)"""
+        """Check that the model reference resolves to a version, that the connectors exist
+        and can be opened (within ``check_timeout_s``) and that the source's lease suits the
+        timeout; raises DefinitionError saying what to change. (The definition itself was
+        validated when it was built.)"""
+        try:
+            await self._invoker.version_of(definition.ref)
+        except (NotFound, VersionSpecError) as exc:
+            raise DefinitionError(
+                f"listener {definition.name!r}: model {definition.model} resolves to no "
+                f"version ({exc}): push a version that matches, correct the reference, or "
+                "create the listener with check=false to store it before the model exists"
+            ) from None
         ctx = ConnectorContext(listener=definition.name, data_dir=self._data_dir)
         try:
             source = make_source(definition.source, ctx)

@@ -26,7 +26,7 @@ from modelbus.connectors.base import Delivery, OutMessage, Sink
 from modelbus.errors import ConnectorError
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.envelopes import encode_result, output_id
+from modelbus.listeners.envelopes import encode_result, event_time, output_id
 from modelbus.listeners.health import Health
 from modelbus.listeners.outcomes import Failed, Invoked, Succeeded
 
@@ -41,6 +41,8 @@ class SinkSlot:
     sink: Sink
     broken: bool = False
     publisher: Coalescer[Sequence[OutMessage]] = field(init=False)
+    # the sink's size check, if it has one (connectors.base.Sink)
+    refusal: Callable[[OutMessage], str | None] | None = field(init=False, default=None)
 
 
 class Sinks:
@@ -80,11 +82,12 @@ class Sinks:
         """Publish the results of a batch of deliveries: one group publish per output sink
         for the whole batch; each delivery keeps its own outcome (a message a sink refuses
         for good fails its own delivery alone)."""
-        groups = [self._encode(delivery, results) for delivery, results in invoked]
-        errors: list[Exception | None] = [None] * len(groups)
-        per_sink = await asyncio.gather(
-            *(slot.publisher.submit_all(groups) for slot in self.outputs)
-        )
+        now = event_time()  # one event time for the batch: its results are made together
+        groups = [self._encode(delivery, results, now) for delivery, results in invoked]
+        errors: list[Exception | None] = [self._refusal(group) for group in groups]
+        # A delivery some sink refuses for good is published to none of them.
+        sent = [[] if e is not None else g for g, e in zip(groups, errors, strict=True)]
+        per_sink = await asyncio.gather(*(slot.publisher.submit_all(sent) for slot in self.outputs))
         for outcomes in per_sink:
             for i, error in enumerate(outcomes):
                 if error is not None and errors[i] is None:
@@ -94,12 +97,24 @@ class Sinks:
             for (_, results), messages, error in zip(invoked, groups, errors, strict=True)
         ]
 
+    def _refusal(self, messages: Sequence[OutMessage]) -> ConnectorError | None:
+        """The first output sink's refusal of one of ``messages`` (over its size limit),
+        as a permanent error; None when every sink may take them all."""
+        for slot in self.outputs:
+            if slot.refusal is None:
+                continue
+            for message in messages:
+                reason = slot.refusal(message)
+                if reason is not None:
+                    return ConnectorError(reason, permanent=True)
+        return None
+
     async def publish_to(self, slot: SinkSlot, messages: Sequence[OutMessage]) -> None:
         """Publish durably, together with what other deliveries publish to the same sink
         meanwhile (one broker call, or one transaction, for many messages)."""
         await slot.publisher.submit(messages)
 
-    def _encode(self, delivery: Delivery, invoked: Invoked) -> list[OutMessage]:
+    def _encode(self, delivery: Delivery, invoked: Invoked, now: str) -> list[OutMessage]:
         name, mode = self._definition.name, self._definition.output_mode
         return [
             encode_result(
@@ -107,6 +122,7 @@ class Sinks:
                 result=result,
                 id=output_id(name, delivery.message_id, item.index),
                 mode=mode,
+                time=now,
             )
             for item, correlation, result in invoked.results
         ]
@@ -114,6 +130,7 @@ class Sinks:
     def _slot(self, url: str, ctx: ConnectorContext) -> SinkSlot:
         slot = SinkSlot(url=url, sink=make_sink(url, ctx))
         slot.publisher = Coalescer(functools.partial(self._publish_batches, slot))
+        slot.refusal = getattr(slot.sink, "refusal", None)
         return slot
 
     async def _publish_batches(

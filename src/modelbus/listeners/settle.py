@@ -39,7 +39,7 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Sequence
-from dataclasses import replace
+from typing import Any
 
 from modelbus.connectors import redact_url
 from modelbus.connectors.base import Delivery, OutMessage, Source
@@ -66,6 +66,7 @@ from modelbus.listeners.outcomes import (
 from modelbus.listeners.publish import Sinks
 from modelbus.listeners.receive import InFlight
 from modelbus.listeners.records import RunWriter
+from modelbus.runtime import telemetry
 from modelbus.store.runs import DeadLetter, RunRecord, RunStatus, RunWrite
 
 __all__ = ["Settler"]
@@ -106,14 +107,21 @@ class Settler:
         keeping its own outcome; never raises. Run it in a task of its own, shielded from
         cancellation; the flights leave ``in_flight`` when it is done."""
         flights = [flight for flight, _ in batch]
+        decided: list[tuple[Flight, Outcome, Decision]] = []
         try:
+            publishing_ns = time.time_ns()
             outcomes = await self._published(batch)
+            if telemetry.enabled:
+                _mark([f for (f, o) in batch if isinstance(o, Invoked)], "publish", publishing_ns)
             retry = self._definition.retry
             decided = [
                 (flight, outcome, decide(outcome, flight.delivery.attempt, retry))
                 for flight, outcome in zip(flights, outcomes, strict=True)
             ]
+            settling_ns = time.time_ns()
             await self._carry_out(decided)
+            if telemetry.enabled:
+                _mark(flights, "settle", settling_ns)
         except Exception as exc:  # a bug, or even the fallback failed: the leases will lapse
             log.warning(
                 "listener %s: %d deliveries left to their lease: %s",
@@ -122,6 +130,8 @@ class Settler:
                 exc,
             )
         finally:
+            if telemetry.enabled:
+                _finish_traces(flights, decided)
             for flight in flights:
                 self._in_flight.remove(flight)
 
@@ -156,30 +166,29 @@ class Settler:
     ) -> RunRecord:
         """The run record of ``delivery`` saying ``status``, with what ``outcome`` tells."""
         now = time.time()
-        final = status in ("succeeded", "dead_lettered")
-        record = RunRecord(
+        extra: dict[str, Any] = {}
+        if isinstance(outcome, Succeeded):
+            extra = {
+                "version": outcome.version,
+                "output_id": outcome.outputs[0].id if outcome.outputs else None,
+                "result_location": self._locations,
+                "duration_ms": outcome.duration_ms,
+            }
+        elif isinstance(outcome, Failed | Unsettled):
+            failed = (
+                outcome if isinstance(outcome, Failed) else Failed(outcome.error, "settle", False)
+            )
+            extra = {"version": failed.version, "error": _error(failed)}
+        return RunRecord(  # one record per message: built once, not copied with replace()
             listener=self._definition.name,
             message_id=delivery.message_id,
             status=status,
             attempts=delivery.attempt,
             first_received_at=now,
             updated_at=now,
-            finished_at=now if final else None,
+            finished_at=now if status in ("succeeded", "dead_lettered") else None,
+            **extra,
         )
-        if isinstance(outcome, Succeeded):
-            return replace(
-                record,
-                version=outcome.version,
-                output_id=outcome.outputs[0].id if outcome.outputs else None,
-                result_location=self._locations,
-                duration_ms=outcome.duration_ms,
-            )
-        if isinstance(outcome, Failed | Unsettled):
-            failed = (
-                outcome if isinstance(outcome, Failed) else Failed(outcome.error, "settle", False)
-            )
-            return replace(record, version=failed.version, error=_error(failed))
-        return record
 
     def note(self, delivery: Delivery, status: RunStatus, outcome: Outcome | None = None) -> None:
         """Write :meth:`record` behind (nobody waits on an intermediate state)."""
@@ -294,6 +303,7 @@ class Settler:
             stacktrace=_stacktrace(error),
             permanent=failed.permanent,
             attempts=delivery.attempt,
+            traceparent=_traceparent(delivery),
         )
         letter = DeadLetter(
             id=info.id,
@@ -349,3 +359,38 @@ def _error(failed: Failed) -> dict[str, object]:
         "permanent": failed.permanent,
         "stage": failed.stage,
     }
+
+
+# How a trace's ``modelbus.outcome`` names a delivery's decision.
+_OUTCOME_NAMES = {"Ack": "acked", "Release": "released", "DeadLetterDecision": "dead_lettered"}
+
+
+def _traceparent(delivery: Delivery) -> str | None:
+    trace = telemetry.trace_of(delivery)
+    return trace.traceparent() if trace is not None else None
+
+
+def _mark(flights: Sequence[Flight], stage: str, start_ns: int) -> None:
+    end_ns = time.time_ns()
+    for flight in flights:
+        if flight.trace is not None:
+            flight.trace.mark(stage, start_ns, end_ns)
+
+
+def _finish_traces(
+    flights: Sequence[Flight], decided: Sequence[tuple[Flight, Outcome, Decision]]
+) -> None:
+    """End each flight's ``process`` span, saying what became of it."""
+    how = {id(f): (o, d) for f, o, d in decided}
+    for flight in flights:
+        trace, flight.trace = flight.trace, None
+        if trace is None:
+            continue
+        telemetry.forget(flight.delivery)
+        outcome, decision = how.get(id(flight), (None, None))
+        error = outcome.error if isinstance(outcome, Failed | Unsettled) else None
+        kind = type(decision).__name__ if decision is not None else "left to its lease"
+        try:
+            trace.finish(_OUTCOME_NAMES.get(kind, kind), error)
+        except Exception as exc:  # tracing must never fail a delivery
+            log.warning("listener trace not exported: %s", exc)

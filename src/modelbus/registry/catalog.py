@@ -415,6 +415,14 @@ class Registry:
         self._remember(key, resolved, IMMUTABLE_CACHE_S if immutable else self.cache_ttl_s)
         return resolved
 
+    async def manifest_of(self, ref: ModelRef) -> tuple[str, Manifest]:
+        """The version label ``ref`` names now (its number, or the build hash) and that
+        build's manifest, read from the store alone: unlike :meth:`resolve`, nothing is
+        unpacked or built. Raises :class:`ModelNotFound`, :class:`VersionNotFound` or
+        :class:`VersionSpecError`."""
+        row, version = await self._lookup(ref.owner, ref.name, parse_ref(ref.spec))
+        return version or row.hash, Manifest.from_json(row.manifest, source=f"build {row.hash}")
+
     def invalidate(self, owner: str | None = None, name: str | None = None) -> None:
         """Forget cached resolutions (of one model, or all); the next resolve reads the store."""
         for key in [k for k in self._cache if owner is None or k[:2] == (owner, name)]:

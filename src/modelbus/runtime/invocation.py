@@ -102,6 +102,12 @@ class CallOptions:
 class Invoker(Protocol):
     """Runs model versions. Implemented by the pool manager; used by the API and listeners."""
 
+    async def version_of(self, ref: ModelRef) -> str:
+        """The version ``ref`` resolves to now (its label); raises
+        :class:`~modelbus.errors.NotFound` subclasses or
+        :class:`~modelbus.errors.VersionSpecError` when it resolves to none."""
+        ...
+
     async def invoke(self, ref: ModelRef, payload: Payload, options: CallOptions) -> Result:
         """Resolve ``ref`` and run one input.
 

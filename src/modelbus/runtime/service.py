@@ -212,6 +212,10 @@ class ModelService:
         """The version ``ref`` names now; raises NotFound subclasses or VersionSpecError."""
         return await self._registry.resolve(ref)
 
+    async def version_of(self, ref: ModelRef) -> str:
+        """The version ``ref`` resolves to now (see ``Invoker.version_of``)."""
+        return (await self.resolve(ref)).label
+
     async def invoke(self, ref: ModelRef, payload: Payload, options: CallOptions) -> Result:
         """Resolve ``ref`` and run one input (see ``Invoker.invoke``). The timeout defaults
         to the version's own; errors carry the resolved ``version``."""

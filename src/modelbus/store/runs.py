@@ -11,7 +11,9 @@ and dead letters in one transaction, and the listeners group-commit their writes
 it (:class:`modelbus.listeners.records.RunWriter`). On SQLite the dedupe check and each
 write are one hop to a thread of their own (:class:`_SqliteDirect`), not the three or four
 aiosqlite round trips of the async engine (BEGIN, statements, COMMIT), each of which waits
-for the GIL behind a busy event loop: that cost about 4 ms per commit.
+for the GIL behind a busy event loop: that cost about 4 ms per commit. A dedupe check of at
+most :data:`INLINE_READ_MAX` ids (a receive at a low rate) is read on the event loop itself:
+a read by key is quicker than the hop, which sat on every message's path to its result.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RunStatus = Literal["running", "retrying", "succeeded", "dead_lettered"]
 FINAL: tuple[RunStatus, ...] = ("succeeded", "dead_lettered")
+# Dedupe checks of at most this many ids are read on the caller's thread (module docstring).
+INLINE_READ_MAX = 8
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,7 +152,13 @@ class RunStore:
             runs.c.status == "succeeded",
         )
         if self._direct is not None:
-            return await self._direct.run(lambda conn: set(conn.execute(query).scalars()))
+
+            def read(conn: Connection) -> set[str]:
+                return set(conn.execute(query).scalars())
+
+            if len(message_ids) <= INLINE_READ_MAX:
+                return self._direct.run_inline(read)
+            return await self._direct.run(read)
         async with self._engine.connect() as conn:
             return set((await conn.execute(query)).scalars())
 
@@ -308,6 +318,15 @@ class _SqliteDirect:
         return await asyncio.get_running_loop().run_in_executor(
             thread, self._transaction, self._sync, fn, write
         )
+
+    def run_inline(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` in a read transaction on the calling thread: for a read of a few
+        rows by key, which takes less time than the hop to the reader thread and back (a
+        hop can wait for the GIL behind a busy event loop). In WAL mode a read never waits
+        for the writer."""
+        if self._sync is None:
+            self._sync = sqlite_sync_engine(self._url)
+        return self._transaction(self._sync, fn, False)
 
     @staticmethod
     def _transaction(engine: Engine, fn: Callable[[Connection], T], write: bool) -> T:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from modelbus import __version__
 from modelbus.config import Settings
+from modelbus.runtime import telemetry
 from modelbus.web.api import errors, routers
 from modelbus.web.api.auth import Key
 from modelbus.web.api.limits import BodyLimit
@@ -34,22 +35,32 @@ Every model version gets an HTTP API the moment it is published.
   API keys.
 * **Algorithmia-compatible API**: `POST /v1/algo/{owner}/{name}[/{version}]` and the
   `/v1/algorithms/...` read routes, so existing Algorithmia clients keep working.
+* **Open Inference Protocol v2** under `/v2/` (KServe, Triton, MLServer, Seldon clients):
+  health, server and model metadata, readiness and `infer`, with model name `OWNER/NAME`
+  and any version spec.
 
 Authenticate with `Authorization: Simple KEY` or `Authorization: Bearer KEY` on every route
 but `GET /health` (this document too: `GET /openapi.json`; in a browser, log in to the
 console and open `/console/api`). Every error is
-`{"error": {"message", "error_type", "code", ...}}` with a meaningful HTTP status.
+`{"error": {"message", "error_type", "code", ...}}` with a meaningful HTTP status
+(under `/v2/`, the protocol's own `{"error": "<message>"}`).
 """
 
 
 def create_app(settings: Settings, *, services: ServicesFactory = open_services) -> FastAPI:
     """The modelbus API for ``settings``; ``services`` opens what the routes use."""
 
+    tracing = telemetry.setup()  # on when OTEL_EXPORTER_OTLP_*ENDPOINT is set
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with services(settings) as running:
-            app.state.services = running
-            yield
+        try:
+            async with services(settings) as running:
+                app.state.services = running
+                yield
+        finally:
+            if tracing:
+                telemetry.shutdown()  # export what is still buffered
 
     app = FastAPI(
         title="modelbus",
@@ -62,6 +73,7 @@ def create_app(settings: Settings, *, services: ServicesFactory = open_services)
         docs_url=None,
         redoc_url=None,
     )
+    telemetry.instrument_app(app)
     errors.install(app)
     # Before routing, authentication and FastAPI's own body parsing (see api/limits.py).
     app.add_middleware(BodyLimit, default_bytes=settings.max_body_bytes, routes=lambda: app.routes)

@@ -28,6 +28,7 @@ def routers() -> list[APIRouter]:
         metrics,
         models,
         nodes,
+        oip,
         runs,
     )
 
@@ -45,5 +46,6 @@ def routers() -> list[APIRouter]:
         hooks.router,
         algorithms.router,
         algorithmia.router,
+        oip.router,
         *console.routers(),
     ]

@@ -4,6 +4,9 @@
 ``InvocationTimeout``...), so a client can raise the same class again; ``error_type`` is the
 short machine name a caller shows (for a model error, the model's own exception class).
 The HTTP status follows from the class alone (:func:`status_for`).
+
+Under ``/v2`` (the Open Inference Protocol, :mod:`modelbus.web.api.oip`) the same errors,
+with the same statuses, take that protocol's shape: ``{"error": "<message>"}``.
 """
 
 from __future__ import annotations
@@ -88,18 +91,30 @@ def error_headers(exc: errors.ModelbusError) -> dict[str, str]:
     return {}
 
 
-def error_response(exc: errors.ModelbusError) -> JSONResponse:
-    """The JSON response for a modelbus error, with its status and headers."""
-    return JSONResponse(
-        {"error": error_detail(exc)}, status_code=status_for(exc), headers=error_headers(exc)
-    )
+OIP_PREFIX = "/v2"
 
 
-def plain_error(status: int, message: str, code: str) -> JSONResponse:
+def is_oip(path: str) -> bool:
+    """Whether ``path`` is under the Open Inference Protocol's ``/v2``."""
+    return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+
+
+def _shaped(
+    path: str, detail: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": detail["message"] if is_oip(path) else detail}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(exc: errors.ModelbusError, *, path: str = "") -> JSONResponse:
+    """The JSON response for a modelbus error on ``path``, with its status and headers."""
+    return _shaped(path, error_detail(exc), status_for(exc), error_headers(exc))
+
+
+def plain_error(status: int, message: str, code: str, *, path: str = "") -> JSONResponse:
     """An error response for a failure that has no modelbus class (routing, validation)."""
-    return JSONResponse(
-        {"error": {"message": message, "error_type": code, "code": code}}, status_code=status
-    )
+    detail = {"message": message, "error_type": code, "code": code}
+    return _shaped(path, detail, status)
 
 
 async def _on_modelbus_error(request: Request, exc: Exception) -> JSONResponse:
@@ -109,13 +124,13 @@ async def _on_modelbus_error(request: Request, exc: Exception) -> JSONResponse:
     redact = running.credentials.redact if running is not None else redact_text
     detail = error_detail(exc)
     detail["message"] = redact(detail["message"])
-    return JSONResponse({"error": detail}, status_code=status_for(exc), headers=error_headers(exc))
+    return _shaped(request.url.path, detail, status_for(exc), error_headers(exc))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-    response = plain_error(exc.status_code, str(exc.detail), code)
+    response = plain_error(exc.status_code, str(exc.detail), code, path=request.url.path)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
@@ -123,8 +138,9 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    response = plain_error(422, validation_message(exc), "ValidationError")
-    return response
+    # OIP answers every malformed request 400.
+    status = 400 if is_oip(request.url.path) else 422
+    return plain_error(status, validation_message(exc), "ValidationError", path=request.url.path)
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -139,7 +155,7 @@ def _describe(problem: Any) -> str:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return plain_error(500, "internal server error", "InternalError")
+    return plain_error(500, "internal server error", "InternalError", path=request.url.path)
 
 
 def install(app: FastAPI) -> None:

@@ -78,7 +78,7 @@ class BodyLimit:
         if declared is not None and declared > limit:
             limit = self.allowance(scope)
             if declared > limit:
-                await _refuse(limit)(scope, receive, send)
+                await _refuse(limit, scope)(scope, receive, send)
                 return
         await _Limited(self, scope, limit).run(receive, send)
 
@@ -121,7 +121,7 @@ class _Limited:
             if not self.refused or self.started:
                 raise
         if self.refused and not self.started:
-            await _refuse(self.limit)(self.scope, receive, send)
+            await _refuse(self.limit, self.scope)(self.scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -131,7 +131,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _refuse(limit: int) -> ASGIApp:
+def _refuse(limit: int, scope: Scope) -> ASGIApp:
     return error_response(
-        PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        PayloadTooLarge(f"request body is larger than the limit of {limit} bytes"),
+        path=scope.get("path", ""),
     )

@@ -9,9 +9,13 @@ with ``***`` where the stored one has a credential keeps the stored credential (
 ``400`` with a message saying what to change (``DefinitionError``), the same message a
 listener file gets from ``modelbus listeners apply``.
 
-``?check=true`` (the default) opens the listener's connectors before storing it, so a wrong
+``?check=true`` (the default) checks that the model reference resolves to a version and
+opens the listener's connectors before storing it, so a misspelt model or spec, a wrong
 URL, a missing queue or bad credentials are refused at once; ``check=false`` stores it
 anyway (its status then shows why it cannot run, and it retries).
+
+``GET /v1/asyncapi.json`` describes every listener as an AsyncAPI 3.0 document (any valid
+key; see :mod:`modelbus.listeners.asyncapi`).
 
 Algorithmia's event-listener API (``/v1/users/{user}/event-listeners``) is in
 :mod:`modelbus.web.api.event_listeners`.
@@ -24,9 +28,10 @@ from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
+from modelbus import __version__
 from modelbus.client.schemas import (
     ApplyOut,
     ListenerStatusOut,
@@ -34,6 +39,7 @@ from modelbus.client.schemas import (
     NodeListenerState,
 )
 from modelbus.errors import DefinitionError, ModelbusError
+from modelbus.listeners import asyncapi
 from modelbus.listeners.cluster import ClusterStatus, NodeListenerStatus
 from modelbus.listeners.credentials import redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
@@ -46,7 +52,10 @@ from modelbus.web.server import Services
 
 Check = Annotated[
     bool,
-    Query(description="Open the listener's connectors first and refuse it if they fail."),
+    Query(
+        description="Check that the model reference resolves to a version and open the "
+        "listener's connectors first; refuse it if either fails."
+    ),
 ]
 
 
@@ -284,3 +293,21 @@ async def resume_listener(request: Request, name: str, key: ListenerManagerKey) 
 async def listener_status(request: Request, name: str, key: Key) -> ListenerStatusOut:
     running = services(request)
     return await status_out(running, (await running.listeners.get(name)).definition)
+
+
+@router.get(
+    "/v1/asyncapi.json",
+    summary="Every listener as an AsyncAPI 3.0 document (channels, messages, bindings)",
+    response_class=JSONResponse,
+    responses={**responses(), 200: {"content": {"application/json": {}}}},
+)
+async def asyncapi_document(request: Request, key: Key) -> JSONResponse:
+    running = services(request)
+    definitions = [redact_definition(i.definition) for i in await running.listeners.list()]
+    schemas = await asyncapi.model_schemas(
+        (d.ref for d in definitions), running.registry.manifest_of
+    )
+    document = asyncapi.document(
+        definitions, schemas, api_url=str(request.base_url), version=__version__
+    )
+    return JSONResponse(document)

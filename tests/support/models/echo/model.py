@@ -3,7 +3,8 @@
 A JSON object can ask for behaviour: ``{"fail": "msg"}`` raises ValueError(msg),
 ``{"crash": true}`` kills the runner process,
 ``{"sleep": s}`` sleeps s seconds first, ``{"print": "text"}`` prints text, and
-``{"binary": "text"}`` returns text's UTF-8 bytes as a binary result.
+``{"binary": "text"}`` returns text's UTF-8 bytes as a binary result, ``{"attributes": true}``
+returns the context attributes of the call.
 """
 
 import os
@@ -30,6 +31,8 @@ def apply(input, context=None):
             raise Unprocessable(input["fail_permanent"])
         if "binary" in input:
             return input["binary"].encode()
+        if input.get("attributes"):
+            return dict(context.attributes)
         if "whoami" in input:
             return {"greeting": GREETING, "content_type": context.content_type}
     return input

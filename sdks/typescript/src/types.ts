@@ -1,0 +1,270 @@
+/**
+ * The JSON shapes of the modelbus HTTP API, as the server sends them (snake_case, as in its
+ * OpenAPI document at `/openapi.json`). Times are seconds since the epoch.
+ */
+
+import type { ErrorDetail } from "./errors.js";
+
+export type ContentTypeName = "json" | "text" | "binary";
+export type JobStatus = "queued" | "running" | "succeeded" | "failed";
+export type Bump = "major" | "minor" | "patch";
+
+/** A successful call as the server sends it (`CallEnvelope`). */
+export interface CallEnvelope {
+  /** JSON value, text, or base64 text for binary results. */
+  result: unknown;
+  metadata: {
+    content_type: ContentTypeName;
+    /** Seconds the model took. */
+    duration: number;
+    version?: string | null;
+    mime?: string | null;
+    stdout?: string | null;
+  };
+}
+
+export interface JobInfo {
+  id: string;
+  status: JobStatus;
+  owner: string;
+  name: string;
+  spec: string;
+  version?: string | null;
+  created_at: number;
+  started_at?: number | null;
+  finished_at?: number | null;
+  result?: CallEnvelope | null;
+  error?: ErrorDetail | null;
+}
+
+export interface ModelInfo {
+  owner: string;
+  name: string;
+  description: string;
+  created_at: number;
+  /** Newest published version, if any. */
+  latest_version: string | null;
+}
+
+export interface VersionInfo {
+  owner: string;
+  name: string;
+  /** Semantic version, MAJOR.MINOR.PATCH. */
+  version: string;
+  /** Content hash of the build this version runs. */
+  build: string;
+  /** Served by version specs (latest, 1.*, ...). */
+  published: boolean;
+  created_at: number;
+}
+
+export interface BuildInfo {
+  /** Content hash of the model artifact (sha256:...). */
+  hash: string;
+  owner: string;
+  name: string;
+  status: "building" | "ready" | "failed";
+  env_hash: string | null;
+  created_at: number;
+  finished_at: number | null;
+  /** Versions pointing at it. */
+  versions: string[];
+  /** Its modelbus.toml. */
+  manifest: Record<string, unknown>;
+  /** The build log (on the single-build route only). */
+  log: string | null;
+  node_logs?: Record<string, string> | null;
+}
+
+export interface PushInfo {
+  owner: string;
+  name: string;
+  /** The version recorded; null for a build pushed without a version, callable by hash. */
+  version: string | null;
+  build: string;
+  published: boolean;
+  /** False when the same push was made before (a no-op). */
+  created: boolean;
+  /** A build ran for this push. */
+  built: boolean;
+  env_reused: boolean;
+}
+
+export interface KeyInfo {
+  id: string;
+  name: string;
+  scopes: string[];
+  created_at: number;
+  last_used_at: number | null;
+  revoked_at: number | null;
+}
+
+export interface CreatedKey {
+  /** The secret, shown this once. */
+  key: string;
+  info: KeyInfo;
+}
+
+export interface RetryPolicy {
+  max_attempts?: number;
+  initial_backoff_s?: number;
+  max_backoff_s?: number;
+  multiplier?: number;
+  jitter?: number;
+}
+
+export interface BatchPolicy {
+  max_batch_size?: number;
+  max_wait_ms?: number;
+}
+
+/**
+ * A listener definition: every message on `source` goes to `model`; results to every sink in
+ * `outputs`; what cannot succeed to `error_sink` (and the dead-letter store). Only `name`,
+ * `source` and `model` are required; the server fills in the defaults and refuses a bad
+ * definition with a {@link DefinitionError} saying what to change.
+ */
+export interface ListenerDefinition {
+  name: string;
+  /** Connector URL messages are received from, e.g. `local://jobs`, `webhook://orders?secret=...`. */
+  source: string;
+  /** `OWNER/NAME@SPEC`. */
+  model: string;
+  outputs?: string[];
+  error_sink?: string | null;
+  retry?: RetryPolicy;
+  batch?: BatchPolicy;
+  max_in_flight?: number;
+  timeout_s?: number | null;
+  max_body_bytes?: number;
+  extend_lease?: boolean;
+  filter?: Record<string, unknown> | null;
+  output_mode?: "cloudevent" | "raw";
+  enabled?: boolean;
+}
+
+export type ListenerState = "starting" | "running" | "paused" | "degraded" | "stopped";
+
+export interface NodeListenerStatus {
+  node: string;
+  address: string;
+  state: ListenerState | "standby";
+  counters: Record<string, number>;
+  reason: string | null;
+  reason_at: number | null;
+}
+
+export interface ListenerStatus {
+  name: string;
+  state: ListenerState;
+  reason: string | null;
+  reason_at: number | null;
+  problems: Record<string, string>;
+  /** received, succeeded, retried, dead_lettered, in_flight, ... summed over the live nodes. */
+  counters: Record<string, number>;
+  nodes: NodeListenerStatus[];
+  /** The version the listener's model spec resolves to now. */
+  version: string | null;
+  version_error: string | null;
+}
+
+export interface Listener {
+  name: string;
+  /** The definition as stored, every credential shown as `***`. */
+  definition: Required<Omit<ListenerDefinition, "error_sink" | "timeout_s" | "filter">> &
+    Pick<ListenerDefinition, "error_sink" | "timeout_s" | "filter">;
+  status: ListenerStatus;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface ApplyResult {
+  created: string[];
+  updated: string[];
+  unchanged: string[];
+  deleted: string[];
+}
+
+export type RunStatus = "running" | "retrying" | "succeeded" | "dead_lettered";
+
+/** What happened to one broker message in one listener. */
+export interface Run {
+  listener: string;
+  message_id: string;
+  status: RunStatus;
+  attempts: number;
+  version: string | null;
+  output_id: string | null;
+  result_location: string[];
+  /** The last failure: type, message, permanent, stage. */
+  error: Record<string, unknown> | null;
+  duration_ms: number | null;
+  first_received_at: number;
+  updated_at: number;
+  finished_at: number | null;
+}
+
+export interface RunPage {
+  items: Run[];
+  /** Pass as `cursor` for the next page. */
+  next_cursor: string | null;
+}
+
+export interface DeadLetter {
+  id: string;
+  listener: string;
+  message_id: string;
+  /** The original body, base64 (only from `deadLetter(id)`). */
+  body_base64: string | null;
+  body_size: number;
+  attributes: Record<string, string>;
+  error_type: string;
+  error_message: string;
+  stacktrace: string;
+  permanent: boolean;
+  attempts: number;
+  /** The listener's OWNER/NAME@SPEC when it failed. */
+  model: string;
+  version: string | null;
+  created_at: number;
+  redriven_at: number | null;
+  redriven_to: string | null;
+}
+
+export interface DeadLetterPage {
+  items: DeadLetter[];
+  next_cursor: string | null;
+}
+
+export interface RedriveResult {
+  /** The model reference the letters were run on. */
+  model: string;
+  /** Ids that succeeded. */
+  redriven: string[];
+  /** Ids that failed again, with the error. */
+  failed: Record<string, string>;
+}
+
+export interface NodeInfo {
+  id: string;
+  state: "live" | "gone";
+  address: string;
+  host: string;
+  pid: number;
+  version: string;
+  workers: number;
+  parent: string | null;
+  started_at: number;
+  heartbeat_at: number;
+  heartbeat_age_s: number;
+  stopped_at: number | null;
+  listeners_running: string[];
+  listeners: NodeListenerStatus[];
+  this: boolean;
+}
+
+export interface Health {
+  status: "ok" | "degraded";
+  version: string;
+  artifacts?: { ok: boolean; store: string; error: string | null; checked_at: number } | null;
+}

@@ -1,0 +1,158 @@
+/**
+ * Listeners (create, read, pause, resume, put, apply, delete), and what they did with messages:
+ * run records and dead letters, with a redrive. Messages arrive as signed webhooks
+ * (`webhook://` sources), sent by the test itself.
+ */
+
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { describe, test } from "node:test";
+
+import {
+  Conflict,
+  DeadLetterNotFound,
+  DefinitionError,
+  InvalidInput,
+  type ListenerDefinition,
+  ListenerNotFound,
+  type Run,
+  RunNotFound,
+} from "modelbus";
+
+import { shared } from "../support/context.js";
+import { rejected } from "../support/expect.js";
+import { eventually } from "../support/models.js";
+
+const ctx = shared();
+const SECRET = "ts-sdk-test-secret-0123456789abcdef";
+const NAME = "ts-orders";
+
+const definition: ListenerDefinition = {
+  name: NAME,
+  source: `webhook://${NAME}?secret=${SECRET}`,
+  model: "e2e/behave@1.*",
+  retry: { max_attempts: 1 },
+};
+
+/** POST a signed webhook to the hook `name`, with `id` as its Idempotency-Key (the message id). */
+async function sendHook(name: string, id: string, body: unknown): Promise<void> {
+  const text = JSON.stringify(body);
+  const t = Math.floor(Date.now() / 1000).toString();
+  const v1 = createHmac("sha256", SECRET).update(`${t}.${text}`).digest("hex");
+  const response = await fetch(`${ctx.server.url}/v1/hooks/${name}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "Idempotency-Key": id, "X-Modelbus-Signature": `t=${t},v1=${v1}` },
+    body: text,
+  });
+  assert.equal(response.status, 202, await response.text());
+}
+
+/** The run record of message `id` once it has finished (succeeded or dead-lettered). */
+async function finishedRun(id: string): Promise<Run> {
+  return eventually(async () => {
+    const [run] = await ctx.mb.runs(id, { listener: NAME });
+    return run && (run.status === "succeeded" || run.status === "dead_lettered") ? run : undefined;
+  });
+}
+
+describe("listeners, runs and dead letters", () => {
+  test("create a listener; read it back, in the list, with its status", async () => {
+    const created = await ctx.mb.createListener(definition);
+    assert.equal(created.name, NAME);
+    assert.equal(created.definition.model, "e2e/behave@1.*");
+    assert.equal(created.definition.retry.max_attempts, 1);
+    assert.equal(created.definition.max_in_flight, 100); // the server's default, filled in
+    assert.match(created.definition.source, /secret=\*\*\*/); // credentials never come back
+
+    assert.equal((await ctx.mb.listener(NAME)).name, NAME);
+    assert.deepEqual((await ctx.mb.listeners()).map((l) => l.name), [NAME]);
+    const status = await eventually(async () => {
+      const s = await ctx.mb.listenerStatus(NAME);
+      return s.state === "running" ? s : undefined;
+    });
+    assert.equal(status.version, "1.0.0");
+  });
+
+  test("a taken name is a Conflict; a bad definition a DefinitionError saying what to change", async () => {
+    assert.ok((await rejected(ctx.mb.createListener(definition))) instanceof Conflict);
+    const bad = await rejected(ctx.mb.createListener({ ...definition, name: "ts-bad", model: "not-a-ref" }));
+    assert.ok(bad instanceof DefinitionError && bad instanceof InvalidInput, String(bad));
+    assert.equal(bad.status, 400);
+    assert.match(bad.message, /model/);
+  });
+
+  test("a message's run record: succeeded, on the resolved version; and the listener's page of runs", async () => {
+    await sendHook(NAME, "order-1", { op: "ok", id: "order-1" });
+    const run = await finishedRun("order-1");
+    assert.equal(run.status, "succeeded");
+    assert.equal(run.listener, NAME);
+    assert.equal(run.message_id, "order-1");
+    assert.equal(run.version, "1.0.0");
+    assert.equal(run.attempts, 1);
+
+    await sendHook(NAME, "order-2", { op: "ok", id: "order-2" });
+    await finishedRun("order-2");
+    const first = await ctx.mb.listenerRuns(NAME, { limit: 1 });
+    assert.equal(first.items.length, 1);
+    assert.ok(first.next_cursor);
+    const second = await ctx.mb.listenerRuns(NAME, { limit: 1, cursor: first.next_cursor });
+    assert.deepEqual(
+      [first.items[0]!.message_id, second.items[0]!.message_id].sort(),
+      ["order-1", "order-2"],
+    );
+    const succeeded = await ctx.mb.listenerRuns(NAME, { status: "succeeded" });
+    assert.equal(succeeded.items.length, 2);
+    assert.ok((await rejected(ctx.mb.runs("no-such-message"))) instanceof RunNotFound);
+  });
+
+  test("a permanent failure is dead-lettered with its body; a redrive runs it again", async () => {
+    await sendHook(NAME, "order-bad/1?#", { op: "permanent", id: "bad" }); // an id needing escapes
+    const run = await finishedRun("order-bad/1?#");
+    assert.equal(run.status, "dead_lettered");
+
+    const page = await ctx.mb.deadLetters(NAME);
+    assert.equal(page.items.length, 1);
+    const summary = page.items[0]!;
+    assert.equal(summary.message_id, "order-bad/1?#");
+    assert.equal(summary.permanent, true);
+    assert.equal(summary.body_base64, null); // bodies only on the single dead letter
+
+    const letter = await ctx.mb.deadLetter(summary.id);
+    assert.deepEqual(JSON.parse(atob(letter.body_base64 ?? "")), { op: "permanent", id: "bad" });
+    assert.equal(letter.model, "e2e/behave@1.*");
+    assert.equal(letter.version, "1.0.0");
+
+    const redriven = await ctx.mb.redrive(NAME, { ids: [summary.id], spec: "1.0.0" });
+    assert.equal(redriven.model, "e2e/behave@1.0.0");
+    assert.deepEqual(redriven.redriven, []);
+    assert.deepEqual(Object.keys(redriven.failed), [summary.id]); // permanent: fails again
+    assert.ok((await rejected(ctx.mb.deadLetter("no-such-letter"))) instanceof DeadLetterNotFound);
+  });
+
+  test("pause and resume; put and apply report what changed; delete", async () => {
+    assert.equal((await ctx.mb.pauseListener(NAME)).status.state, "paused");
+    await ctx.mb.resumeListener(NAME);
+    await eventually(async () => ((await ctx.mb.listenerStatus(NAME)).state === "running" ? true : undefined));
+
+    // "***" where a credential is stored keeps it.
+    const stored = (await ctx.mb.listener(NAME)).definition;
+    const put = await ctx.mb.putListener({ ...stored, max_in_flight: 10 });
+    assert.equal(put.definition.max_in_flight, 10);
+    const applied = await ctx.mb.applyListeners([{ ...stored, max_in_flight: 10 }]);
+    assert.deepEqual(applied, { created: [], updated: [], unchanged: [NAME], deleted: [] });
+    await sendHook(NAME, "order-3", { op: "ok", id: "order-3" }); // the secret still works
+    assert.equal((await finishedRun("order-3")).status, "succeeded");
+
+    await ctx.mb.deleteListener(NAME);
+    assert.ok((await rejected(ctx.mb.listener(NAME))) instanceof ListenerNotFound);
+    // Run records and dead letters are kept.
+    assert.equal((await ctx.mb.runs("order-1")).length, 1);
+  });
+
+  test("nodes, metrics and health", async () => {
+    const nodes = await ctx.mb.nodes();
+    assert.ok(nodes.some((n) => n.this && n.state === "live"));
+    assert.match(await ctx.mb.metrics(), /# TYPE modelbus_/);
+    assert.equal((await ctx.mb.health()).status, "ok");
+  });
+});
