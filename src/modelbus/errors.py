@@ -20,6 +20,7 @@ Every exception modelbus raises on purpose is one of these. Client libraries' ex
     │   ├── BuildNotFound
     │   ├── JobNotFound
     │   ├── ListenerNotFound
+    │   ├── UserNotFound
     │   ├── RunNotFound
     │   └── DeadLetterNotFound
     ├── Conflict                      (HTTP 409)
@@ -111,6 +112,10 @@ class JobNotFound(NotFound):
 
 class ListenerNotFound(NotFound):
     pass
+
+
+class UserNotFound(NotFound):
+    """No user (owner of models or listeners) has this id."""
 
 
 class RunNotFound(NotFound):

@@ -78,6 +78,14 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/algo/{owner}/{name}"): "call",
     ("POST", "/v1/algo/{owner}/{name}/{version}"): "call",
     ("GET", "/v1/algorithms/{owner}/{name}"): "read",
+    ("POST", "/v1/algorithms/{owner}"): "models:manage",
+    ("PUT", "/v1/algorithms/{owner}/{name}"): "models:manage",
+    ("POST", "/v1/algorithms/{owner}/{name}/versions"): "models:manage",
+    ("DELETE", "/v1/algorithms/{owner}/{name}"): "models:manage",
+    ("POST", "/v1/users/{user}/event-listeners"): "listeners:manage",
+    ("GET", "/v1/users/{user}/event-listeners/{listener_id}"): "any",
+    ("PUT", "/v1/users/{user}/event-listeners/{listener_id}"): "listeners:manage",
+    ("DELETE", "/v1/users/{user}/event-listeners/{listener_id}"): "listeners:manage",
     ("GET", "/v1/algorithms/{owner}/{name}/versions"): "read",
     ("GET", "/v1/algorithms/{owner}/{name}/versions/{version}"): "read",
     ("GET", "/v1/algorithms/{owner}/{name}/builds"): "read",
@@ -145,6 +153,7 @@ def concrete(path: str, published: Published) -> str:
         "job_id": uuid.uuid4().hex,
         "key_id": "ffffffffffffffff",
         "user": "test",
+        "listener_id": "no-such-listener",
         "letter_id": uuid.uuid4().hex,
         "message_id:path": "no-such-message",
         "rest:path": "nowhere",
@@ -180,6 +189,8 @@ def test_each_route_enforces_its_rule_for_each_scope(
 ) -> None:
     rule = rule_of(method, path)
     url = concrete(path, published)
+    if (method, path) == ("DELETE", "/v1/algorithms/{owner}/{name}"):
+        url = url.replace("/echo", "/no-such-model")  # allowed keys would delete test/echo
     if rule == "signature":
         # No API key is wanted, and one does not replace the signature.
         for headers in ({}, {"Authorization": f"Bearer {server.admin_key}"}):

@@ -361,6 +361,11 @@ def launch_problem(manifest: Manifest, model_dir: Path) -> str | None:
     if runtime.kind == "exec":
         assert runtime.command
         return _exec_problem(runtime.command[0], model_dir, runtime.env)
+    if runtime.kind == "adk":
+        assert runtime.entrypoint
+        module = model_dir.joinpath(*runtime.entrypoint.split(".")).with_suffix(".py")
+        if not module.is_file():
+            return f"[runtime] entrypoint: {module.relative_to(model_dir)} not found"
     for key, ref in runtime.callables().items():
         problem = _callable_problem(model_dir, ref)
         if problem:

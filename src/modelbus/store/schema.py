@@ -40,6 +40,9 @@ models = Table(
     Column("name", String(100), primary_key=True),
     Column("description", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # what a management client said about the model beyond its description (Algorithmia's
+    # details and settings), stored as given and shown back
+    Column("details", JSON, nullable=True),
 )
 
 builds = Table(
@@ -69,6 +72,8 @@ versions = Table(
     Column("build_hash", String(80), ForeignKey("builds.hash"), nullable=False),
     Column("published", Boolean, nullable=False, default=True),
     Column("created_at", Float, nullable=False),
+    # what the publisher said about the version (release notes, sample input and output)
+    Column("details", JSON, nullable=True),
 )
 
 api_keys = Table(

@@ -26,6 +26,7 @@ import zlib
 from pathlib import Path
 from typing import IO
 
+from modelbus.client.adk import ADK_CONF
 from modelbus.client.archive import EXCLUDED_NAMES, MANIFEST_FILE, content_hash, pack
 from modelbus.errors import ArchiveError
 
@@ -180,12 +181,18 @@ def hex_digest(digest: str) -> str:
 
 
 def model_root(folder: Path) -> Path:
-    """``folder``, or its only subfolder when the archive wrapped everything in one."""
-    if (folder / MANIFEST_FILE).is_file():
+    """``folder``, or its only subfolder when the archive wrapped everything in one: where
+    its ``modelbus.toml`` is (or the ``algorithmia.conf`` of an ADK algorithm)."""
+    if _is_root(folder):
         return folder
     children = [c for c in folder.iterdir() if c.name not in EXCLUDED_NAMES]
-    if len(children) == 1 and (children[0] / MANIFEST_FILE).is_file():
+    if len(children) == 1 and _is_root(children[0]):
         return children[0]
     raise ArchiveError(
-        f"the archive has no {MANIFEST_FILE} at its top level (or in a single top folder)"
+        f"the archive has no {MANIFEST_FILE} (or {ADK_CONF}) at its top level (or in a single "
+        "top folder)"
     )
+
+
+def _is_root(folder: Path) -> bool:
+    return (folder / MANIFEST_FILE).is_file() or (folder / ADK_CONF).is_file()

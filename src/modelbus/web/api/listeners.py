@@ -17,13 +17,12 @@ anyway (its status then shows why it cannot run, and it retries).
 ``GET /v1/asyncapi.json`` describes every listener as an AsyncAPI 3.0 document (any valid
 key; see :mod:`modelbus.listeners.asyncapi`).
 
-``GET /v1/users/{user}/event-listeners`` lists, in Algorithmia's paged shape, the listeners
-whose model is owned by ``user``.
+Algorithmia's event-listener API (``/v1/users/{user}/event-listeners``) is in
+:mod:`modelbus.web.api.event_listeners`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, get_args
 
@@ -42,7 +41,7 @@ from modelbus.client.schemas import (
 from modelbus.errors import DefinitionError, ModelbusError
 from modelbus.listeners import asyncapi
 from modelbus.listeners.cluster import ClusterStatus, NodeListenerStatus
-from modelbus.listeners.credentials import redact_definition, redact_url, restore_masked
+from modelbus.listeners.credentials import redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
 from modelbus.web.api.auth import Key, ListenerManagerKey
@@ -312,55 +311,3 @@ async def asyncapi_document(request: Request, key: Key) -> JSONResponse:
         definitions, schemas, api_url=str(request.base_url), version=__version__
     )
     return JSONResponse(document)
-
-
-# --- Algorithmia-style listing -----------------------------------------------------------------
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def event_listener_object(info: ListenerInfo, state: str) -> dict[str, Any]:
-    """A listener in the shape of Algorithmia's event listener objects."""
-    d = redact_definition(info.definition)
-    ref = d.ref
-    return {
-        "id": d.name,
-        "name": d.name,
-        "algorithm": f"{ref.owner}/{ref.name}",
-        "version": ref.spec,
-        "type": d.source_scheme,
-        "source": d.source,
-        "outputs": [redact_url(u) for u in d.outputs],
-        "error_sink": d.error_sink,
-        "enabled": d.enabled,
-        "status": state,
-        "created": _iso(info.created_at),
-        "updated": _iso(info.updated_at),
-    }
-
-
-@router.get(
-    "/v1/users/{user}/event-listeners",
-    summary="Listeners whose model USER owns (Algorithmia API shape)",
-    responses=responses(),
-)
-async def user_event_listeners(
-    request: Request,
-    user: str,
-    key: Key,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    marker: str | None = None,
-) -> dict[str, Any]:
-    running = services(request)
-    items = [
-        event_listener_object(info, (await running.listeners.status(info.name)).state)
-        for info in await running.listeners.list()
-        if info.definition.ref.owner == user
-    ]
-    start = int(marker) if marker and marker.isdigit() else 0
-    end = start + limit
-    next_marker = str(end) if end < len(items) else None
-    next_link = str(request.url.include_query_params(marker=next_marker)) if next_marker else None
-    return {"marker": next_marker, "next_link": next_link, "results": items[start:end]}

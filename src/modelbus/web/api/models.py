@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from modelbus.client.adk import ADK_CONF
 from modelbus.client.schemas import (
     BuildInfo,
     ModelInfo,
@@ -242,13 +243,21 @@ def check_archive_names(archive: bytes, owner: str, name: str) -> None:
 
 
 def _archive_model(archive: bytes) -> tuple[str, str] | None:
+    """The model the archive's ``modelbus.toml`` names, else its ``algorithmia.conf`` (an
+    ADK algorithm uploaded without a manifest), else None."""
+    conf: tuple[str, str] | None = None
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
             for member in tar:
                 parts = PurePosixPath(member.name).parts
-                if member.isfile() and parts[-1:] == (MANIFEST_FILE,) and len(parts) <= 2:
+                if not member.isfile() or len(parts) > 2:
+                    continue
+                if parts[-1] == MANIFEST_FILE:
                     model = tomllib.load(tar.extractfile(member))["model"]  # type: ignore[arg-type]
                     return str(model["owner"]), str(model["name"])
+                if parts[-1] == ADK_CONF:
+                    found = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+                    conf = str(found["username"]), str(found["algoname"])
     except (tarfile.TarError, OSError, ValueError, KeyError, TypeError):
         pass  # the registry says what is wrong with the archive
-    return None
+    return conf
