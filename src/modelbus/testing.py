@@ -12,6 +12,11 @@ be exercised end to end (with ``memory://`` or ``local://`` queues) in milliseco
 
     invoker.register("acme/flaky", flaky)
 
+Functions are called as the runner calls a model (``modelbus_runner``): ``state`` (what the
+registered ``load()`` returned, loaded once) and ``context`` (a :class:`modelbus_runner.Context`)
+are passed to a function that declares parameters of those names, and an exception marked
+``permanent`` (:class:`modelbus_runner.PermanentError`) is a permanent error.
+
 This is a test double, not a way to serve models: callables run inside the server process,
 sync ones on the event loop itself (use ``async def`` for anything slow).
 """
@@ -38,11 +43,14 @@ from modelbus.errors import (
     VersionNotFound,
 )
 from modelbus.runtime.invocation import CallOptions, OnResults, Payload, Result
+from modelbus_runner import Context
+from modelbus_runner.model import Function
 
 __all__ = ["Call", "FunctionInvoker", "as_payload"]
 
-ModelFunction = Callable[[Any], Any]
-BatchFunction = Callable[[list[Any]], Any]
+ModelFunction = Callable[..., Any]
+BatchFunction = Callable[..., Any]
+LoadFunction = Callable[[], Any]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,11 +64,21 @@ class Call:
     batch_size: int = 1
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class _Entry:
-    fn: ModelFunction
-    batch: BatchFunction | None
+    fn: Function
+    batch: Function | None
     takes_payload: bool
+    load: LoadFunction | None
+    state: Any = None
+    loaded: bool = False
+
+    def state_now(self) -> Any:
+        """What ``load()`` returned, calling it on first use (as a runner does at start)."""
+        if not self.loaded and self.load is not None:
+            self.state = self.load()
+        self.loaded = True
+        return self.state
 
 
 def as_payload(value: Any) -> Payload:
@@ -81,9 +99,12 @@ class FunctionInvoker:
     ``register("owner/name", fn, version="1.0.0")`` makes ``owner/name@1.0.0`` (and any spec
     it satisfies: ``1.*``, ``1.0.*``, ``latest``) call ``fn(value)`` with the input's decoded
     value (a JSON value, a str or bytes; the :class:`Payload` itself with
-    ``takes_payload=True``). ``fn`` may be sync or async; what it returns becomes the result
-    (see :func:`as_payload`); an :class:`InvocationError` it raises is passed through, any
-    other exception becomes a transient :class:`ModelError` with its traceback.
+    ``takes_payload=True``), plus ``state`` and ``context`` when ``fn`` declares them (as
+    the runner does: see the module docstring). ``fn`` may be sync or async; what it
+    returns becomes the result (see :func:`as_payload`); an :class:`InvocationError` it
+    raises is passed through, any other exception becomes a :class:`ModelError` with its
+    traceback, permanent when the exception says so (``permanent = True``, as
+    :class:`modelbus_runner.PermanentError` does), transient otherwise.
 
     It records every call in :attr:`calls` and the highest number of concurrent calls seen
     in :attr:`peak_concurrency`, so tests can observe back-pressure and batching.
@@ -104,12 +125,19 @@ class FunctionInvoker:
         version: str = "1.0.0",
         batch: BatchFunction | None = None,
         takes_payload: bool = False,
+        load: LoadFunction | None = None,
     ) -> None:
         """Make ``model@version`` call ``fn`` (and ``batch(values) -> outputs`` for batches,
-        when given; otherwise a batch calls ``fn`` once per input)."""
+        when given; otherwise a batch calls ``fn`` once per input). ``load()``, when given,
+        runs once, before the first call; what it returns is the ``state`` argument."""
         ref = ModelRef.parse(model)
         _semver(version)
-        entry = _Entry(fn=fn, batch=batch, takes_payload=takes_payload)
+        entry = _Entry(
+            fn=Function.wrap(fn),
+            batch=Function.wrap(batch) if batch is not None else None,
+            takes_payload=takes_payload,
+            load=load,
+        )
         self._models.setdefault(f"{ref.owner}/{ref.name}", {})[version] = entry
 
     def unregister(self, model: str, *, version: str | None = None) -> None:
@@ -143,7 +171,9 @@ class FunctionInvoker:
         self.calls.append(Call(ref=ref, version=version, payload=payload, options=options))
         started = time.perf_counter()
         with self._counting():
-            output = await self._run(entry.fn, _arg(entry, payload), options, version)
+            output = await self._run(
+                entry, entry.fn, _arg(entry, payload), options, version, _context(payload, options)
+            )
         return Result(
             output=as_payload(output),
             duration_ms=(time.perf_counter() - started) * 1000,
@@ -207,41 +237,51 @@ class FunctionInvoker:
         attributes: Sequence[Mapping[str, str]] | None,
     ) -> list[Result | Exception]:
         self.batch_sizes.append(len(payloads))
+        owns: list[CallOptions] = []
         for i, payload in enumerate(payloads):
             own = options
             if attributes is not None:
                 own = dataclasses.replace(
                     options, attributes={**options.attributes, **attributes[i]}
                 )
+            owns.append(own)
             call = Call(ref=ref, version=version, payload=payload, options=own)
             self.calls.append(_with_batch(call, len(payloads)))
         if entry.batch is None:
             outcomes = await asyncio.gather(
-                *(self._one(entry, p, options, version) for p in payloads),
+                *(self._one(entry, p, own, version) for p, own in zip(payloads, owns, strict=True)),
                 return_exceptions=True,
             )
             return [
                 o if isinstance(o, Result | Exception) else ModelError(str(o)) for o in outcomes
             ]
-        return await self._batch(entry, payloads, options, version)
+        return await self._batch(entry, payloads, owns, options, version)
 
     async def _one(
         self, entry: _Entry, payload: Payload, options: CallOptions, version: str
     ) -> Result:
         started = time.perf_counter()
         with self._counting():
-            output = await self._run(entry.fn, _arg(entry, payload), options, version)
+            output = await self._run(
+                entry, entry.fn, _arg(entry, payload), options, version, _context(payload, options)
+            )
         return Result(as_payload(output), (time.perf_counter() - started) * 1000, version)
 
     async def _batch(
-        self, entry: _Entry, payloads: Sequence[Payload], options: CallOptions, version: str
+        self,
+        entry: _Entry,
+        payloads: Sequence[Payload],
+        owns: Sequence[CallOptions],
+        options: CallOptions,
+        version: str,
     ) -> list[Result | Exception]:
         assert entry.batch is not None
         started = time.perf_counter()
         values = [_arg(entry, p) for p in payloads]
+        contexts = [_context(p, own) for p, own in zip(payloads, owns, strict=True)]
         try:
             with self._counting():
-                outputs = await self._run(entry.batch, values, options, version)
+                outputs = await self._run(entry, entry.batch, values, options, version, contexts)
         except InvocationError as exc:
             return [exc for _ in payloads]
         duration_ms = (time.perf_counter() - started) * 1000
@@ -254,10 +294,16 @@ class FunctionInvoker:
         ]
 
     async def _run(
-        self, fn: Callable[[Any], Any], arg: Any, options: CallOptions, version: str
+        self,
+        entry: _Entry,
+        fn: Function,
+        arg: Any,
+        options: CallOptions,
+        version: str,
+        context: Context | list[Context] | None,
     ) -> Any:
         try:
-            outcome = fn(arg)
+            outcome = fn(arg, entry.state_now() if fn.wants_state else None, context)
             if inspect.isawaitable(outcome):
                 outcome = await asyncio.wait_for(outcome, options.timeout_s)
             return outcome
@@ -272,6 +318,7 @@ class FunctionInvoker:
                 str(exc) or type(exc).__name__,
                 error_type=type(exc).__name__,
                 stacktrace=traceback.format_exc(),
+                permanent=bool(getattr(exc, "permanent", False)),
             )
             raise _stamped(error, version) from exc
 
@@ -287,6 +334,11 @@ class FunctionInvoker:
 
 def _arg(entry: _Entry, payload: Payload) -> Any:
     return payload if entry.takes_payload else payload.value()
+
+
+def _context(payload: Payload, options: CallOptions) -> Context:
+    """The :class:`Context` a runner would pass with ``payload``."""
+    return Context(payload.content_type, payload.mime, dict(options.attributes))
 
 
 def _shifted(on_results: OnResults | None, start: int) -> OnResults | None:
