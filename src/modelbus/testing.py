@@ -33,13 +33,14 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -68,11 +69,20 @@ from modelbus.store.runs import RunRecord, RunStore
 from modelbus_runner import Context
 from modelbus_runner.model import Function
 
-__all__ = ["FAST_RETRY", "Call", "FunctionInvoker", "ListenerHarness", "Message", "as_payload"]
+__all__ = [
+    "FAST_RETRY",
+    "Call",
+    "FunctionInvoker",
+    "ListenerHarness",
+    "Message",
+    "SyncListenerHarness",
+    "as_payload",
+]
 
 ModelFunction = Callable[..., Any]
 BatchFunction = Callable[..., Any]
 LoadFunction = Callable[[], Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -696,3 +706,83 @@ def _body_of(body: Any) -> tuple[bytes, str | None]:
     if isinstance(body, str):
         return body.encode("utf-8"), "text/plain; charset=utf-8"
     return json.dumps(body).encode("utf-8"), "application/json"
+
+
+class SyncListenerHarness:
+    """:class:`ListenerHarness` for synchronous tests: the same arguments and methods, which
+    block. The harness runs on an event loop of its own, in a background thread::
+
+        with SyncListenerHarness("models/ocr") as h:
+            h.send({"text": "hi"})
+            [result] = h.results(1)
+    """
+
+    def __init__(self, model_dir: str | os.PathLike[str], **options: Any) -> None:
+        self.harness = ListenerHarness(model_dir, **options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SyncListenerHarness:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the loop's thread and the harness (see :meth:`ListenerHarness.start`)."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="modelbus-harness", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._call(self.harness.start())
+        except BaseException:
+            self._close_loop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the harness, then its loop and thread."""
+        if self._loop is None:
+            return
+        try:
+            self._call(self.harness.stop())
+        finally:
+            self._close_loop()
+
+    def send(
+        self, body: Any, *, attributes: Mapping[str, str] | None = None, id: str | None = None
+    ) -> str:
+        """See :meth:`ListenerHarness.send`."""
+        return self._call(self.harness.send(body, attributes=attributes, id=id))
+
+    def results(self, count: int, *, timeout_s: float | None = None) -> list[Message]:
+        """See :meth:`ListenerHarness.results`."""
+        return self._call(self.harness.results(count, timeout_s=timeout_s))
+
+    def dead_letters(self, count: int, *, timeout_s: float | None = None) -> list[Message]:
+        """See :meth:`ListenerHarness.dead_letters`."""
+        return self._call(self.harness.dead_letters(count, timeout_s=timeout_s))
+
+    def settled(self, *, timeout_s: float | None = None) -> None:
+        """See :meth:`ListenerHarness.settled`."""
+        self._call(self.harness.settled(timeout_s=timeout_s))
+
+    def runs(self, *, timeout_s: float | None = None) -> list[RunRecord]:
+        """See :meth:`ListenerHarness.runs`."""
+        return self._call(self.harness.runs(timeout_s=timeout_s))
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("the harness is not started: use 'with' or start()")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _close_loop(self) -> None:
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

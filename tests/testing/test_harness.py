@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelbus.connectors.memory import BROKER
-from modelbus.testing import ListenerHarness
+from modelbus.testing import ListenerHarness, SyncListenerHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "examples" / "hello"
@@ -147,3 +147,14 @@ async def test_it_cleans_up_and_says_what_happened_when_a_result_never_comes(
 def test_the_harness_owns_the_queues_and_the_model() -> None:
     with pytest.raises(ValueError, match="sets source"):
         ListenerHarness(HELLO, listener={"source": "memory://mine"})
+
+
+def test_the_sync_harness_runs_the_same_listener_from_a_plain_test() -> None:
+    with SyncListenerHarness(HELLO, listener={"output_mode": "raw"}) as h:
+        h.send("Ada")
+        [result] = h.results(1)
+        [run] = h.runs()
+    assert result.data == "Hello, Ada!" and result.body == b"Hello, Ada!"
+    assert run.status == "succeeded"
+    with pytest.raises(RuntimeError, match="not started"):
+        h.send("again")
