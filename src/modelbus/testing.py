@@ -1,4 +1,8 @@
-"""Test helpers shipped with modelbus, for your own tests and for ours.
+"""Test helpers shipped with modelbus, for your own tests and for ours (docs/testing.md).
+
+:class:`ListenerHarness` (and :class:`SyncListenerHarness`) runs a model folder in a real
+runner process behind a real listener on ``memory://`` queues, as ``modelbus serve`` would:
+the way to test a model and its listener policies from a user's own test suite.
 
 :class:`FunctionInvoker` is an in-memory :class:`~modelbus.runtime.invocation.Invoker`: model
 references resolve to plain Python callables instead of runner processes, so a listener can
