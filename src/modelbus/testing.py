@@ -472,8 +472,9 @@ class ListenerHarness:
     permanent ones at once. ``listener`` holds listener definition fields (``retry``,
     ``batch``, ``filter``, ``timeout_s``, ``output_mode``, ``name``...); the queues and the
     model are the harness's. With ``fast_retries`` (the default) retry delays the mapping does
-    not set are those of :data:`FAST_RETRY`. ``timeout_s`` is how long the waiting methods
-    wait by default. ``data_dir``, when given, is used (and kept) instead of a temporary one::
+    not set are those of :data:`FAST_RETRY` (the cap raised to an ``initial_backoff_s`` it
+    sets). ``timeout_s`` is how long the waiting methods wait by default. ``data_dir``, when
+    given, is used (and kept) instead of a temporary one::
 
         async with ListenerHarness("models/ocr", listener={"retry": {"max_attempts": 3}}) as h:
             await h.send({"text": "hi"})
@@ -500,7 +501,7 @@ class ListenerHarness:
                 f"the harness sets {', '.join(taken)} itself: leave them out of listener="
             )
         if fast_retries:
-            fields["retry"] = {**FAST_RETRY, **dict(fields.get("retry") or {})}
+            fields["retry"] = _fast(dict(fields.get("retry") or {}))
         tag = uuid.uuid4().hex[:10]
         fields.setdefault("name", f"harness-{tag}")
         self.source = f"memory://harness-{tag}-in"
@@ -698,6 +699,15 @@ _HARNESS_OPTIONS = RuntimeOptions(
     stop_deadline_s=5.0,
     reconnect=RetryPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.5, jitter=0),
 )
+
+
+def _fast(retry: dict[str, Any]) -> dict[str, Any]:
+    """``retry`` with the delays it leaves out taken from FAST_RETRY (the cap raised to a
+    start the listener set, so the policy stays valid)."""
+    fast = {**FAST_RETRY, **retry}
+    if "max_backoff_s" not in retry:
+        fast["max_backoff_s"] = max(FAST_RETRY["max_backoff_s"], fast["initial_backoff_s"])
+    return fast
 
 
 def _queue(url: str) -> str:

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from modelbus.connectors.memory import BROKER
+from modelbus.listeners.retry import RetryPolicy
 from modelbus.testing import ListenerHarness, SyncListenerHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "examples" / "hello"
+ECHO = ROOT / "tests" / "support" / "models" / "echo"
 
 # A model that shows what production passes it: load() once per runner, state, context,
 # PermanentError, transient failures that clear after a few attempts, an input schema.
@@ -119,6 +121,20 @@ async def test_permanent_errors_dead_letter_at_once_and_transient_ones_are_retri
     assert runs[gives_up].status == "dead_lettered" and runs[gives_up].attempts == 3
 
 
+async def test_a_timeout_is_transient_and_the_pool_replaces_the_hung_runner() -> None:
+    settings = {"timeout_s": 0.5, "retry": {"max_attempts": 2}}
+    async with ListenerHarness(ECHO, listener=settings) as h:
+        hung = await h.send({"sleep": 30})
+        fine = await h.send({"after": "the hang"})
+        [letter] = await h.dead_letters(1)
+        [result] = await h.results(1)
+        runs = {r.message_id: r for r in await h.runs()}
+    assert letter.attributes["modelbus-error-type"] == "InvocationTimeout"
+    assert letter.attributes["modelbus-permanent"] == "false"
+    assert runs[hung].attempts == 2
+    assert result.data == {"after": "the hang"} and runs[fine].status == "succeeded"
+
+
 async def test_the_manifest_schema_is_enforced(model_dir: Path) -> None:
     async with ListenerHarness(model_dir) as h:
         await h.send("not an object")
@@ -158,3 +174,12 @@ def test_the_sync_harness_runs_the_same_listener_from_a_plain_test() -> None:
     assert run.status == "succeeded"
     with pytest.raises(RuntimeError, match="not started"):
         h.send("again")
+
+
+async def test_fast_retries_fill_in_only_the_delays_the_listener_leaves_out() -> None:
+    async with ListenerHarness(HELLO, listener={"retry": {"initial_backoff_s": 0.5}}) as h:
+        retry = h.listener.definition.retry
+        assert (retry.initial_backoff_s, retry.max_backoff_s, retry.jitter) == (0.5, 0.5, 0.0)
+        assert retry.max_attempts == RetryPolicy().max_attempts
+    async with ListenerHarness(HELLO, fast_retries=False) as h:
+        assert h.listener.definition.retry == RetryPolicy()
