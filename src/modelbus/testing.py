@@ -516,7 +516,6 @@ class ListenerHarness:
         self._stack: contextlib.AsyncExitStack | None = None
         self._listener: ListenerRuntime | None = None
         self._runs: RunStore | None = None
-        self._sent: list[str] = []
 
     @property
     def name(self) -> str:
@@ -582,7 +581,6 @@ class ListenerHarness:
         BROKER.queue(_queue(self.source)).publish(
             [OutMessage(id=message_id, body=data, attributes=attrs)]
         )
-        self._sent.append(message_id)
         return message_id
 
     async def results(self, count: int, *, timeout_s: float | None = None) -> list[Message]:
