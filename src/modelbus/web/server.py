@@ -47,6 +47,7 @@ from modelbus.listeners.hooks import HookIntake
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
 from modelbus.listeners.ownership import Ownership
 from modelbus.registry.artifacts import LocalArtifacts, open_store
+from modelbus.registry.builds import Builder
 from modelbus.registry.catalog import Registry
 from modelbus.runtime.invocation import Invoker
 from modelbus.runtime.metrics import VersionMetrics
@@ -297,6 +298,9 @@ async def open_registry(settings: Settings, database: Database) -> Registry:
         database,
         settings.data_dir,
         artifacts=LocalArtifacts(settings.data_dir, store),
+        builder=Builder(
+            settings.data_dir, allow_direct_requirements=settings.allow_direct_requirements
+        ),
         node=f"{socket.gethostname()}:{settings.port}",
     )
     status = await registry.artifact_status()
