@@ -33,6 +33,7 @@ import pytest
 
 from modelbus.client import Client
 from modelbus.errors import ListenerNotFound
+from tests.security.conftest import make_key
 from tests.security.test_access import ALLOWED, ROUTES, SCOPES, scoped_keys
 from tests.security.test_access import RULES as API_RULES
 from tests.serve.conftest import eventually, publish, unique
@@ -590,3 +591,36 @@ def test_dead_letters_show_bodies_to_listener_managers_and_versions_to_model_rea
     assert (marker in page) == manages
     # The versions to redrive to are model metadata, as GET /v1/models/.../versions (read).
     assert ('<option value="1.0.0">' in page) == (manages and scope in ALLOWED["read"])
+
+
+# --- sessions end -----------------------------------------------------------------------------
+
+
+def replayed(server: ModelbusServer, cookies: httpx.Cookies) -> httpx.Response:
+    """The listeners page asked with a saved copy of a session's cookies, in a new client."""
+    with httpx.Client(base_url=server.url, timeout=60.0, follow_redirects=False) as http:
+        http.cookies.update(cookies)
+        return http.get(f"{PREFIX}/listeners")
+
+
+def test_logging_out_ends_the_session_even_for_a_saved_cookie(world: World) -> None:
+    key = make_key(world.server, "call:*", name="logs out")
+    with logged_in(world.server, key) as console:
+        saved = httpx.Cookies(console.http.cookies)
+        assert replayed(world.server, saved).status_code == 200
+        answer = console.send("POST", f"{PREFIX}/logout", {})
+        assert answer.status_code == 303
+    again = replayed(world.server, saved)
+    assert again.status_code == 303, again.text[:2000]
+    assert again.headers["location"].startswith(f"{PREFIX}/login")
+
+
+def test_revoking_a_key_ends_its_sessions(world: World) -> None:
+    key = make_key(world.server, "call:*", name="revoked in session")
+    with logged_in(world.server, key) as console:
+        saved = httpx.Cookies(console.http.cookies)
+    with world.server.http() as admin:
+        assert admin.delete(f"/v1/keys/{key.split('_')[1]}").status_code == 200
+    again = replayed(world.server, saved)
+    assert again.status_code == 303, again.text[:2000]
+    assert again.headers["location"].startswith(f"{PREFIX}/login")

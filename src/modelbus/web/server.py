@@ -59,6 +59,7 @@ from modelbus.store.keys import KeyStore
 from modelbus.store.leases import LeaseStore
 from modelbus.store.nodes import NodeIdentity, NodeStore
 from modelbus.store.secrets import KEY_FILE, SecretBox
+from modelbus.store.sessions import SessionStore
 from modelbus.web.figures import WorkerFigures, figures_folder
 from modelbus.web.supervisor import Supervisor
 
@@ -82,6 +83,7 @@ class Services:
     cluster: Cluster
     registry: Registry
     keys: KeyStore
+    sessions: SessionStore
     pools: PoolManager
     models: ModelService
     listeners: ListenerManager
@@ -233,6 +235,7 @@ async def _running(
                 cluster=cluster,
                 registry=registry,
                 keys=keys,
+                sessions=SessionStore(database),
                 pools=pools,
                 models=models,
                 listeners=listeners,
