@@ -206,3 +206,13 @@ def test_a_decompression_bomb_is_refused_and_health_answers_meanwhile(
     assert error["code"] == "ArchiveError", error
     assert f"more than {DEFAULT_MAX_UNPACKED_BYTES} bytes, the limit" in error["message"], error
     assert not list((Path(server.data_dir) / "models").glob(".upload-*"))
+
+
+def test_an_archive_pushed_under_another_models_name_is_refused(server: ModelbusServer) -> None:
+    data = archive(lambda tar: None)
+    with server.http(**{"content-type": "application/gzip"}) as http:
+        answer = http.post("/v1/models/test/other/versions", content=data)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "InvalidInput", error
+    assert "holds model test/hostile, but was pushed to test/other" in error["message"], error
