@@ -10,6 +10,7 @@ Rules:
 * ``any``: any valid key, whatever its scopes;
 * ``admin``, ``models:manage``, ``listeners:manage``: that scope (admin allows everything);
 * ``call``: a scope allowing calls of the model in the path (``call:OWNER/NAME``, ``call:*``);
+* ``listener`` (console only): ``listeners:manage`` and ``call`` on the listener's model;
 * ``read``: model metadata, for model managers and for keys that may call the model.
 """
 
@@ -116,14 +117,27 @@ RULES: dict[tuple[str, str], str] = {
 CONSOLE = "/console"
 
 # Scopes -> which rules they satisfy (for the model test/echo in the paths).
-SCOPES = ("call:test/echo", "call:other/model", "call:*", "models:manage", "listeners:manage")
+# A key per entry (an entry with a space holds several scopes).
+LISTENER_MANAGER = "listeners:manage call:test/echo"
+SCOPES = (
+    "call:test/echo",
+    "call:other/model",
+    "call:*",
+    "models:manage",
+    "listeners:manage",
+    LISTENER_MANAGER,
+)
 ALLOWED = {
     "any": {*SCOPES, "admin"},
     "admin": {"admin"},
     "models:manage": {"models:manage", "admin"},
-    "listeners:manage": {"listeners:manage", "admin"},
-    "call": {"call:test/echo", "call:*", "admin"},
-    "read": {"call:test/echo", "call:*", "models:manage", "admin"},
+    "listeners:manage": {"listeners:manage", LISTENER_MANAGER, "admin"},
+    "call": {"call:test/echo", "call:*", LISTENER_MANAGER, "admin"},
+    "read": {"call:test/echo", "call:*", "models:manage", LISTENER_MANAGER, "admin"},
+    # Changing a listener: listeners:manage and call on its model (test/echo). The /v1
+    # matrix cannot show the second half (its requests name no stored listener and send
+    # empty bodies, refused before); test_managing_a_listener_needs_call_on_its_model does.
+    "listener": {LISTENER_MANAGER, "admin"},
 }
 
 
@@ -188,7 +202,7 @@ def send(server: ModelbusServer, method: str, path: str, headers: dict[str, str]
 @pytest.fixture(scope="module")
 def scoped_keys(modelbus_server: ModelbusServer, published: Published) -> dict[str, str]:
     server = modelbus_server
-    found = {scope: make_key(server, scope, name=f"access {scope}") for scope in SCOPES}
+    found = {scope: make_key(server, *scope.split(), name=f"access {scope}") for scope in SCOPES}
     found["admin"] = server.admin_key
     return found
 
@@ -294,3 +308,54 @@ def test_a_revoked_key_stops_at_once(server: ModelbusServer) -> None:
     forged = f"mb_{key_id}_" + "B" * 43
     with server.http(forged) as http:
         assert http.get("/v1/keys/self").status_code == 401
+
+
+def listener(name: str, model: str = "test/echo@1.0.0") -> dict[str, object]:
+    return {"name": name, "source": f"memory://{name}-in", "model": model}
+
+
+def assert_lacks(answer: httpx.Response, scope: str) -> None:
+    assert answer.status_code == 403, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "Forbidden" and f"lacks scope '{scope}'" in error["message"], error
+
+
+def test_managing_a_listener_needs_call_on_its_model(server: ModelbusServer) -> None:
+    name = f"bound-{uuid.uuid4().hex[:8]}"
+    managers_only = make_key(server, "listeners:manage", name="listeners only")
+    other_caller = make_key(server, "listeners:manage", "call:other/model", name="other caller")
+    echo_caller = make_key(server, "listeners:manage", "call:test/echo", name="echo caller")
+    for key in (managers_only, other_caller):
+        with server.http(key) as http:
+            assert_lacks(
+                http.post("/v1/listeners?check=false", json=listener(name)), "call:test/echo"
+            )
+            assert_lacks(
+                http.put(f"/v1/listeners/{name}?check=false", json=listener(name)), "call:test/echo"
+            )
+            applied = http.put("/v1/listeners?check=false", json={"listeners": [listener(name)]})
+            assert_lacks(applied, "call:test/echo")
+    with server.http(echo_caller) as http:
+        created = http.post("/v1/listeners?check=false", json=listener(name))
+        assert created.status_code == 201, created.text
+        # Rebinding it to a model this key may not call is refused, and changes nothing.
+        moved = http.put(
+            f"/v1/listeners/{name}?check=false", json=listener(name, "test/strict@1.0.0")
+        )
+        assert_lacks(moved, "call:test/strict")
+        assert http.get(f"/v1/listeners/{name}").json()["definition"]["model"] == "test/echo@1.0.0"
+    # A key that may not call its model can neither drive nor delete it.
+    with server.http(managers_only) as http:
+        for method, path in (
+            ("POST", f"/v1/listeners/{name}/pause"),
+            ("POST", f"/v1/listeners/{name}/resume"),
+            ("DELETE", f"/v1/listeners/{name}"),
+        ):
+            assert_lacks(http.request(method, path), "call:test/echo")
+        redrive = http.post(f"/v1/listeners/{name}/dead-letters/redrive", json={})
+        assert_lacks(redrive, "call:test/echo")
+        # Pruning would delete every listener, and this key may call none of their models.
+        pruned = http.put("/v1/listeners?check=false", json={"listeners": [], "prune": True})
+        assert pruned.status_code == 403 and "lacks scope 'call:" in pruned.text, pruned.text
+    with server.http(echo_caller) as http:
+        assert http.delete(f"/v1/listeners/{name}").status_code == 204

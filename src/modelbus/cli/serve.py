@@ -79,6 +79,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_direct_requirements: Annotated[
+        bool,
+        typer.Option(
+            "--allow-direct-requirements",
+            help="Let model builds install requirements given as a URL or path "
+            "(pkg @ https://..., pkg @ file:///...); refused by default, since they fetch code "
+            "from anywhere this server can reach or read its files "
+            "[env MODELBUS_ALLOW_DIRECT_REQUIREMENTS].",
+        ),
+    ] = False,
     artifacts: Annotated[
         str | None,
         typer.Option(
@@ -203,6 +213,7 @@ def serve(
             ignore_undecryptable=ignore_undecryptable or None,
             artifacts_url=artifacts,
             workers=workers,
+            allow_direct_requirements=allow_direct_requirements or None,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -32,6 +32,7 @@ made through this registry take effect here at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import sys
@@ -208,11 +209,14 @@ class Registry:
         bump: Bump | None = None,
         publish: bool = True,
         progress: ProgressCallback | None = None,
+        expect_model: tuple[str, str] | None = None,
     ) -> PushResult:
         """Store, build and (optionally) version a model folder or uploaded archive.
 
         ``source`` is a folder (CLI, local) or archive bytes (HTTP upload: tar, tar.gz...).
-        Owner and name come from its manifest. See the module docstring for what
+        Owner and name come from its manifest; ``expect_model`` (owner, name) refuses an
+        archive whose manifest names another model (checked once it is safely unpacked, in
+        a thread, like every check of an archive). See the module docstring for what
         ``version``/``bump``/``publish`` do. ``progress`` receives build log lines.
 
         Raises :class:`ManifestError`, :class:`ArchiveError`, :class:`VersionSpecError`,
@@ -223,7 +227,7 @@ class Registry:
         """
         target = _target(version, bump)
         log = BuildLog(progress)
-        digest, manifest, model_dir = await self._store(source)
+        digest, manifest, model_dir = await self._store(source, expect_model)
         await log.add(f"stored {manifest.owner}/{manifest.name} as {digest}")
         if target is not None:
             await self._check_no_conflict(manifest, target, digest)
@@ -430,13 +434,14 @@ class Registry:
 
     # --- internals: push --------------------------------------------------------------------
 
-    async def _store(self, source: Path | bytes) -> tuple[str, Manifest, Path]:
+    async def _store(
+        self, source: Path | bytes, expect_model: tuple[str, str] | None
+    ) -> tuple[str, Manifest, Path]:
         """Store the artifact; return its hash, manifest and unpacked folder."""
         try:
             if isinstance(source, bytes):
-                digest = await asyncio.to_thread(
-                    self.artifacts.add_archive, source, check=_check_uploaded_manifest
-                )
+                check = functools.partial(_check_uploaded_manifest, expect_model=expect_model)
+                digest = await asyncio.to_thread(self.artifacts.add_archive, source, check=check)
             else:
                 await asyncio.to_thread(Manifest.load, source)  # fail fast, before packing
                 digest = await asyncio.to_thread(self.artifacts.add_folder, source)
@@ -716,8 +721,14 @@ def _target(version: str | None, bump: Bump | None) -> Version | None:
     return Version.parse(version) if version is not None else None
 
 
-def _check_uploaded_manifest(folder: Path) -> None:
-    Manifest.load(folder, label=f"{MANIFEST_FILE} in the uploaded archive")
+def _check_uploaded_manifest(folder: Path, *, expect_model: tuple[str, str] | None) -> None:
+    manifest = Manifest.load(folder, label=f"{MANIFEST_FILE} in the uploaded archive")
+    found = (manifest.owner, manifest.name)
+    if expect_model is not None and found != expect_model:
+        raise InvalidInput(
+            f"the archive holds model {found[0]}/{found[1]}, "
+            f"but was pushed to {expect_model[0]}/{expect_model[1]}"
+        )
 
 
 def _conflict(owner: str, name: str, version: Version, existing_hash: str) -> VersionConflict:

@@ -88,6 +88,19 @@ api_keys = Table(
     Column("revoked_at", Float, nullable=True),
 )
 
+# A console login: the hash of the session id its cookie carries, until it ends (logout,
+# its key revoked) or expires. A cookie whose row is gone, ended or expired is refused.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 hex of the session id
+    Column("key_id", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Index(None, "key_id"),
+)
+
 jobs = Table(
     "jobs",
     metadata,

@@ -44,7 +44,8 @@ from modelbus.listeners.cluster import ClusterStatus, NodeListenerStatus
 from modelbus.listeners.credentials import redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
-from modelbus.web.api.auth import Key, ListenerManagerKey
+from modelbus.store.keys import KeyInfo
+from modelbus.web.api.auth import Key, ListenerManagerKey, require_listener_model
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
 from modelbus.web.api.schemas import ApplyRequest, ListenerOut
@@ -166,6 +167,30 @@ async def _prepared(
     return prepared
 
 
+async def managed(running: Services, key: KeyInfo, name: str) -> ListenerInfo:
+    """The stored listener ``name``, which ``key`` may manage: it must be allowed to call
+    the listener's model (raises ``ListenerNotFound`` or ``Forbidden``)."""
+    info = await running.listeners.get(name)
+    require_listener_model(key, name, info.definition.model)
+    return info
+
+
+async def require_models(
+    running: Services, key: KeyInfo, definitions: list[ListenerDefinition], *, prune: bool
+) -> None:
+    """``key`` may call the model of every definition, of the stored listeners they
+    replace, and (``prune``) of the stored listeners that would be deleted."""
+    stored = {info.name: info.definition for info in await running.listeners.list()}
+    given = {d.name for d in definitions}
+    for definition in definitions:
+        require_listener_model(key, definition.name, definition.model)
+        if definition.name in stored:
+            require_listener_model(key, definition.name, stored[definition.name].model)
+    for name, old in stored.items():
+        if prune and name not in given:
+            require_listener_model(key, name, old.model)
+
+
 @router.get(
     "/v1/listeners",
     summary="List listeners with their status",
@@ -188,6 +213,7 @@ async def create_listener(
     request: Request, definition: ListenerDefinition, key: ListenerManagerKey, check: Check = True
 ) -> ListenerOut:
     running = services(request)
+    await require_models(running, key, [definition], prune=False)
     running.credentials.remember_definition(definition)
     info = await running.listeners.create(definition, check=check)
     return await listener_out(running, info)
@@ -203,6 +229,7 @@ async def apply_listeners(
     request: Request, body: ApplyRequest, key: ListenerManagerKey, check: Check = True
 ) -> ApplyOut:
     running = services(request)
+    await require_models(running, key, body.listeners, prune=body.prune)
     definitions = await _prepared(running, body.listeners)
     result = await running.listeners.apply(definitions, prune=body.prune, check=check)
     return ApplyOut(
@@ -244,6 +271,7 @@ async def put_listener(
             "make them the same"
         )
     running = services(request)
+    await require_models(running, key, [definition], prune=False)
     result = await running.listeners.apply(await _prepared(running, [definition]), check=check)
     if result.created:
         response.status_code = 201
@@ -258,6 +286,7 @@ async def put_listener(
     responses=responses(404),
 )
 async def delete_listener(request: Request, name: str, key: ListenerManagerKey) -> Response:
+    await managed(services(request), key, name)
     await services(request).listeners.delete(name)
     return Response(status_code=204)
 
@@ -270,6 +299,7 @@ async def delete_listener(request: Request, name: str, key: ListenerManagerKey) 
 )
 async def pause_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
     running = services(request)
+    await managed(running, key, name)
     return await listener_out(running, await running.listeners.pause(name))
 
 
@@ -281,6 +311,7 @@ async def pause_listener(request: Request, name: str, key: ListenerManagerKey) -
 )
 async def resume_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
     running = services(request)
+    await managed(running, key, name)
     return await listener_out(running, await running.listeners.resume(name))
 
 
