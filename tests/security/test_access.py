@@ -357,5 +357,16 @@ def test_managing_a_listener_needs_call_on_its_model(server: ModelbusServer) -> 
         # Pruning would delete every listener, and this key may call none of their models.
         pruned = http.put("/v1/listeners?check=false", json={"listeners": [], "prune": True})
         assert pruned.status_code == 403 and "lacks scope 'call:" in pruned.text, pruned.text
+        # nor through Algorithmia's event-listener API
+        event_listener = {
+            "sourceType": "AmazonSQS",
+            "sourceURI": "sqs://orders",
+            "algoOwner": "test",
+            "algoName": "echo",
+            "algoVersion": "1.0",
+        }
+        assert_lacks(
+            http.post("/v1/users/test/event-listeners", json=event_listener), "call:test/echo"
+        )
     with server.http(echo_caller) as http:
         assert http.delete(f"/v1/listeners/{name}").status_code == 204

@@ -50,7 +50,7 @@ from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
 from modelbus.web.api.algorithmia import algorithmia_spec
 from modelbus.web.api.algorithms import algorithmia_body, json_body
-from modelbus.web.api.auth import Key, ListenerManagerKey
+from modelbus.web.api.auth import Key, ListenerManagerKey, require_listener_model
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
 from modelbus.web.server import Services
@@ -349,6 +349,7 @@ async def create_event_listener(
     body = await algorithmia_body(request)
     name = f"{_text(body, 'algoName')}-events-{uuid.uuid4().hex[:12]}"
     definition = definition_from_request(user, body, name)
+    require_listener_model(key, definition.name, definition.model)  # as the native route
     running.credentials.remember_definition(definition)
     info = await running.listeners.create(definition, check=True)
     return JSONResponse(await _object(running, info), status_code=201)
@@ -403,8 +404,10 @@ async def update_event_listener(
 ) -> dict[str, Any]:
     running = services(request)
     stored = await _owned(running, user, listener_id)
+    require_listener_model(key, stored.name, stored.definition.model)
     body = await algorithmia_body(request)
     definition = definition_from_request(stored.definition.ref.owner, body, stored.name)
+    require_listener_model(key, definition.name, definition.model)
     running.credentials.remember_definition(definition)
     await running.listeners.apply([definition], check=True)
     return await _object(running, await running.listeners.get(stored.name))
@@ -422,5 +425,6 @@ async def delete_event_listener(
 ) -> Response:
     running = services(request)
     info = await _owned(running, user, listener_id)
+    require_listener_model(key, info.name, info.definition.model)
     await running.listeners.delete(info.name)
     return Response(status_code=204)
