@@ -58,6 +58,12 @@ class Settings:
     plus ``workers - 1`` worker processes that run listeners only (see
     :mod:`modelbus.web.supervisor`). :meth:`from_env` defaults it to the cores
     (:func:`default_workers`); a Settings built directly runs one process.
+
+    ``dir_roots``: the folders ``dir://`` sources and sinks must lie in (never the data
+    directory, a folder holding it or one inside it; see
+    :func:`modelbus.connectors.directory.check_folder`). :meth:`from_env` defaults it to the
+    working directory ``serve`` starts in (:func:`dir_roots_of`); a Settings built directly
+    has none (None: only the data-directory rule applies).
     """
 
     data_dir: Path
@@ -76,6 +82,7 @@ class Settings:
     ignore_undecryptable: bool = False
     artifacts_url: str | None = None
     workers: int = 1
+    dir_roots: tuple[Path, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
@@ -104,6 +111,8 @@ class Settings:
         """Every setting as one line of JSON, for :meth:`from_json` in a worker process. It
         holds the secret key: hand it over through a pipe, never an argument or a file."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.dir_roots is not None:
+            values["dir_roots"] = [str(root) for root in self.dir_roots]
         return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
 
     @classmethod
@@ -115,6 +124,8 @@ class Settings:
         for name in ("data_dir", "listeners_file"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
+        if values.get("dir_roots") is not None:
+            values["dir_roots"] = tuple(Path(root) for root in values["dir_roots"])
         return cls(**values)
 
     @classmethod
@@ -123,8 +134,9 @@ class Settings:
         ``MODELBUS_PORT``, ``MODELBUS_MAX_BODY_BYTES``, ``MODELBUS_CONFIG`` (the listener
         file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
         ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ARTIFACTS``, ``MODELBUS_ADVERTISE_URL``,
-        ``MODELBUS_HEARTBEAT_INTERVAL_S``, ``MODELBUS_NODE_TIMEOUT_S`` and ``MODELBUS_WORKERS``
-        (default :func:`default_workers`); keyword overrides that are not None win (the CLI
+        ``MODELBUS_HEARTBEAT_INTERVAL_S``, ``MODELBUS_NODE_TIMEOUT_S``, ``MODELBUS_WORKERS``
+        (default :func:`default_workers`) and ``MODELBUS_DIR_ROOTS`` (see
+        :func:`dir_roots_of`); keyword overrides that are not None win (the CLI
         passes its flags this way). Raises ValueError for a heartbeat interval over half the
         node timeout, or workers that are not a whole number of at least 1."""
         env = os.environ if env is None else env
@@ -150,9 +162,19 @@ class Settings:
             node_timeout_s=float(env.get("MODELBUS_NODE_TIMEOUT_S", DEFAULT_NODE_TIMEOUT_S)),
             artifacts_url=env.get("MODELBUS_ARTIFACTS") or None,
             workers=_workers(env.get("MODELBUS_WORKERS")),
+            dir_roots=dir_roots_of(env.get("MODELBUS_DIR_ROOTS")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def dir_roots_of(text: str | None) -> tuple[Path, ...]:
+    """``MODELBUS_DIR_ROOTS`` (or one ``--dir-roots`` value) as absolute folders: a list
+    separated by ``:`` (``;`` on Windows) like ``PATH``; unset or empty: the working directory."""
+    given = [part for part in (text or "").split(os.pathsep) if part.strip()]
+    if not given:
+        return (Path.cwd().resolve(),)
+    return tuple(Path(part.strip()).expanduser().resolve() for part in given)
 
 
 def _workers(text: str | None) -> int:

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,12 +47,16 @@ def free_port() -> int:
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without MODELBUS_* settings, plus ``extra``; a server
+    """This process's environment without MODELBUS_* settings, plus ``extra``; dir://
+    folders may be anywhere under the temporary directory; a server
     started with it runs its listeners in one process (``MODELBUS_WORKERS=1``, unless
     ``extra`` says otherwise, or ``--workers`` does), whatever the machine's cores, so that
     tests behave and last the same on every machine."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
     env["MODELBUS_WORKERS"] = "1"
+    # The tests' folders are under the temporary directory (the default root, the working
+    # directory, is the checkout).
+    env["MODELBUS_DIR_ROOTS"] = tempfile.gettempdir()
     env.update(extra or {})
     return env
 

@@ -8,6 +8,7 @@ without loading them. The options' documented defaults are read from :mod:`model
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,13 @@ import typer
 from modelbus import errors
 from modelbus.cli.options import default_of
 from modelbus.cli.output import out, print_error
-from modelbus.config import DEFAULT_DATA_DIR, DEFAULT_MAX_BODY_BYTES, Settings, default_workers
+from modelbus.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_MAX_BODY_BYTES,
+    Settings,
+    default_workers,
+    dir_roots_of,
+)
 
 
 def _mib(size: int) -> str:
@@ -140,6 +147,17 @@ def serve(
             f"default: the cores, {default_workers()} here].",
         ),
     ] = None,
+    dir_roots: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dir-roots",
+            metavar="FOLDERS",
+            help="Folders that dir:// sources and sinks must lie in (repeat the option, or "
+            f"separate folders with {os.pathsep!r}). Never the data directory, a folder "
+            "holding it, or one inside it [env MODELBUS_DIR_ROOTS, default: the working "
+            "directory].",
+        ),
+    ] = None,
     ignore_undecryptable: Annotated[
         bool,
         typer.Option(
@@ -198,6 +216,7 @@ def serve(
             ignore_undecryptable=ignore_undecryptable or None,
             artifacts_url=artifacts,
             workers=workers,
+            dir_roots=_roots(dir_roots),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -205,7 +224,7 @@ def serve(
         SecretBox.load(settings.data_dir, settings.secret_key)
         open_store(settings.artifacts_url, settings.data_dir)
         if settings.listeners_file is not None:
-            load_listener_file(settings.listeners_file, settings.data_dir)
+            load_listener_file(settings.listeners_file, settings.data_dir, settings.dir_roots)
         asyncio.run(check_node(settings))
     except errors.ModelbusError as exc:
         print_error(exc.message)
@@ -230,3 +249,10 @@ def secret_key() -> None:
     from modelbus.store.secrets import SecretBox
 
     out.print(SecretBox.new_key())
+
+
+def _roots(given: list[str] | None) -> tuple[Path, ...] | None:
+    """The ``--dir-roots`` values as folders (None when the option is not given)."""
+    if not given:
+        return None
+    return tuple(root for value in given for root in dir_roots_of(value))

@@ -28,6 +28,7 @@ from modelbus.connectors.base import (
     Sink,
     Source,
 )
+from modelbus.connectors.policy import ConnectorPolicy, applied
 from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
 from modelbus.errors import ConnectorError, DefinitionError
 
@@ -38,12 +39,14 @@ __all__ = [
     "WEBHOOK_SIGNATURE_HEADER",
     "Backlog",
     "ConnectorContext",
+    "ConnectorPolicy",
     "Delivery",
     "Inbox",
     "ObjectReader",
     "OutMessage",
     "Sink",
     "Source",
+    "applied",
     "backlog_of",
     "credentials_of",
     "is_shared_source",
