@@ -64,6 +64,12 @@ class Settings:
     :func:`modelbus.connectors.directory.check_folder`). :meth:`from_env` defaults it to the
     working directory ``serve`` starts in (:func:`dir_roots_of`); a Settings built directly
     has none (None: only the data-directory rule applies).
+
+    ``allow_hosts``: the egress policy's allow list (CIDRs, addresses, host patterns; see
+    :mod:`modelbus.connectors.egress`): link-local and cloud metadata addresses and this
+    server's own API are always refused, loopback unless listed. :meth:`from_env` defaults
+    it to an empty list (the policy on, loopback refused); a Settings built directly has
+    None: no egress policy.
     """
 
     data_dir: Path
@@ -83,6 +89,7 @@ class Settings:
     artifacts_url: str | None = None
     workers: int = 1
     dir_roots: tuple[Path, ...] | None = None
+    allow_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
@@ -126,6 +133,8 @@ class Settings:
                 values[name] = Path(values[name])
         if values.get("dir_roots") is not None:
             values["dir_roots"] = tuple(Path(root) for root in values["dir_roots"])
+        if values.get("allow_hosts") is not None:
+            values["allow_hosts"] = tuple(values["allow_hosts"])
         return cls(**values)
 
     @classmethod
@@ -135,10 +144,11 @@ class Settings:
         file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
         ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ARTIFACTS``, ``MODELBUS_ADVERTISE_URL``,
         ``MODELBUS_HEARTBEAT_INTERVAL_S``, ``MODELBUS_NODE_TIMEOUT_S``, ``MODELBUS_WORKERS``
-        (default :func:`default_workers`) and ``MODELBUS_DIR_ROOTS`` (see
-        :func:`dir_roots_of`); keyword overrides that are not None win (the CLI
-        passes its flags this way). Raises ValueError for a heartbeat interval over half the
-        node timeout, or workers that are not a whole number of at least 1."""
+        (default :func:`default_workers`), ``MODELBUS_DIR_ROOTS`` (see :func:`dir_roots_of`)
+        and ``MODELBUS_ALLOW_HOSTS`` (see :func:`allow_hosts_of`); keyword overrides that
+        are not None win (the CLI passes its flags this way). Raises ValueError for a
+        heartbeat interval over half the node timeout, or workers that are not a whole
+        number of at least 1."""
         env = os.environ if env is None else env
         given_dir = overrides.pop("data_dir", None) or env.get(
             "MODELBUS_DATA_DIR", DEFAULT_DATA_DIR
@@ -163,6 +173,7 @@ class Settings:
             artifacts_url=env.get("MODELBUS_ARTIFACTS") or None,
             workers=_workers(env.get("MODELBUS_WORKERS")),
             dir_roots=dir_roots_of(env.get("MODELBUS_DIR_ROOTS")),
+            allow_hosts=allow_hosts_of(env.get("MODELBUS_ALLOW_HOSTS")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -175,6 +186,12 @@ def dir_roots_of(text: str | None) -> tuple[Path, ...]:
     if not given:
         return (Path.cwd().resolve(),)
     return tuple(Path(part.strip()).expanduser().resolve() for part in given)
+
+
+def allow_hosts_of(text: str | None) -> tuple[str, ...]:
+    """``MODELBUS_ALLOW_HOSTS`` (or one ``--allow-hosts`` value): CIDRs, addresses and host
+    patterns separated by commas or spaces (``127.0.0.1/32,*.corp.example``)."""
+    return tuple(part for part in (text or "").replace(",", " ").split() if part)
 
 
 def _workers(text: str | None) -> int:

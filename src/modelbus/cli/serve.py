@@ -21,6 +21,7 @@ from modelbus.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_MAX_BODY_BYTES,
     Settings,
+    allow_hosts_of,
     default_workers,
     dir_roots_of,
 )
@@ -158,6 +159,18 @@ def serve(
             "directory].",
         ),
     ] = None,
+    allow_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-hosts",
+            metavar="HOSTS",
+            help="Where listener connectors may connect besides public addresses: CIDRs, "
+            "addresses, host patterns (*.corp.example), repeated or comma-separated. "
+            "Loopback is refused unless listed (e.g. 127.0.0.1/32); link-local and cloud "
+            "metadata addresses and this server's own API are always refused [env "
+            "MODELBUS_ALLOW_HOSTS, default: none].",
+        ),
+    ] = None,
     ignore_undecryptable: Annotated[
         bool,
         typer.Option(
@@ -187,6 +200,7 @@ def serve(
     import asyncio
 
     from modelbus.listeners.files import load_listener_file
+    from modelbus.listeners.manager import ManagerOptions
     from modelbus.registry.artifacts import open_store
     from modelbus.store.secrets import SecretBox
     from modelbus.web.app import run
@@ -217,6 +231,9 @@ def serve(
             artifacts_url=artifacts,
             workers=workers,
             dir_roots=_roots(dir_roots),
+            allow_hosts=tuple(h for v in allow_hosts for h in allow_hosts_of(v))
+            if allow_hosts
+            else None,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -224,7 +241,8 @@ def serve(
         SecretBox.load(settings.data_dir, settings.secret_key)
         open_store(settings.artifacts_url, settings.data_dir)
         if settings.listeners_file is not None:
-            load_listener_file(settings.listeners_file, settings.data_dir, settings.dir_roots)
+            policy = ManagerOptions.from_settings(settings).policy
+            load_listener_file(settings.listeners_file, settings.data_dir, policy)
         asyncio.run(check_node(settings))
     except errors.ModelbusError as exc:
         print_error(exc.message)
@@ -256,3 +274,10 @@ def _roots(given: list[str] | None) -> tuple[Path, ...] | None:
     if not given:
         return None
     return tuple(root for value in given for root in dir_roots_of(value))
+
+
+def _hosts(given: list[str] | None) -> tuple[str, ...] | None:
+    """The ``--allow-hosts`` values as one list (None when the option is not given)."""
+    if not given:
+        return None
+    return tuple(host for value in given for host in allow_hosts_of(value))

@@ -58,6 +58,7 @@ __all__ = [
     "DirectorySource",
     "FileReader",
     "check_folder",
+    "check_policy",
     "folder_of",
     "make_reader",
     "make_sink",
@@ -400,6 +401,15 @@ def shared_source(url: str) -> bool:
     every file (see :mod:`modelbus.connectors.base`)."""
     DirectoryOptions.from_url(url)
     return False
+
+
+def check_policy(url: str, ctx: ConnectorContext) -> None:
+    """:func:`check_folder` for the folder of ``url`` (a malformed URL is not looked at)."""
+    try:
+        folder = folder_of(url)
+    except DefinitionError:
+        return
+    check_folder(folder, ctx)
 
 
 def make_sink(url: str, ctx: ConnectorContext) -> DirectorySink:

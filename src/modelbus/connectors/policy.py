@@ -1,4 +1,4 @@
-"""What connectors may reach: the operator's limits on folders (and, later, hosts).
+"""What connectors may reach: the operator's limits on folders and hosts.
 
 A :class:`ConnectorPolicy` travels in every :class:`~modelbus.connectors.base.ConnectorContext`.
 The listener manager builds one from the server's settings and passes it explicitly where
@@ -13,6 +13,10 @@ root or inside one); None: no roots configured. Whatever the roots, a folder is 
 data directory, never a folder holding it, and never inside it unless it is inside a root
 that is itself inside the data directory (an operator's explicit choice, as the demo's
 ``DATA_DIR/inbox``). See :func:`modelbus.connectors.directory.check_folder`.
+
+``egress``: where connectors may connect (:class:`~modelbus.connectors.egress.Egress`);
+None: anywhere (no policy). Checked for every URL naming hosts when its connector is made
+(:func:`modelbus.connectors.make_source`, ``make_sink``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelbus.connectors.egress import Egress
+
 __all__ = ["ConnectorPolicy", "applied", "current"]
 
 
@@ -31,6 +37,7 @@ class ConnectorPolicy:
     """The operator's limits on what connectors reach (see the module docstring)."""
 
     dir_roots: tuple[Path, ...] | None = None
+    egress: Egress | None = None
 
 
 _CURRENT: ContextVar[ConnectorPolicy | None] = ContextVar("modelbus_connector_policy", default=None)

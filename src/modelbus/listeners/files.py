@@ -39,16 +39,15 @@ def check_connectors(
 
 
 def load_listener_file(
-    path: Path, data_dir: Path, dir_roots: tuple[Path, ...] | None = None
+    path: Path, data_dir: Path, policy: ConnectorPolicy | None = None
 ) -> list[ListenerDefinition]:
     """The definitions of a TOML listener file, checked as far as possible without a broker
-    (see :func:`check_connectors`; ``dir_roots`` as in
-    :class:`~modelbus.listeners.manager.ManagerOptions`). Raises :class:`DefinitionError`
+    (see :func:`check_connectors`, with ``policy``). Raises :class:`DefinitionError`
     naming the file and the listener; nothing is applied."""
     definitions = load_definitions(path)
     for definition in definitions:
         try:
-            check_connectors(definition, data_dir, ConnectorPolicy(dir_roots=dir_roots))
+            check_connectors(definition, data_dir, policy)
         except DefinitionError as exc:
             raise DefinitionError(f"{path}: {exc.message}") from None
     return definitions
@@ -61,7 +60,7 @@ async def apply_listener_file(
 
     Brokers are not contacted here: a listener whose broker is down at start is created,
     shows ``degraded`` in its status and connects when the broker comes up."""
-    definitions = load_listener_file(path, data_dir, listeners.policy.dir_roots)
+    definitions = load_listener_file(path, data_dir, listeners.policy)
     result = await listeners.apply(definitions, prune=prune, check=False)
     log.info(
         "listener file %s applied: created %s, updated %s, unchanged %s, deleted %s",

@@ -34,10 +34,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelbus.client.schemas import DEFAULT_REDRIVE_RATE_PER_S
+from modelbus.config import Settings
 from modelbus.connectors import (
     ConnectorContext,
     ConnectorPolicy,
+    Egress,
     applied,
+    check_policy,
     make_sink,
     make_source,
 )
@@ -85,7 +88,8 @@ class ManagerOptions:
     ``check_timeout_s``: how long validation may take to open a listener's connectors.
     ``redrive_rate_per_s``: default pace of a redrive.
     ``dir_roots``: the folders ``dir://`` sources and sinks must lie in (None: no roots, only
-    the data-directory rule; see :mod:`modelbus.connectors.policy`).
+    the data-directory rule); ``egress``: where connectors may connect (None: anywhere).
+    See :mod:`modelbus.connectors.policy`.
     """
 
     check_timeout_s: float = 10.0
@@ -95,11 +99,25 @@ class ManagerOptions:
     redrive_rate_per_s: float = DEFAULT_REDRIVE_RATE_PER_S
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     dir_roots: tuple[Path, ...] | None = None
+    egress: Egress | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ManagerOptions:
+        """The options of a serve or worker process: its stop deadline, its folder roots
+        and its egress policy (the allow list, and its own API's address to refuse)."""
+        egress = None
+        if settings.allow_hosts is not None:
+            egress = Egress(
+                allow=settings.allow_hosts, own_port=settings.port, own_hosts=(settings.host,)
+            )
+        return cls(
+            stop_deadline_s=settings.stop_deadline_s, dir_roots=settings.dir_roots, egress=egress
+        )
 
     @property
     def policy(self) -> ConnectorPolicy:
         """What the connectors of this manager's listeners may reach."""
-        return ConnectorPolicy(dir_roots=self.dir_roots)
+        return ConnectorPolicy(dir_roots=self.dir_roots, egress=self.egress)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -364,19 +382,16 @@ class ListenerManager:
         return self._options.policy
 
     def check_policy(self, definition: ListenerDefinition) -> None:
-        """Build ``definition``'s connectors without opening them, so that what the policy
-        refuses (a folder outside the roots...) is refused even with ``check=false``; any
-        other problem is left to :meth:`validate` (``check=false`` stores such listeners).
-        Raises PolicyRefused naming the listener."""
+        """Check ``definition``'s URLs against the policy without making their connectors
+        (:func:`modelbus.connectors.check_policy`), so that what the policy refuses (a
+        folder outside the roots, a refused host) is refused even with ``check=false``; any
+        other problem is left to :meth:`validate`. Raises PolicyRefused naming the listener."""
         ctx = self.context(definition)
         try:
-            make_source(definition.source, ctx)
-            for url in definition.sinks:
-                make_sink(url, ctx)
+            for url in (definition.source, *definition.sinks):
+                check_policy(url, ctx)
         except PolicyRefused as exc:
             raise PolicyRefused(f"listener {definition.name!r}: {exc.message}") from None
-        except ModelbusError:
-            return  # not the policy's business: validate() says it when checking
 
     def context(self, definition: ListenerDefinition) -> ConnectorContext:
         """The connector context of ``definition``'s connectors, with this manager's policy."""
@@ -403,7 +418,7 @@ class ListenerManager:
         """Store a new listener and start it if enabled. ``check`` opens its connectors first
         (:meth:`validate`); what the policy refuses is refused either way
         (:meth:`check_policy`). Raises Conflict if the name is taken."""
-        self.check_policy(definition)
+        await asyncio.to_thread(self.check_policy, definition)  # resolves host names
         if check:
             await self.validate(definition)
         now = time.time()
@@ -429,7 +444,7 @@ class ListenerManager:
         if len(set(names)) != len(names):
             raise DefinitionError("a listener name appears twice: names must be unique")
         for definition in definitions:
-            self.check_policy(definition)
+            await asyncio.to_thread(self.check_policy, definition)  # resolves host names
         if check:
             for definition in definitions:
                 await self.validate(definition)
