@@ -52,7 +52,9 @@ class Settings:
     cannot be decrypted with ``secret_key`` (refused otherwise: another key is in use).
     ``artifacts_url``: the artifact store every node shares (``s3://BUCKET/PREFIX`` or a
     folder path; see :func:`modelbus.registry.artifacts.open_store`); default ``None``: the
-    folder ``DATA_DIR/artifacts``, for one node.
+    folder ``DATA_DIR/artifacts``, for one node. ``allow_direct_requirements``: builds may
+    install requirements given as a URL or path (``pkg @ https://...``, ``pkg @ file:///...``);
+    refused by default.
 
     ``workers``: how many processes run listeners (at least 1): the serve process itself,
     plus ``workers - 1`` worker processes that run listeners only (see
@@ -88,6 +90,7 @@ class Settings:
     ignore_undecryptable: bool = False
     artifacts_url: str | None = None
     workers: int = 1
+    allow_direct_requirements: bool = False
     dir_roots: tuple[Path, ...] | None = None
     allow_hosts: tuple[str, ...] | None = None
 
@@ -143,7 +146,8 @@ class Settings:
         ``MODELBUS_PORT``, ``MODELBUS_MAX_BODY_BYTES``, ``MODELBUS_CONFIG`` (the listener
         file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
         ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ARTIFACTS``, ``MODELBUS_ADVERTISE_URL``,
-        ``MODELBUS_HEARTBEAT_INTERVAL_S``, ``MODELBUS_NODE_TIMEOUT_S``, ``MODELBUS_WORKERS``
+        ``MODELBUS_HEARTBEAT_INTERVAL_S``, ``MODELBUS_NODE_TIMEOUT_S``,
+        ``MODELBUS_ALLOW_DIRECT_REQUIREMENTS`` (``1``/``true``), ``MODELBUS_WORKERS``
         (default :func:`default_workers`), ``MODELBUS_DIR_ROOTS`` (see :func:`dir_roots_of`)
         and ``MODELBUS_ALLOW_HOSTS`` (see :func:`allow_hosts_of`); keyword overrides that
         are not None win (the CLI passes its flags this way). Raises ValueError for a
@@ -172,6 +176,8 @@ class Settings:
             node_timeout_s=float(env.get("MODELBUS_NODE_TIMEOUT_S", DEFAULT_NODE_TIMEOUT_S)),
             artifacts_url=env.get("MODELBUS_ARTIFACTS") or None,
             workers=_workers(env.get("MODELBUS_WORKERS")),
+            allow_direct_requirements=env.get("MODELBUS_ALLOW_DIRECT_REQUIREMENTS", "").lower()
+            in ("1", "true", "yes"),
             dir_roots=dir_roots_of(env.get("MODELBUS_DIR_ROOTS")),
             allow_hosts=allow_hosts_of(env.get("MODELBUS_ALLOW_HOSTS")),
         )

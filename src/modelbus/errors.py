@@ -21,6 +21,7 @@ Every exception modelbus raises on purpose is one of these. Client libraries' ex
     │   ├── BuildNotFound
     │   ├── JobNotFound
     │   ├── ListenerNotFound
+    │   ├── UserNotFound
     │   ├── RunNotFound
     │   └── DeadLetterNotFound
     ├── Conflict                      (HTTP 409)
@@ -117,6 +118,10 @@ class JobNotFound(NotFound):
 
 class ListenerNotFound(NotFound):
     pass
+
+
+class UserNotFound(NotFound):
+    """No user (owner of models or listeners) has this id."""
 
 
 class RunNotFound(NotFound):

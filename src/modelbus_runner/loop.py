@@ -1,6 +1,7 @@
 """The runner's main loop: take the protocol channel away from the model, load, serve calls.
 
-``python -m modelbus_runner ENTRYPOINT [--load MODULE:FN] [--batch MODULE:FN]``
+``python -m modelbus_runner ENTRYPOINT [--load MODULE:FN] [--batch MODULE:FN]``, or
+``python -m modelbus_runner --adk MODULE`` for an Algorithmia ADK algorithm (:mod:`.adk`).
 
 The process's real stdin and stdout become the protocol channel (duplicated to private file
 descriptors); file descriptor 0 is then pointed at /dev/null and 1 at stderr, so nothing the
@@ -24,6 +25,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
+from modelbus_runner.adk import load_adk
 from modelbus_runner.model import Input, Model, Output, error_info
 from modelbus_runner.protocol import PROTOCOL_VERSION, Frame, ProtocolError, read_frame, write_frame
 
@@ -120,7 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     channel = Channel.take_over_stdio()
     try:
-        model = Model.load(args.entrypoint, load=args.load, batch=args.batch)
+        if args.adk:
+            model = load_adk(args.adk)
+        else:
+            model = Model.load(args.entrypoint, load=args.load, batch=args.batch)
     except (Exception, SystemExit) as exc:
         traceback.print_exc()
         channel.send({"type": "failed", "error": error_info(exc)})
@@ -230,7 +235,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m modelbus_runner",
         description="Serve a Python model over the modelbus runner protocol on stdin/stdout.",
     )
-    parser.add_argument("entrypoint", help="module:function called for each input")
+    parser.add_argument("entrypoint", nargs="?", help="module:function called for each input")
+    parser.add_argument(
+        "--adk", metavar="MODULE", help="an Algorithmia ADK algorithm's module, instead"
+    )
     parser.add_argument("--load", help="module:function called once at start (default: load)")
     parser.add_argument("--batch", help="module:function for several inputs (default: apply_batch)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.entrypoint or args.adk):
+        parser.error("give an entrypoint module:function, or --adk MODULE")
+    return args

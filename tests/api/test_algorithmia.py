@@ -4,12 +4,16 @@ the official ``algorithmia`` 2.0.5 client talking to a real server."""
 from __future__ import annotations
 
 import base64
+import json
 import warnings
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.fixtures import Published
+from modelbus.client import Client
+from tests.support.fixtures import Published, echo_as
 from tests.support.jobs import wait_job
 from tests.support.server import ModelbusServer
 
@@ -19,6 +23,8 @@ with warnings.catch_warnings():  # its generated API client has invalid escape s
     from Algorithmia.algorithm import OutputType
     from Algorithmia.async_response import AsyncResponse
     from Algorithmia.errors import AlgorithmException
+    from algorithmia_api_client import Details, Settings, UpdateRequest
+    from algorithmia_api_client.rest import ApiException
 
 
 def algo(server: ModelbusServer, path: str, **kwargs: object) -> httpx.Response:
@@ -241,3 +247,174 @@ def test_official_client_management_reads(client: Algorithmia.client.Client) -> 
     assert versions["results"][0]["version_info"]["semantic_version"] == "2.0.0"
     assert echo.info()["results"]
     assert echo.get_builds()["results"]
+
+
+# --- management through the official client ----------------------------------------------
+
+
+SETTINGS = {
+    "language": "python3-1",
+    "source_visibility": "closed",
+    "license": "apl",
+    "network_access": "full",
+    "pipeline_enabled": True,
+    "environment": "cpu",
+}
+
+
+def test_official_client_create_publish_versions_builds_delete(
+    client: Algorithmia.client.Client, admin: Client, tmp_path: Path
+) -> None:
+    algo = client.algo("mgmt/tool")
+    assert not algo.exists()
+    created = algo.create(
+        details={"label": "The Tool", "summary": "does things"},
+        settings=SETTINGS,
+        version_info={"sample_input": '{"x": 1}'},
+    )
+    assert created["name"] == "tool"
+    assert created["details"]["label"] == "The Tool"
+    assert created["settings"]["license"] == "apl"
+    assert algo.exists()
+    # algorithmia 2.0.5 drops the body of a failed POST: its exception shows the status only
+    with pytest.raises(Exception, match=r"Response \[404\]"):
+        algo.publish(version_info={"version_type": "minor"})
+    nothing = publish_raw(client, "mgmt/tool", {"version_info": {"version_type": "minor"}})
+    assert "mgmt/tool has no successful build" in nothing.json()["error"]["message"]
+
+    admin.push(echo_as(tmp_path, "mgmt", "tool", "first"))  # a build, no version
+    first = algo.publish(version_info={"version_type": "minor", "release_notes": "first one"})
+    assert first["version_info"]["semantic_version"] == "0.1.0"
+    assert first["version_info"]["release_notes"] == "first one"
+    assert first["version_info"]["sample_input"] == '{"x": 1}'
+    assert client.algo("mgmt/tool/0.1.0").pipe({"whoami": 1}).result["greeting"] == "first"
+
+    admin.push(echo_as(tmp_path, "mgmt", "tool", "second"))
+    major = algo.publish(version_info={"version_type": "major"})
+    assert major["version_info"]["semantic_version"] == "1.0.0"
+    admin.push(echo_as(tmp_path, "mgmt", "tool", "third"))
+    patch = algo.publish(version_info={"version_type": "patch"})
+    assert patch["version_info"]["semantic_version"] == "1.0.1"
+    admin.push(echo_as(tmp_path, "mgmt", "tool", "fourth"))
+    revision = algo.publish(version_info={"version_type": "revision"})
+    assert revision["version_info"]["semantic_version"] == "1.0.2"
+    assert client.algo("mgmt/tool").pipe({"whoami": 1}).result["greeting"] == "fourth"
+
+    versions = algo.versions(published=True)["results"]
+    assert [v["version_info"]["semantic_version"] for v in versions] == [
+        "1.0.2",
+        "1.0.1",
+        "1.0.0",
+        "0.1.0",
+    ]
+    builds = algo.get_builds()["results"]
+    assert len(builds) == 4
+    assert {b["status"] for b in builds} == {"succeeded"}
+    assert algo.get_build_logs(builds[0]["build_id"])["logs"]
+
+    client.manageApi.delete_algorithm("mgmt", "tool")
+    assert not algo.exists()
+    with pytest.raises(Exception, match=r"Response \[404\]"):
+        client.algo("mgmt/tool/1.0.0").pipe({"whoami": 1})
+
+
+def test_official_client_update(client: Algorithmia.client.Client) -> None:
+    algo = client.algo("mgmt/updated")
+    algo.create(details={"label": "Before"}, settings=SETTINGS)
+    # algorithmia 2.0.5's update() form-encodes its dicts: only their keys reach the server,
+    # which refuses them (the client shows the status only; the message is in the body)
+    with pytest.raises(Exception, match=r"Response \[400\]"):
+        algo.update(details={"label": "After"})
+    form = client.requestSession.put(
+        f"{client.apiAddress}/v1/algorithms/mgmt/updated",
+        data={"details": {"label": "After"}},
+        headers={"Authorization": client.apiKey},
+    )
+    assert form.status_code == 400
+    assert "only their keys arrive" in form.json()["error"]["message"]
+    assert client.getJsonHelper("/v1/algorithms/mgmt/updated")["details"]["label"] == "Before"
+    # ...but JSON texts survive the form
+    algo.update(details=json.dumps({"label": "After", "tagline": "new"}))
+    seen = client.getJsonHelper("/v1/algorithms/mgmt/updated")
+    assert (seen["details"]["label"], seen["details"]["tagline"]) == ("After", "new")
+    # and its manageApi sends JSON
+    request = UpdateRequest(details=Details(label="Again"), settings=Settings(license="mit"))
+    client.manageApi.update_algorithm("mgmt", "updated", request)
+    seen = client.getJsonHelper("/v1/algorithms/mgmt/updated")
+    assert seen["details"]["label"] == "Again"
+    assert seen["settings"]["license"] == "mit"
+    assert seen["settings"]["language"] == "python3-1"  # kept from the create
+    client.manageApi.delete_algorithm("mgmt", "updated")
+
+
+@pytest.mark.parametrize(
+    ("body", "missing"),
+    [
+        ({"settings": {**SETTINGS, "environment": "gpu"}}, "settings.environment 'gpu'"),
+        ({"settings": {**SETTINGS, "network_access": "isolated"}}, "network_access 'isolated'"),
+        ({"settings": {**SETTINGS, "language": "java"}}, "settings.language 'java'"),
+        ({"settings": {**SETTINGS, "gpu_count": 2}}, "settings.gpu_count"),
+        ({"source": {"scm": {"id": "github"}}}, "modelbus models push"),
+        ({"details": {"label": "x", "color": "red"}}, "details.color"),
+    ],
+)
+def test_unsupported_settings_are_refused_by_name(
+    client: Algorithmia.client.Client, body: dict[str, Any], missing: str
+) -> None:
+    details = body.pop("details", {"label": "x"})
+    settings = body.pop("settings", SETTINGS)
+    with pytest.raises(Exception, match=r"Response \[400\]"):
+        client.algo("mgmt/refused").create(details=details, settings=settings, **body)
+    answer = client.requestSession.post(
+        f"{client.apiAddress}/v1/algorithms/mgmt",
+        json={"name": "refused", "details": details, "settings": settings, **body},
+        headers={"Authorization": client.apiKey},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "InvalidInput"
+    assert missing in answer.json()["error"]["message"]
+    assert not client.algo("mgmt/refused").exists()
+
+
+def publish_raw(client: Algorithmia.client.Client, path: str, body: dict[str, Any]) -> Any:
+    return client.requestSession.post(
+        f"{client.apiAddress}/v1/algorithms/{path}/versions",
+        json=body,
+        headers={"Authorization": client.apiKey},
+    )
+
+
+def test_publish_needs_a_version_type(server: ModelbusServer) -> None:
+    with server.http() as http:
+        answer = http.post("/v1/algorithms/test/echo/versions", json={"version_info": {}})
+        insights = http.post(
+            "/v1/algorithms/test/echo/versions",
+            json={"version_info": {"version_type": "minor", "insights_enabled": True}},
+        )
+        taken = http.post("/v1/algorithms/test", json={"name": "echo", "details": {"label": "e"}})
+    assert answer.status_code == 400
+    assert "version_info.version_type is required" in answer.json()["error"]["message"]
+    assert insights.status_code == 400
+    assert "insights_enabled" in insights.json()["error"]["message"]
+    assert taken.status_code == 409
+
+
+def test_delete_is_refused_while_a_listener_calls_it(
+    client: Algorithmia.client.Client, admin: Client, tmp_path: Path
+) -> None:
+    admin.push(echo_as(tmp_path, "mgmt", "listened", "x"), version="1.0.0")
+    admin.create_listener(
+        {
+            "name": "calls-listened",
+            "source": "memory://calls-listened",
+            "model": "mgmt/listened@1.*",
+            "outputs": ["memory://calls-listened-out"],
+        }
+    )
+    with pytest.raises(ApiException) as raised:
+        client.manageApi.delete_algorithm("mgmt", "listened")
+    assert raised.value.status == 409
+    assert "calls-listened" in raised.value.body
+    admin.delete_listener("calls-listened")
+    client.manageApi.delete_algorithm("mgmt", "listened")
+    assert not client.algo("mgmt/listened").exists()

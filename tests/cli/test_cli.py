@@ -15,7 +15,7 @@ from tests.support.server import MODELBUS, ModelbusServer, clean_env
 COMMANDS = [
     ([], ["serve", "call", "models", "keys", "jobs"]),
     (["serve"], ["--host", "--port", "--data-dir", "--database-url", "--max-body-bytes"]),
-    (["models", "push"], ["--version", "--bump", "--no-publish", "--url", "--key"]),
+    (["models", "push"], ["--version", "--bump", "--no-publish", "--name", "--url", "--key"]),
     (["models", "publish"], ["--build", "--version", "--bump", "--url", "--key"]),
     (["models", "list"], ["--json", "--url", "--key"]),
     (["models", "versions"], ["--json", "--url", "--key"]),

@@ -30,8 +30,8 @@ def codec(**options: int) -> SessionCodec:
 
 def test_a_session_cookie_carries_the_key_encrypted_and_opens_only_here() -> None:
     sessions = codec()
-    cookie, issued = sessions.issue(KEY)
-    assert KEY not in cookie and "k" * 20 not in cookie
+    cookie, issued = sessions.issue(KEY, "session-id-1")
+    assert KEY not in cookie and "k" * 20 not in cookie and "session-id-1" not in cookie
     opened = sessions.open(cookie)
     assert opened == issued
     assert csrf_matches(opened, issued.csrf_token)
@@ -45,7 +45,7 @@ def test_a_session_cookie_carries_the_key_encrypted_and_opens_only_here() -> Non
 
 def test_a_session_expires() -> None:
     sessions = codec(max_age_s=-1)
-    cookie, _ = sessions.issue(KEY)
+    cookie, _ = sessions.issue(KEY, "session-id-2")
     with pytest.raises(SessionExpired):
         sessions.open(cookie)
 

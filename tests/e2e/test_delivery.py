@@ -401,3 +401,40 @@ async def test_results_carry_their_id_correlation_and_the_version_that_ran(
             dead_letter_id(definition.name, message_id)
         )
         assert stored.version == version
+
+
+async def test_a_result_one_output_refuses_for_good_is_written_to_none_and_dead_lettered(
+    node: Node, moto: Any, aws_credentials: None, tmp_path: Path
+) -> None:
+    """A result over the SQS queue's size limit, for a listener with a folder output and an SQS
+    output: the sizes are checked before any output is written, so the folder gets nothing
+    (it used to get the result of a run recorded as dead-lettered), and the message is
+    dead-lettered at once, naming the limit."""
+    from .brokers import LocalBroker, SqsBroker
+
+    local = LocalBroker(node.data_dir)
+    source, dead = await local.queue("in"), await local.queue("dead")
+    folder = tmp_path / "results"
+    folder.mkdir()
+    async with SqsBroker.open(moto.endpoint_url, node.data_dir) as sqs:
+        queue = await sqs.queue("out")
+        definition = listener(
+            source,
+            outputs=[f"dir://{folder}", queue],
+            error_sink=dead,
+            max_body_bytes=4 * 1024 * 1024,
+        )
+        await node.manager.create(definition)
+        small = await local.send(source, {"op": "ok", "n": "x" * 100})
+        # over SQS's largest message (1 MiB; the queue's own limit may be lower)
+        large = await local.send(source, {"op": "ok", "n": "x" * 1_100_000})
+        (letter,) = await local.drain(dead, 1, within_s=30)
+        assert letter.attributes["modelbus-source-message-id"] == large
+        assert letter.attributes["modelbus-permanent"] == "true"
+        assert "over the queue's limit of" in letter.attributes["modelbus-error-message"]
+        (result,) = await sqs.drain(queue, 1, within_s=30)
+        assert result.attributes["sourcemessageid"] == small
+        await eventually(lambda: status_of(node, definition, small), what="small settled")
+        written = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        assert written == [f"{output_id(definition.name, small)}.json"]  # not the large one
+        assert await status_of(node, definition, large) == "dead_lettered"

@@ -170,3 +170,31 @@ async def test_two_listeners_on_one_folder_each_see_every_file(env: Env, tmp_pat
     (inbox / "two.bin").write_bytes(b"12")
     (a_second,) = await env.collect(out_a, 1)
     assert json.loads(a_second.body)["key"] == "two.bin"
+
+
+async def test_a_message_handed_out_again_while_it_runs_is_not_run_twice_at_once(
+    env: Env,
+) -> None:
+    """Its lease lapses before its run is over (extension off; here it waits 2.5 s for a
+    batch, past its 1 s lease): the broker hands the message out again, to this same
+    listener. That second delivery is handed back, not run beside the first; once the
+    first has succeeded, the copy that comes back is a duplicate. One run, one result."""
+    env.invoker.register("acme/echo", lambda v: v)
+    source, out = env.url("in", lease_s=1), env.url("out")
+    retry = RetryPolicy(max_attempts=10, initial_backoff_s=0.5, max_backoff_s=0.5, jitter=0)
+    definition = env.definition(
+        source=source,
+        outputs=[out],
+        retry=retry,
+        extend_lease=False,
+        timeout_s=0.9,
+        batch={"max_batch_size": 64, "max_wait_ms": 2500},
+    )
+    listener = await env.start(definition)
+    await listener.wait_for_state("running")
+    await env.publish(source, b'{"n": 1}')
+    await eventually(lambda: listener.status().counters["retried"] >= 1, timeout_s=10)
+    await eventually(lambda: listener.status().counters["succeeded"] == 1, timeout_s=15)
+    await eventually(lambda: listener.status().counters["skipped_duplicate"] >= 1, timeout_s=15)
+    assert len(env.invoker.calls) == 1  # it ran once, never beside itself
+    assert len(await env.collect(out, 1)) == 1

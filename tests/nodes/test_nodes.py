@@ -1,7 +1,7 @@
 """Several nodes on one PostgreSQL store, as separate processes: they list each other, a
 killed one is shown gone, a folder listener moves to another node when its owner dies, a
-shared listener's figures are summed over nodes, and nodes that cannot work together are
-refused at start."""
+shared listener's figures are summed over nodes, a dead letter of one node is redriven
+through another's API, and nodes that cannot work together are refused at start."""
 
 from __future__ import annotations
 
@@ -183,6 +183,54 @@ def test_a_shared_listener_runs_on_every_node_and_its_figures_are_summed(
     page = console_page(a, "/console/listeners/orders")  # the console shows each node
     assert f"<code>{a_id[:8]}</code> (this one)" in page and f"<code>{b_id[:8]}</code>" in page
     assert b.url in page
+
+
+def both_parts(status: ListenerStatusOut, *ids: str) -> dict[str, dict[str, float]] | None:
+    """The per-node counters of ``status`` once it lists exactly the nodes ``ids``."""
+    parts = {part.node: part.counters for part in status.nodes}
+    return parts if set(parts) == set(ids) else None
+
+
+def test_a_dead_letter_is_redriven_through_another_node(nodes: Nodes, tmp_path: Path) -> None:
+    a, b = nodes.start("a"), nodes.start("b")
+    nodes.push_echo()
+    outbox = tmp_path / "outbox"
+    with a.client() as client:
+        client.create_listener(
+            {
+                "name": "late",
+                "source": f"webhook://late?secret={HOOK_SECRET}&poll_ms=50",
+                # no 9.* exists: a message waits out its one attempt, then is dead-lettered
+                "model": "test/echo@9.*",
+                "outputs": [f"dir://{outbox}"],
+                "retry": {"max_attempts": 1},
+            },
+            check=False,  # refused when checked: 9.* is nothing
+        )
+    a_id, b_id = node_id(a), node_id(b)
+    with b.client() as client:  # B picks the new listener up from the store
+        eventually(lambda: states(client.listener_status("late")).get(b_id) == "running", 30)
+
+    post_hook(a, "late", 1)  # a webhook event is run by the node that accepted it: A
+    with a.client() as on_a:
+        [letter] = eventually(lambda: on_a.dead_letters("late").items, 30)
+        # both parts listed (B's comes with its next heartbeat): A dead-lettered it, B did not
+        per_node = eventually(lambda: both_parts(on_a.listener_status("late"), a_id, b_id), 15)
+    assert letter.error_type == "VersionNotFound" and letter.message_id == "late-1"
+    assert per_node[a_id]["dead_lettered"] == 1 and per_node[b_id]["dead_lettered"] == 0
+
+    with b.client() as on_b:  # B never saw the message: it has the letter from the store
+        result = on_b.redrive("late", spec="1.0.*", rate_per_s=50)
+    assert result.redriven == [letter.id] and result.failed == {}
+    assert result.model == "test/echo@1.0.*"
+    [output] = [p for p in outbox.iterdir() if not p.name.startswith(".")]
+    assert json.loads(output.read_bytes())["data"] == {"n": 1}
+    with a.client() as on_a:  # A sees the run again and the letter marked
+        [run] = on_a.runs("late-1", listener="late")
+        assert (run.status, run.version) == ("succeeded", "1.0.0")
+        assert on_a.dead_letter(letter.id).redriven_to == "test/echo@1.0.*"
+        assert on_a.dead_letters("late", include_redriven=False).items == []
+        assert [d.id for d in on_a.dead_letters("late").items] == [letter.id]
 
 
 def console_page(server: ModelbusServer, path: str) -> str:

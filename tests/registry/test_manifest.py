@@ -136,7 +136,7 @@ def test_missing_manifest(tmp_path: Path) -> None:
         ),
         (
             '[model]\nowner = "a"\nname = "b"\n[runtime]\nkind = "java"\n',
-            r"\[runtime\] kind: Input should be 'python' or 'exec'",
+            r"\[runtime\] kind: Input should be 'python', 'exec' or 'adk'",
         ),
         (
             MINIMAL + "\n[serving]\nmin_runners = 3\nmax_runners = 2\n",
@@ -182,3 +182,36 @@ def test_manifest_is_immutable(tmp_path: Path) -> None:
     m = Manifest.load(folder_with(tmp_path, MINIMAL))
     with pytest.raises(Exception, match="frozen"):
         m.model.owner = "other"  # type: ignore[misc]
+
+
+# --- Algorithmia ADK folders (no modelbus.toml) ----------------------------------------------
+
+
+def test_an_adk_folder_stands_for_an_adk_manifest() -> None:
+    from tests.support.fixtures import MODELS_DIR
+
+    manifest = Manifest.load(MODELS_DIR / "adk_greeter")
+    assert (manifest.owner, manifest.name) == ("adkuser", "greeter")
+    assert manifest.runtime.kind == "adk"
+    assert manifest.runtime.entrypoint == "src.Algorithm"
+    assert manifest.runtime.requirements == ("algorithmia==2.0.5", "algorithmia-adk==1.2.4")
+    assert manifest.runtime.callables() == {}
+    renamed = Manifest.load(MODELS_DIR / "adk_plain", name=("team", "hello"))
+    assert (renamed.owner, renamed.name) == ("team", "hello")
+    assert renamed.runtime.entrypoint == "src.plain"  # src/<algoname>.py
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        ('kind = "adk"', "kind = 'adk' needs entrypoint = 'package.module'"),
+        ('kind = "adk"\nentrypoint = "src.Algorithm:apply"', "only entrypoint = 'package.module'"),
+        ('kind = "adk"\nentrypoint = "src.A"\nload = "m:f"', "only entrypoint"),
+    ],
+)
+def test_adk_runtime_is_validated(tmp_path: Path, runtime: str, message: str) -> None:
+    (tmp_path / "modelbus.toml").write_text(
+        f'[model]\nowner = "a"\nname = "b"\n[runtime]\n{runtime}\n'
+    )
+    with pytest.raises(ManifestError, match=message):
+        Manifest.load(tmp_path)

@@ -4,12 +4,17 @@ refused with a 400 that says why, and nothing lands outside the server's data fo
 
 from __future__ import annotations
 
+import functools
 import io
+import struct
 import tarfile
+import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelbus.registry.artifacts import (
@@ -111,3 +116,103 @@ def test_hostile_archives_are_refused_with_a_clear_error(server: ModelbusServer,
     assert not Path("/tmp/modelbus-escaped.py").exists()
     # Nothing half-extracted is left behind in the store.
     assert not list((data_dir / "models").glob(".upload-*"))
+
+
+# --- decompression bombs ----------------------------------------------------------------------
+
+BOMB_CHUNK = 64 * 1024**2
+BOMB_BYTES = 4 * 1024**3  # over the unpacked limit; about 4 MB compressed
+
+
+@functools.cache
+def deflated_zeros() -> bytes:
+    """:data:`BOMB_CHUNK` zero bytes as a raw deflate segment that stands alone (a full
+    flush on each side resets the history), so it can be repeated inside one stream."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    compressor.compress(b"")
+    compressor.flush(zlib.Z_FULL_FLUSH)
+    return compressor.compress(bytes(BOMB_CHUNK)) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
+def bomb(member_bytes: int) -> bytes:
+    """A .tar.gz (one gzip stream) whose first entries hold :data:`BOMB_BYTES` of zeros in
+    files of ``member_bytes``, followed by the manifest: anything that reads up to the
+    manifest decompresses it all. Made in about a second: the zeros are one deflated chunk
+    repeated."""
+    assert BOMB_BYTES % member_bytes == 0 and member_bytes % BOMB_CHUNK == 0
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts, crc, size = [b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"], 0, 0
+
+    def add(data: bytes, *, flush: int = zlib.Z_FULL_FLUSH) -> None:
+        nonlocal crc, size
+        parts.append(compressor.compress(data) + compressor.flush(flush))
+        crc, size = zlib.crc32(data, crc), size + len(data)
+
+    zeros = bytes(BOMB_CHUNK)
+    for i in range(BOMB_BYTES // member_bytes):
+        info = tarfile.TarInfo(f"weights-{i}.bin")
+        info.size = member_bytes
+        add(info.tobuf(tarfile.PAX_FORMAT))
+        for _ in range(member_bytes // BOMB_CHUNK):
+            parts.append(deflated_zeros())
+            crc, size = zlib.crc32(zeros, crc), size + BOMB_CHUNK
+    tail = io.BytesIO()
+    with tarfile.open(fileobj=tail, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add_file(tar, "modelbus.toml", MANIFEST)
+        add_file(tar, "model.py", MODEL)
+    add(tail.getvalue(), flush=zlib.Z_FINISH)
+    parts.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return b"".join(parts)
+
+
+def health_while(work: threading.Thread, server: ModelbusServer) -> list[float]:
+    """Ask ``/health`` until ``work`` ends (at least once after it started); the seconds
+    each answer took. An answer that is not 200 fails the test."""
+    waits: list[float] = []
+    with httpx.Client(base_url=server.url, timeout=60.0) as http:
+        while True:
+            started = time.monotonic()
+            answer = http.get("/health")
+            waits.append(time.monotonic() - started)
+            assert answer.status_code == 200, answer.text
+            if not work.is_alive():
+                return waits
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "member_bytes", [BOMB_BYTES, 512 * 1024**2], ids=["one huge member", "many members"]
+)
+def test_a_decompression_bomb_is_refused_and_health_answers_meanwhile(
+    server: ModelbusServer, member_bytes: int
+) -> None:
+    data = bomb(member_bytes)
+    assert len(data) < 8 * 1024**2
+    answers: list[httpx.Response] = []
+
+    def push() -> None:
+        with server.http(**{"content-type": "application/gzip"}) as http:
+            answers.append(http.post("/v1/models/test/hostile/versions", content=data))
+
+    work = threading.Thread(target=push)
+    work.start()
+    waits = health_while(work, server)
+    work.join()
+    # The archive is checked off the event loop: every other request is served meanwhile.
+    assert max(waits) < 2.0, waits
+    (answer,) = answers
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "ArchiveError", error
+    assert f"more than {DEFAULT_MAX_UNPACKED_BYTES} bytes, the limit" in error["message"], error
+    assert not list((Path(server.data_dir) / "models").glob(".upload-*"))
+
+
+def test_an_archive_pushed_under_another_models_name_is_refused(server: ModelbusServer) -> None:
+    data = archive(lambda tar: None)
+    with server.http(**{"content-type": "application/gzip"}) as http:
+        answer = http.post("/v1/models/test/other/versions", content=data)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "InvalidInput", error
+    assert "holds model test/hostile, but was pushed to test/other" in error["message"], error

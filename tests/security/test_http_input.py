@@ -212,3 +212,35 @@ def test_a_body_over_the_limit_under_v2_is_413_in_the_protocols_shape(
     for answer in (declared, streamed):
         assert answer.status_code == 413, answer.text
         assert answer.json() == {"error": f"request body is larger than the limit of {LIMIT} bytes"}
+
+
+# --- text that is no Unicode -----------------------------------------------------------------
+
+LONE = '"\\ud800"'  # a JSON escape naming half of a surrogate pair: no character at all
+SURROGATE_REQUESTS = {
+    "invoke": ("POST", "/v1/models/test/echo/invoke", f'{{"name":{LONE}}}'),
+    "algorithmia": ("POST", "/v1/algo/test/echo", f'{{"name":{LONE}}}'),
+    "key": ("POST", "/v1/keys", f'{{"name":{LONE},"scopes":["call:*"]}}'),
+    "listener source": (
+        "PUT",
+        "/v1/listeners/odd",
+        '{"name":"odd","source":"memory://x\\udc00","model":"test/echo@1.0.0"}',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SURROGATE_REQUESTS))
+def test_a_lone_surrogate_is_invalid_input_never_an_internal_error(
+    small: ModelbusServer, case: str
+) -> None:
+    method, path, body = SURROGATE_REQUESTS[case]
+    logged = len(small.log())
+    with small.http(**{"content-type": "application/json"}) as http:
+        answer = http.request(method, path, content=body.encode())
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] in ("InvalidInput", "DefinitionError"), error
+    assert error["error_type"] == error["code"], error
+    assert "surrogate" in error["message"], error
+    assert "UnicodeEncodeError" not in answer.text and "Internal" not in answer.text
+    assert "unexpected error" not in small.log()[logged:]

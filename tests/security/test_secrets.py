@@ -14,6 +14,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from modelbus.errors import BuildError, ManifestError
 from tests.security.conftest import store_rows
 from tests.support.fixtures import MODELS_DIR
 from tests.support.server import ModelbusServer, free_port
@@ -132,3 +133,62 @@ def test_a_server_keeps_no_key_file_when_the_key_comes_from_the_environment(
 ) -> None:
     assert not (Path(guarded.data_dir) / "secret.key").exists()
     assert httpx.get(f"{guarded.url}/health").status_code == 200
+
+
+LEAKY_BACKEND = """\
+import os
+import sys
+
+sys.stderr.write("ENV-DUMP " + repr(sorted(os.environ.items())) + "\\n")
+raise SystemExit("the leak backend only shows what it can see")
+"""
+
+
+def leaky_model(tmp: Path, requirement: str) -> Path:
+    """A model requiring ``requirement`` (a direct one, whose build backend dumps its
+    environment into the build log and fails)."""
+    package = tmp / "leak"
+    package.mkdir(exist_ok=True)
+    (package / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+        '[project]\nname = "leak"\nversion = "0.1"\n'
+    )
+    (package / "backend.py").write_text(LEAKY_BACKEND)
+    model = tmp / "needs-leak"
+    model.mkdir(exist_ok=True)
+    (model / "modelbus.toml").write_text(
+        '[model]\nowner = "test"\nname = "needsleak"\n[runtime]\nentrypoint = "model:apply"\n'
+        f"requirements = [{requirement.replace('PACKAGE', package.as_uri())!r}]\n"
+    )
+    (model / "model.py").write_text("def apply(input, context=None):\n    return input\n")
+    return model
+
+
+@pytest.mark.parametrize(
+    "requirement", ["leak @ PACKAGE", "leak @ https://example.invalid/leak-0.1.tar.gz"]
+)
+def test_direct_requirements_are_refused_by_default(
+    guarded: ModelbusServer, tmp_path: Path, requirement: str
+) -> None:
+    with guarded.client() as client, pytest.raises(ManifestError) as refused:
+        client.push(leaky_model(tmp_path, requirement), version="1.0.0")
+    assert "--allow-direct-requirements" in refused.value.message
+    assert "MODELBUS_ALLOW_DIRECT_REQUIREMENTS" in refused.value.message
+
+
+def test_builds_get_a_minimal_environment(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'data' / 'modelbus.sqlite'}"
+    env = {**SERVER_SECRETS, "MODELBUS_DATABASE_URL": database_url}
+    args = ["--allow-direct-requirements"]
+    with (
+        ModelbusServer.start(tmp_path / "data", env=env, args=args) as server,
+        server.client() as client,
+        pytest.raises(BuildError) as failed,
+    ):
+        client.push(leaky_model(tmp_path, "leak @ PACKAGE"), version="1.0.0")
+    log = failed.value.log or ""
+    assert "ENV-DUMP" in log, log  # the backend ran and showed its environment
+    dump = log[log.index("ENV-DUMP") :]
+    for name, value in SERVER_SECRETS.items():
+        assert name not in dump and value not in dump, name
+    assert database_url not in dump and "MODELBUS_" not in dump

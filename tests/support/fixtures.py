@@ -33,6 +33,15 @@ def model_variant(tmp: Path, model: str, greeting: str) -> Path:
     return target
 
 
+def echo_as(tmp: Path, owner: str, name: str, greeting: str) -> Path:
+    """The echo test model pushed under another owner/name, with its own content."""
+    folder = model_variant(tmp, "echo", greeting)
+    manifest = folder / "modelbus.toml"
+    text = manifest.read_text().replace('owner = "test"', f'owner = "{owner}"')
+    manifest.write_text(text.replace('name = "echo"', f'name = "{name}"'))
+    return folder
+
+
 @dataclass(frozen=True, kw_only=True)
 class Published:
     """What ``published`` pushed: build hashes by version, and the unpublished build."""

@@ -47,12 +47,13 @@ def free_port() -> int:
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without MODELBUS_* settings, plus ``extra``; dir://
-    folders may be anywhere under the temporary directory, connectors may reach loopback;
-    a server started with it runs its listeners in one process (``MODELBUS_WORKERS=1``,
-    unless ``extra`` says otherwise, or ``--workers`` does), whatever the machine's cores,
-    so that tests behave and last the same on every machine."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
+    """This process's environment without MODELBUS_* and OTEL_* settings, plus ``extra``;
+    dir:// folders may be anywhere under the temporary directory, connectors may reach
+    loopback; a server started with it runs its listeners in one process
+    (``MODELBUS_WORKERS=1``, unless ``extra`` says otherwise, or ``--workers`` does),
+    whatever the machine's cores, so that tests behave and last the same on every machine."""
+    # nor OTEL_*: a developer's collector settings must not make test servers export
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELBUS_", "OTEL_"))}
     env["MODELBUS_WORKERS"] = "1"
     # The tests' folders are under the temporary directory (the default root, the working
     # directory, is the checkout).

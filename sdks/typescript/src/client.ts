@@ -410,6 +410,14 @@ export class Client {
     return this.#json({ method: "POST", path, json, timeoutS: REDRIVE_TIMEOUT_S });
   }
 
+  /**
+   * The AsyncAPI 3.0 document describing every listener: its source, output and error
+   * channels, message payloads and broker bindings (`GET /v1/asyncapi.json`; any valid key).
+   */
+  async asyncapi(): Promise<Record<string, unknown>> {
+    return this.#get("/v1/asyncapi.json");
+  }
+
   // --- the server ----------------------------------------------------------------------------
 
   /** The nodes sharing the server's store: the live ones, then (with `gone`) those gone lately. */

@@ -11,6 +11,7 @@ import typer
 from modelbus.cli.options import AsJson, Key, Url, open_client, split_model
 from modelbus.cli.output import err, new_table, out, print_json, when
 from modelbus.client import Bump
+from modelbus.client.operations import model_name
 from modelbus.registry.manifest import Manifest
 
 app = typer.Typer(help="Push, list and inspect models.", no_args_is_help=True)
@@ -18,7 +19,14 @@ app = typer.Typer(help="Push, list and inspect models.", no_args_is_help=True)
 
 @app.command("push")
 def models_push(
-    path: Annotated[Path, typer.Argument(help="Model folder (with modelbus.toml).", exists=True)],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Model folder: with a modelbus.toml, or an Algorithmia ADK algorithm "
+            "(algorithmia.conf, requirements.txt, src/Algorithm.py).",
+            exists=True,
+        ),
+    ],
     version: Annotated[
         str | None,
         typer.Option("--version", help="Version number X.Y.Z to give this push."),
@@ -33,6 +41,14 @@ def models_push(
     no_publish: Annotated[
         bool, typer.Option("--no-publish", help="Build only: callable by build hash alone.")
     ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="OWNER/NAME of an Algorithmia ADK algorithm [default: its algorithmia.conf's "
+            "username/algoname].",
+        ),
+    ] = None,
     url: Url = None,
     key: Key = None,
 ) -> None:
@@ -40,14 +56,24 @@ def models_push(
 
     Without --version or --bump the push is a build callable by its hash only
     (OWNER/NAME@sha256:...); publish it later with `modelbus models publish`.
+
+    A folder without modelbus.toml but with algorithmia.conf is an Algorithmia ADK
+    algorithm: it runs unmodified (see docs/algorithmia.md).
     """
     if version and bump:
         raise typer.BadParameter("give --version or --bump, not both")
     chosen = _bump(bump)
-    Manifest.load(path)  # every problem of the folder, named by its path, before uploading
+    named = model_name(name)
+    # every problem of the folder, named by its path, before uploading
+    Manifest.load(path, name=(named.owner, named.name) if named else None)
     with open_client(url, key) as client, err.status(f"pushing {path} ..."):
         pushed = client.push(
-            path, version=version, bump=chosen, publish=not no_publish, on_log=_log_line
+            path,
+            version=version,
+            bump=chosen,
+            publish=not no_publish,
+            on_log=_log_line,
+            name=name,
         )
     model = f"{pushed.owner}/{pushed.name}"
     again = "" if pushed.created else " (pushed before: nothing changed)"

@@ -87,6 +87,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_direct_requirements: Annotated[
+        bool,
+        typer.Option(
+            "--allow-direct-requirements",
+            help="Let model builds install requirements given as a URL or path "
+            "(pkg @ https://..., pkg @ file:///...); refused by default, since they fetch code "
+            "from anywhere this server can reach or read its files "
+            "[env MODELBUS_ALLOW_DIRECT_REQUIREMENTS].",
+        ),
+    ] = False,
     artifacts: Annotated[
         str | None,
         typer.Option(
@@ -196,12 +206,17 @@ def serve(
     With --workers N > 1, listeners run in N processes (this one and N-1 workers it
     restarts when they die); Ctrl-C or SIGTERM stops the workers and this process's
     listeners together, each draining to --stop-deadline, then this process exits.
+
+    Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (the standard OpenTelemetry variables) to export
+    a span per HTTP request and per listener delivery over OTLP/HTTP; needs the otel extra
+    (docs/operations.md#traces-opentelemetry).
     """
     import asyncio
 
     from modelbus.listeners.files import load_listener_file
     from modelbus.listeners.manager import ManagerOptions
     from modelbus.registry.artifacts import open_store
+    from modelbus.runtime import telemetry
     from modelbus.store.secrets import SecretBox
     from modelbus.web.app import run
     from modelbus.web.server import check_node
@@ -230,10 +245,9 @@ def serve(
             ignore_undecryptable=ignore_undecryptable or None,
             artifacts_url=artifacts,
             workers=workers,
+            allow_direct_requirements=allow_direct_requirements or None,
             dir_roots=_roots(dir_roots),
-            allow_hosts=tuple(h for v in allow_hosts for h in allow_hosts_of(v))
-            if allow_hosts
-            else None,
+            allow_hosts=_hosts(allow_hosts),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -246,6 +260,11 @@ def serve(
         asyncio.run(check_node(settings))
     except errors.ModelbusError as exc:
         print_error(exc.message)
+        raise typer.Exit(2) from None
+    try:  # OTEL_EXPORTER_OTLP_ENDPOINT set without the otel extra: say so, do not start
+        telemetry.setup()
+    except RuntimeError as exc:
+        print_error(str(exc))
         raise typer.Exit(2) from None
     run(settings)
 

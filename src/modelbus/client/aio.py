@@ -114,9 +114,10 @@ class AsyncClient:
         publish: bool = True,
         *,
         on_log: Callable[[str], None] | None = None,
+        name: str | None = None,
     ) -> PushInfo:
         """See :meth:`Client.push`."""
-        request = op.push(path, version, bump, publish)
+        request = op.push(path, version, bump, publish, op.model_name(name))
         with reaching(self.url):
             async with self._http.stream(**request.options()) as response:
                 if response.is_error:

@@ -24,11 +24,12 @@ import os
 import stat
 import tarfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from modelbus.client.adk import adk_manifest, is_adk_folder
 from modelbus.client.refs import is_name
 from modelbus.errors import ArchiveError, ManifestError
 
@@ -46,15 +47,31 @@ class ModelName:
     name: str
 
 
-def pack_model(path: Path) -> tuple[ModelName, bytes]:
+def pack_model(path: Path, name: ModelName | None = None) -> tuple[ModelName, bytes]:
     """The folder's model owner and name (from its manifest) and a deterministic ``.tar.gz``
     of it (the registry's own packing, so the build hash is the one a local push would give).
+
+    An Algorithmia ADK folder (``algorithmia.conf``, no ``modelbus.toml``) is packed with
+    the ``modelbus.toml`` it stands for (:mod:`modelbus.client.adk`), named ``name`` or as
+    its ``algorithmia.conf`` says. ``name`` is refused for a folder with a ``modelbus.toml``
+    (the manifest names its model).
 
     Raises :class:`~modelbus.errors.ManifestError` naming the file when ``modelbus.toml`` is
     missing, unreadable, or gives no valid owner and name, and
     :class:`~modelbus.errors.ArchiveError` for a file that cannot be packed."""
-    model = read_model_name(path)
     buffer = io.BytesIO()
+    if is_adk_folder(path):
+        manifest = adk_manifest(path, (name.owner, name.name) if name else None)
+        declared = tomllib.loads(manifest)["model"]
+        model = name or ModelName(owner=declared["owner"], name=declared["name"])
+        pack(path, buffer, extra={MANIFEST_FILE: manifest.encode()})
+        return model, buffer.getvalue()
+    model = read_model_name(path)
+    if name is not None and name != model:
+        raise ManifestError(
+            f"{path / MANIFEST_FILE} names {model.owner}/{model.name}: a name is only for "
+            "folders without a modelbus.toml (Algorithmia ADK algorithms)"
+        )
     pack(path, buffer)
     return model, buffer.getvalue()
 
@@ -118,24 +135,30 @@ class _HashingWriter(io.RawIOBase):
         return "sha256:" + self.digest.hexdigest()
 
 
-def pack(folder: Path, out: IO[bytes]) -> str:
+def pack(folder: Path, out: IO[bytes], *, extra: Mapping[str, bytes] | None = None) -> str:
     """Write ``folder`` as a deterministic ``.tar.gz`` to ``out``; return its content hash.
+    ``extra``: files to add at the top of the folder, by name (written first).
 
     Raises :class:`ArchiveError` for a symlink pointing outside the folder or a special file.
     """
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
-        return _write_tar(folder, gz)
+        return _write_tar(folder, gz, extra or {})
 
 
 def content_hash(folder: Path) -> str:
     """The content hash :func:`pack` would give ``folder``, without writing anything."""
-    return _write_tar(folder, None)
+    return _write_tar(folder, None, {})
 
 
-def _write_tar(folder: Path, sink: _Writable | None) -> str:
+def _write_tar(folder: Path, sink: _Writable | None, extra: Mapping[str, bytes]) -> str:
     writer = _HashingWriter(sink)
     root = folder.resolve()
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for rel, data in sorted(extra.items()):
+            info = tarfile.TarInfo(rel)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
         for path, info in _entries(root):
             if info.isreg():
                 with path.open("rb") as f:

@@ -28,9 +28,9 @@ from urllib.parse import quote
 import httpx
 
 from modelbus import errors
-from modelbus.client.archive import pack_model
+from modelbus.client.archive import ModelName, pack_model
 from modelbus.client.connection import CONNECT_TIMEOUT_S
-from modelbus.client.refs import ModelRef
+from modelbus.client.refs import ModelRef, is_name
 from modelbus.client.responses import json_of, many, nothing, one, text_of
 from modelbus.client.results import CallResult, Job
 from modelbus.client.schemas import (
@@ -198,11 +198,28 @@ def job(job_id: str) -> Operation[Job]:
 # --- models, builds, keys -----------------------------------------------------------------
 
 
-def push(path: str | Path, version: str | None, bump: Bump | None, publish: bool) -> Request:
+def model_name(text: str | None) -> ModelName | None:
+    """``"OWNER/NAME"`` as a :class:`ModelName`; raises InvalidInput for another form."""
+    if text is None:
+        return None
+    owner, sep, name = text.partition("/")
+    if not (sep and is_name(owner) and is_name(name)):
+        raise errors.InvalidInput(f"{text!r} is not OWNER/NAME (letters, digits, '_', '.' or '-')")
+    return ModelName(owner=owner, name=name)
+
+
+def push(
+    path: str | Path,
+    version: str | None,
+    bump: Bump | None,
+    publish: bool,
+    name: ModelName | None = None,
+) -> Request:
     """The upload of the packed folder, answered as an NDJSON progress stream (read with
     :func:`~modelbus.client.responses.push_event`; the build may take long, so no read
-    timeout)."""
-    model, archive = pack_model(Path(path))
+    timeout). ``name``: the model's, for an Algorithmia ADK folder (see
+    :func:`~modelbus.client.archive.pack_model`)."""
+    model, archive = pack_model(Path(path), name)
     params = {"publish": "true" if publish else "false"}
     if version:
         params["version"] = version

@@ -124,6 +124,7 @@ class Client:
         publish: bool = True,
         *,
         on_log: Callable[[str], None] | None = None,
+        name: str | None = None,
     ) -> PushInfo:
         """Upload a model folder and build it; record a version and publish it.
 
@@ -131,11 +132,12 @@ class Client:
         model's highest, from 0.0.0) names the version; with neither, the push is a build
         callable by its hash only (``PushInfo.version`` is None). ``publish=False`` records
         the version without serving it by version spec. ``on_log`` receives build output
-        lines as they happen. A repeated push of the same content is a no-op. Raises
+        lines as they happen. ``name`` ("OWNER/NAME") names an Algorithmia ADK folder's model
+        (default: its algorithmia.conf's). A repeated push of the same content is a no-op. Raises
         :class:`~modelbus.errors.BuildError` (with the log), ``ManifestError``,
         ``ArchiveError``, ``VersionConflict``...
         """
-        request = op.push(path, version, bump, publish)
+        request = op.push(path, version, bump, publish, op.model_name(name))
         with reaching(self.url), self._http.stream(**request.options()) as response:
             if response.is_error:
                 raise error_from_response(response.status_code, response.read())

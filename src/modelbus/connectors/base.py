@@ -144,7 +144,12 @@ class Source(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
-    """Where results and dead letters go."""
+    """Where results and dead letters go.
+
+    A sink whose broker has a size limit it can check locally also defines
+    ``refusal(message) -> str | None``: why it will never take that message, or None. The
+    runtime asks every output sink before publishing a delivery's results to any of them,
+    so a result one sink refuses for good is written to none (it is dead-lettered)."""
 
     async def open(self) -> None:
         """Connect and check the destination exists; raises like :meth:`Source.open`."""

@@ -177,16 +177,23 @@ class SnsSink:
             context = self._client.context(f"PublishBatch on {self._what}")
             raise_for_failed(answer.get("Failed") or [], context, total=len(batch))
 
+    def refusal(self, message: OutMessage) -> str | None:
+        """Why SNS will never take ``message`` (over its size limit), or None (see
+        ``SqsSink.refusal``)."""
+        size = encode_message(message.body, message.attributes).size_bytes
+        if size <= MAX_MESSAGE_BYTES:
+            return None
+        return (
+            f"listener {self._listener!r}: message {message.id!r} is {size} bytes as "
+            f"published to {self._what} (binary bodies are base64-encoded), over SNS's limit "
+            f"of {MAX_MESSAGE_BYTES} bytes; store large payloads elsewhere (S3) and publish "
+            "a reference"
+        )
+
     def _entry(self, message: OutMessage) -> BatchEntry:
         encoded = encode_message(message.body, message.attributes)
         if encoded.size_bytes > MAX_MESSAGE_BYTES:
-            raise ConnectorError(
-                f"listener {self._listener!r}: message {message.id!r} is "
-                f"{encoded.size_bytes} bytes as published to {self._what} (binary bodies are "
-                f"base64-encoded), over SNS's limit of {MAX_MESSAGE_BYTES} bytes; store large "
-                "payloads elsewhere (S3) and publish a reference",
-                permanent=True,
-            )
+            raise ConnectorError(self.refusal(message) or "too large", permanent=True)
         request: dict[str, Any] = {"Message": encoded.body}
         if encoded.attributes:
             request["MessageAttributes"] = encoded.attributes

@@ -433,16 +433,24 @@ class SqsSink:
             answer = await self._queue.call("send_message_batch", Entries=with_ids(batch))
             self._queue.check_entries(answer, "SendMessageBatch", total=len(batch))
 
+    def refusal(self, message: OutMessage) -> str | None:
+        """Why this queue will never take ``message`` (over its size limit), or None: the
+        runtime asks every sink before publishing to any, so that a result no sink can
+        take is not left in the others."""
+        size = encode_message(message.body, message.attributes).size_bytes
+        if size <= self._max_message_bytes:
+            return None
+        return (
+            f"listener {self._listener!r}: message {message.id!r} is {size} bytes as sent to "
+            f"{self._queue.what} (binary bodies are base64-encoded), over the queue's limit "
+            f"of {self._max_message_bytes} bytes; store large payloads elsewhere (S3) and "
+            "send a reference"
+        )
+
     def _entry(self, message: OutMessage) -> BatchEntry:
         encoded = encode_message(message.body, message.attributes)
         if encoded.size_bytes > self._max_message_bytes:
-            raise ConnectorError(
-                f"listener {self._listener!r}: message {message.id!r} is "
-                f"{encoded.size_bytes} bytes as sent to {self._queue.what} (binary bodies are "
-                f"base64-encoded), over the queue's limit of {self._max_message_bytes} bytes; "
-                "store large payloads elsewhere (S3) and send a reference",
-                permanent=True,
-            )
+            raise ConnectorError(self.refusal(message) or "too large", permanent=True)
         request: dict[str, Any] = {"MessageBody": encoded.body}
         if encoded.attributes:
             request["MessageAttributes"] = encoded.attributes

@@ -441,8 +441,17 @@ class Correlation:
     event: tuple[str, str, str] | None = None
 
     @classmethod
-    def of(cls, *, listener: str, model: str, delivery: Delivery, item: Item) -> Correlation:
-        """The correlation for input ``item`` of ``delivery``."""
+    def of(
+        cls,
+        *,
+        listener: str,
+        model: str,
+        delivery: Delivery,
+        item: Item,
+        traceparent: str | None = None,
+    ) -> Correlation:
+        """The correlation for input ``item`` of ``delivery``; ``traceparent`` is the
+        delivery's span when tracing is on (else a child of the message's own is made)."""
         attrs = item.attributes
         origin = attrs.get("originid") or attrs.get("ce-originid") or delivery.message_id
         parent = attrs.get("traceparent") or attrs.get("ce-traceparent")
@@ -452,7 +461,7 @@ class Correlation:
             source_message_id=delivery.message_id,
             origin_id=origin,
             attempt=delivery.attempt,
-            traceparent=child_traceparent(parent),
+            traceparent=traceparent or child_traceparent(parent),
             bucket=item.object.bucket if item.object else None,
             key=item.object.key if item.object else None,
             event=_event_of(attrs),
@@ -566,6 +575,7 @@ class DeadLetterInfo:
     stacktrace: str
     permanent: bool
     attempts: int
+    traceparent: str | None = None  # the delivery's span, when tracing is on
 
 
 def encode_dead_letter(delivery: Delivery, info: DeadLetterInfo) -> OutMessage:
@@ -584,6 +594,8 @@ def encode_dead_letter(delivery: Delivery, info: DeadLetterInfo) -> OutMessage:
     }
     if info.version:
         added["modelbus-version"] = info.version
+    if info.traceparent:
+        added["modelbus-traceparent"] = info.traceparent
     return OutMessage(id=info.id, body=delivery.body, attributes={**delivery.attributes, **added})
 
 

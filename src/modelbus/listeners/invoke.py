@@ -30,6 +30,7 @@ from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.envelopes import Correlation, Item
 from modelbus.listeners.health import Health
 from modelbus.listeners.outcomes import Failed, Invoked, is_permanent
+from modelbus.runtime import telemetry
 from modelbus.runtime.invocation import CallOptions, Invoker, OnResults, Payload, Result
 
 __all__ = ["Caller"]
@@ -118,7 +119,11 @@ class _Calls:
         self._correlations = [
             [
                 Correlation.of(
-                    listener=definition.name, model=definition.model, delivery=d, item=item
+                    listener=definition.name,
+                    model=definition.model,
+                    delivery=d,
+                    item=item,
+                    traceparent=_traceparent(d),
                 )
                 for item in items
             ]
@@ -189,3 +194,11 @@ def _context(item: Item, correlation: Correlation) -> dict[str, str]:
     """What the model's context gets for ``item``: the message's own attributes (user
     attributes, CloudEvent ``type``/``source``/``id`` as ``ce-*``...), then the correlation."""
     return {**item.attributes, **correlation.attributes()}
+
+
+def _traceparent(delivery: Delivery) -> str | None:
+    """The delivery's span, as its results' ``traceparent`` (tracing on), else None."""
+    if not telemetry.enabled:
+        return None
+    trace = telemetry.trace_of(delivery)
+    return trace.traceparent() if trace is not None else None

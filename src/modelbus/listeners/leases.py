@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from modelbus.connectors.base import Delivery, Source
 from modelbus.listeners.health import Health
+from modelbus.runtime.telemetry import DeliveryTrace
 
 __all__ = ["Flight", "LeaseExtender"]
 
@@ -31,6 +32,8 @@ class Flight:
     task: asyncio.Task[None] | None = None
     settling: asyncio.Task[None] | None = None
     final: bool = False  # ack/release issued: no more lease extensions
+    trace: DeliveryTrace | None = None  # its spans, when tracing is on
+    concurrent: bool = False  # another flight held the same message when it was received
 
     @property
     def born_at(self) -> float:

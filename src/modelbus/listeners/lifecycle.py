@@ -33,7 +33,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,12 +50,13 @@ from modelbus.listeners.health import Health, close_quietly
 from modelbus.listeners.invoke import Caller
 from modelbus.listeners.leases import Flight, LeaseExtender
 from modelbus.listeners.metrics import ListenerMetrics
-from modelbus.listeners.outcomes import Failed, Invoked, Outcome, Skipped, Unsettled
+from modelbus.listeners.outcomes import Busy, Failed, Invoked, Outcome, Skipped, Unsettled
 from modelbus.listeners.publish import Sinks
 from modelbus.listeners.receive import Admission, InFlight
 from modelbus.listeners.records import RunWriter
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.listeners.settle import Settler
+from modelbus.runtime import telemetry
 from modelbus.runtime.invocation import Invoker
 from modelbus.store.runs import DeadLetter, RunRecord
 
@@ -169,6 +171,7 @@ class ListenerRuntime:
             metrics=self._metrics,
             health=health,
             handle=self._handle,
+            system=definition.source_scheme,
         )
         leases = LeaseExtender(
             self._source,
@@ -370,6 +373,7 @@ class ListenerRuntime:
             if free <= 0 or (backlog and free < most):
                 await self._in_flight.wait_for_slot()
                 continue
+            asked_ns = time.time_ns()
             try:
                 deliveries = await asyncio.wait_for(
                     self._source.receive(free, wait_s), wait_s + self._options.op_timeout_s
@@ -380,12 +384,15 @@ class ListenerRuntime:
             backlog = len(deliveries) >= free
             self._health.clear("source")
             if deliveries:
-                self._admission.admit(deliveries)
+                self._admission.admit(deliveries, asked_ns)
 
     async def _handle(self, flights: list[Flight]) -> None:
         """One received batch: work on it, settling its deliveries as soon as their outcomes
         are known, each group in a task of its own, shielded from cancellation."""
         try:
+            # A message this listener is running already is not run twice at once.
+            self._settle([(f, Busy()) for f in flights if f.concurrent])
+            flights = [f for f in flights if not f.concurrent]
             duplicates = await self._admission.duplicates(flights)
             self._settle([(f, Skipped("duplicate")) for f in flights if _id(f) in duplicates])
             fresh = [f for f in flights if _id(f) not in duplicates]
@@ -419,7 +426,10 @@ class ListenerRuntime:
         """Decode, filter, fetch and invoke a batch, telling ``done`` each delivery's outcome
         (by its index) as soon as it is known: at once for what fails to decode or is
         filtered out, after the model for the rest. A failure is its stage's outcome."""
+        decoding_ns = time.time_ns()
         steps: list[Step] = [self._prepare(d, apply_filter=apply_filter) for d in deliveries]
+        if telemetry.enabled:
+            _mark(deliveries, "decode", decoding_ns)
         early = [i for i, step in enumerate(steps) if not isinstance(step, list)]
         if early:
             done(early, [_outcome(steps[i]) for i in early])
@@ -432,6 +442,8 @@ class ListenerRuntime:
             told = [todo[j] for j in indexes]
             for i in told:
                 working.pop(i, None)
+            if telemetry.enabled:
+                _mark_invoked([deliveries[i] for i in told], outcomes, invoking_ns)
             done(told, list(outcomes))
 
         with self._running_note(working):
@@ -447,6 +459,7 @@ class ListenerRuntime:
                     done(failed, [_outcome(steps[i]) for i in failed])
                 todo = [i for i in todo if isinstance(steps[i], list)]
             work = [(deliveries[i], _inputs(steps[i])) for i in todo]
+            invoking_ns = time.time_ns()
             await self._caller.invoke_all(work, ref, invoked)
 
     def _prepare(self, delivery: Delivery, *, apply_filter: bool) -> Step:
@@ -538,3 +551,25 @@ def _outcome(step: Step) -> Invoked | Outcome:
 
 def _id(flight: Flight) -> str:
     return flight.delivery.message_id
+
+
+def _mark(deliveries: Sequence[Delivery], stage: str, start_ns: int) -> None:
+    """Tracing: ``stage`` of the batch ran from ``start_ns`` until now, for each delivery."""
+    end_ns = time.time_ns()
+    for delivery in deliveries:
+        trace = telemetry.trace_of(delivery)
+        if trace is not None:
+            trace.mark(stage, start_ns, end_ns)
+
+
+def _mark_invoked(
+    deliveries: Sequence[Delivery], outcomes: Sequence[Invoked | Failed], start_ns: int
+) -> None:
+    """Tracing: the model call of these deliveries is done (with its own time per input)."""
+    _mark(deliveries, "invoke", start_ns)
+    for delivery, outcome in zip(deliveries, outcomes, strict=True):
+        trace = telemetry.trace_of(delivery)
+        if trace is not None and isinstance(outcome, Invoked) and outcome.results:
+            result = outcome.results[0][2]
+            trace.runner_ms = sum(r.duration_ms for _, _, r in outcome.results)
+            trace.version = result.version

@@ -1,8 +1,9 @@
 """What became of one delivery, and the one decision taken on it.
 
 Each stage of a listener's runtime ends a delivery's way with an outcome
-(:class:`Succeeded`, :class:`Skipped`, :class:`Failed`, or :class:`Unsettled` when the outcome
-could not be made durable; :class:`Invoked` is the half-way point before publishing).
+(:class:`Succeeded`, :class:`Skipped`, :class:`Failed`, :class:`Unsettled` when the outcome
+could not be made durable, or :class:`Busy` for a second delivery of a message being run;
+:class:`Invoked` is the half-way point before publishing).
 :func:`decide` alone turns an outcome into :class:`Ack`, :class:`Release` (after a delay) or
 :class:`DeadLetterDecision`; :mod:`modelbus.listeners.settle` carries that out. Connectors
 never decide (DESIGN.md, delivery contract).
@@ -30,6 +31,7 @@ from modelbus.runtime.invocation import Result
 
 __all__ = [
     "Ack",
+    "Busy",
     "DeadLetterDecision",
     "Decision",
     "Failed",
@@ -90,7 +92,14 @@ class Unsettled:
     error: BaseException
 
 
-Outcome = Succeeded | Skipped | Failed | Unsettled
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """The message is being run already, by a delivery of it this listener holds (the
+    broker handed it out again, e.g. after its lease lapsed): it is not run a second time
+    at once, but handed back to come again later, when that run has settled."""
+
+
+Outcome = Succeeded | Skipped | Failed | Unsettled | Busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +124,8 @@ def decide(outcome: Outcome, attempt: int, policy: RetryPolicy) -> Decision:
     """The one place that chooses between ack, release-after-delay and dead-letter."""
     if isinstance(outcome, Succeeded | Skipped):
         return Ack()
-    if isinstance(outcome, Unsettled):
-        # Nothing is durable yet: try the whole delivery again, never drop it.
+    if isinstance(outcome, Unsettled | Busy):
+        # Nothing is durable yet (or it runs already): try it again later, never drop it.
         return Release(policy.backoff_s(attempt))
     if outcome.permanent or policy.exhausted(attempt):
         return DeadLetterDecision()

@@ -41,6 +41,8 @@ class SinkSlot:
     sink: Sink
     broken: bool = False
     publisher: Coalescer[Sequence[OutMessage]] = field(init=False)
+    # the sink's size check, if it has one (connectors.base.Sink)
+    refusal: Callable[[OutMessage], str | None] | None = field(init=False, default=None)
 
 
 class Sinks:
@@ -82,10 +84,10 @@ class Sinks:
         for good fails its own delivery alone)."""
         now = event_time()  # one event time for the batch: its results are made together
         groups = [self._encode(delivery, results, now) for delivery, results in invoked]
-        errors: list[Exception | None] = [None] * len(groups)
-        per_sink = await asyncio.gather(
-            *(slot.publisher.submit_all(groups) for slot in self.outputs)
-        )
+        errors: list[Exception | None] = [self._refusal(group) for group in groups]
+        # A delivery some sink refuses for good is published to none of them.
+        sent = [[] if e is not None else g for g, e in zip(groups, errors, strict=True)]
+        per_sink = await asyncio.gather(*(slot.publisher.submit_all(sent) for slot in self.outputs))
         for outcomes in per_sink:
             for i, error in enumerate(outcomes):
                 if error is not None and errors[i] is None:
@@ -94,6 +96,18 @@ class Sinks:
             _outcome(results, messages, error)
             for (_, results), messages, error in zip(invoked, groups, errors, strict=True)
         ]
+
+    def _refusal(self, messages: Sequence[OutMessage]) -> ConnectorError | None:
+        """The first output sink's refusal of one of ``messages`` (over its size limit),
+        as a permanent error; None when every sink may take them all."""
+        for slot in self.outputs:
+            if slot.refusal is None:
+                continue
+            for message in messages:
+                reason = slot.refusal(message)
+                if reason is not None:
+                    return ConnectorError(reason, permanent=True)
+        return None
 
     async def publish_to(self, slot: SinkSlot, messages: Sequence[OutMessage]) -> None:
         """Publish durably, together with what other deliveries publish to the same sink
@@ -116,6 +130,7 @@ class Sinks:
     def _slot(self, url: str, ctx: ConnectorContext) -> SinkSlot:
         slot = SinkSlot(url=url, sink=make_sink(url, ctx))
         slot.publisher = Coalescer(functools.partial(self._publish_batches, slot))
+        slot.refusal = getattr(slot.sink, "refusal", None)
         return slot
 
     async def _publish_batches(

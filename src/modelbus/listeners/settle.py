@@ -52,6 +52,7 @@ from modelbus.listeners.leases import Flight
 from modelbus.listeners.metrics import ListenerMetrics
 from modelbus.listeners.outcomes import (
     Ack,
+    Busy,
     DeadLetterDecision,
     Decision,
     Failed,
@@ -66,6 +67,7 @@ from modelbus.listeners.outcomes import (
 from modelbus.listeners.publish import Sinks
 from modelbus.listeners.receive import InFlight
 from modelbus.listeners.records import RunWriter
+from modelbus.runtime import telemetry
 from modelbus.store.runs import DeadLetter, RunRecord, RunStatus, RunWrite
 
 __all__ = ["Settler"]
@@ -106,14 +108,21 @@ class Settler:
         keeping its own outcome; never raises. Run it in a task of its own, shielded from
         cancellation; the flights leave ``in_flight`` when it is done."""
         flights = [flight for flight, _ in batch]
+        decided: list[tuple[Flight, Outcome, Decision]] = []
         try:
+            publishing_ns = time.time_ns()
             outcomes = await self._published(batch)
+            if telemetry.enabled:
+                _mark([f for (f, o) in batch if isinstance(o, Invoked)], "publish", publishing_ns)
             retry = self._definition.retry
             decided = [
                 (flight, outcome, decide(outcome, flight.delivery.attempt, retry))
                 for flight, outcome in zip(flights, outcomes, strict=True)
             ]
+            settling_ns = time.time_ns()
             await self._carry_out(decided)
+            if telemetry.enabled:
+                _mark(flights, "settle", settling_ns)
         except Exception as exc:  # a bug, or even the fallback failed: the leases will lapse
             log.warning(
                 "listener %s: %d deliveries left to their lease: %s",
@@ -122,6 +131,8 @@ class Settler:
                 exc,
             )
         finally:
+            if telemetry.enabled:
+                _finish_traces(flights, decided)
             for flight in flights:
                 self._in_flight.remove(flight)
 
@@ -199,7 +210,8 @@ class Settler:
         releases = [(f, o, d) for f, o, d in decided if isinstance(d, Release)]
         acks = [f for f, _, d in decided if not isinstance(d, Release)]
         for flight, outcome, _ in releases:
-            self.note(flight.delivery, "retrying", outcome)
+            if not isinstance(outcome, Busy):  # the run it waits for writes its own record
+                self.note(flight.delivery, "retrying", outcome)
         for flight in acks:
             flight.final = True
         await asyncio.gather(
@@ -293,6 +305,7 @@ class Settler:
             stacktrace=_stacktrace(error),
             permanent=failed.permanent,
             attempts=delivery.attempt,
+            traceparent=_traceparent(delivery),
         )
         letter = DeadLetter(
             id=info.id,
@@ -348,3 +361,38 @@ def _error(failed: Failed) -> dict[str, object]:
         "permanent": failed.permanent,
         "stage": failed.stage,
     }
+
+
+# How a trace's ``modelbus.outcome`` names a delivery's decision.
+_OUTCOME_NAMES = {"Ack": "acked", "Release": "released", "DeadLetterDecision": "dead_lettered"}
+
+
+def _traceparent(delivery: Delivery) -> str | None:
+    trace = telemetry.trace_of(delivery)
+    return trace.traceparent() if trace is not None else None
+
+
+def _mark(flights: Sequence[Flight], stage: str, start_ns: int) -> None:
+    end_ns = time.time_ns()
+    for flight in flights:
+        if flight.trace is not None:
+            flight.trace.mark(stage, start_ns, end_ns)
+
+
+def _finish_traces(
+    flights: Sequence[Flight], decided: Sequence[tuple[Flight, Outcome, Decision]]
+) -> None:
+    """End each flight's ``process`` span, saying what became of it."""
+    how = {id(f): (o, d) for f, o, d in decided}
+    for flight in flights:
+        trace, flight.trace = flight.trace, None
+        if trace is None:
+            continue
+        telemetry.forget(flight.delivery)
+        outcome, decision = how.get(id(flight), (None, None))
+        error = outcome.error if isinstance(outcome, Failed | Unsettled) else None
+        kind = type(decision).__name__ if decision is not None else "left to its lease"
+        try:
+            trace.finish(_OUTCOME_NAMES.get(kind, kind), error)
+        except Exception as exc:  # tracing must never fail a delivery
+            log.warning("listener trace not exported: %s", exc)

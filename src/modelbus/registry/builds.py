@@ -14,6 +14,13 @@ interrupted half-way is never taken for a good one.
 
 Models without requirements run on the server's interpreter and need no environment; exec
 models bring their own program. Either way, a build checks the model can be launched.
+
+A model's requirements are code the server runs (build backends, setup scripts), so build
+commands get a minimal environment, like runners (:func:`build_env`): no ``MODELBUS_*``
+setting, no secret key, no database URL. Direct URL and path requirements
+(``pkg @ https://...``, ``pkg @ file:///...``) are refused unless the operator allows them
+(``allow_direct_requirements``, ``serve --allow-direct-requirements``): they fetch code from
+anywhere the server can reach, or read its files.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from modelbus.errors import BuildError
+from packaging.requirements import Requirement
+
+from modelbus.errors import BuildError, ManifestError
 from modelbus.registry.manifest import Manifest, split_callable
 
 ProgressCallback = Callable[[str], Any]
@@ -47,7 +56,30 @@ READY_MARKER = ".modelbus-ready"
 DEFAULT_BUILD_TIMEOUT_S = 1800.0
 _LOCK_POLL_S = 0.2
 _UV_CHECK_TIMEOUT_S = 30.0
-_SUBPROCESS_ENV_DROP = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")
+# What build commands take from the server's environment: the basics runners get, the
+# installers' own settings (indexes, caches, certificates) and proxies; nothing else.
+_BUILD_INHERITED = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+)
+_BUILD_INHERITED_PREFIXES = ("PIP_", "UV_")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,10 +126,12 @@ class Builder:
         *,
         installer: Installer = "auto",
         timeout_s: float = DEFAULT_BUILD_TIMEOUT_S,
+        allow_direct_requirements: bool = False,
     ) -> None:
         self.envs_dir = data_dir.absolute() / "envs"
         self.installer = installer
         self.timeout_s = timeout_s
+        self.allow_direct_requirements = allow_direct_requirements
         self._locks: dict[str, asyncio.Lock] = {}
 
     @staticmethod
@@ -130,8 +164,10 @@ class Builder:
         """Check the model in ``model_dir`` is launchable and prepare what it runs on.
 
         Raises :class:`BuildError` (with the full log) when the check fails, an install
-        fails, or the build runs past the builder's timeout.
+        fails, or the build runs past the builder's timeout; :class:`ManifestError` for a
+        direct URL or path requirement this builder does not allow (before running anything).
         """
+        self.check_requirements(manifest.runtime.requirements)
         log = BuildLog(progress)
         await log.add(f"== build of {manifest.owner}/{manifest.name}")
         problem = launch_problem(manifest, model_dir)
@@ -147,8 +183,10 @@ class Builder:
         """The environment for ``requirements``, built now unless it exists already.
 
         Blocks (asynchronously) while another task or process builds the same one.
-        Raises :class:`BuildError` with the log if the install fails.
+        Raises :class:`BuildError` with the log if the install fails, and
+        :class:`ManifestError` for a direct requirement this builder does not allow.
         """
+        self.check_requirements(requirements)
         log = BuildLog(progress)
         env_hash = self.env_hash(requirements)
         try:
@@ -166,6 +204,20 @@ class Builder:
             env_reused=reused,
             log=log.text(),
         )
+
+    def check_requirements(self, requirements: Sequence[str]) -> None:
+        """Raise :class:`ManifestError` for the first direct URL or path requirement
+        (``pkg @ URL``) unless this builder allows them."""
+        if self.allow_direct_requirements:
+            return
+        for text in requirements:
+            if Requirement(text).url is not None:
+                raise ManifestError(
+                    f"requirement {text!r} installs from a URL or path: direct requirements "
+                    "are refused unless the server allows them "
+                    "(serve --allow-direct-requirements, MODELBUS_ALLOW_DIRECT_REQUIREMENTS=1); "
+                    "require a package by name and version from the package index instead"
+                )
 
     async def _prepare(self, manifest: Manifest, log: BuildLog) -> BuildOutcome:
         runtime = manifest.runtime
@@ -306,10 +358,7 @@ async def _run(what: str, argv: list[str], log: BuildLog, cwd: Path) -> None:
     """
     await log.add("$ " + shlex.join(argv))
     first_line = len(log.lines)
-    env = {k: v for k, v in os.environ.items() if k not in _SUBPROCESS_ENV_DROP}
-    env.update(
-        NO_COLOR="1", UV_NO_PROGRESS="1", UV_PYTHON_DOWNLOADS="never", PIP_PROGRESS_BAR="off"
-    )
+    env = build_env()
     await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -340,6 +389,22 @@ async def _run(what: str, argv: list[str], log: BuildLog, cwd: Path) -> None:
         raise BuildError(f"{what} failed (exit status {code}){reason}", log=log.text())
 
 
+def build_env() -> dict[str, str]:
+    """The complete environment of a build command: ``PATH``, ``HOME``, ``LANG``,
+    ``TMPDIR``, the user's name, XDG cache and config folders, CA certificate settings,
+    proxies and the installers' own ``PIP_*`` and ``UV_*`` settings from the server's
+    environment, plus quiet output. Nothing else (no ``MODELBUS_*``, no credentials of the
+    server) reaches a build backend."""
+    env = {name: os.environ[name] for name in _BUILD_INHERITED if os.environ.get(name)}
+    env |= {k: v for k, v in os.environ.items() if k.startswith(_BUILD_INHERITED_PREFIXES)}
+    env.setdefault("PATH", os.defpath)
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(
+        NO_COLOR="1", UV_NO_PROGRESS="1", UV_PYTHON_DOWNLOADS="never", PIP_PROGRESS_BAR="off"
+    )
+    return env
+
+
 def _failure_reason(output: list[str]) -> str:
     """The installer's own explanation, as one line: its last ``error`` paragraph (uv and pip
     wrap long messages over several lines), else its last line."""
@@ -361,6 +426,11 @@ def launch_problem(manifest: Manifest, model_dir: Path) -> str | None:
     if runtime.kind == "exec":
         assert runtime.command
         return _exec_problem(runtime.command[0], model_dir, runtime.env)
+    if runtime.kind == "adk":
+        assert runtime.entrypoint
+        module = model_dir.joinpath(*runtime.entrypoint.split(".")).with_suffix(".py")
+        if not module.is_file():
+            return f"[runtime] entrypoint: {module.relative_to(model_dir)} not found"
     for key, ref in runtime.callables().items():
         problem = _callable_problem(model_dir, ref)
         if problem:

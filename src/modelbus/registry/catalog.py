@@ -32,6 +32,7 @@ made through this registry take effect here at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import sys
@@ -41,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from modelbus.client.refs import ModelRef
@@ -61,7 +62,7 @@ from modelbus.registry.artifacts import LocalArtifacts
 from modelbus.registry.artifacts.status import StoreMonitor, StoreStatus
 from modelbus.registry.builds import Builder, BuildLog, BuildOutcome, ProgressCallback
 from modelbus.registry.launch import RunnerSpec, install_runtime, python_argv, runner_env
-from modelbus.registry.manifest import MANIFEST_FILE, Manifest
+from modelbus.registry.manifest import MANIFEST_FILE, Manifest, check_model_name
 from modelbus.registry.versioning import BUMPS, ZERO, Bump, HashRef, Version, VersionSpec, parse_ref
 from modelbus.store import schema
 from modelbus.store.database import Database
@@ -77,18 +78,21 @@ log = logging.getLogger("modelbus.registry")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ModelInfo:
-    """A model. ``latest_version`` is its highest published version, if any."""
+    """A model. ``latest_version`` is its highest published version, if any. ``details``:
+    what a management client said about it beyond its description (stored as given)."""
 
     owner: str
     name: str
     description: str
     created_at: float
     latest_version: str | None
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class VersionInfo:
-    """One version number of a model and the build it names."""
+    """One version number of a model and the build it names. ``details``: what its
+    publisher said about it (release notes, sample input...), stored as given."""
 
     owner: str
     name: str
@@ -96,6 +100,7 @@ class VersionInfo:
     build_hash: str
     published: bool
     created_at: float
+    details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -204,11 +209,14 @@ class Registry:
         bump: Bump | None = None,
         publish: bool = True,
         progress: ProgressCallback | None = None,
+        expect_model: tuple[str, str] | None = None,
     ) -> PushResult:
         """Store, build and (optionally) version a model folder or uploaded archive.
 
         ``source`` is a folder (CLI, local) or archive bytes (HTTP upload: tar, tar.gz...).
-        Owner and name come from its manifest. See the module docstring for what
+        Owner and name come from its manifest; ``expect_model`` (owner, name) refuses an
+        archive whose manifest names another model (checked once it is safely unpacked, in
+        a thread, like every check of an archive). See the module docstring for what
         ``version``/``bump``/``publish`` do. ``progress`` receives build log lines.
 
         Raises :class:`ManifestError`, :class:`ArchiveError`, :class:`VersionSpecError`,
@@ -219,7 +227,7 @@ class Registry:
         """
         target = _target(version, bump)
         log = BuildLog(progress)
-        digest, manifest, model_dir = await self._store(source)
+        digest, manifest, model_dir = await self._store(source, expect_model)
         await log.add(f"stored {manifest.owner}/{manifest.name} as {digest}")
         if target is not None:
             await self._check_no_conflict(manifest, target, digest)
@@ -238,12 +246,15 @@ class Registry:
         build: str | None = None,
         version: str | None = None,
         bump: Bump | None = None,
+        details: dict[str, Any] | None = None,
     ) -> VersionInfo:
         """Publish a version, so version specs (``latest``, ``1.*``...) serve it.
 
         - ``version`` alone, existing unpublished: it is published.
         - otherwise ``build`` (a hash or unique prefix; default: the model's most recent ready
           build) gets ``version`` or the next ``bump`` version, published.
+
+        ``details`` (release notes...) are stored with the version, replacing earlier ones.
 
         Idempotent for a version already published on that build. Raises
         :class:`ModelNotFound`, :class:`BuildNotFound`, :class:`VersionConflict`,
@@ -257,8 +268,72 @@ class Registry:
         if row.status != "ready":
             raise Conflict(f"build {row.hash} is {row.status}: only a ready build can be published")
         manifest = Manifest.from_json(row.manifest)
-        info, _ = await self._assign(manifest, row.hash, target, bump, publish=True)
+        info, _ = await self._assign(manifest, row.hash, target, bump, True, details)
         return info
+
+    # --- models without a push ------------------------------------------------------------
+
+    async def create_model(
+        self, owner: str, name: str, *, description: str = "", details: dict[str, Any] | None
+    ) -> ModelInfo:
+        """Record a model that has no build yet (a push or publish gives it versions later).
+
+        Raises :class:`InvalidInput` for a malformed owner or name, :class:`Conflict` when
+        the model exists.
+        """
+        check_model_name(owner, name)
+        async with self.db.write() as conn:
+            if await _find_model_row(conn, owner, name) is not None:
+                raise Conflict(f"model {owner}/{name} exists already")
+            await conn.execute(
+                schema.models.insert().values(
+                    owner=owner,
+                    name=name,
+                    description=description,
+                    details=details,
+                    created_at=time.time(),
+                )
+            )
+        return await self.get_model(owner, name)
+
+    async def update_model(
+        self,
+        owner: str,
+        name: str,
+        *,
+        description: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> ModelInfo:
+        """Change a model's description and/or details (``None``: unchanged).
+
+        Raises :class:`ModelNotFound`.
+        """
+        changes: dict[str, Any] = {}
+        if description is not None:
+            changes["description"] = description
+        if details is not None:
+            changes["details"] = details
+        async with self.db.write() as conn:
+            await _model_row(conn, owner, name)
+            if changes:
+                m = schema.models.c
+                await conn.execute(
+                    update(schema.models).where(m.owner == owner, m.name == name).values(changes)
+                )
+        return await self.get_model(owner, name)
+
+    async def delete_model(self, owner: str, name: str) -> None:
+        """Forget a model, its versions and its builds. Its archives stay in the artifact
+        store (they are content-addressed and may be shared); runners already started for it
+        stop when their pools idle out. Raises :class:`ModelNotFound`.
+        """
+        async with self.db.write() as conn:
+            await _model_row(conn, owner, name)
+            for table in (schema.versions, schema.builds, schema.models):
+                await conn.execute(
+                    delete(table).where(table.c.owner == owner, table.c.name == name)
+                )
+        self.invalidate(owner, name)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -359,13 +434,14 @@ class Registry:
 
     # --- internals: push --------------------------------------------------------------------
 
-    async def _store(self, source: Path | bytes) -> tuple[str, Manifest, Path]:
+    async def _store(
+        self, source: Path | bytes, expect_model: tuple[str, str] | None
+    ) -> tuple[str, Manifest, Path]:
         """Store the artifact; return its hash, manifest and unpacked folder."""
         try:
             if isinstance(source, bytes):
-                digest = await asyncio.to_thread(
-                    self.artifacts.add_archive, source, check=_check_uploaded_manifest
-                )
+                check = functools.partial(_check_uploaded_manifest, expect_model=expect_model)
+                digest = await asyncio.to_thread(self.artifacts.add_archive, source, check=check)
             else:
                 await asyncio.to_thread(Manifest.load, source)  # fail fast, before packing
                 digest = await asyncio.to_thread(self.artifacts.add_folder, source)
@@ -449,6 +525,7 @@ class Registry:
         target: Version | None,
         bump: Bump | None,
         publish: bool,
+        details: dict[str, Any] | None = None,
     ) -> tuple[VersionInfo, bool]:
         """Give ``digest`` a version number (``target`` or the next ``bump``).
 
@@ -465,7 +542,9 @@ class Registry:
                     target = Version.parse(rows[0].version)  # same content again: no-op
                 else:
                     target = (Version.parse(rows[0].version) if rows else ZERO).bump(bump)
-            info, created = await _record_version(conn, owner, name, target, digest, publish)
+            info, created = await _record_version(
+                conn, owner, name, target, digest, publish, details
+            )
         self.invalidate(owner, name)
         return info, created
 
@@ -573,6 +652,7 @@ class Registry:
                 entrypoint=runtime.entrypoint,
                 load=runtime.load,
                 apply_batch=runtime.apply_batch,
+                adk=runtime.kind == "adk",
             )
             runtime_dir = await self._runtime()
             env = runner_env(model_dir=model_dir, runtime_dir=runtime_dir, extra=runtime.env)
@@ -641,8 +721,14 @@ def _target(version: str | None, bump: Bump | None) -> Version | None:
     return Version.parse(version) if version is not None else None
 
 
-def _check_uploaded_manifest(folder: Path) -> None:
-    Manifest.load(folder, label=f"{MANIFEST_FILE} in the uploaded archive")
+def _check_uploaded_manifest(folder: Path, *, expect_model: tuple[str, str] | None) -> None:
+    manifest = Manifest.load(folder, label=f"{MANIFEST_FILE} in the uploaded archive")
+    found = (manifest.owner, manifest.name)
+    if expect_model is not None and found != expect_model:
+        raise InvalidInput(
+            f"the archive holds model {found[0]}/{found[1]}, "
+            f"but was pushed to {expect_model[0]}/{expect_model[1]}"
+        )
 
 
 def _conflict(owner: str, name: str, version: Version, existing_hash: str) -> VersionConflict:
@@ -672,13 +758,17 @@ def _push_result(
 
 
 async def _model_row(conn: AsyncConnection, owner: str, name: str) -> Row[Any]:
-    query = schema.models.select().where(
-        schema.models.c.owner == owner, schema.models.c.name == name
-    )
-    row = (await conn.execute(query)).first()
+    row = await _find_model_row(conn, owner, name)
     if row is None:
         raise ModelNotFound(f"no model {owner}/{name}")
     return row
+
+
+async def _find_model_row(conn: AsyncConnection, owner: str, name: str) -> Row[Any] | None:
+    query = schema.models.select().where(
+        schema.models.c.owner == owner, schema.models.c.name == name
+    )
+    return (await conn.execute(query)).first()
 
 
 async def _version_rows(conn: AsyncConnection, owner: str, name: str) -> list[Row[Any]]:
@@ -738,18 +828,27 @@ async def _one_build(
 
 
 async def _record_version(
-    conn: AsyncConnection, owner: str, name: str, target: Version, digest: str, publish: bool
+    conn: AsyncConnection,
+    owner: str,
+    name: str,
+    target: Version,
+    digest: str,
+    publish: bool,
+    details: dict[str, Any] | None,
 ) -> tuple[VersionInfo, bool]:
     existing = await _version_row(conn, owner, name, target)
     if existing is not None:
         if existing.build_hash != digest:
             raise _conflict(owner, name, target, existing.build_hash)
-        if publish and not existing.published:
+        changes: dict[str, Any] = {"published": True} if publish else {}
+        if details is not None:
+            changes["details"] = details
+        if changes:
             v = schema.versions.c
             await conn.execute(
                 update(schema.versions)
                 .where(v.owner == owner, v.name == name, v.version == str(target))
-                .values(published=True)
+                .values(changes)
             )
             existing = await _version_row(conn, owner, name, target)
         assert existing is not None
@@ -761,6 +860,7 @@ async def _record_version(
         build_hash=digest,
         published=publish,
         created_at=time.time(),
+        details=details,
     )
     await conn.execute(
         schema.versions.insert().values(
@@ -773,6 +873,7 @@ async def _record_version(
             build_hash=digest,
             published=publish,
             created_at=info.created_at,
+            details=details,
         )
     )
     return info, True
@@ -805,6 +906,7 @@ def _model_info(row: Row[Any], published: list[Row[Any]]) -> ModelInfo:
         description=row.description,
         created_at=row.created_at,
         latest_version=latest,
+        details=row.details,
     )
 
 
@@ -816,6 +918,7 @@ def _version_info(row: Row[Any]) -> VersionInfo:
         build_hash=row.build_hash,
         published=bool(row.published),
         created_at=row.created_at,
+        details=row.details,
     )
 
 

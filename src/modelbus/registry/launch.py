@@ -51,13 +51,21 @@ _DEFAULTS = {"PATH": os.defpath, "LANG": "C.UTF-8"}
 
 
 def python_argv(
-    python: str, *, entrypoint: str, load: str | None, apply_batch: str | None
+    python: str,
+    *,
+    entrypoint: str,
+    load: str | None,
+    apply_batch: str | None,
+    adk: bool = False,
 ) -> tuple[str, ...]:
-    """``(python, "-m", "modelbus_runner", entrypoint, [--load X], [--batch X])``.
+    """``(python, "-m", "modelbus_runner", entrypoint, [--load X], [--batch X])``, or
+    ``(..., "--adk", module)`` for an Algorithmia ADK algorithm.
 
     ``load`` / ``apply_batch`` None lets the runner find functions named ``load`` and
     ``apply_batch`` in the entrypoint's module.
     """
+    if adk:
+        return (python, "-m", "modelbus_runner", "--adk", entrypoint)
     argv = [python, "-m", "modelbus_runner", entrypoint]
     if load:
         argv += ["--load", load]

@@ -18,16 +18,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from modelbus.errors import ManifestError
+from modelbus.client.adk import adk_manifest, is_adk_folder
+from modelbus.errors import InvalidInput, ManifestError
 
 MANIFEST_FILE = "modelbus.toml"
 
 _NAME = re.compile(r"^[a-zA-Z0-9][\w.-]*$")
+_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 NAME_FORM = "letters, digits, '_', '.' or '-', starting with a letter or digit, at most 100"
 CALLABLE_FORM = "'module:function', e.g. 'model:apply' (module relative to the model folder)"
+
+
+def check_model_name(owner: str, name: str) -> None:
+    """Raise :class:`InvalidInput` unless ``owner`` and ``name`` are valid model names."""
+    for value in (owner, name):
+        if not _NAME.match(value) or len(value) > 100:
+            raise InvalidInput(f"{value!r} is not a valid name ({NAME_FORM} characters)")
 
 
 class _Section(BaseModel):
@@ -52,7 +69,7 @@ class ModelSection(_Section):
 class RuntimeSection(_Section):
     """``[runtime]``: how a runner for this model is started."""
 
-    kind: Literal["python", "exec"] = "python"
+    kind: Literal["python", "exec", "adk"] = "python"
     entrypoint: str | None = None
     load: str | None = None
     apply_batch: str | None = None
@@ -62,8 +79,15 @@ class RuntimeSection(_Section):
 
     @field_validator("entrypoint", "load", "apply_batch")
     @classmethod
-    def _check_callable(cls, value: str | None) -> str | None:
-        if value is not None and not _CALLABLE.match(value):
+    def _check_callable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("kind") == "adk":
+            # an ADK algorithm's entrypoint is its module (it makes ADK(apply, load) itself)
+            if info.field_name != "entrypoint" or not _MODULE.match(value):
+                raise ValueError("kind = 'adk' takes only entrypoint = 'package.module'")
+            return value
+        if not _CALLABLE.match(value):
             raise ValueError(f"{value!r} is not {CALLABLE_FORM}")
         return value
 
@@ -74,9 +98,10 @@ class RuntimeSection(_Section):
 
     @model_validator(mode="after")
     def _check_kind(self) -> RuntimeSection:
-        if self.kind == "python":
+        if self.kind in ("python", "adk"):
             if self.entrypoint is None:
-                raise ValueError(f"kind = 'python' needs entrypoint = {CALLABLE_FORM}")
+                form = "'package.module'" if self.kind == "adk" else CALLABLE_FORM
+                raise ValueError(f"kind = {self.kind!r} needs entrypoint = {form}")
             if self.command is not None:
                 raise ValueError("command is only for kind = 'exec'")
         else:
@@ -89,7 +114,10 @@ class RuntimeSection(_Section):
         return self
 
     def callables(self) -> dict[str, str]:
-        """The ``module:function`` references given (entrypoint, load, apply_batch)."""
+        """The ``module:function`` references given (entrypoint, load, apply_batch); none
+        for an ADK algorithm, whose entrypoint is a module."""
+        if self.kind == "adk":
+            return {}
         given = {"entrypoint": self.entrypoint, "load": self.load, "apply_batch": self.apply_batch}
         return {k: v for k, v in given.items() if v is not None}
 
@@ -138,8 +166,12 @@ class Manifest(_Section):
         return self.model.name
 
     @classmethod
-    def load(cls, folder: Path, *, label: str | None = None) -> Manifest:
-        """Read and validate ``folder/modelbus.toml``.
+    def load(
+        cls, folder: Path, *, label: str | None = None, name: tuple[str, str] | None = None
+    ) -> Manifest:
+        """Read and validate ``folder/modelbus.toml``; for an Algorithmia ADK folder without
+        one, the manifest its ``algorithmia.conf`` stands for (named ``name`` when given; see
+        :mod:`modelbus.client.adk`).
 
         Resolves ``requirements = "file"`` and schema file paths relative to the folder (they
         must stay inside it). Raises :class:`ManifestError` naming the file (as ``label``
@@ -148,6 +180,9 @@ class Manifest(_Section):
         """
         file = folder / MANIFEST_FILE
         path = label or str(file)
+        if is_adk_folder(folder):
+            data = tomllib.loads(adk_manifest(folder, name))
+            return cls.from_json(_resolve_files(data, folder, path), source=path)
         if not file.is_file():
             raise ManifestError(
                 f"{path}: not found (a model folder needs a {MANIFEST_FILE} with a [model] "

@@ -27,13 +27,7 @@ the other, so for such a model a call also takes no more than its share of the q
 their calls: 100 inputs on 4 idle runners go 25 to a call. Busy runners count in that share:
 they will be free soon, and one call holding everything while another runner waits would
 take up to twice as long, when one call more costs only a frame. (As the queue drains the
-shares shrink: guided self-scheduling, which keeps the runners finishing together.) A share
-is never smaller than the inputs the model is expected to take ``SPLIT_FLOOR_S`` over, at
-the pace the runners report (a moving average of the time ``apply`` took per input, without
-the call's overhead): spreading two milliseconds of work over four runners saves less than the
-extra calls cost (a frame each way and a process woken each), so a fast model gets one call
-per batch. (A runner that reports no per-input times reports the whole call's for each:
-then the pace is the call's and the batch is split as before.)
+shares shrink: guided self-scheduling, which keeps the runners finishing together.)
 
 Invokes take turns: an invoke with more inputs than one call takes goes behind the invokes
 that arrived meanwhile once it has had a call (round robin), so a big batch does not hold
@@ -88,8 +82,6 @@ log = logging.getLogger("modelbus.runtime.pool")
 CHUNK_BUDGET = 0.25
 # How much one call's measured time per input moves the average.
 EMA_WEIGHT = 0.25
-# The least work (at the measured pace) worth a call of its own on another runner.
-SPLIT_FLOOR_S = 0.002
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -173,7 +165,6 @@ class Pool:
         self._closed = False
         self._batch_model = False  # the last runner to get ready said it has apply_batch
         self._per_input_s: float | None = None  # moving average of one input's time
-        self._model_s: float | None = None  # ... of the model's own time for one input
         self._invocations = 0
         self._errors = 0
         self._duration_s = 0.0
@@ -345,16 +336,12 @@ class Pool:
             return 1
         return max(1, int(timeout_s * CHUNK_BUDGET / max(self._per_input_s, 1e-9)))
 
-    def _split_floor(self) -> int:
-        """Fewest inputs for a share of the queue (module docstring): as many as the model
-        is expected to take ``SPLIT_FLOOR_S`` over; 1 until a call is measured."""
-        if self._model_s is None:
-            return 1
-        return int(SPLIT_FLOOR_S / max(self._model_s, 1e-9))
-
-    def _measure(self, per_input_s: float, model_s: float) -> None:
-        self._per_input_s = _moved(self._per_input_s, per_input_s)
-        self._model_s = _moved(self._model_s, model_s)
+    def _measure(self, per_input_s: float) -> None:
+        average = self._per_input_s
+        if average is None:
+            self._per_input_s = per_input_s
+        else:
+            self._per_input_s = average + EMA_WEIGHT * (per_input_s - average)
 
     def _queue_timeout(self, job: _Job) -> None:
         """The timer of a waiting invoke: Overloaded for its unsent inputs once no call has
@@ -467,7 +454,7 @@ class Pool:
             job.tell(range(start, stop))
             job.settled(stop - start)
         self._count(call.size, errors, reply.duration_ms / 1000)
-        self._measure(reply.duration_ms / 1000 / call.size, sum(durations) / 1000 / call.size)
+        self._measure(reply.duration_ms / 1000 / call.size)
 
     def _failed(self, call: _Call, exc: InvocationError) -> None:
         """A call failed as a whole: its inputs run again alone if it had several (see
@@ -475,7 +462,7 @@ class Pool:
         self._call_count += 1
         if isinstance(exc, InvocationTimeout):
             self._duration_s += call.timeout_s
-            self._measure(call.timeout_s / call.size, call.timeout_s / call.size)
+            self._measure(call.timeout_s / call.size)
         if call.size > 1 and not self._closed:
             log.info(
                 "a call of %d inputs failed; running each alone: %s",
@@ -537,7 +524,7 @@ class Pool:
         self._prune_idle()
         if self._idle and (self._alone or self._queue):
             # One share for this round, so the runners idle now get equal parts.
-            share = max(1, -(-self._unsent // self.spec.max_runners), self._split_floor())
+            share = max(1, -(-self._unsent // self.spec.max_runners))
             while self._idle and (self._alone or self._queue):
                 self._send(self._take_idle(), share)
         wanted = max(self._wanted_calls() - self._starting, self.spec.min_runners - self._total())
@@ -793,11 +780,6 @@ class _Call:
             for job, a, b in slices
             for i in range(a, b)
         ]
-
-
-def _moved(average: float | None, sample: float) -> float:
-    """``average`` moved toward ``sample`` by ``EMA_WEIGHT`` (the first sample as it is)."""
-    return sample if average is None else average + EMA_WEIGHT * (sample - average)
 
 
 def _lost(version: str) -> InvocationError:

@@ -150,16 +150,24 @@ class KeyStore:
             return [_key_info(r) for r in (await conn.execute(query)).all()]
 
     async def revoke(self, key_id: str) -> KeyInfo:
-        """Revoke a key; effective for the next request. Idempotent.
+        """Revoke a key, and end its console sessions; effective for the next request.
+        Idempotent.
 
         Raises :class:`NotFound` for an unknown id.
         """
-        k = schema.api_keys.c
+        k, s = schema.api_keys.c, schema.console_sessions.c
+        now = time.time()
         async with self.db.write() as conn:
             await conn.execute(
                 update(schema.api_keys)
                 .where(k.id == key_id, k.revoked_at.is_(None))
-                .values(revoked_at=time.time())
+                .values(revoked_at=now)
+            )
+            # Its console sessions end with it (store/sessions.py).
+            await conn.execute(
+                update(schema.console_sessions)
+                .where(s.key_id == key_id, s.ended_at.is_(None))
+                .values(ended_at=now)
             )
             row = (await conn.execute(schema.api_keys.select().where(k.id == key_id))).first()
         if row is None:

@@ -40,6 +40,9 @@ models = Table(
     Column("name", String(100), primary_key=True),
     Column("description", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # what a management client said about the model beyond its description (Algorithmia's
+    # details and settings), stored as given and shown back
+    Column("details", JSON, nullable=True),
 )
 
 builds = Table(
@@ -69,6 +72,8 @@ versions = Table(
     Column("build_hash", String(80), ForeignKey("builds.hash"), nullable=False),
     Column("published", Boolean, nullable=False, default=True),
     Column("created_at", Float, nullable=False),
+    # what the publisher said about the version (release notes, sample input and output)
+    Column("details", JSON, nullable=True),
 )
 
 api_keys = Table(
@@ -81,6 +86,19 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
+)
+
+# A console login: the hash of the session id its cookie carries, until it ends (logout,
+# its key revoked) or expires. A cookie whose row is gone, ended or expired is refused.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 hex of the session id
+    Column("key_id", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Index(None, "key_id"),
 )
 
 jobs = Table(

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from modelbus import __version__
 from modelbus.config import Settings
+from modelbus.runtime import telemetry
 from modelbus.web.api import errors, routers
 from modelbus.web.api.auth import Key
 from modelbus.web.api.limits import BodyLimit
@@ -49,11 +50,17 @@ console and open `/console/api`). Every error is
 def create_app(settings: Settings, *, services: ServicesFactory = open_services) -> FastAPI:
     """The modelbus API for ``settings``; ``services`` opens what the routes use."""
 
+    tracing = telemetry.setup()  # on when OTEL_EXPORTER_OTLP_*ENDPOINT is set
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with services(settings) as running:
-            app.state.services = running
-            yield
+        try:
+            async with services(settings) as running:
+                app.state.services = running
+                yield
+        finally:
+            if tracing:
+                telemetry.shutdown()  # export what is still buffered
 
     app = FastAPI(
         title="modelbus",
@@ -66,6 +73,7 @@ def create_app(settings: Settings, *, services: ServicesFactory = open_services)
         docs_url=None,
         redoc_url=None,
     )
+    telemetry.instrument_app(app)
     errors.install(app)
     # Before routing, authentication and FastAPI's own body parsing (see api/limits.py).
     app.add_middleware(BodyLimit, default_bytes=settings.max_body_bytes, routes=lambda: app.routes)

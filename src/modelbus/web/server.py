@@ -47,6 +47,7 @@ from modelbus.listeners.hooks import HookIntake
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
 from modelbus.listeners.ownership import Ownership
 from modelbus.registry.artifacts import LocalArtifacts, open_store
+from modelbus.registry.builds import Builder
 from modelbus.registry.catalog import Registry
 from modelbus.runtime.invocation import Invoker
 from modelbus.runtime.metrics import VersionMetrics
@@ -58,6 +59,7 @@ from modelbus.store.keys import KeyStore
 from modelbus.store.leases import LeaseStore
 from modelbus.store.nodes import NodeIdentity, NodeStore
 from modelbus.store.secrets import KEY_FILE, SecretBox
+from modelbus.store.sessions import SessionStore
 from modelbus.web.figures import WorkerFigures, figures_folder
 from modelbus.web.supervisor import Supervisor
 
@@ -81,6 +83,7 @@ class Services:
     cluster: Cluster
     registry: Registry
     keys: KeyStore
+    sessions: SessionStore
     pools: PoolManager
     models: ModelService
     listeners: ListenerManager
@@ -232,6 +235,7 @@ async def _running(
                 cluster=cluster,
                 registry=registry,
                 keys=keys,
+                sessions=SessionStore(database),
                 pools=pools,
                 models=models,
                 listeners=listeners,
@@ -297,6 +301,9 @@ async def open_registry(settings: Settings, database: Database) -> Registry:
         database,
         settings.data_dir,
         artifacts=LocalArtifacts(settings.data_dir, store),
+        builder=Builder(
+            settings.data_dir, allow_direct_requirements=settings.allow_direct_requirements
+        ),
         node=f"{socket.gethostname()}:{settings.port}",
     )
     status = await registry.artifact_status()

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from modelbus.listeners.cluster import Cluster
 from modelbus.listeners.credentials import Credentials
 from modelbus.listeners.manager import ListenerManager
+from modelbus.runtime import telemetry
 from modelbus.runtime.metrics import VersionMetrics
 from modelbus.runtime.pool import PoolManager
 from modelbus.runtime.service import ModelService
@@ -81,7 +82,15 @@ async def _main() -> None:
     except ValueError as exc:
         raise _Refused(str(exc)) from None
     _configure_logging(spec.index)
-    await run_worker(spec, commands, stop)
+    try:
+        tracing = telemetry.setup()
+    except RuntimeError as exc:
+        raise _Refused(str(exc)) from None
+    try:
+        await run_worker(spec, commands, stop)
+    finally:
+        if tracing:
+            telemetry.shutdown()
 
 
 def _stop_on_signals() -> asyncio.Event:

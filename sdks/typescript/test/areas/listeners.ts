@@ -149,6 +149,15 @@ describe("listeners, runs and dead letters", () => {
     assert.equal((await ctx.mb.runs("order-1")).length, 1);
   });
 
+  test("the AsyncAPI document describes the listeners", async () => {
+    const name = `asyncapi-${Date.now()}`;
+    await ctx.mb.createListener({ name, source: `local://${name}-in`, model: "e2e/behave@1.*", outputs: [`local://${name}-out`] });
+    const doc = await ctx.mb.asyncapi();
+    assert.equal(doc.asyncapi, "3.0.0");
+    assert.ok(Object.keys(doc.channels as Record<string, unknown>).includes(`${name}.source`));
+    await ctx.mb.deleteListener(name);
+  });
+
   test("nodes, metrics and health", async () => {
     const nodes = await ctx.mb.nodes();
     assert.ok(nodes.some((n) => n.this && n.state === "live"));

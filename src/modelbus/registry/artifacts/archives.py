@@ -10,22 +10,27 @@ stream gzip-compressed, and :func:`archive_digest` recomputes the hash from it.
 Archives uploaded by clients go through :func:`safe_extract`, which refuses path traversal,
 links pointing outside, device files, archives unpacking to more than a size limit or holding
 too many entries, and hostile tar metadata (huge or endlessly chained extended headers)
-(:class:`ArchiveError`).
+(:class:`ArchiveError`). Both limits are checked on each entry's header, before its data is
+read, and the archive is read as a stream: a decompression bomb is refused at the first
+entry that passes a limit, after at most the limit's worth of decompression.
 
 All functions here block (file I/O); async callers run them in a thread.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
+import io
 import lzma
 import posixpath
 import tarfile
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
+from modelbus.client.adk import ADK_CONF
 from modelbus.client.archive import EXCLUDED_NAMES, MANIFEST_FILE, content_hash, pack
 from modelbus.errors import ArchiveError
 
@@ -114,14 +119,23 @@ def _read_members(
     """Check every entry (and extract it into ``dest`` unless None)."""
     total_bytes = 0
     try:
-        with tarfile.open(fileobj=archive, mode="r|*", tarinfo=_LimitedTarInfo) as tar:
+        with (
+            _decompressed(archive) as stream,
+            tarfile.open(fileobj=stream, mode="r|", tarinfo=_LimitedTarInfo) as tar,
+        ):
             for count, member in enumerate(tar, 1):
+                # Both limits apply to a member's header, before its data is read.
                 if count > max_members:
-                    raise ArchiveError(f"archive has more than {max_members} entries")
+                    raise ArchiveError(
+                        f"archive has more than {max_members} entries, the limit of entries"
+                    )
                 _check_member(member)
                 total_bytes += member.size
                 if total_bytes > max_unpacked_bytes:
-                    raise ArchiveError(f"archive unpacks to more than {max_unpacked_bytes} bytes")
+                    raise ArchiveError(
+                        f"archive unpacks to more than {max_unpacked_bytes} bytes, the limit "
+                        f"of unpacked content ({member.name!r} reaches {total_bytes} bytes)"
+                    )
                 if dest is not None:
                     tar.extract(member, dest, filter="data")
     except tarfile.FilterError as exc:
@@ -130,6 +144,45 @@ def _read_members(
         raise ArchiveError(
             f"not a readable tar archive (tar, tar.gz, tar.bz2 or tar.xz expected): {exc}"
         ) from None
+
+
+def _decompressed(archive: IO[bytes]) -> IO[bytes]:
+    """The tar stream inside ``archive``: gzip, bzip2 and xz are read through the standard
+    library's file readers, which hand out at most what is asked for; tarfile's own
+    ``r|gz`` reader keeps a whole decompressed chunk and copies its rest on every small
+    read, which a highly compressed member turns into minutes of work (a few MB of gzip
+    holding gigabytes of zeros)."""
+    magic = archive.read(6)
+    rest = cast(IO[bytes], _Prefixed(magic, archive))
+    if magic.startswith(b"\x1f\x8b"):
+        return cast(IO[bytes], gzip.GzipFile(fileobj=rest, mode="rb"))
+    if magic.startswith(b"BZh"):
+        return cast(IO[bytes], bz2.BZ2File(rest, mode="rb"))
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return cast(IO[bytes], lzma.LZMAFile(rest, mode="rb"))
+    return rest
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` (bytes already read) followed by the rest of ``stream``: a readable,
+    unseekable stream."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self._head = head
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._stream.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -180,12 +233,18 @@ def hex_digest(digest: str) -> str:
 
 
 def model_root(folder: Path) -> Path:
-    """``folder``, or its only subfolder when the archive wrapped everything in one."""
-    if (folder / MANIFEST_FILE).is_file():
+    """``folder``, or its only subfolder when the archive wrapped everything in one: where
+    its ``modelbus.toml`` is (or the ``algorithmia.conf`` of an ADK algorithm)."""
+    if _is_root(folder):
         return folder
     children = [c for c in folder.iterdir() if c.name not in EXCLUDED_NAMES]
-    if len(children) == 1 and (children[0] / MANIFEST_FILE).is_file():
+    if len(children) == 1 and _is_root(children[0]):
         return children[0]
     raise ArchiveError(
-        f"the archive has no {MANIFEST_FILE} at its top level (or in a single top folder)"
+        f"the archive has no {MANIFEST_FILE} (or {ADK_CONF}) at its top level (or in a single "
+        "top folder)"
     )
+
+
+def _is_root(folder: Path) -> bool:
+    return (folder / MANIFEST_FILE).is_file() or (folder / ADK_CONF).is_file()

@@ -17,7 +17,9 @@ def routers() -> list[APIRouter]:
     from modelbus.web import console
     from modelbus.web.api import (
         algorithmia,
+        algorithms,
         dead_letters,
+        event_listeners,
         health,
         hooks,
         invocations,
@@ -36,11 +38,13 @@ def routers() -> list[APIRouter]:
         invocations.router,
         keys.router,
         listeners.router,
+        event_listeners.router,
         runs.router,
         dead_letters.router,
         metrics.router,
         nodes.router,
         hooks.router,
+        algorithms.router,
         algorithmia.router,
         oip.router,
         *console.routers(),

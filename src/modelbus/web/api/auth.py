@@ -6,7 +6,10 @@ against the key store, so a revoked key stops working at once.
 
 Scopes are those of :mod:`modelbus.store.keys` (``KeyInfo.allows`` decides): ``call:*`` or
 ``call:OWNER/NAME`` to call models, ``models:manage`` to push and inspect them,
-``listeners:manage``, and ``admin`` which allows everything.
+``listeners:manage``, and ``admin`` which allows everything. Managing a listener (creating,
+changing, pausing, resuming, deleting it, redriving its dead letters) also needs ``call`` on
+its model (:func:`require_listener_model`): a key cannot bind a listener to, or drive one
+of, a model it may not call.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from modelbus.client.refs import ModelRef
 from modelbus.errors import Forbidden, Unauthenticated
 from modelbus.store.keys import ADMIN, LISTENERS_MANAGE, MODELS_MANAGE, KeyInfo, call_scope
 from modelbus.web.api.context import services
@@ -66,6 +70,18 @@ def require(scope: str) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
         return key
 
     return dependency
+
+
+def require_listener_model(key: KeyInfo, listener: str, model: str) -> None:
+    """Raise :class:`Forbidden` naming the missing scope unless ``key`` may call the model
+    (``OWNER/NAME@SPEC``) of ``listener``: managing a listener needs that as well."""
+    ref = ModelRef.parse(model)
+    scope = call_scope(ref.owner, ref.name)
+    if not key.allows(scope):
+        raise Forbidden(
+            f"API key {key.id} ({key.name or 'unnamed'}) lacks scope {scope!r}: managing "
+            f"listener {listener!r} also needs calling its model {ref.owner}/{ref.name}"
+        )
 
 
 async def caller_of_model(owner: str, name: str, key: Key) -> KeyInfo:

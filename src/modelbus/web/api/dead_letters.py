@@ -19,6 +19,7 @@ from modelbus.store.runs import DeadLetter
 from modelbus.web.api.auth import Key, ListenerManagerKey
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
+from modelbus.web.api.listeners import managed
 
 router = APIRouter(tags=["dead letters"])
 
@@ -91,6 +92,7 @@ async def get_dead_letter(
 async def redrive(
     request: Request, name: str, body: RedriveRequest, key: ListenerManagerKey
 ) -> RedriveOut:
+    await managed(services(request), key, name)
     result = await services(request).listeners.redrive(
         name, ids=body.ids, spec=body.spec, rate_per_s=body.rate_per_s
     )

@@ -48,6 +48,10 @@ _STATUS: tuple[tuple[type[errors.ModelbusError], int], ...] = (
     (errors.ConnectorError, 502),
 )
 
+_NOT_UNICODE = (
+    "the request holds text that is not valid Unicode (a lone surrogate such as \\ud800 "
+    "in a JSON string): send valid UTF-8 text"
+)
 AUTHENTICATE_HEADER = 'Simple realm="modelbus", Bearer realm="modelbus"'
 # When to try again after the artifact store could not be reached.
 ARTIFACTS_RETRY_AFTER_S = 5
@@ -154,6 +158,11 @@ def _describe(problem: Any) -> str:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, UnicodeError):
+        # Text that is no Unicode (a lone surrogate from a JSON escape, say) got past the
+        # parsers into something that encodes it: the caller's input, not our failure.
+        # (Never the exception's own name: no internal class reaches a client.)
+        return await _on_modelbus_error(request, errors.InvalidInput(_NOT_UNICODE))
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return plain_error(500, "internal server error", "InternalError", path=request.url.path)
 

@@ -17,13 +17,12 @@ anyway (its status then shows why it cannot run, and it retries).
 ``GET /v1/asyncapi.json`` describes every listener as an AsyncAPI 3.0 document (any valid
 key; see :mod:`modelbus.listeners.asyncapi`).
 
-``GET /v1/users/{user}/event-listeners`` lists, in Algorithmia's paged shape, the listeners
-whose model is owned by ``user``.
+Algorithmia's event-listener API (``/v1/users/{user}/event-listeners``) is in
+:mod:`modelbus.web.api.event_listeners`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, get_args
 
@@ -42,10 +41,11 @@ from modelbus.client.schemas import (
 from modelbus.errors import DefinitionError, ModelbusError
 from modelbus.listeners import asyncapi
 from modelbus.listeners.cluster import ClusterStatus, NodeListenerStatus
-from modelbus.listeners.credentials import redact_definition, redact_url, restore_masked
+from modelbus.listeners.credentials import redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
-from modelbus.web.api.auth import Key, ListenerManagerKey
+from modelbus.store.keys import KeyInfo
+from modelbus.web.api.auth import Key, ListenerManagerKey, require_listener_model
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
 from modelbus.web.api.schemas import ApplyRequest, ListenerOut
@@ -167,6 +167,30 @@ async def _prepared(
     return prepared
 
 
+async def managed(running: Services, key: KeyInfo, name: str) -> ListenerInfo:
+    """The stored listener ``name``, which ``key`` may manage: it must be allowed to call
+    the listener's model (raises ``ListenerNotFound`` or ``Forbidden``)."""
+    info = await running.listeners.get(name)
+    require_listener_model(key, name, info.definition.model)
+    return info
+
+
+async def require_models(
+    running: Services, key: KeyInfo, definitions: list[ListenerDefinition], *, prune: bool
+) -> None:
+    """``key`` may call the model of every definition, of the stored listeners they
+    replace, and (``prune``) of the stored listeners that would be deleted."""
+    stored = {info.name: info.definition for info in await running.listeners.list()}
+    given = {d.name for d in definitions}
+    for definition in definitions:
+        require_listener_model(key, definition.name, definition.model)
+        if definition.name in stored:
+            require_listener_model(key, definition.name, stored[definition.name].model)
+    for name, old in stored.items():
+        if prune and name not in given:
+            require_listener_model(key, name, old.model)
+
+
 @router.get(
     "/v1/listeners",
     summary="List listeners with their status",
@@ -189,6 +213,7 @@ async def create_listener(
     request: Request, definition: ListenerDefinition, key: ListenerManagerKey, check: Check = True
 ) -> ListenerOut:
     running = services(request)
+    await require_models(running, key, [definition], prune=False)
     running.credentials.remember_definition(definition)
     info = await running.listeners.create(definition, check=check)
     return await listener_out(running, info)
@@ -204,6 +229,7 @@ async def apply_listeners(
     request: Request, body: ApplyRequest, key: ListenerManagerKey, check: Check = True
 ) -> ApplyOut:
     running = services(request)
+    await require_models(running, key, body.listeners, prune=body.prune)
     definitions = await _prepared(running, body.listeners)
     result = await running.listeners.apply(definitions, prune=body.prune, check=check)
     return ApplyOut(
@@ -245,6 +271,7 @@ async def put_listener(
             "make them the same"
         )
     running = services(request)
+    await require_models(running, key, [definition], prune=False)
     result = await running.listeners.apply(await _prepared(running, [definition]), check=check)
     if result.created:
         response.status_code = 201
@@ -259,6 +286,7 @@ async def put_listener(
     responses=responses(404),
 )
 async def delete_listener(request: Request, name: str, key: ListenerManagerKey) -> Response:
+    await managed(services(request), key, name)
     await services(request).listeners.delete(name)
     return Response(status_code=204)
 
@@ -271,6 +299,7 @@ async def delete_listener(request: Request, name: str, key: ListenerManagerKey) 
 )
 async def pause_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
     running = services(request)
+    await managed(running, key, name)
     return await listener_out(running, await running.listeners.pause(name))
 
 
@@ -282,6 +311,7 @@ async def pause_listener(request: Request, name: str, key: ListenerManagerKey) -
 )
 async def resume_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
     running = services(request)
+    await managed(running, key, name)
     return await listener_out(running, await running.listeners.resume(name))
 
 
@@ -312,55 +342,3 @@ async def asyncapi_document(request: Request, key: Key) -> JSONResponse:
         definitions, schemas, api_url=str(request.base_url), version=__version__
     )
     return JSONResponse(document)
-
-
-# --- Algorithmia-style listing -----------------------------------------------------------------
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def event_listener_object(info: ListenerInfo, state: str) -> dict[str, Any]:
-    """A listener in the shape of Algorithmia's event listener objects."""
-    d = redact_definition(info.definition)
-    ref = d.ref
-    return {
-        "id": d.name,
-        "name": d.name,
-        "algorithm": f"{ref.owner}/{ref.name}",
-        "version": ref.spec,
-        "type": d.source_scheme,
-        "source": d.source,
-        "outputs": [redact_url(u) for u in d.outputs],
-        "error_sink": d.error_sink,
-        "enabled": d.enabled,
-        "status": state,
-        "created": _iso(info.created_at),
-        "updated": _iso(info.updated_at),
-    }
-
-
-@router.get(
-    "/v1/users/{user}/event-listeners",
-    summary="Listeners whose model USER owns (Algorithmia API shape)",
-    responses=responses(),
-)
-async def user_event_listeners(
-    request: Request,
-    user: str,
-    key: Key,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    marker: str | None = None,
-) -> dict[str, Any]:
-    running = services(request)
-    items = [
-        event_listener_object(info, (await running.listeners.status(info.name)).state)
-        for info in await running.listeners.list()
-        if info.definition.ref.owner == user
-    ]
-    start = int(marker) if marker and marker.isdigit() else 0
-    end = start + limit
-    next_marker = str(end) if end < len(items) else None
-    next_link = str(request.url.include_query_params(marker=next_marker)) if next_marker else None
-    return {"marker": next_marker, "next_link": next_link, "results": items[start:end]}

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import tarfile
-import tomllib
 from collections.abc import AsyncIterator
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -32,9 +28,8 @@ from modelbus.client.schemas import (
     PushInfo,
     VersionInfo,
 )
-from modelbus.errors import Forbidden, InvalidInput, ModelbusError
+from modelbus.errors import Forbidden, ModelbusError
 from modelbus.registry import catalog as reg
-from modelbus.registry.artifacts import MANIFEST_FILE
 from modelbus.web.api.auth import Key, Manager, Reader, can_read_model
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import error_detail, responses
@@ -196,10 +191,16 @@ async def push(
     bump: Annotated[Bump | None, Query(description="Record the next major/minor/patch.")] = None,
     publish: Annotated[bool, Query(description="Serve it by version spec at once.")] = True,
 ) -> Response:
+    # Nothing here opens the archive: it is checked (names, sizes, entries) while it is
+    # unpacked, in a thread, with its limits applied as it streams (see safe_extract).
     archive = await read_body(request, MAX_ARCHIVE_BYTES)
-    check_archive_names(archive, owner, name)
     registry = services(request).registry
-    options: dict[str, Any] = {"version": version, "bump": bump, "publish": publish}
+    options: dict[str, Any] = {
+        "version": version,
+        "bump": bump,
+        "publish": publish,
+        "expect_model": (owner, name),
+    }
     if NDJSON in request.headers.get("accept", ""):
         return StreamingResponse(push_events(registry, archive, options), media_type=NDJSON)
     pushed = await registry.push(archive, **options)
@@ -229,26 +230,3 @@ async def push_events(
 
 def _ndjson(event: dict[str, Any]) -> bytes:
     return json.dumps(event).encode() + b"\n"
-
-
-def check_archive_names(archive: bytes, owner: str, name: str) -> None:
-    """Refuse an archive whose ``modelbus.toml`` names another model than the URL (cheap:
-    reads that one member; the registry validates the whole archive afterwards)."""
-    model = _archive_model(archive)
-    if model is not None and model != (owner, name):
-        raise InvalidInput(
-            f"the archive holds model {model[0]}/{model[1]}, but was pushed to {owner}/{name}"
-        )
-
-
-def _archive_model(archive: bytes) -> tuple[str, str] | None:
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-            for member in tar:
-                parts = PurePosixPath(member.name).parts
-                if member.isfile() and parts[-1:] == (MANIFEST_FILE,) and len(parts) <= 2:
-                    model = tomllib.load(tar.extractfile(member))["model"]  # type: ignore[arg-type]
-                    return str(model["owner"]), str(model["name"])
-    except (tarfile.TarError, OSError, ValueError, KeyError, TypeError):
-        pass  # the registry says what is wrong with the archive
-    return None

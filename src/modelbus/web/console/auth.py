@@ -4,7 +4,8 @@
 store (as the API does) and sets the session cookie (see
 :mod:`modelbus.web.console.session`): HttpOnly, SameSite=Lax, Secure over https, for
 :data:`~modelbus.web.console.session.SESSION_MAX_AGE_S`.
-``POST /console/logout`` removes it.
+``POST /console/logout`` ends the session in the store (a saved copy of the cookie no
+longer works) and removes the cookie; revoking the key ends its sessions too.
 
 Pages depend on :data:`Viewing` (the verified key of the session) and form posts on
 :data:`Posting`, which also checks the session's CSRF token in the ``csrf_token`` field.
@@ -78,6 +79,8 @@ async def current_viewer(request: Request) -> Viewer:
     if not cookie:
         raise Unauthenticated("not logged in")
     session = codec(request).open(cookie)
+    if not await services(request).sessions.live(session.id):
+        raise Unauthenticated("your session ended: log in again")
     key = await services(request).keys.verify(session.api_key)
     viewer = Viewer(key=key, session=session)
     request.state.viewer = viewer
@@ -147,10 +150,11 @@ async def login(request: Request) -> Response:
         )
     api_key = _field(form, "api_key").strip()
     try:
-        await services(request).keys.verify(api_key)
+        key = await services(request).keys.verify(api_key)
     except ModelbusError as exc:
         return _login_page(request, next=next_page, error=exc.message, status_code=401)
-    cookie, _ = sessions.issue(api_key)
+    session_id = await services(request).sessions.start(key.id, sessions.max_age_s)
+    cookie, _ = sessions.issue(api_key, session_id)
     response = see_other(next_page)
     _set_cookie(request, response, SESSION_COOKIE, cookie, max_age_s=sessions.max_age_s)
     response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
@@ -158,7 +162,8 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(posted: Posting) -> Response:
+async def logout(request: Request, posted: Posting) -> Response:
+    await services(request).sessions.end(posted.viewer.session.id)
     response = see_other(PREFIX + "/login")
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response

@@ -23,6 +23,7 @@ from modelbus.store.keys import LISTENERS_MANAGE
 from modelbus.store.runs import DeadLetter
 from modelbus.web.api.auth import can_read_model
 from modelbus.web.api.context import services
+from modelbus.web.api.listeners import managed
 from modelbus.web.console.auth import Posting, Viewer, Viewing
 from modelbus.web.console.models import version_choices
 from modelbus.web.console.web import PREFIX, ConsoleRoute, render
@@ -108,6 +109,7 @@ async def dead_letters_page(
 async def redrive(request: Request, name: str, posted: Posting) -> Response:
     viewer = posted.viewer
     viewer.key.require(LISTENERS_MANAGE)
+    await managed(services(request), viewer.key, name)
     ids = [i for i in posted.form.getlist("ids") if isinstance(i, str) and i]
     spec = posted.text("spec") or None
     result: RedriveResult | None = None

@@ -22,14 +22,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelbus.client.schemas import ListenerStatusOut
-from modelbus.errors import ModelbusError
+from modelbus.errors import Forbidden, ModelbusError
 from modelbus.listeners.credentials import redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
 from modelbus.store.keys import LISTENERS_MANAGE
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import status_for
-from modelbus.web.api.listeners import status_out
+from modelbus.web.api.listeners import managed, require_models, status_out
 from modelbus.web.console.auth import Posted, Posting, Viewer, Viewing
 from modelbus.web.console.listener_form import OUTPUT_MODES, ListenerForm
 from modelbus.web.console.web import PREFIX, ConsoleRoute, render, see_other
@@ -119,6 +119,7 @@ async def create_listener(request: Request, posted: Posting) -> Response:
     running = services(request)
     try:
         definition = form.definition()
+        await require_models(running, posted.viewer.key, [definition], prune=False)
         running.credentials.remember_definition(definition)
         await running.listeners.create(definition, check=_check(posted))
     except ModelbusError as exc:
@@ -159,6 +160,7 @@ async def save_listener(request: Request, name: str, posted: Posting) -> Respons
     form = ListenerForm(**{**_fields(form), "name": name})  # the name is not editable
     try:
         definition = restore_masked(form.definition(), stored)
+        await require_models(running, posted.viewer.key, [definition], prune=False)
         running.credentials.remember_definition(definition)
         await running.listeners.apply([definition], check=_check(posted))
     except ModelbusError as exc:
@@ -169,6 +171,7 @@ async def save_listener(request: Request, name: str, posted: Posting) -> Respons
 @router.post("/listeners/{name}/pause")
 async def pause_listener(request: Request, name: str, posted: Posting) -> Response:
     posted.viewer.key.require(LISTENERS_MANAGE)
+    await managed(services(request), posted.viewer.key, name)
     await services(request).listeners.pause(name)
     return _after("paused", name, _back(posted))
 
@@ -176,6 +179,7 @@ async def pause_listener(request: Request, name: str, posted: Posting) -> Respon
 @router.post("/listeners/{name}/resume")
 async def resume_listener(request: Request, name: str, posted: Posting) -> Response:
     posted.viewer.key.require(LISTENERS_MANAGE)
+    await managed(services(request), posted.viewer.key, name)
     await services(request).listeners.resume(name)
     return _after("resumed", name, _back(posted))
 
@@ -190,6 +194,7 @@ async def confirm_delete(request: Request, name: str, viewer: Viewing) -> Respon
 @router.post("/listeners/{name}/delete")
 async def delete_listener(request: Request, name: str, posted: Posting) -> Response:
     posted.viewer.key.require(LISTENERS_MANAGE)
+    await managed(services(request), posted.viewer.key, name)
     await services(request).listeners.delete(name)
     return _after("deleted", name, f"{PREFIX}/listeners")
 
@@ -234,7 +239,10 @@ def _form_page(
 def _refused(
     request: Request, posted: Posted, form: ListenerForm, exc: ModelbusError, *, editing: str | None
 ) -> Response:
-    """The form again, with the values as typed and the API's message for them."""
+    """The form again, with the values as typed and the API's message for them; a
+    refusal of the key (``Forbidden``) is the "Not allowed" page, as on every route."""
+    if isinstance(exc, Forbidden):
+        raise exc
     message = services(request).credentials.redact(exc.message)
     return _form_page(
         request,

@@ -1,11 +1,12 @@
 """Console sessions: an API key, given once at login, carried in a signed, encrypted cookie.
 
-The session cookie holds the API key encrypted (Fernet) and the session's CSRF token, under
-an itsdangerous timed signature. Every request opens the cookie and verifies the key with
-the key store exactly as the API does, so the console has the key's scopes and no more, and
-a revoked key ends its sessions at the next click. The key never reaches the browser's
-JavaScript (the cookie is HttpOnly) and cannot be read out of a copied cookie without the
-server's secret.
+The session cookie holds the API key encrypted (Fernet), the session's id and its CSRF
+token, under an itsdangerous timed signature. Every request opens the cookie, checks the
+session is live in the store (:mod:`modelbus.store.sessions`: logging out or revoking the
+key ends it on every node, so a saved cookie is worthless afterwards) and verifies the key
+with the key store exactly as the API does, so the console has the key's scopes and no more.
+The key never reaches the browser's JavaScript (the cookie is HttpOnly) and cannot be read
+out of a copied cookie without the server's secret.
 
 Key material: the server's secret key (:mod:`modelbus.store.secrets`: ``MODELBUS_SECRET_KEY``,
 else ``DATA_DIR/secret.key``, mode 0600, made at the first start), the first key of the
@@ -41,9 +42,11 @@ class SessionExpired(Unauthenticated):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Session:
-    """What a session cookie carries: the API key it logged in with and its CSRF token."""
+    """What a session cookie carries: the API key it logged in with, the session's id in
+    the store, and its CSRF token."""
 
     api_key: str
+    id: str
     csrf_token: str
 
 
@@ -78,10 +81,11 @@ class SessionCodec:
         self._sessions = URLSafeTimedSerializer(_derive(secret, "sign"), salt="session")
         self._logins = URLSafeTimedSerializer(_derive(secret, "sign"), salt="login")
 
-    def issue(self, api_key: str) -> tuple[str, Session]:
-        """A new session for ``api_key``: ``(cookie value, session)`` with a fresh CSRF token."""
-        session = Session(api_key=api_key, csrf_token=secrets.token_urlsafe(24))
-        sealed = self._fernet.encrypt(api_key.encode()).decode("ascii")
+    def issue(self, api_key: str, session_id: str) -> tuple[str, Session]:
+        """The cookie of the session ``session_id`` (started in the store) for ``api_key``:
+        ``(cookie value, session)`` with a fresh CSRF token. Both ids are sealed."""
+        session = Session(api_key=api_key, id=session_id, csrf_token=secrets.token_urlsafe(24))
+        sealed = self._fernet.encrypt(f"{session_id} {api_key}".encode()).decode("ascii")
         cookie = self._sessions.dumps({"k": sealed, "c": session.csrf_token})
         return cookie, session
 
@@ -90,8 +94,9 @@ class SessionCodec:
         :class:`Unauthenticated` for a cookie this server did not issue."""
         try:
             data: Any = self._sessions.loads(cookie, max_age=self.max_age_s)
-            api_key = self._fernet.decrypt(str(data["k"]).encode()).decode()
-            return Session(api_key=api_key, csrf_token=str(data["c"]))
+            sealed = self._fernet.decrypt(str(data["k"]).encode()).decode()
+            session_id, _, api_key = sealed.partition(" ")
+            return Session(api_key=api_key, id=session_id, csrf_token=str(data["c"]))
         except SignatureExpired:
             raise SessionExpired("your session expired: log in again") from None
         except (BadSignature, InvalidToken, KeyError, TypeError, UnicodeDecodeError):
