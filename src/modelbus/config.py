@@ -60,6 +60,18 @@ class Settings:
     plus ``workers - 1`` worker processes that run listeners only (see
     :mod:`modelbus.web.supervisor`). :meth:`from_env` defaults it to the cores
     (:func:`default_workers`); a Settings built directly runs one process.
+
+    ``dir_roots``: the folders ``dir://`` sources and sinks must lie in (never the data
+    directory, a folder holding it or one inside it; see
+    :func:`modelbus.connectors.directory.check_folder`). :meth:`from_env` defaults it to the
+    working directory ``serve`` starts in (:func:`dir_roots_of`); a Settings built directly
+    has none (None: only the data-directory rule applies).
+
+    ``allow_hosts``: the egress policy's allow list (CIDRs, addresses, host patterns; see
+    :mod:`modelbus.connectors.egress`): link-local and cloud metadata addresses and this
+    server's own API are always refused, loopback unless listed. :meth:`from_env` defaults
+    it to an empty list (the policy on, loopback refused); a Settings built directly has
+    None: no egress policy.
     """
 
     data_dir: Path
@@ -79,6 +91,8 @@ class Settings:
     artifacts_url: str | None = None
     workers: int = 1
     allow_direct_requirements: bool = False
+    dir_roots: tuple[Path, ...] | None = None
+    allow_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
@@ -107,6 +121,8 @@ class Settings:
         """Every setting as one line of JSON, for :meth:`from_json` in a worker process. It
         holds the secret key: hand it over through a pipe, never an argument or a file."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.dir_roots is not None:
+            values["dir_roots"] = [str(root) for root in self.dir_roots]
         return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
 
     @classmethod
@@ -118,6 +134,10 @@ class Settings:
         for name in ("data_dir", "listeners_file"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
+        if values.get("dir_roots") is not None:
+            values["dir_roots"] = tuple(Path(root) for root in values["dir_roots"])
+        if values.get("allow_hosts") is not None:
+            values["allow_hosts"] = tuple(values["allow_hosts"])
         return cls(**values)
 
     @classmethod
@@ -127,10 +147,12 @@ class Settings:
         file), ``MODELBUS_METRICS_PUBLIC`` (``1``/``true``), ``MODELBUS_SECRET_KEY``,
         ``MODELBUS_STOP_DEADLINE_S``, ``MODELBUS_ARTIFACTS``, ``MODELBUS_ADVERTISE_URL``,
         ``MODELBUS_HEARTBEAT_INTERVAL_S``, ``MODELBUS_NODE_TIMEOUT_S``,
-        ``MODELBUS_ALLOW_DIRECT_REQUIREMENTS`` (``1``/``true``) and ``MODELBUS_WORKERS``
-        (default :func:`default_workers`); keyword overrides that are not None win (the CLI
-        passes its flags this way). Raises ValueError for a heartbeat interval over half the
-        node timeout, or workers that are not a whole number of at least 1."""
+        ``MODELBUS_ALLOW_DIRECT_REQUIREMENTS`` (``1``/``true``), ``MODELBUS_WORKERS``
+        (default :func:`default_workers`), ``MODELBUS_DIR_ROOTS`` (see :func:`dir_roots_of`)
+        and ``MODELBUS_ALLOW_HOSTS`` (see :func:`allow_hosts_of`); keyword overrides that
+        are not None win (the CLI passes its flags this way). Raises ValueError for a
+        heartbeat interval over half the node timeout, or workers that are not a whole
+        number of at least 1."""
         env = os.environ if env is None else env
         given_dir = overrides.pop("data_dir", None) or env.get(
             "MODELBUS_DATA_DIR", DEFAULT_DATA_DIR
@@ -156,9 +178,26 @@ class Settings:
             workers=_workers(env.get("MODELBUS_WORKERS")),
             allow_direct_requirements=env.get("MODELBUS_ALLOW_DIRECT_REQUIREMENTS", "").lower()
             in ("1", "true", "yes"),
+            dir_roots=dir_roots_of(env.get("MODELBUS_DIR_ROOTS")),
+            allow_hosts=allow_hosts_of(env.get("MODELBUS_ALLOW_HOSTS")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def dir_roots_of(text: str | None) -> tuple[Path, ...]:
+    """``MODELBUS_DIR_ROOTS`` (or one ``--dir-roots`` value) as absolute folders: a list
+    separated by ``:`` (``;`` on Windows) like ``PATH``; unset or empty: the working directory."""
+    given = [part for part in (text or "").split(os.pathsep) if part.strip()]
+    if not given:
+        return (Path.cwd().resolve(),)
+    return tuple(Path(part.strip()).expanduser().resolve() for part in given)
+
+
+def allow_hosts_of(text: str | None) -> tuple[str, ...]:
+    """``MODELBUS_ALLOW_HOSTS`` (or one ``--allow-hosts`` value): CIDRs, addresses and host
+    patterns separated by commas or spaces (``127.0.0.1/32,*.corp.example``)."""
+    return tuple(part for part in (text or "").replace(",", " ").split() if part)
 
 
 def _workers(text: str | None) -> int:

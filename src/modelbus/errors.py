@@ -12,6 +12,7 @@ Every exception modelbus raises on purpose is one of these. Client libraries' ex
     │   ├── ManifestError             a model folder's modelbus.toml is missing or wrong
     │   ├── ArchiveError              a model archive is unsafe or too large
     │   └── DefinitionError           a listener definition is refused (says what to change)
+    │       └── PolicyRefused         a connector would reach what the operator does not allow
     ├── PayloadTooLarge               body over the configured size limit (HTTP 413)
     ├── UnsupportedContentType        (HTTP 415)
     ├── NotFound                      (HTTP 404)
@@ -80,6 +81,11 @@ class ArchiveError(InvalidInput):
 
 class DefinitionError(InvalidInput):
     """A listener definition is refused; the message says what to change."""
+
+
+class PolicyRefused(DefinitionError):
+    """A connector would reach what the operator's policy does not allow (a folder outside
+    the ``dir://`` roots or in the data directory); the message names the setting."""
 
 
 class PayloadTooLarge(ModelbusError):

@@ -76,3 +76,23 @@ def test_a_bad_file_stops_the_start_naming_file_and_listener(tmp_path: Path) -> 
 
     said = serve_fails(tmp_path, "[[listeners]\nname=")
     assert "not valid TOML" in said
+
+
+def test_a_folder_outside_the_roots_or_in_the_data_dir_stops_the_start(tmp_path: Path) -> None:
+    inside = f'[[listeners]]\nname = "peek"\nsource = "dir://{tmp_path / "d"}"\nmodel = "a/b@1.*"\n'
+    said = serve_fails(tmp_path, inside)
+    assert "peek" in said and "data directory" in said
+    (tmp_path / "elsewhere").mkdir()
+    outside = inside.replace(str(tmp_path / "d"), str(tmp_path / "elsewhere"))
+    config = tmp_path / "listeners.toml"
+    config.write_text(outside)
+    argv = [MODELBUS, "serve", "--port", str(free_port()), "--data-dir", str(tmp_path / "d")]
+    done = subprocess.run(
+        [*argv, "--config", str(config), "--dir-roots", str(tmp_path / "drop")],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert str(tmp_path / "drop") in done.stderr and "--dir-roots" in done.stderr

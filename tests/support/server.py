@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,13 +47,20 @@ def free_port() -> int:
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without MODELBUS_* and OTEL_* settings, plus ``extra``; a server
-    started with it runs its listeners in one process (``MODELBUS_WORKERS=1``, unless
-    ``extra`` says otherwise, or ``--workers`` does), whatever the machine's cores, so that
-    tests behave and last the same on every machine."""
+    """This process's environment without MODELBUS_* and OTEL_* settings, plus ``extra``;
+    dir:// folders may be anywhere under the temporary directory, connectors may reach
+    loopback; a server started with it runs its listeners in one process
+    (``MODELBUS_WORKERS=1``, unless ``extra`` says otherwise, or ``--workers`` does),
+    whatever the machine's cores, so that tests behave and last the same on every machine."""
     # nor OTEL_*: a developer's collector settings must not make test servers export
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELBUS_", "OTEL_"))}
     env["MODELBUS_WORKERS"] = "1"
+    # The tests' folders are under the temporary directory (the default root, the working
+    # directory, is the checkout).
+    env["MODELBUS_DIR_ROOTS"] = tempfile.gettempdir()
+    # Every test broker and receiver is on loopback, which the egress policy refuses
+    # unless allowed (the server's own API stays refused).
+    env["MODELBUS_ALLOW_HOSTS"] = "127.0.0.0/8,::1,localhost"
     env.update(extra or {})
     return env
 

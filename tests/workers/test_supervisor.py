@@ -177,7 +177,11 @@ def test_a_worker_refuses_what_is_not_a_spec() -> None:
 
 def test_worker_spec_and_settings_go_through_one_line(tmp_path: Path) -> None:
     given = settings(
-        tmp_path, secret_key="s3cret", listeners_file=tmp_path / "l.toml", stop_deadline_s=2.5
+        tmp_path,
+        secret_key="s3cret",
+        listeners_file=tmp_path / "l.toml",
+        stop_deadline_s=2.5,
+        dir_roots=(tmp_path / "in", tmp_path / "out"),
     )
     spec = WorkerSpec(settings=given, index=2, node_id="n" * 32, parent="p" * 32)
     line = spec.to_line()

@@ -73,14 +73,22 @@ class DemoPlan:
         inbox: Path | None = None,
         outbox: Path | None = None,
     ) -> DemoPlan:
-        """Folders default to ``inbox``, ``outbox`` and ``failed`` in the data directory."""
+        """Folders default to ``inbox``, ``outbox`` and ``failed`` in the data directory;
+        the three are added to the settings' ``dir_roots`` (folders inside the data
+        directory are refused unless they lie in a root placed there explicitly)."""
         data = settings.data_dir
+        folders = (
+            (inbox or data / "inbox").expanduser().resolve(),
+            (outbox or data / "outbox").expanduser().resolve(),
+            (data / "failed").resolve(),
+        )
+        roots = (*(settings.dir_roots or ()), *folders)
         return cls(
-            settings=settings,
+            settings=replace(settings, dir_roots=roots),
             examples=find_examples(examples),
-            inbox=(inbox or data / "inbox").expanduser().resolve(),
-            outbox=(outbox or data / "outbox").expanduser().resolve(),
-            failed=(data / "failed").resolve(),
+            inbox=folders[0],
+            outbox=folders[1],
+            failed=folders[2],
         )
 
     @property

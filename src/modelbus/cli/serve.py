@@ -8,6 +8,7 @@ without loading them. The options' documented defaults are read from :mod:`model
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,14 @@ import typer
 from modelbus import errors
 from modelbus.cli.options import default_of
 from modelbus.cli.output import out, print_error
-from modelbus.config import DEFAULT_DATA_DIR, DEFAULT_MAX_BODY_BYTES, Settings, default_workers
+from modelbus.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_MAX_BODY_BYTES,
+    Settings,
+    allow_hosts_of,
+    default_workers,
+    dir_roots_of,
+)
 
 
 def _mib(size: int) -> str:
@@ -150,6 +158,29 @@ def serve(
             f"default: the cores, {default_workers()} here].",
         ),
     ] = None,
+    dir_roots: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dir-roots",
+            metavar="FOLDERS",
+            help="Folders that dir:// sources and sinks must lie in (repeat the option, or "
+            f"separate folders with {os.pathsep!r}). Never the data directory, a folder "
+            "holding it, or one inside it [env MODELBUS_DIR_ROOTS, default: the working "
+            "directory].",
+        ),
+    ] = None,
+    allow_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-hosts",
+            metavar="HOSTS",
+            help="Where listener connectors may connect besides public addresses: CIDRs, "
+            "addresses, host patterns (*.corp.example), repeated or comma-separated. "
+            "Loopback is refused unless listed (e.g. 127.0.0.1/32); link-local and cloud "
+            "metadata addresses and this server's own API are always refused [env "
+            "MODELBUS_ALLOW_HOSTS, default: none].",
+        ),
+    ] = None,
     ignore_undecryptable: Annotated[
         bool,
         typer.Option(
@@ -183,6 +214,7 @@ def serve(
     import asyncio
 
     from modelbus.listeners.files import load_listener_file
+    from modelbus.listeners.manager import ManagerOptions
     from modelbus.registry.artifacts import open_store
     from modelbus.runtime import telemetry
     from modelbus.store.secrets import SecretBox
@@ -214,6 +246,8 @@ def serve(
             artifacts_url=artifacts,
             workers=workers,
             allow_direct_requirements=allow_direct_requirements or None,
+            dir_roots=_roots(dir_roots),
+            allow_hosts=_hosts(allow_hosts),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -221,7 +255,8 @@ def serve(
         SecretBox.load(settings.data_dir, settings.secret_key)
         open_store(settings.artifacts_url, settings.data_dir)
         if settings.listeners_file is not None:
-            load_listener_file(settings.listeners_file, settings.data_dir)
+            policy = ManagerOptions.from_settings(settings).policy
+            load_listener_file(settings.listeners_file, settings.data_dir, policy)
         asyncio.run(check_node(settings))
     except errors.ModelbusError as exc:
         print_error(exc.message)
@@ -251,3 +286,17 @@ def secret_key() -> None:
     from modelbus.store.secrets import SecretBox
 
     out.print(SecretBox.new_key())
+
+
+def _roots(given: list[str] | None) -> tuple[Path, ...] | None:
+    """The ``--dir-roots`` values as folders (None when the option is not given)."""
+    if not given:
+        return None
+    return tuple(root for value in given for root in dir_roots_of(value))
+
+
+def _hosts(given: list[str] | None) -> tuple[str, ...] | None:
+    """The ``--allow-hosts`` values as one list (None when the option is not given)."""
+    if not given:
+        return None
+    return tuple(host for value in given for host in allow_hosts_of(value))

@@ -28,8 +28,10 @@ from modelbus.connectors.base import (
     Sink,
     Source,
 )
+from modelbus.connectors.egress import Egress
+from modelbus.connectors.policy import ConnectorPolicy, applied
 from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
-from modelbus.errors import ConnectorError, DefinitionError
+from modelbus.errors import ConnectorError, DefinitionError, ModelbusError
 
 __all__ = [
     "MASK",
@@ -38,13 +40,17 @@ __all__ = [
     "WEBHOOK_SIGNATURE_HEADER",
     "Backlog",
     "ConnectorContext",
+    "ConnectorPolicy",
     "Delivery",
+    "Egress",
     "Inbox",
     "ObjectReader",
     "OutMessage",
     "Sink",
     "Source",
+    "applied",
     "backlog_of",
+    "check_policy",
     "credentials_of",
     "is_shared_source",
     "make_inbox",
@@ -109,11 +115,14 @@ def _module(url: str) -> Any:
 
 def make_source(url: str, ctx: ConnectorContext) -> Source:
     """A Source for ``url``. Raises DefinitionError if the scheme has no source or the URL is
-    malformed, MissingExtra if the broker's client library is not installed."""
+    malformed, PolicyRefused if the context's policy refuses its host or folder (host names
+    are resolved: this may block), MissingExtra if the broker's client library is not
+    installed."""
     module = _module(url)
     factory = getattr(module, "make_source", None)
     if factory is None:
         raise DefinitionError(f"{scheme_of(url)}:// can be an output sink but not a source")
+    _check_egress(url, ctx)
     source: Source = factory(url, ctx)
     return source
 
@@ -138,8 +147,29 @@ def make_sink(url: str, ctx: ConnectorContext) -> Sink:
     factory = getattr(module, "make_sink", None)
     if factory is None:
         raise DefinitionError(f"{scheme_of(url)}:// can be a source but not an output sink")
+    _check_egress(url, ctx)
     sink: Sink = factory(url, ctx)
     return sink
+
+
+def check_policy(url: str, ctx: ConnectorContext) -> None:
+    """Whether ``ctx``'s policy lets a connector use ``url`` (its hosts: the egress policy;
+    the connector's own ``check_policy(url, ctx)`` when it has one, e.g. a ``dir://``
+    folder's roots), without making the connector. Raises PolicyRefused; host names are
+    resolved (this may block). Other problems of the URL are not looked at."""
+    _check_egress(url, ctx)
+    try:
+        module = _module(url)
+    except (ImportError, ModelbusError):
+        return
+    own = getattr(module, "check_policy", None)
+    if own is not None:
+        own(url, ctx)
+
+
+def _check_egress(url: str, ctx: ConnectorContext) -> None:
+    if ctx.policy.egress is not None:
+        ctx.policy.egress.check_url(url, redact_url(url))
 
 
 def backlog_of(url: str, listener: str) -> Backlog | None:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from modelbus.connectors.policy import ConnectorPolicy, current
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Delivery:
@@ -69,10 +71,13 @@ class OutMessage:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConnectorContext:
-    """What a connector may know about the listener using it."""
+    """What a connector may know about the listener using it, and the operator's limits on
+    what it may reach (``policy``; default: the current one, see
+    :mod:`modelbus.connectors.policy`)."""
 
     listener: str
     data_dir: Path
+    policy: ConnectorPolicy = field(default_factory=current)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -17,6 +17,15 @@ one (``scans/a.png`` -> ``scans/a.png.json``), else the output id; the extension
 A different result never overwrites an existing file: it gets ``NAME.OUTPUT_ID.EXT``
 instead. The same output written twice (a redelivery) is written once.
 
+**Where folders may be.** A folder must lie in one of the operator's roots (``dir_roots`` of
+the context's policy, set by ``modelbus serve --dir-roots``), and is never the data
+directory, a folder holding it, or a folder inside it (its keys, database, queues and
+built environments), unless it lies in a root the operator placed inside the data directory
+(:func:`check_folder`). This is checked when the connector is made (the definition is
+refused) and again, on the resolved path, each time it opens: a symlink or ``..`` that
+leads elsewhere meanwhile is refused. The sink also refuses to write through a symlink
+inside the folder that leads out of it.
+
 The folder must be on this machine: use S3 for several machines. With several nodes, a
 listener on a folder runs on one node at a time (:func:`shared_source`); another node takes
 it over when that one dies, so the folder must be reachable there too (a shared mount).
@@ -41,13 +50,15 @@ from urllib.parse import quote_plus, unquote, urlsplit
 
 from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.local import LocalSource, SqliteQueue, parse_query
-from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
+from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, PolicyRefused
 
 __all__ = [
     "EVENT_SOURCE",
     "DirectorySink",
     "DirectorySource",
     "FileReader",
+    "check_folder",
+    "check_policy",
     "folder_of",
     "make_reader",
     "make_sink",
@@ -69,6 +80,35 @@ def folder_of(url: str) -> Path:
     if parts.scheme != "dir" or not (parts.netloc + parts.path).strip("/"):
         raise DefinitionError(f"{url}: expected dir:///absolute/path or dir://relative/path")
     return Path(unquote(parts.netloc + parts.path)).expanduser().resolve()
+
+
+def check_folder(folder: Path, ctx: ConnectorContext) -> Path:
+    """``folder`` resolved (symlinks and ``..`` followed), if the policy lets a ``dir://``
+    source or sink use it (see the module docstring); raises PolicyRefused saying why
+    not, naming the roots and the setting that configures them."""
+    real = folder.resolve()
+    data = ctx.data_dir.resolve()
+    url = f"dir://{real}"
+    if real == data or real in data.parents:
+        raise PolicyRefused(
+            f"{url} is the server's data directory or holds it ({data}): "
+            "use a folder of its own, outside the data directory"
+        )
+    roots = ctx.policy.dir_roots
+    resolved = [root.resolve() for root in roots or ()]
+    holding = [root for root in resolved if root == real or root in real.parents]
+    if data in real.parents and not any(data in root.parents for root in holding):
+        raise PolicyRefused(
+            f"{url} is inside the server's data directory ({data}): use a folder outside it"
+        )
+    if roots is not None and not holding:
+        shown = ", ".join(str(r) for r in roots) or "none"
+        raise PolicyRefused(
+            f"{url} is not inside a folder listeners may use (allowed roots: {shown}): "
+            "choose a folder under one of them, or add a root with modelbus serve "
+            "--dir-roots (env MODELBUS_DIR_ROOTS)"
+        )
+    return real
 
 
 def _ignored(name: str) -> bool:
@@ -139,8 +179,11 @@ class DirectoryOptions:
 class DirectorySource:
     """Announces completely written new files as object-created notifications."""
 
-    def __init__(self, options: DirectoryOptions, queue: SqliteQueue) -> None:
+    def __init__(
+        self, options: DirectoryOptions, queue: SqliteQueue, ctx: ConnectorContext
+    ) -> None:
         self.folder = options.folder
+        self._ctx = ctx
         self._queue = queue
         self._inner = LocalSource(queue, lease_s=options.lease_s, poll_ms=options.poll_ms)
         self._poll_s = options.poll_ms / 1000
@@ -153,6 +196,9 @@ class DirectorySource:
         return self._inner.lease_s
 
     async def open(self) -> None:
+        """Check the folder (again, resolved: see :func:`check_folder`) and open the queue.
+        ConnectorConfigError if it is refused or missing."""
+        _recheck(self.folder, self._ctx)
         if not self.folder.is_dir():
             raise ConnectorConfigError(f"dir://{self.folder}: no such folder; create it first")
         await self._inner.open()
@@ -224,13 +270,29 @@ class FileReader:
             raise ConnectorError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def _recheck(folder: Path, ctx: ConnectorContext) -> None:
+    """:func:`check_folder` at open time: the folder must still resolve to itself."""
+    try:
+        real = check_folder(folder, ctx)
+    except DefinitionError as exc:
+        raise ConnectorConfigError(exc.message) from None
+    if real != folder:
+        raise ConnectorConfigError(
+            f"dir://{folder} now leads to {real} (a symlink changed): refused; "
+            "define the listener on the folder itself"
+        )
+
+
 class DirectorySink:
     """Writes each result as a file in the folder (see the module docstring)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, ctx: ConnectorContext) -> None:
         self.folder = folder
+        self._ctx = ctx
 
     async def open(self) -> None:
+        """Check the folder (see :func:`check_folder`) and create it if missing."""
+        _recheck(self.folder, self._ctx)
         try:
             await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
@@ -271,6 +333,11 @@ def write_result(folder: Path, message: OutMessage) -> Path:
     """Write ``message`` atomically; returns the file it is in (see the module docstring)."""
     target = result_path(folder, message)
     target.parent.mkdir(parents=True, exist_ok=True)
+    real_parent = target.parent.resolve()
+    if real_parent != folder.resolve() and folder.resolve() not in real_parent.parents:
+        raise ConnectorError(
+            f"{target.parent} leads out of dir://{folder} (a symlink): not written", permanent=True
+        )
     temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
         with open(temp, "wb") as file:
@@ -325,7 +392,8 @@ def _queue_path(ctx: ConnectorContext, folder: Path) -> Path:
 def make_source(url: str, ctx: ConnectorContext) -> DirectorySource:
     """A source announcing new files in the folder (queue under ``ctx.data_dir``)."""
     options = DirectoryOptions.from_url(url)
-    return DirectorySource(options, SqliteQueue(_queue_path(ctx, options.folder)))
+    check_folder(options.folder, ctx)
+    return DirectorySource(options, SqliteQueue(_queue_path(ctx, options.folder)), ctx)
 
 
 def shared_source(url: str) -> bool:
@@ -335,10 +403,21 @@ def shared_source(url: str) -> bool:
     return False
 
 
+def check_policy(url: str, ctx: ConnectorContext) -> None:
+    """:func:`check_folder` for the folder of ``url`` (a malformed URL is not looked at)."""
+    try:
+        folder = folder_of(url)
+    except DefinitionError:
+        return
+    check_folder(folder, ctx)
+
+
 def make_sink(url: str, ctx: ConnectorContext) -> DirectorySink:
     """A sink writing result files into the folder."""
     parse_query(url, {})
-    return DirectorySink(folder_of(url))
+    folder = folder_of(url)
+    check_folder(folder, ctx)
+    return DirectorySink(folder, ctx)
 
 
 def make_reader(source_url: str, ctx: ConnectorContext) -> FileReader:
@@ -350,4 +429,9 @@ def make_reader(source_url: str, ctx: ConnectorContext) -> FileReader:
             "this listener cannot fetch objects announced by 'modelbus:dir' events",
             permanent=True,
         )
-    return FileReader(folder_of(source_url))
+    folder = folder_of(source_url)
+    try:
+        check_folder(folder, ctx)
+    except DefinitionError as exc:
+        raise ConnectorError(exc.message, permanent=True) from None
+    return FileReader(folder)

@@ -30,7 +30,10 @@ deterministic id (a receiver drops what it has seen), ``X-Modelbus-Signature`` w
 ``secret`` is given, and the other attributes as ``X-Modelbus-Attr-NAME`` headers (values
 percent-encoded where they are not plain ASCII). A 2xx answer is success; 408, 429, 5xx,
 timeouts and connection errors are transient (the listener retries with backoff); any other
-answer is permanent (the message is dead-lettered). Redirects are not followed.
+answer is permanent (the message is dead-lettered). Redirects are not followed. A failure
+names the status code and its standard phrase only: the receiver's body is never read into
+an error (it would show in the listener's status). With an egress policy in the context
+(:mod:`modelbus.connectors.egress`) the host is checked again before each POST.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -49,9 +53,16 @@ import httpx
 
 from modelbus.connectors import WEBHOOK_SIGNATURE_HEADER
 from modelbus.connectors.base import ConnectorContext, OutMessage
+from modelbus.connectors.egress import Egress
 from modelbus.connectors.local import LocalSource, SqliteQueue, parse_query
 from modelbus.connectors.urls import redact_url
-from modelbus.errors import ConnectorError, DefinitionError, Unauthenticated
+from modelbus.errors import (
+    ConnectorConfigError,
+    ConnectorError,
+    DefinitionError,
+    PolicyRefused,
+    Unauthenticated,
+)
 
 __all__ = [
     "ATTRIBUTE_PREFIX",
@@ -357,8 +368,17 @@ def _header_value(value: str) -> str:
 class WebhookSink:
     """POSTs each message to one URL (see the module docstring)."""
 
-    def __init__(self, url: str, *, secret: str | None, timeout_s: float, listener: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: str | None,
+        timeout_s: float,
+        listener: str,
+        egress: Egress | None = None,
+    ) -> None:
         self.url = url
+        self._egress = egress
         self._secret = secret
         self._timeout_s = timeout_s
         self._listener = listener
@@ -394,6 +414,14 @@ class WebhookSink:
     async def _post(self, message: OutMessage) -> None:
         assert self._http is not None
         body = bytes(message.body)
+        if self._egress is not None:  # again at each connection: what the name resolves to now
+            parts = urlsplit(self.url)
+            try:
+                await self._egress.check_connect(
+                    parts.hostname or "", parts.port, redact_url(self.url)
+                )
+            except PolicyRefused as exc:
+                raise ConnectorConfigError(f"listener {self._listener!r}: {exc.message}") from None
         try:
             answer = await self._http.post(self.url, content=body, headers=self._headers(message))
         except httpx.HTTPError as exc:  # timeouts, refused connections, resets
@@ -422,10 +450,11 @@ class WebhookSink:
         if 200 <= status < 300:
             return
         transient = status in (408, 429) or status >= 500
-        said = answer.text[:200].strip()
+        # The status code and its standard phrase only: the receiver's body (or its own
+        # reason phrase) never reaches a status, a log or a dead letter.
         raise ConnectorError(
             f"listener {self._listener!r}: POST {redact_url(self.url)} answered {status}"
-            + (f": {said}" if said else "")
+            + (f" {_phrase(status)}" if _phrase(status) else "")
             + ("" if transient else " (not retried: fix the receiver or the URL)"),
             permanent=not transient,
         )
@@ -455,5 +484,17 @@ def make_sink(url: str, ctx: ConnectorContext) -> WebhookSink:
     if not 0 < timeout_s <= 3600:
         raise DefinitionError(f"{redact_url(url)}: timeout_s must be seconds between 0 and 3600")
     return WebhookSink(
-        target, secret=ours.get("secret") or None, timeout_s=timeout_s, listener=ctx.listener
+        target,
+        secret=ours.get("secret") or None,
+        timeout_s=timeout_s,
+        listener=ctx.listener,
+        egress=ctx.policy.egress,
     )
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` ("" for a code with none)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from modelbus.connectors import ConnectorContext, make_sink, make_source
+from modelbus.connectors import ConnectorContext, ConnectorPolicy, make_sink, make_source
 from modelbus.errors import DefinitionError, ModelbusError
 from modelbus.listeners.definition import ListenerDefinition, load_definitions
 from modelbus.listeners.manager import ListenerManager
@@ -20,11 +20,16 @@ __all__ = ["apply_listener_file", "check_connectors", "load_listener_file"]
 log = logging.getLogger("modelbus.listeners")
 
 
-def check_connectors(definition: ListenerDefinition, data_dir: Path) -> None:
+def check_connectors(
+    definition: ListenerDefinition, data_dir: Path, policy: ConnectorPolicy | None = None
+) -> None:
     """Refuse a definition whose connectors cannot even be built (bad URL options, a
-    scheme that is only a sink used as the source, a missing extra), without connecting
-    to anything. Raises :class:`DefinitionError` naming the listener."""
-    ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
+    scheme that is only a sink used as the source, a missing extra, a folder outside
+    ``policy``'s roots), without connecting to anything. Raises :class:`DefinitionError`
+    naming the listener."""
+    ctx = ConnectorContext(
+        listener=definition.name, data_dir=data_dir, policy=policy or ConnectorPolicy()
+    )
     try:
         make_source(definition.source, ctx)
         for url in definition.sinks:
@@ -33,14 +38,16 @@ def check_connectors(definition: ListenerDefinition, data_dir: Path) -> None:
         raise DefinitionError(f"listener {definition.name!r}: {exc.message}") from None
 
 
-def load_listener_file(path: Path, data_dir: Path) -> list[ListenerDefinition]:
+def load_listener_file(
+    path: Path, data_dir: Path, policy: ConnectorPolicy | None = None
+) -> list[ListenerDefinition]:
     """The definitions of a TOML listener file, checked as far as possible without a broker
-    (see :func:`check_connectors`). Raises :class:`DefinitionError` naming the file and the
-    listener; nothing is applied."""
+    (see :func:`check_connectors`, with ``policy``). Raises :class:`DefinitionError`
+    naming the file and the listener; nothing is applied."""
     definitions = load_definitions(path)
     for definition in definitions:
         try:
-            check_connectors(definition, data_dir)
+            check_connectors(definition, data_dir, policy)
         except DefinitionError as exc:
             raise DefinitionError(f"{path}: {exc.message}") from None
     return definitions
@@ -53,7 +60,7 @@ async def apply_listener_file(
 
     Brokers are not contacted here: a listener whose broker is down at start is created,
     shows ``degraded`` in its status and connects when the broker comes up."""
-    definitions = load_listener_file(path, data_dir)
+    definitions = load_listener_file(path, data_dir, listeners.policy)
     result = await listeners.apply(definitions, prune=prune, check=False)
     log.info(
         "listener file %s applied: created %s, updated %s, unchanged %s, deleted %s",

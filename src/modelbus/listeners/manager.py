@@ -34,7 +34,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelbus.client.schemas import DEFAULT_REDRIVE_RATE_PER_S
-from modelbus.connectors import ConnectorContext, make_sink, make_source
+from modelbus.config import Settings
+from modelbus.connectors import (
+    ConnectorContext,
+    ConnectorPolicy,
+    Egress,
+    applied,
+    check_policy,
+    make_sink,
+    make_source,
+)
 from modelbus.errors import (
     Conflict,
     DeadLetterNotFound,
@@ -42,6 +51,7 @@ from modelbus.errors import (
     ListenerNotFound,
     ModelbusError,
     NotFound,
+    PolicyRefused,
     VersionSpecError,
 )
 from modelbus.listeners.cluster import Cluster, Report
@@ -77,6 +87,9 @@ class ManagerOptions:
     records older than ``dedupe_window_s`` (None: never).
     ``check_timeout_s``: how long validation may take to open a listener's connectors.
     ``redrive_rate_per_s``: default pace of a redrive.
+    ``dir_roots``: the folders ``dir://`` sources and sinks must lie in (None: no roots, only
+    the data-directory rule); ``egress``: where connectors may connect (None: anywhere).
+    See :mod:`modelbus.connectors.policy`.
     """
 
     check_timeout_s: float = 10.0
@@ -85,6 +98,26 @@ class ManagerOptions:
     dedupe_window_s: float = 7 * 24 * 3600.0
     redrive_rate_per_s: float = DEFAULT_REDRIVE_RATE_PER_S
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    dir_roots: tuple[Path, ...] | None = None
+    egress: Egress | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ManagerOptions:
+        """The options of a serve or worker process: its stop deadline, its folder roots
+        and its egress policy (the allow list, and its own API's address to refuse)."""
+        egress = None
+        if settings.allow_hosts is not None:
+            egress = Egress(
+                allow=settings.allow_hosts, own_port=settings.port, own_hosts=(settings.host,)
+            )
+        return cls(
+            stop_deadline_s=settings.stop_deadline_s, dir_roots=settings.dir_roots, egress=egress
+        )
+
+    @property
+    def policy(self) -> ConnectorPolicy:
+        """What the connectors of this manager's listeners may reach."""
+        return ConnectorPolicy(dir_roots=self.dir_roots, egress=self.egress)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -189,6 +222,7 @@ class ListenerManager:
         self.records = RunWriter(self.runs)
         self.metrics = Metrics(registry)
         self._running: dict[str, ListenerRuntime] = {}
+        self._refused: dict[str, str] = {}  # name -> why its stored definition cannot start
         self._lock = asyncio.Lock()
         self._started = False
         self._sync_task: asyncio.Task[None] | None = None
@@ -279,14 +313,23 @@ class ListenerManager:
             if self._ownership is not None and not (definition.enabled and self._started):
                 await self._ownership.release(definition.name)  # paused, or stopping
             return
-        listener = ListenerRuntime(
-            definition,
-            invoker=self._invoker,
-            runs=self.records,
-            metrics=self.metrics.listener(definition.name),
-            data_dir=self._data_dir,
-            options=self._options.runtime,
-        )
+        self._refused.pop(definition.name, None)
+        try:
+            with applied(self._options.policy):  # the contexts the runtime builds take it
+                listener = ListenerRuntime(
+                    definition,
+                    invoker=self._invoker,
+                    runs=self.records,
+                    metrics=self.metrics.listener(definition.name),
+                    data_dir=self._data_dir,
+                    options=self._options.runtime,
+                )
+        except DefinitionError as exc:
+            # Stored, but refused now (the roots changed, a folder became a symlink to the
+            # data directory...): shown stopped with the reason; the others still start.
+            log.error("listener %s not started: %s", definition.name, exc.message)
+            self._refused[definition.name] = exc.message
+            return
         await listener.start()
         self._running[definition.name] = listener
 
@@ -318,7 +361,7 @@ class ListenerManager:
                 f"version ({exc}): push a version that matches, correct the reference, or "
                 "create the listener with check=false to store it before the model exists"
             ) from None
-        ctx = ConnectorContext(listener=definition.name, data_dir=self._data_dir)
+        ctx = self.context(definition)
         try:
             source = make_source(definition.source, ctx)
             sinks = [make_sink(url, ctx) for url in definition.sinks]
@@ -332,6 +375,29 @@ class ListenerManager:
         for url, sink in zip(definition.sinks, sinks, strict=True):
             await self._try_open(definition, "sink", url, sink)
             await _close(sink.close())
+
+    @property
+    def policy(self) -> ConnectorPolicy:
+        """What this manager's listeners' connectors may reach (see :class:`ManagerOptions`)."""
+        return self._options.policy
+
+    def check_policy(self, definition: ListenerDefinition) -> None:
+        """Check ``definition``'s URLs against the policy without making their connectors
+        (:func:`modelbus.connectors.check_policy`), so that what the policy refuses (a
+        folder outside the roots, a refused host) is refused even with ``check=false``; any
+        other problem is left to :meth:`validate`. Raises PolicyRefused naming the listener."""
+        ctx = self.context(definition)
+        try:
+            for url in (definition.source, *definition.sinks):
+                check_policy(url, ctx)
+        except PolicyRefused as exc:
+            raise PolicyRefused(f"listener {definition.name!r}: {exc.message}") from None
+
+    def context(self, definition: ListenerDefinition) -> ConnectorContext:
+        """The connector context of ``definition``'s connectors, with this manager's policy."""
+        return ConnectorContext(
+            listener=definition.name, data_dir=self._data_dir, policy=self._options.policy
+        )
 
     async def _try_open(
         self, definition: ListenerDefinition, role: str, url: str, part: Any
@@ -350,7 +416,9 @@ class ListenerManager:
 
     async def create(self, definition: ListenerDefinition, *, check: bool = True) -> ListenerInfo:
         """Store a new listener and start it if enabled. ``check`` opens its connectors first
-        (:meth:`validate`). Raises Conflict if the name is taken."""
+        (:meth:`validate`); what the policy refuses is refused either way
+        (:meth:`check_policy`). Raises Conflict if the name is taken."""
+        await asyncio.to_thread(self.check_policy, definition)  # resolves host names
         if check:
             await self.validate(definition)
         now = time.time()
@@ -375,6 +443,8 @@ class ListenerManager:
         names = [d.name for d in definitions]
         if len(set(names)) != len(names):
             raise DefinitionError("a listener name appears twice: names must be unique")
+        for definition in definitions:
+            await asyncio.to_thread(self.check_policy, definition)  # resolves host names
         if check:
             for definition in definitions:
                 await self.validate(definition)
@@ -460,12 +530,13 @@ class ListenerManager:
         if running is not None:
             return running.status()
         info = await self.get(name)
+        refused = self._refused.get(name) if info.definition.enabled else None
         return ListenerStatus(
             name=name,
             state="paused" if not info.definition.enabled else "stopped",
-            last_error=None,
+            last_error=refused,
             last_error_at=None,
-            problems={},
+            problems={"definition": refused} if refused else {},
             counters=self.metrics.snapshot(name),
         )
 
@@ -599,14 +670,15 @@ class ListenerManager:
         if running is not None and running.state in ("running", "degraded"):
             yield running
             return
-        listener = ListenerRuntime(
-            definition,
-            invoker=self._invoker,
-            runs=self.records,
-            metrics=self.metrics.listener(definition.name),
-            data_dir=self._data_dir,
-            options=self._options.runtime,
-        )
+        with applied(self._options.policy):
+            listener = ListenerRuntime(
+                definition,
+                invoker=self._invoker,
+                runs=self.records,
+                metrics=self.metrics.listener(definition.name),
+                data_dir=self._data_dir,
+                options=self._options.runtime,
+            )
         await listener.open_sinks()
         try:
             yield listener

@@ -280,7 +280,7 @@ def listener_manager(
         invoker=invoker,
         data_dir=settings.data_dir,
         registry=registry,
-        options=ManagerOptions(stop_deadline_s=settings.stop_deadline_s),
+        options=ManagerOptions.from_settings(settings),
         credentials=credentials,
         ownership=Ownership(
             LeaseStore(database, ttl_s=settings.node_timeout_s),
