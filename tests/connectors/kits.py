@@ -46,6 +46,11 @@ class Capabilities:
     # A delivery that comes back after its consumer died carries ``attempt >= 2``. False for
     # Kafka, which keeps no delivery count (attempts count releases only).
     counts_redeliveries: bool = True
+    # ``Source.backlog`` gives a figure (False: MQTT, which cannot say).
+    counts_backlog: bool = True
+    # The broker pushes messages to a consumer ahead of its receives (RabbitMQ's prefetch
+    # window): those leave the backlog before the runtime has them.
+    pushes_ahead: bool = False
 
 
 _servers: dict[str, Any] = {}

@@ -192,6 +192,34 @@ async def test_prune_ends_the_dedupe_window(store: RunStore, writer: RunWriter) 
     assert len(await store.get_runs("open")) == 1
 
 
+async def test_totals_count_runs_by_status_and_survive_pruning(
+    store: RunStore, writer: RunWriter
+) -> None:
+    for i, (status, at) in enumerate(
+        [("succeeded", 10), ("succeeded", 20), ("succeeded", 100), ("dead_lettered", 10)]
+    ):
+        await writer.record(run(f"m-{i}", status, at=at))
+    await writer.record(run("busy", "running", at=5))
+    await writer.record(run("again", "retrying", at=5))
+    await writer.record(run("other", "succeeded", at=10, listener="other"))
+    await writer.flush()
+    expected = {"succeeded": 3, "dead_lettered": 1, "running": 1, "retrying": 1}
+    assert await store.totals("l") == expected
+    assert await store.prune(finished_before=50) == 4  # three of l's, one of other's
+    assert await store.totals("l") == expected  # forgotten records stay counted
+    assert await store.totals("other") == {
+        "succeeded": 1,
+        "dead_lettered": 0,
+        "running": 0,
+        "retrying": 0,
+    }
+    await writer.record(run("late", "succeeded", at=200))
+    await writer.flush()
+    assert await store.prune(finished_before=50) == 0  # nothing counted twice
+    assert (await store.totals("l"))["succeeded"] == 4
+    assert await store.totals("never") == dict.fromkeys(expected, 0)
+
+
 async def test_coalescer_groups_concurrent_submissions() -> None:
     flushed: list[list[int]] = []
 

@@ -5,6 +5,7 @@ AsyncAPI document."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -281,7 +282,9 @@ def listeners_list(url: Url = None, key: Key = None, as_json: AsJson = False) ->
     if as_json:
         print_json([x.model_dump(mode="json") for x in found])
         return
-    table = new_table("name", "state", "model", "version", "source", "received", "ok", "dead")
+    table = new_table(
+        "name", "state", "model", "version", "source", "backlog", "received", "ok", "dead"
+    )
     for x in found:
         c = x.status.counters
         table.add_row(
@@ -290,6 +293,7 @@ def listeners_list(url: Url = None, key: Key = None, as_json: AsJson = False) ->
             x.definition.model,
             x.status.version or "-",
             x.definition.source,
+            _count(x.status.backlog),
             _count(c.get("received")),
             _count(c.get("succeeded")),
             _count(c.get("dead_lettered")),
@@ -299,6 +303,16 @@ def listeners_list(url: Url = None, key: Key = None, as_json: AsJson = False) ->
 
 def _count(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
+
+
+def _backlog(status: ListenerStatusOut) -> str:
+    """``1,234 (read 3 s ago)``; why there is no figure otherwise."""
+    if status.backlog_at is None:
+        return "- (not read yet)"
+    age_s = max(0.0, time.time() - status.backlog_at)
+    if status.backlog is None:
+        return f"- (the source cannot say; asked {age_s:.0f} s ago)"
+    return f"{status.backlog:,} (read {age_s:.0f} s ago)"
 
 
 def _status_rows(status: ListenerStatusOut) -> list[tuple[str, str]]:
@@ -321,6 +335,10 @@ def _status_rows(status: ListenerStatusOut) -> list[tuple[str, str]]:
         ("in flight", _count(c.get("in_flight"))),
         ("oldest in flight", f"{c.get('oldest_in_flight_age_s', 0):.1f} s"),
         ("mean end-to-end latency", mean_ms),
+        ("backlog", _backlog(status)),
+        ("total succeeded", _count(status.totals.get("succeeded"))),
+        ("total dead-lettered", _count(status.totals.get("dead_lettered"))),
+        ("total retrying now", _count(status.totals.get("retrying"))),
     ]
     rows += [(f"problem: {part}", why) for part, why in status.problems.items()]
     if status.reason:
@@ -335,7 +353,8 @@ def listeners_status(
     key: Key = None,
     as_json: AsJson = False,
 ) -> None:
-    """Show a listener's state, figures since this server started, and last error."""
+    """Show a listener's state, figures since this server started, its backlog at the
+    source, its totals since it was created (kept across restarts), and last error."""
     with open_client(url, key) as client:
         found = client.listener(name)
     if as_json:

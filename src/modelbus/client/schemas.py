@@ -334,6 +334,10 @@ class NodeListenerOut(Schema):
     )
     reason: str | None = Field(None, description="The last error on this node.")
     reason_at: float | None = Field(None, description="When it happened.")
+    backlog: int | None = Field(
+        None, description="The backlog as this node last read it (see the listener's)."
+    )
+    backlog_at: float | None = Field(None, description="When this node read it.")
 
 
 class ListenerStatusOut(Schema):
@@ -359,6 +363,23 @@ class ListenerStatusOut(Schema):
         description="received, succeeded, retried, dead_lettered, skipped_*, in_flight, "
         "oldest_in_flight_age_s, latency_count, latency_sum_s: summed over the live nodes "
         "(`oldest_in_flight_age_s`: the largest), each since its process started.",
+    )
+    totals: dict[str, int] = Field(
+        default_factory=dict,
+        description="Run records of this listener by status (`succeeded`, `dead_lettered`, "
+        "`retrying`, `running`) since it was created, counted in the store: the same on "
+        "every node and unchanged by restarts (records pruned after the dedupe window stay "
+        "counted). Read at most every few seconds.",
+    )
+    backlog: int | None = Field(
+        None,
+        description="Messages waiting at the source, as last read from the broker (every "
+        "5 s; over several nodes, the freshest reading, not a sum): what each broker counts "
+        "is listed in docs/listeners.md. None: not read yet, or the source cannot say "
+        "(MQTT). A failed reading keeps the last value: see `backlog_at`.",
+    )
+    backlog_at: float | None = Field(
+        None, description="When `backlog` was read (epoch seconds): its age shows staleness."
     )
     nodes: list[NodeListenerOut] = Field(
         default_factory=list,

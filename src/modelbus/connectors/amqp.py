@@ -95,6 +95,7 @@ connection are skipped (RabbitMQ already requeued them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -514,6 +515,24 @@ class AmqpSource:
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         """Nothing to do: RabbitMQ has no leases (:attr:`lease_s` is None); a delivery stays
         with this consumer until it is acked or released, or the channel closes."""
+
+    async def backlog(self) -> int:
+        """The queue's ready messages (``message_count`` of a passive ``queue.declare``):
+        those delivered and not acked yet, and retries waiting in delay queues, are not
+        counted. Asked on a channel of its own, so that a failure never closes the
+        consuming channel."""
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise ConnectorError(f"listener {self._listener!r}: the AMQP source is not open")
+        doing = f"reading the depth of queue {self.queue_name!r} on {self.settings.where()}"
+        channel = await self._edge.call(doing, connection.channel())
+        try:
+            declaring = channel.declare_queue(self.queue_name, passive=True)
+            queue = await self._edge.call(doing, declaring)
+            return int(queue.declaration_result.message_count or 0)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), self.settings.timeout_s)
 
     async def close(self) -> None:
         """Close the connection; RabbitMQ requeues every unacked delivery at once."""

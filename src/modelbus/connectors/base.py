@@ -137,6 +137,14 @@ class Source(Protocol):
         A no-op only where ``lease_s`` is None (the broker holds deliveries until ack)."""
         ...
 
+    async def backlog(self) -> int | None:
+        """How many messages wait at the source for this listener, as the broker counts them
+        (each connector's docstring says what it counts: ready messages, lag, pending...);
+        None where the broker cannot say. Read by the runtime in a background task every few
+        seconds, never on the message path: it may cost one broker round trip, has no effect
+        on deliveries, and raises ConnectorError when the broker cannot be asked now."""
+        ...
+
     async def close(self) -> None:
         """Stop receiving and disconnect. Deliveries not acked are redelivered by the broker."""
         ...

@@ -241,6 +241,14 @@ class DirectorySource:
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         await self._inner.extend(deliveries, lease_s)
 
+    async def backlog(self) -> int:
+        """The files waiting: those announced and ready to be received now (in the queue
+        file, not leased or delayed), plus those seen by the last scan and not announced yet
+        (still being written, or waiting for the next scan to see them unchanged)."""
+        queued = await self._inner.backlog()
+        unseen = sum(1 for k, s in self._candidates.items() if self._announced.get(k) != s)
+        return queued + unseen
+
     async def close(self) -> None:
         await self._inner.close()
 

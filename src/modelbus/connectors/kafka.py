@@ -766,6 +766,42 @@ class KafkaSource:
             state.gone = True
             self._partitions.pop(state.tp, None)
 
+    async def backlog(self) -> int | None:
+        """The group's lag over every partition of the topic and of its retry topic (not
+        only those this consumer owns): end offset minus the group's committed offset (a
+        partition with no commit yet counts from its first offset with ``offset_reset=
+        earliest``, as nothing with ``latest``). Records handed out but not committed yet,
+        and retries waiting in the retry topic, are counted too: Kafka only knows offsets.
+        None before the topic's partitions are known."""
+        consumer = self._consumer
+        if consumer is None:
+            raise ConnectorError(f"listener {self.listener!r}: {self._what} is not open")
+        partitions = [
+            _aiokafka().TopicPartition(topic, p)
+            for topic in (self.settings.topic, self.retry_topic)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return None
+        what, timeout_s = f"reading the lag of {self._what}", CALL_TIMEOUT_S
+        ends = await _guarded(consumer.end_offsets(partitions), what, self.listener, timeout_s)
+        committed = await _guarded(
+            asyncio.gather(*(consumer.committed(tp) for tp in partitions)),
+            what,
+            self.listener,
+            timeout_s,
+        )
+        starts: dict[Any, int] = {}
+        if any(c is None for c in committed) and self.settings.offset_reset == "earliest":
+            starts = await _guarded(
+                consumer.beginning_offsets(partitions), what, self.listener, timeout_s
+            )
+        lag = 0
+        for tp, done in zip(partitions, committed, strict=True):
+            start = done if done is not None else starts.get(tp, ends[tp])
+            lag += max(0, ends[tp] - start)
+        return lag
+
     async def close(self) -> None:
         """Stop fetching, commit what is contiguous, leave the group and disconnect.
         Deliveries not settled are redelivered (to this group) from the committed position."""

@@ -435,6 +435,12 @@ class LocalSource:
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         await self.queue.set_visible([d.handle for d in deliveries], lease_s, release=False)
 
+    async def backlog(self) -> int:
+        """The rows ready to be received now (leased rows and delayed retries not counted):
+        one ``COUNT`` on the file."""
+        total, hidden = await self.queue.counts()
+        return total - hidden
+
     async def close(self) -> None:
         await self.queue.close()
 

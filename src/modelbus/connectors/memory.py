@@ -227,6 +227,13 @@ class MemorySource:
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> None:
         self.queue.set_lease([d.handle for d in deliveries], lease_s)
 
+    async def backlog(self) -> int:
+        """The messages ready to be received now (leased ones and delayed retries not
+        counted)."""
+        self.queue.check_available()
+        total, hidden = self.queue.counts()
+        return total - hidden
+
     async def close(self) -> None:
         return None
 

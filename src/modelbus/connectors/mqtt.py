@@ -919,6 +919,11 @@ class MqttSource:
         next_s = await store.next_due_s(self.retry_topic)
         return _PUMP_POLL_S if next_s is None else min(next_s, _PUMP_POLL_S)
 
+    async def backlog(self) -> None:
+        """None: an MQTT broker does not tell a subscriber how many messages its session
+        holds for it (neither MQTT 3.1.1 nor 5 has a way to ask)."""
+        return None
+
     async def close(self) -> None:
         """Disconnect (the session stays with the broker, with what it holds unacked), stop
         publishing retries and release the client-id slot."""

@@ -592,6 +592,15 @@ class NatsSource:
         await self._nats.send_all(_replies(deliveries), _IN_PROGRESS, "in progress")
         return self.settings.lease_s
 
+    async def backlog(self) -> int:
+        """The durable consumer's ``num_pending``: messages of its subject in the stream not
+        yet delivered to it. Deliveries awaiting their ack (``num_ack_pending``), retries
+        waiting out a nak delay among them, are not counted."""
+        info = await self._nats.guard(
+            self._nats.js.consumer_info(self.stream, self.durable), "consumer info"
+        )
+        return int(info.num_pending or 0)
+
     async def close(self) -> None:
         """Stop renewing leases and disconnect. Unacked deliveries come back once their ack
         wait is over."""

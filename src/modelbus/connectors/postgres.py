@@ -345,6 +345,10 @@ class OutboxSource:
             f"UPDATE {t} SET available_at = now() + make_interval(secs => $3), "
             "locked_until = NULL, locked_by = NULL WHERE id = $1 AND attempts = $2"
         )
+        self._backlog_sql = (
+            f"SELECT count(*) FROM {t} WHERE {_AVAILABLE} "
+            "AND (locked_until IS NULL OR locked_until <= now())"
+        )
 
     @property
     def lease_s(self) -> float:
@@ -470,6 +474,15 @@ class OutboxSource:
             await conn.execute(self._release_sql, claim.row_id, claim.attempts, delay_s)
             if delay_s == 0:
                 await conn.execute("SELECT pg_notify($1, '')", self._db.channel)
+
+    async def backlog(self) -> int:
+        """The rows that could be claimed now: available (not a retry waiting out its delay)
+        and not locked by a consumer. One ``count(*)`` over the table (a scan of the rows
+        waiting: the runtime asks every few seconds, not per message)."""
+        return int(await self._db.call("counting rows", self._count))
+
+    async def _count(self, conn: Any) -> int:
+        return int(await conn.fetchval(self._backlog_sql))
 
     async def close(self) -> None:
         """Disconnect. Rows still claimed come back when their lease runs out."""

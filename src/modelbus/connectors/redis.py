@@ -714,6 +714,28 @@ class RedisSource:
             await self._redis.guard(pipe.execute(), "XCLAIM")
         return covered_s
 
+    async def backlog(self) -> int | None:
+        """The group's lag: entries of the stream (and of the group's retry stream, where
+        due retries go) not yet delivered to this group, from ``XINFO GROUPS`` (Redis 7+).
+        Entries delivered but not acked, and retries not yet due, are not counted. Where
+        Redis cannot say (no lag before Redis 7, or after entries were deleted from the
+        middle of the stream) and the source deletes what it acks (``delete_acked``), the
+        stream's length (``XLEN``) minus the group's pending entries; otherwise None."""
+        total = 0
+        for key in (self._keys.main, self._keys.retry):
+            groups = await self._redis.guard(self._redis.client.xinfo_groups(key), "XINFO")
+            group = next((g for g in groups if _text(g.get("name")) == self.group), None)
+            if group is None:
+                return None
+            lag = group.get("lag")
+            if lag is None:
+                if not self.settings.delete_acked:
+                    return None
+                length = await self._redis.call("XLEN", key)
+                lag = max(0, int(length) - int(group.get("pending") or 0))
+            total += int(lag)
+        return total
+
     async def close(self) -> None:
         """Stop renewing leases and disconnect; if nothing is pending for this consumer,
         remove it from the group. Deliveries not acked are claimed by another consumer

@@ -380,6 +380,15 @@ class SqsSource:
             answer = await self._queue.call("change_message_visibility_batch", Entries=entries)
             self._queue.check_entries(answer, "ChangeMessageVisibilityBatch", total=len(entries))
 
+    async def backlog(self) -> int:
+        """The queue's ``ApproximateNumberOfMessages``: messages available for retrieval
+        (in flight and delayed ones not counted), approximate as SQS says, and up to a
+        minute behind on a queue that just changed."""
+        answer = await self._queue.call(
+            "get_queue_attributes", AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int((answer.get("Attributes") or {}).get("ApproximateNumberOfMessages", 0))
+
     async def close(self) -> None:
         """Close the client. Unacked deliveries come back when their lease runs out."""
         await self._queue.client.close()

@@ -16,7 +16,8 @@ Every ``modelbus serve`` on one database is a node (:mod:`modelbus.store.nodes`)
   node is degraded, else ``running`` if one runs it, else ``starting``, else ``stopped``;
   ``paused`` when disabled), the reason and problems of every node, and a per-node
   breakdown (:class:`NodeListenerStatus`). Other nodes' figures are as of their last
-  heartbeat (at most ``heartbeat_interval_s`` old).
+  heartbeat (at most ``heartbeat_interval_s`` old). The backlog is not summed: every node
+  reads the same broker figure of a shared source, so the freshest reading is shown.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class NodeListenerStatus:
     counters: dict[str, float]
     reason: str | None = None
     reason_at: float | None = None
+    backlog: int | None = None
+    backlog_at: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -213,6 +216,8 @@ class Cluster:
             counters=dict(local.counters),
             reason=local.last_error,
             reason_at=local.last_error_at,
+            backlog=local.backlog,
+            backlog_at=local.backlog_at,
         )
         parts = [mine]
         problems = dict(local.problems)
@@ -224,6 +229,7 @@ class Cluster:
             for part, why in (entry.get("problems") or {}).items():
                 problems[f"{part} (node {node.id[:8]})"] = str(why)
         reason, reason_at = _latest_reason(parts)
+        backlog, backlog_at = _freshest_backlog(parts)
         return ClusterStatus(
             name=local.name,
             state="paused" if local.state == "paused" else _overall(p.state for p in parts),
@@ -231,6 +237,8 @@ class Cluster:
             last_error_at=reason_at,
             problems=problems,
             counters=_sum(p.counters for p in parts),
+            backlog=backlog,
+            backlog_at=backlog_at,
             nodes=tuple(parts),
         )
 
@@ -244,7 +252,26 @@ def _part(node: Node, entry: Mapping[str, Any]) -> NodeListenerStatus:
         counters={k: float(v) for k, v in counters.items() if isinstance(v, int | float)},
         reason=entry.get("reason"),
         reason_at=entry.get("reason_at"),
+        backlog=_number(entry.get("backlog"), int),
+        backlog_at=_number(entry.get("backlog_at"), float),
     )
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    """``value`` as ``kind`` if a heartbeat carried a number there, else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return kind(value)
+    return None
+
+
+def _freshest_backlog(parts: Sequence[NodeListenerStatus]) -> tuple[int | None, float | None]:
+    """The most recent reading of the nodes that have one (a shared source's backlog is the
+    same broker figure seen from every node: summing it would count it once per node)."""
+    read = [p for p in parts if p.backlog_at is not None]
+    if not read:
+        return None, None
+    freshest = max(read, key=lambda p: p.backlog_at or 0.0)
+    return freshest.backlog, freshest.backlog_at
 
 
 def _overall(states: Iterable[str]) -> State:

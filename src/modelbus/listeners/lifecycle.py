@@ -20,6 +20,8 @@ settles it, while each delivery keeps its own outcome:
   them (one ack for the batch; DESIGN.md, delivery contract). A failure in a stage is that
   delivery's outcome, classified by :func:`~modelbus.listeners.outcomes.is_permanent`.
 
+Another background task reads the source's backlog every ``backlog_interval_s``
+(:mod:`~modelbus.listeners.backlog`), apart from the message path.
 While deliveries are in flight a background task extends their leases well before they
 lapse (:mod:`~modelbus.listeners.leases`). A failing source puts the listener in
 ``degraded`` (:mod:`~modelbus.listeners.health`) and is reconnected with backoff; a failing
@@ -43,6 +45,7 @@ from modelbus.client.refs import ModelRef
 from modelbus.connectors import ConnectorContext, make_source, redact_url
 from modelbus.connectors.base import Delivery, Source
 from modelbus.errors import ConnectorError, DefinitionError
+from modelbus.listeners.backlog import DEFAULT_INTERVAL_S, BacklogReader
 from modelbus.listeners.decode import Decoder
 from modelbus.listeners.definition import ListenerDefinition, check_lease
 from modelbus.listeners.envelopes import Item
@@ -85,6 +88,7 @@ class RuntimeOptions:
     open_timeout_s: float = 30.0
     fetch_timeout_s: float = 120.0
     stop_deadline_s: float = 30.0
+    backlog_interval_s: float = DEFAULT_INTERVAL_S
     reconnect: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(
             max_attempts=1000, initial_backoff_s=0.5, max_backoff_s=30.0, multiplier=2.0
@@ -95,7 +99,9 @@ class RuntimeOptions:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ListenerStatus:
     """What ``listeners status`` shows. ``problems`` maps a failing part (``source``,
-    ``sink URL``, ``store``) to its reason while the listener is degraded."""
+    ``sink URL``, ``store``) to its reason while the listener is degraded. ``backlog``: the
+    messages waiting at the source as last read from the broker at ``backlog_at`` (epoch
+    s; None: not read yet, or the source cannot say)."""
 
     name: str
     state: State
@@ -103,6 +109,8 @@ class ListenerStatus:
     last_error_at: float | None
     problems: dict[str, str]
     counters: dict[str, float]
+    backlog: int | None = None
+    backlog_at: float | None = None
 
 
 class ListenerRuntime:
@@ -146,9 +154,17 @@ class ListenerRuntime:
         self._phase: Literal["starting", "running", "stopped"] = "starting"
         self._main: asyncio.Task[None] | None = None
         self._extender: asyncio.Task[None] | None = None
+        self._backlog = BacklogReader(
+            definition.name,
+            self._source.backlog,
+            interval_s=options.backlog_interval_s,
+            timeout_s=options.op_timeout_s,
+        )
+        self._backlog_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         metrics.track(lambda: len(self._in_flight), self._in_flight.oldest_age_s)
+        metrics.track_backlog(self._backlog.gauge)
 
     def _stages(self) -> tuple[Settler, Admission, LeaseExtender]:
         """The stages that share the source, the in-flight deliveries and the run store."""
@@ -205,6 +221,8 @@ class ListenerRuntime:
             last_error_at=at,
             problems=dict(self._health.problems),
             counters=self._metrics.snapshot(),
+            backlog=self._backlog.value,
+            backlog_at=self._backlog.read_at,
         )
 
     async def wait_for_state(self, *states: State, timeout_s: float = 10.0) -> State:
@@ -274,9 +292,10 @@ class ListenerRuntime:
             await asyncio.wait(settling, timeout=self._options.op_timeout_s)
 
     async def _close(self) -> None:
-        if self._extender is not None:
-            self._extender.cancel()
-            await asyncio.gather(self._extender, return_exceptions=True)
+        for task in (self._extender, self._backlog_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._caller.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._settler.drain_acks(), self._options.op_timeout_s)
@@ -293,6 +312,9 @@ class ListenerRuntime:
             if not await self._connect():
                 return
             self._extender = asyncio.create_task(self._leases.run(), name=f"leases:{self.name}")
+            self._backlog_task = asyncio.create_task(
+                self._backlog.run(), name=f"backlog:{self.name}"
+            )
             await self._receive_loop()
         except Exception as exc:  # a bug: say so loudly rather than look "running"
             log.exception("listener %s: receive loop failed", self.name)

@@ -76,6 +76,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The store's totals of a listener are read again after this many seconds.
+TOTALS_MAX_AGE_S = 2.0
+
 Outcome = Literal["created", "updated", "unchanged"]  # what apply did to one listener
 
 
@@ -227,6 +230,7 @@ class ListenerManager:
         self._started = False
         self._sync_task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        self._totals: dict[str, tuple[float, dict[str, int]]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -524,6 +528,17 @@ class ListenerManager:
         peers = await self._cluster.peers()
         return self._cluster.summed(local, self._local_state(local), peers)
 
+    async def totals(self, name: str) -> dict[str, int]:
+        """Listener ``name``'s run records by status, from the store (so unchanged by a
+        restart and the same on every node; :meth:`RunStore.totals`), read at most every
+        :data:`TOTALS_MAX_AGE_S`."""
+        at, cached = self._totals.get(name, (-1e9, {}))
+        if time.monotonic() - at < TOTALS_MAX_AGE_S:
+            return cached
+        totals = await self.runs.totals(name)
+        self._totals[name] = (time.monotonic(), totals)
+        return totals
+
     async def local_status(self, name: str) -> ListenerStatus:
         """The status in this process alone; raises ListenerNotFound."""
         running = self._running.get(name)
@@ -572,6 +587,8 @@ class ListenerManager:
                 "reason": status.last_error,
                 "reason_at": status.last_error_at,
                 "problems": dict(status.problems),
+                "backlog": status.backlog,
+                "backlog_at": status.backlog_at,
             }
         return report
 
@@ -615,6 +632,7 @@ class ListenerManager:
         if self._ownership is not None:
             await self._ownership.forget(name)
         self.metrics.remove(name)
+        self._totals.pop(name, None)
 
     # --- redrive -----------------------------------------------------------------------------
 

@@ -10,13 +10,16 @@ metric                                             type       labels
 ``modelbus_listener_skipped_total``                counter    listener, reason
 ``modelbus_listener_in_flight``                    gauge      listener
 ``modelbus_listener_oldest_in_flight_age_seconds`` gauge      listener
+``modelbus_listener_backlog``                      gauge      listener
 ``modelbus_listener_latency_seconds``              histogram  listener
 =================================================  =========  ===========================
 
 ``reason`` is ``filtered`` (the filter refused it), ``duplicate`` (already succeeded) or
 ``no_input`` (an envelope with nothing to run, such as ``s3:TestEvent``). Latency is end to
 end: from when the broker accepted the message (or, if it does not say, when it was
-received) to when its outcome was settled.
+received) to when its outcome was settled. The backlog is the messages waiting at the
+source, as last read from the broker (:mod:`modelbus.listeners.backlog`, every 5 s by
+default): NaN until the first reading, and for a source that cannot say (MQTT).
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ class Metrics:
         self._oldest = gauge(
             "modelbus_listener_oldest_in_flight_age_seconds",
             "Age of the oldest delivery being processed, since the broker accepted it.",
+        )
+        self._backlog = gauge(
+            "modelbus_listener_backlog",
+            "Messages waiting at the source, as last read from the broker (NaN: unknown).",
         )
         self._latency = Histogram(
             "modelbus_listener_latency_seconds",
@@ -92,7 +99,7 @@ class Metrics:
             family.remove(name)
         for reason in SKIP_REASONS:
             self._skipped.remove(name, reason)
-        for gauge in (self._in_flight, self._oldest):
+        for gauge in (self._in_flight, self._oldest, self._backlog):
             gauge.remove(name)
         self._latency.remove(name)
 
@@ -114,6 +121,10 @@ def _zero() -> float:
     return 0.0
 
 
+def _unknown() -> float:
+    return float("nan")
+
+
 class ListenerMetrics:
     """One listener's series. Methods are cheap and never raise."""
 
@@ -125,6 +136,8 @@ class ListenerMetrics:
         self._skipped = {r: metrics._skipped.labels(name, r) for r in SKIP_REASONS}
         self._in_flight = metrics._in_flight.labels(name)
         self._oldest = metrics._oldest.labels(name)
+        self._backlog = metrics._backlog.labels(name)
+        self._backlog.set_function(_unknown)
         self._latency = metrics._latency.labels(name)
         self._counts = _Counts()
         self._in_flight_fn: Callable[[], float] = _zero
@@ -136,6 +149,10 @@ class ListenerMetrics:
         self._in_flight_fn, self._oldest_fn = in_flight, oldest_age_s
         self._in_flight.set_function(in_flight)
         self._oldest.set_function(oldest_age_s)
+
+    def track_backlog(self, backlog: Callable[[], float]) -> None:
+        """Read the backlog gauge from the running listener's last reading when scraped."""
+        self._backlog.set_function(backlog)
 
     def received(self, count: int = 1) -> None:
         self._counts.received += count

@@ -4,7 +4,8 @@ A run record says what happened to one broker message in one listener (keyed by 
 broker message id, the same on every redelivery): ``running`` -> ``retrying`` ->
 ``succeeded`` or ``dead_lettered``, with the attempts, the resolved version, timings, where
 the result went (the sinks and the output id) or the error. A message whose record says
-``succeeded`` is not run again (dedupe) until :meth:`RunStore.prune` forgets it.
+``succeeded`` is not run again (dedupe) until :meth:`RunStore.prune` forgets it; what it
+forgets is added to ``run_totals``, so :meth:`RunStore.totals` never goes down.
 
 Writes are on the hot path of every message: :meth:`RunStore.write` stores many records
 and dead letters in one transaction, and the listeners group-commit their writes through
@@ -25,9 +26,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -35,7 +36,7 @@ from sqlalchemy.sql import Executable
 
 from modelbus.errors import DeadLetterNotFound, InvalidInput
 from modelbus.store.database import sqlite_sync_engine, write_options
-from modelbus.store.schema import dead_letters, runs
+from modelbus.store.schema import dead_letters, run_totals, runs
 
 __all__ = ["DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "RunWrite"]
 
@@ -115,6 +116,7 @@ class RunStore:
         self._engine = engine
         self._upsert_run = _upsert(engine, runs, ("listener", "message_id"))
         self._upsert_dead = _upsert(engine, dead_letters, ("id",))
+        self._add_totals = _adding(engine)
         self._direct = _SqliteDirect.of(engine)
 
     async def write(self, items: Sequence[RunWrite]) -> None:
@@ -258,12 +260,40 @@ class RunStore:
 
     async def prune(self, *, finished_before: float) -> int:
         """Forget finished run records older than ``finished_before`` (epoch s): the end of
-        the dedupe window. Returns how many were deleted."""
-        query = delete(runs).where(
-            runs.c.finished_at.is_not(None), runs.c.finished_at < finished_before
+        the dedupe window, adding them to ``run_totals`` in the same transaction (only the
+        rows this call deleted: two nodes pruning at once count each row once). Returns how
+        many were deleted."""
+        query = (
+            delete(runs)
+            .where(runs.c.finished_at.is_not(None), runs.c.finished_at < finished_before)
+            .returning(runs.c.listener, runs.c.status)
         )
         async with self._engine.begin() as conn:
-            return (await conn.execute(query)).rowcount
+            gone: dict[tuple[str, str], int] = {}
+            for listener, status in (await conn.execute(query)).all():
+                gone[(listener, status)] = gone.get((listener, status), 0) + 1
+            if gone:
+                rows = [{"listener": k[0], "status": k[1], "count": n} for k, n in gone.items()]
+                await conn.execute(self._add_totals, rows)
+            return sum(gone.values())
+
+    async def totals(self, listener: str) -> dict[str, int]:
+        """Listener ``listener``'s run records by status since it was created: those kept
+        plus those pruned. Every status of :data:`RunStatus` is a key (0 when none)."""
+        kept = (
+            select(runs.c.status, func.count())
+            .where(runs.c.listener == listener)
+            .group_by(runs.c.status)
+        )
+        pruned = select(run_totals.c.status, run_totals.c.count).where(
+            run_totals.c.listener == listener
+        )
+        counts = dict.fromkeys(get_args(RunStatus), 0)
+        async with self._engine.connect() as conn:
+            for query in (kept, pruned):
+                for status, n in (await conn.execute(query)).all():
+                    counts[status] = counts.get(status, 0) + int(n)
+        return counts
 
     async def _execute(self, query: Executable) -> None:
         async with self._engine.begin() as conn:
@@ -369,6 +399,18 @@ def _upsert(engine: AsyncEngine, table: Any, keys: tuple[str, ...]) -> Executabl
         index_elements=list(keys), set_=changes, where=where
     )
     return upsert
+
+
+def _adding(engine: AsyncEngine) -> Executable:
+    """INSERT INTO run_totals ... ON CONFLICT DO UPDATE SET count = count + excluded.count."""
+    stmt: Any = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
+        run_totals
+    )
+    adding: Executable = stmt.on_conflict_do_update(
+        index_elements=["listener", "status"],
+        set_={"count": run_totals.c.count + stmt.excluded["count"]},
+    )
+    return adding
 
 
 def _cursor(text: str) -> tuple[float, str]:

@@ -162,6 +162,16 @@ runs = Table(
     Index(None, "finished_at"),
 )
 
+# What :meth:`modelbus.store.runs.RunStore.prune` forgot, per listener and final status, so
+# that a listener's totals (records kept + records pruned) never go down.
+run_totals = Table(
+    "run_totals",
+    metadata,
+    Column("listener", String(100), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,

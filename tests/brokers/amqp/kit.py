@@ -20,7 +20,7 @@ __all__ = ["KITS", "AmqpKit", "AmqpQuorumKit"]
 class AmqpKit(BrokerKit):
     name = "amqp"
     queue_type: ClassVar[str] = "classic"
-    capabilities = Capabilities(fifo=True, cross_process=True, leases=False)
+    capabilities = Capabilities(fifo=True, cross_process=True, leases=False, pushes_ahead=True)
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -25,7 +25,11 @@ class Mqtt5Kit(BrokerKit):
     name = "mqtt5"
     version: ClassVar[str] = "5"
     capabilities = Capabilities(
-        fifo=True, cross_process=True, leases=False, redelivers_to_same_consumer=True
+        fifo=True,
+        cross_process=True,
+        leases=False,
+        redelivers_to_same_consumer=True,
+        counts_backlog=False,
     )
 
     @classmethod

@@ -122,6 +122,9 @@ async def status_out(running: Services, definition: ListenerDefinition) -> Liste
         reason_at=status.last_error_at,
         problems={part: redact(why) for part, why in status.problems.items()},
         counters=status.counters,
+        totals=await running.listeners.totals(definition.name),
+        backlog=status.backlog,
+        backlog_at=status.backlog_at,
         nodes=[
             node_listener_out(running, part)
             for part in (status.nodes if isinstance(status, ClusterStatus) else ())
@@ -141,6 +144,8 @@ def node_listener_out(running: Services, part: NodeListenerStatus) -> NodeListen
         counters=part.counters,
         reason=running.credentials.redact(part.reason) if part.reason else None,
         reason_at=part.reason_at,
+        backlog=part.backlog,
+        backlog_at=part.backlog_at,
     )
 
 

@@ -78,6 +78,8 @@ function updateRow(row, status, at) {
     setText(row, `[data-figure="${name}"]`, String(Math.round(c[name] || 0)));
   }
   setText(row, '[data-figure="oldest_in_flight_age_s"]', `${(c.oldest_in_flight_age_s || 0).toFixed(1)} s`);
+  // The backlog at the source, as the broker last said (null: not read, or it cannot say).
+  setText(row, '[data-figure="backlog"]', status.backlog == null ? "—" : String(status.backlog));
   const state = row.querySelector('[data-field="state-name"]');
   if (state && state.textContent !== status.state) {
     state.textContent = status.state;
