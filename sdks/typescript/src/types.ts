@@ -152,6 +152,10 @@ export interface NodeListenerStatus {
   counters: Record<string, number>;
   reason: string | null;
   reason_at: number | null;
+  /** The backlog as this node last read it. */
+  backlog: number | null;
+  /** When this node read it (epoch seconds). */
+  backlog_at: number | null;
 }
 
 export interface ListenerStatus {
@@ -162,6 +166,12 @@ export interface ListenerStatus {
   problems: Record<string, string>;
   /** received, succeeded, retried, dead_lettered, in_flight, ... summed over the live nodes. */
   counters: Record<string, number>;
+  /** Runs by status since the listener was first created, from the store: they survive restarts. */
+  totals: Record<string, number>;
+  /** Messages waiting at the source, as the broker counts them (null when it cannot say). */
+  backlog: number | null;
+  /** When `backlog` was read (epoch seconds). */
+  backlog_at: number | null;
   nodes: NodeListenerStatus[];
   /** The version the listener's model spec resolves to now. */
   version: string | null;

@@ -76,10 +76,13 @@ const SCHEMAS: Record<string, string[]> = {
   BatchPolicy: keys<BatchPolicy>({ max_batch_size: true, max_wait_ms: true }),
   ListenerOut: keys<Listener>({ name: true, definition: true, status: true, created_at: true, updated_at: true }),
   ListenerStatusOut: keys<ListenerStatus>({
-    name: true, state: true, reason: true, reason_at: true, problems: true, counters: true, nodes: true,
-    version: true, version_error: true,
+    name: true, state: true, reason: true, reason_at: true, problems: true, counters: true, totals: true,
+    backlog: true, backlog_at: true, nodes: true, version: true, version_error: true,
   }),
-  NodeListenerOut: keys<NodeListenerStatus>({ node: true, address: true, state: true, counters: true, reason: true, reason_at: true }),
+  NodeListenerOut: keys<NodeListenerStatus>({
+    node: true, address: true, state: true, counters: true, reason: true, reason_at: true, backlog: true,
+    backlog_at: true,
+  }),
   ApplyOut: keys<ApplyResult>({ created: true, updated: true, unchanged: true, deleted: true }),
   RunOut: keys<Run>({
     listener: true, message_id: true, status: true, attempts: true, version: true, output_id: true,
