@@ -184,8 +184,11 @@ def _sqlite_events(engine: Engine) -> None:
         # before the first write, so reads would not be in the transaction).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first: switching a fresh file to WAL takes a lock, and without a
+        # timeout a connection opened while another holds it failed at once ("database is
+        # locked": several nodes migrating a new store together).
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
