@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -159,7 +160,9 @@ class RunStore:
                 return set(conn.execute(query).scalars())
 
             if len(message_ids) <= INLINE_READ_MAX:
-                return self._direct.run_inline(read)
+                found = self._direct.succeeded_now(listener, message_ids)
+                if found is not None:
+                    return found
             return await self._direct.run(read)
         async with self._engine.connect() as conn:
             return set((await conn.execute(query)).scalars())
@@ -318,6 +321,7 @@ class _SqliteDirect:
     def __init__(self, engine: AsyncEngine) -> None:
         self._url = engine.url
         self._sync: Engine | None = None
+        self._inline: sqlite3.Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
 
@@ -349,14 +353,26 @@ class _SqliteDirect:
             thread, self._transaction, self._sync, fn, write
         )
 
-    def run_inline(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(conn)`` in a read transaction on the calling thread: for a read of a few
-        rows by key, which takes less time than the hop to the reader thread and back (a
-        hop can wait for the GIL behind a busy event loop). In WAL mode a read never waits
-        for the writer."""
-        if self._sync is None:
-            self._sync = sqlite_sync_engine(self._url)
-        return self._transaction(self._sync, fn, False)
+    def succeeded_now(self, listener: str, message_ids: Sequence[str]) -> set[str] | None:
+        """The dedupe check of a few ids, read on the calling thread (the event loop): for
+        a read of a few rows by key, quicker than the hop to the reader thread and back,
+        which can wait for the GIL behind a busy loop. It never waits: its own connection
+        has no busy timeout, and None (read it on the thread instead) is the answer when
+        the file is locked (a WAL recovery after a crash) or the read fails."""
+        try:
+            if self._inline is None:
+                database = self._url.database or ""
+                self._inline = sqlite3.connect(database, timeout=0, check_same_thread=False)
+            ids = list(set(message_ids))
+            marks = ",".join("?" * len(ids))
+            rows = self._inline.execute(
+                f"SELECT message_id FROM {runs.name} WHERE listener = ? AND status = "
+                f"'succeeded' AND message_id IN ({marks})",
+                [listener, *ids],
+            ).fetchall()
+        except sqlite3.Error:
+            return None
+        return {row[0] for row in rows}
 
     @staticmethod
     def _transaction(engine: Engine, fn: Callable[[Connection], T], write: bool) -> T:
@@ -367,6 +383,9 @@ class _SqliteDirect:
                 return fn(conn)
 
     async def close(self) -> None:
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         threads = [t for t in (self._writer, self._reader) if t is not None]
         self._writer = self._reader = None
         engine, self._sync = self._sync, None
