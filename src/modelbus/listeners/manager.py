@@ -319,15 +319,7 @@ class ListenerManager:
             return
         self._refused.pop(definition.name, None)
         try:
-            with applied(self._options.policy):  # the contexts the runtime builds take it
-                listener = ListenerRuntime(
-                    definition,
-                    invoker=self._invoker,
-                    runs=self.records,
-                    metrics=self.metrics.listener(definition.name),
-                    data_dir=self._data_dir,
-                    options=self._options.runtime,
-                )
+            listener = self._new_runtime(definition)
         except DefinitionError as exc:
             # Stored, but refused now (the roots changed, a folder became a symlink to the
             # data directory...): shown stopped with the reason; the others still start.
@@ -681,15 +673,11 @@ class ListenerManager:
             raise DeadLetterNotFound(f"dead letter {letter_id} is not one of listener {name!r}")
         return letter
 
-    @contextlib.asynccontextmanager
-    async def _runtime_for(self, definition: ListenerDefinition) -> AsyncIterator[ListenerRuntime]:
-        """The running listener, or a runtime whose output sinks are opened for the occasion."""
-        running = self._running.get(definition.name)
-        if running is not None and running.state in ("running", "degraded"):
-            yield running
-            return
-        with applied(self._options.policy):
-            listener = ListenerRuntime(
+    def _new_runtime(self, definition: ListenerDefinition) -> ListenerRuntime:
+        """A runtime for ``definition`` (not started), its connectors under this manager's
+        folder and egress policy. Raises DefinitionError when the policy refuses them."""
+        with applied(self._options.policy):  # the contexts the runtime builds take it
+            return ListenerRuntime(
                 definition,
                 invoker=self._invoker,
                 runs=self.records,
@@ -697,6 +685,15 @@ class ListenerManager:
                 data_dir=self._data_dir,
                 options=self._options.runtime,
             )
+
+    @contextlib.asynccontextmanager
+    async def _runtime_for(self, definition: ListenerDefinition) -> AsyncIterator[ListenerRuntime]:
+        """The running listener, or a runtime whose output sinks are opened for the occasion."""
+        running = self._running.get(definition.name)
+        if running is not None and running.state in ("running", "degraded"):
+            yield running
+            return
+        listener = self._new_runtime(definition)
         await listener.open_sinks()
         try:
             yield listener
