@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,6 +43,8 @@ Dialect = Literal["sqlite", "postgresql"]
 
 VERSION_TABLE = "modelbus_alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a connection keeps trying to switch a new file to WAL (see _wal).
+WAL_SWITCH_S = 10.0
 _WRITE_OPTION = "modelbus_write"
 
 
@@ -172,6 +175,25 @@ def sqlite_sync_engine(url: URL) -> Engine:
     return engine
 
 
+def _wal(cursor: Any) -> None:
+    """Put the file in WAL mode (it stays so). Switching takes a lock SQLite does not wait
+    for, whatever the busy timeout: a connection opened while another holds it (several
+    nodes opening a new store together) is told "database is locked" at once. A file in WAL
+    mode already needs no switch; otherwise the switch is tried again for a few seconds."""
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + WAL_SWITCH_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def write_options() -> dict[str, Any]:
     """Execution options that make a connection's transaction a write transaction."""
     return {_WRITE_OPTION: True}
@@ -184,11 +206,8 @@ def _sqlite_events(engine: Engine) -> None:
         # before the first write, so reads would not be in the transaction).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # The busy timeout first: switching a fresh file to WAL takes a lock, and without a
-        # timeout a connection opened while another holds it failed at once ("database is
-        # locked": several nodes migrating a new store together).
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
