@@ -30,7 +30,14 @@ from modelbus.connectors.base import (
 )
 from modelbus.connectors.egress import Egress
 from modelbus.connectors.policy import ConnectorPolicy, applied
-from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
+from modelbus.connectors.urls import (
+    MASK,
+    credentials_of,
+    has_placeholder,
+    redact_text,
+    redact_url,
+    restore_url,
+)
 from modelbus.errors import ConnectorError, DefinitionError, ModelbusError
 
 __all__ = [
@@ -52,6 +59,7 @@ __all__ = [
     "backlog_of",
     "check_policy",
     "credentials_of",
+    "has_placeholder",
     "is_shared_source",
     "make_inbox",
     "make_object_reader",
@@ -59,6 +67,7 @@ __all__ = [
     "make_source",
     "redact_text",
     "redact_url",
+    "restore_url",
     "scheme_of",
 ]
 

@@ -118,7 +118,7 @@ async def create_listener(request: Request, posted: Posting) -> Response:
     form = ListenerForm.posted(posted)
     running = services(request)
     try:
-        definition = form.definition()
+        definition = restore_masked(form.definition(), None)  # refuses a *** left in a URL
         await require_models(running, posted.viewer.key, [definition], prune=False)
         running.credentials.remember_definition(definition)
         await running.listeners.create(definition, check=_check(posted))
