@@ -54,11 +54,23 @@ from modelbus.store.secrets import SecretBox
             ["T0AB12CD3", "B0XY9Z8W7", "abcdefghijklmnopqrstuvwx"],
         ),
         ("https://fn.example/api/run?code=c0de-XYZ", "https://fn.example/***/***?code=***", None),
-        ("https://blob.example/c/b?sv=1&sig=S1gn%2Fd", "https://blob.example/***/***?sv=***&sig=***", None),
+        (
+            "https://blob.example/c/b?sv=1&sig=S1gn%2Fd",
+            "https://blob.example/***/***?sv=***&sig=***",
+            None,
+        ),
         ("https://api.example/v1?key=AIzaK3y", "https://api.example/***?key=***", ["AIzaK3y"]),
         ("https://api.example/x?auth=Aut4h", "https://api.example/***?auth=***", ["Aut4h"]),
-        ("https://T0k3nValue@gw.example:8443/in", "https://***@gw.example:8443/***", ["T0k3nValue"]),
-        ("redis://R3d1sT0ken@cache:6379/0?stream=s", "redis://***@cache:6379/***?stream=***", ["R3d1sT0ken"]),
+        (
+            "https://T0k3nValue@gw.example:8443/in",
+            "https://***@gw.example:8443/***",
+            ["T0k3nValue"],
+        ),
+        (
+            "redis://R3d1sT0ken@cache:6379/0?stream=s",
+            "redis://***@cache:6379/***?stream=***",
+            ["R3d1sT0ken"],
+        ),
         ("not a url", "***", []),
     ],
 )
@@ -98,7 +110,11 @@ def test_text_shows_every_url_by_its_shape_and_masks_known_values() -> None:
             "redis://***@h:6379/***?stream=invoices",
             "redis://:pw@h:6379/0?stream=invoices",
         ),
-        ("https://h/a/SECRET?sig=S", "https://h/a/***?sig=***&timeout_s=5", "https://h/a/SECRET?sig=S&timeout_s=5"),
+        (
+            "https://h/a/SECRET?sig=S",
+            "https://h/a/***?sig=***&timeout_s=5",
+            "https://h/a/SECRET?sig=S&timeout_s=5",
+        ),
         # no *** at all: kept as given
         ("amqp://app:pw@h/", "amqp://app:new@h/", "amqp://app:new@h/"),
     ],

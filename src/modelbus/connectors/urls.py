@@ -34,6 +34,7 @@ __all__ = [
     "SECRET_OPTIONS",
     "credentials_of",
     "has_placeholder",
+    "mask_credentials",
     "parse_bool",
     "parse_float",
     "parse_int",
@@ -129,6 +130,26 @@ def redact_url(url: str) -> str:
     if fragment:
         shown += f"#{MASK}"
     return shown
+
+
+def mask_credentials(url: str) -> str:
+    """``url`` with only its credentials ``***``: the user info's password (or the whole user
+    info when it has none: a token) and the values of secret-named options; everything else
+    as written. Not for showing a URL (that is :func:`redact_url`): for telling an operator
+    what value to write somewhere, the password left for them to fill in (the KEDA plan)."""
+    head, netloc, path, query, fragment = _url_parts(url)
+    userinfo, host = _split_userinfo(netloc)
+    if userinfo:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{host}" if colon else f"{MASK}@{host}"
+    pieces = [
+        f"{p.partition('=')[0]}={MASK}"
+        if unquote(p.partition("=")[0]).lower() in SECRET_OPTIONS and "=" in p
+        else p
+        for p in (query.split("&") if query else [])
+    ]
+    shown = head + netloc + path + ("?" + "&".join(pieces) if query else "")
+    return shown + (f"#{fragment}" if fragment is not None else "")
 
 
 def credentials_of(url: str) -> list[str]:

@@ -302,9 +302,7 @@ def event_listener_object(info: ListenerInfo, state: str, *, whole: bool) -> dic
 
 async def _object(running: Services, info: ListenerInfo, key: KeyInfo) -> dict[str, Any]:
     state = (await running.listeners.status(info.name)).state
-    return event_listener_object(
-        info, state, whole=can_manage_listener(key, info.definition.model)
-    )
+    return event_listener_object(info, state, whole=can_manage_listener(key, info.definition.model))
 
 
 async def _owner(running: Services, user: str) -> str:

@@ -8,9 +8,9 @@ Every source, output and error-sink URL is a secret. A key that may manage the l
 it. Any other key sees every URL by its shape, ``scheme://host:port/***?name=***``
 (:func:`~modelbus.connectors.redact_url`). A definition sent back with ``***`` in a URL
 keeps the stored values there (so what any view shows can be edited and ``PUT`` back); a
-``***`` no stored URL of the same scheme and host can fill is refused. A definition that is refused answers
-``400`` with a message saying what to change (``DefinitionError``), the same message a
-listener file gets from ``modelbus listeners apply``.
+``***`` no stored URL of the same scheme and host can fill is refused. A definition that is
+refused answers ``400`` with a message saying what to change (``DefinitionError``), the same
+message a listener file gets from ``modelbus listeners apply``.
 
 ``?check=true`` (the default) checks that the model reference resolves to a version and
 opens the listener's connectors before storing it, so a misspelt model or spec, a wrong

@@ -30,9 +30,7 @@ branch_labels = None
 depends_on = None
 
 _MASK = "***"
-_listeners = sa.table(
-    "listeners", sa.column("name", sa.String), sa.column("definition", sa.JSON)
-)
+_listeners = sa.table("listeners", sa.column("name", sa.String), sa.column("definition", sa.JSON))
 
 
 def upgrade() -> None:
@@ -41,7 +39,8 @@ def upgrade() -> None:
     pending = [(name, definition) for name, definition in rows if _clear(definition)]
     if not pending:
         return
-    box = op.get_context().config.attributes.get("secret_box")
+    config = op.get_context().config
+    box = config.attributes.get("secret_box") if config is not None else None
     if box is None:
         raise RuntimeError(
             "migration 0007 encrypts the listener URLs stored in clear and needs the "
@@ -106,7 +105,9 @@ def _shape(url: str) -> str:
     shown = f"{scheme}://{userinfo}{host}" + "/".join(_MASK if s else "" for s in path.split("/"))
     if query:
         pieces = (p.partition("=") for p in query.split("&"))
-        shown += "?" + "&".join(f"{n}={_MASK}" if eq else (_MASK if n else "") for n, eq, _ in pieces)
+        shown += "?" + "&".join(
+            f"{n}={_MASK}" if eq else (_MASK if n else "") for n, eq, _ in pieces
+        )
     if hashed and fragment:
         shown += f"#{_MASK}"
     return shown
