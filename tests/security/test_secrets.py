@@ -91,7 +91,7 @@ def test_broker_passwords_are_encrypted_masked_and_never_logged(guarded: Modelbu
         # Stored without the check, the listener keeps trying to connect, and failing.
         created = http.put("/v1/listeners/leaky?check=false", json=definition)
         assert created.status_code in (200, 201), created.text
-        answers.append(created.text)
+        assert created.json()["definition"]["source"] == url  # the admin: whole
         # Wait for the listener to have tried (and failed) to connect: a degraded status
         # carrying the connection error.
         deadline = time.monotonic() + 60
