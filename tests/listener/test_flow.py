@@ -89,9 +89,7 @@ def test_a_two_step_pipeline_joins_on_the_shared_queue() -> None:
     ]
     # Left to right: inbox -> ocr -> model -> text -> classify -> model -> labels.
     order = ["dir:///srv/inbox", "listener:ocr", "model:ocr", "local://text", "listener:classify"]
-    layers = [
-        (place_of(graph, key) if "://" in key else node(graph, key)).layer for key in order
-    ]
+    layers = [(place_of(graph, key) if "://" in key else node(graph, key)).layer for key in order]
     assert layers == [0, 1, 2, 3, 4]
     assert place_of(graph, "local://labels").layer == 6
     assert graph.layers == 7
@@ -133,9 +131,7 @@ def test_no_credential_is_ever_shown() -> None:
         outputs=[f"redis://:{PASSWORD}@cache:6379/0?stream=out", "https://hooks.example/x"],
         error_sink=f"nats://{PASSWORD}@nats:4222?stream=DL&subject=dl",
     )
-    also = listener(
-        "reader", f"redis://user:{PASSWORD}x@cache/0?stream=out&password={PASSWORD}"
-    )
+    also = listener("reader", f"redis://user:{PASSWORD}x@cache/0?stream=out&password={PASSWORD}")
     graph = graph_of((d, status("secure")), (also, status("reader")))
     dumped = json.dumps(graph.model_dump(mode="json"))
     assert PASSWORD not in dumped

@@ -11,6 +11,7 @@ rates and states live.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
@@ -23,12 +24,12 @@ from modelbus.web.console.web import PREFIX, ConsoleRoute, render
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
-NODE_W = 200
+NODE_W = 184
 NODE_H = 64
-GAP_X = 96  # room for an edge's rate between two columns
+GAP_X = 76  # room for an edge's rate between two columns
 GAP_Y = 30
 MARGIN = 16
-LABEL_CHARS = 27  # what fits on a node's line at the page's font size
+LABEL_CHARS = 25  # what fits on a node's line at the page's font size
 KIND_NAMES = {"listener": "listener", "model": "model version"}
 ROLE_NAMES = {"source": "source", "output": "output", "dead-letter": "dead letters"}
 
@@ -69,9 +70,10 @@ class Drawing:
 def draw(graph: FlowGraph) -> Drawing:
     """Where each node and edge of ``graph`` goes (its layout's columns and rows)."""
     rows = max((n.row for n in graph.nodes), default=-1) + 1
-    height = MARGIN * 2 + rows * NODE_H + max(rows - 1, 0) * GAP_Y
+    # Below the last row: room for the dead letters' edges that run under it.
+    height = MARGIN * 2 + rows * NODE_H + rows * GAP_Y
     width = MARGIN * 2 + graph.layers * NODE_W + max(graph.layers - 1, 0) * GAP_X
-    boxes = {n.id: _box(n) for n in graph.nodes}
+    boxes = {n.id: _box(n) for n in sorted(graph.nodes, key=_reading_order(graph))}
     lines = [_line(e, boxes[e.source], boxes[e.target], height) for e in graph.edges]
     if any(e.backward for e in graph.edges):
         height += GAP_Y
@@ -83,6 +85,20 @@ def draw(graph: FlowGraph) -> Drawing:
         boxes=list(boxes.values()),
         lines=lines,
     )
+
+
+def _reading_order(graph: FlowGraph) -> Callable[[FlowNode], tuple[int, int, int]]:
+    """Column by column, a model right after its listener: the order of Tab and of a screen
+    reader (the order of the elements)."""
+    listeners = {n.listener: n for n in graph.nodes if n.kind == "listener"}
+
+    def key(node: FlowNode) -> tuple[int, int, int]:
+        if node.kind == "place" or node.listener not in listeners:
+            return (node.layer, node.row, 0)
+        owner = listeners[node.listener]
+        return (owner.layer, owner.row, 1 if node.kind == "listener" else 2)
+
+    return key
 
 
 def _box(node: FlowNode) -> Box:
@@ -109,7 +125,9 @@ def _detail(node: FlowNode) -> str:
     if node.kind == "listener":
         return f"{node.state}: {node.reason}" if node.reason else str(node.state)
     if node.kind == "model":
-        return f"{node.spec} → {node.version}" if node.version else f"{node.spec}: unresolved"
+        if node.version is None:
+            return f"{node.spec}: unresolved"
+        return "resolved" if node.spec == node.version else f"{node.spec} → {node.version}"
     return f"also {node.urls[1]}" if len(node.urls) > 1 else ""
 
 

@@ -18,12 +18,15 @@
 
   function nodeDetail(node) {
     if (node.kind === "listener") return node.reason ? `${node.state}: ${node.reason}` : node.state;
-    if (node.kind === "model") return node.version ? `${node.spec} → ${node.version}` : `${node.spec}: unresolved`;
+    if (node.kind === "model") {
+      if (!node.version) return `${node.spec}: unresolved`;
+      return node.spec === node.version ? "resolved" : `${node.spec} → ${node.version}`;
+    }
     return null;
   }
 
   function short(text) {
-    return text.length <= 27 ? text : `${text.slice(0, 26)}…`;
+    return text.length <= 25 ? text : `${text.slice(0, 24)}…`;
   }
 
   function setState(node) {
