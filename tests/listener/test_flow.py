@@ -231,3 +231,15 @@ def test_rates_from_successive_readings() -> None:
 def test_no_listeners_no_graph() -> None:
     graph = build([], at=1.0)
     assert (graph.nodes, graph.edges, graph.pipelines, graph.layers) == ([], [], [], 0)
+
+
+def test_a_listener_reading_dead_letters_is_a_pipeline_hop_too() -> None:
+    ocr = listener("ocr", "local://in", outputs=["local://out"], error_sink="local://dead")
+    triage = listener("triage", "local://dead")
+    graph = graph_of((ocr, status("ocr")), (triage, status("triage")))
+    dead = place_of(graph, "local://dead")
+    assert [p.model_dump() for p in graph.pipelines] == [
+        {"upstream": "ocr", "downstream": "triage", "place": dead.id, "dead_letters": True}
+    ]
+    assert dead.roles == ["dead-letter", "source"]
+    assert node(graph, "listener:triage").layer == dead.layer + 1

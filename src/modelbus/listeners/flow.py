@@ -28,7 +28,7 @@ import hashlib
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -239,16 +239,48 @@ def build(
     ``rates`` turns the counters into messages per second (it keeps the readings between
     calls); without it every ``rate_per_s`` is null. Pure otherwise: no I/O."""
     at = time.time() if at is None else at
-    places: dict[str, _Place] = {}
-    nodes: list[dict[str, object]] = []
-    edges: list[dict[str, object]] = []
-    readers: dict[str, list[str]] = defaultdict(list)  # place id -> listeners reading it
-    writers: list[tuple[str, str, bool]] = []  # (listener, place id, dead letters?)
-    counts: dict[str, float] = {}
+    graph = _Collector()
+    for definition, status in sorted(listeners, key=lambda pair: pair[0].name):
+        graph.add(definition, status)
+    measured = rates.observe(at, graph.counts) if rates is not None else {}
+    nodes = [*graph.nodes, *graph.place_nodes()]
+    return _laid_out(at, nodes, graph.edges, graph.pipelines(), measured)
 
-    def place(url: str, role: PlaceRole) -> str:
+
+@dataclass(slots=True)
+class _Collector:
+    """The nodes and edges of the listeners added so far (places shared by their key)."""
+
+    places: dict[str, _Place] = field(default_factory=dict)
+    nodes: list[dict[str, object]] = field(default_factory=list)
+    edges: list[dict[str, object]] = field(default_factory=list)
+    counts: dict[str, float] = field(default_factory=dict)  # "LISTENER\ncounter" -> value
+    readers: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    writers: list[tuple[str, str, bool]] = field(default_factory=list)  # listener, place, dead?
+
+    def add(self, definition: ListenerDefinition, status: ListenerStatusOut) -> None:
+        name = definition.name
+        self.counts.update(_counters(name, status))
+        listener_id, model_id = f"listener:{name}", f"model:{name}"
+        source_id = self.place(definition.source, "source")
+        self.readers[source_id].append(name)
+        self.nodes.append(_listener_node(listener_id, definition, status))
+        self.nodes.append(_model_node(model_id, definition, status))
+        self.edge("receive", source_id, listener_id, name)
+        self.edge("invoke", listener_id, model_id, name)
+        for index, url in enumerate(definition.outputs):
+            target = self.place(url, "output")
+            self.writers.append((name, target, False))
+            self.edge("result", model_id, target, name, index)
+        if definition.error_sink:
+            target = self.place(definition.error_sink, "dead-letter")
+            self.writers.append((name, target, True))
+            self.edge("dead-letter", listener_id, target, name)
+
+    def place(self, url: str, role: PlaceRole) -> str:
+        """The id of the place ``url`` names, noting this spelling (masked) and role."""
         key = place_key(url)
-        found = places.setdefault(key, _Place(_place_id(key), [], [], _scheme(url)))
+        found = self.places.setdefault(key, _Place(_place_id(key), [], [], _scheme(url)))
         shown = redact_url(url)
         if shown not in found.urls:
             found.urls.append(shown)
@@ -256,41 +288,22 @@ def build(
             found.roles.append(role)
         return found.id
 
-    def edge(kind: EdgeKind, source: str, target: str, name: str, index: int = 0) -> None:
+    def edge(self, kind: EdgeKind, source: str, target: str, name: str, index: int = 0) -> None:
         meter_key = f"{name}\n{EDGE_COUNTERS[kind]}"
-        edges.append(
+        self.edges.append(
             {
                 "id": f"{kind}:{name}:{index}",
                 "kind": kind,
                 "source": source,
                 "target": target,
                 "listener": name,
-                "messages": int(counts[meter_key]),
+                "messages": int(self.counts[meter_key]),
                 "meter_key": meter_key,
             }
         )
 
-    for definition, status in sorted(listeners, key=lambda pair: pair[0].name):
-        name = definition.name
-        counts.update(_counters(name, status))
-        listener_id, model_id = f"listener:{name}", f"model:{name}"
-        source_id = place(definition.source, "source")
-        readers[source_id].append(name)
-        nodes.append(_listener_node(listener_id, definition, status))
-        nodes.append(_model_node(model_id, definition, status))
-        edge("receive", source_id, listener_id, name)
-        edge("invoke", listener_id, model_id, name)
-        for index, url in enumerate(definition.outputs):
-            target = place(url, "output")
-            writers.append((name, target, False))
-            edge("result", model_id, target, name, index)
-        if definition.error_sink:
-            target = place(definition.error_sink, "dead-letter")
-            writers.append((name, target, True))
-            edge("dead-letter", listener_id, target, name)
-
-    for p in places.values():
-        nodes.append(
+    def place_nodes(self) -> list[dict[str, object]]:
+        return [
             {
                 "id": p.id,
                 "kind": "place",
@@ -299,14 +312,16 @@ def build(
                 "roles": p.roles,
                 "scheme": p.scheme,
             }
-        )
-    pipelines = [
-        FlowPipeline(upstream=up, downstream=down, place=target, dead_letters=dead)
-        for up, target, dead in writers
-        for down in readers.get(target, [])
-    ]
-    measured = rates.observe(at, counts) if rates is not None else {}
-    return _laid_out(at, nodes, edges, pipelines, measured)
+            for p in self.places.values()
+        ]
+
+    def pipelines(self) -> list[FlowPipeline]:
+        """Each listener publishing to a place another listener reads."""
+        return [
+            FlowPipeline(upstream=up, downstream=down, place=target, dead_letters=dead)
+            for up, target, dead in self.writers
+            for down in self.readers.get(target, [])
+        ]
 
 
 def _scheme(url: str) -> str:
