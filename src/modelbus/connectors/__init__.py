@@ -29,7 +29,7 @@ from modelbus.connectors.base import (
     Source,
 )
 from modelbus.connectors.egress import Egress
-from modelbus.connectors.policy import ConnectorPolicy, applied
+from modelbus.connectors.policy import ConnectorPolicy
 from modelbus.connectors.urls import (
     MASK,
     credentials_of,
@@ -56,7 +56,6 @@ __all__ = [
     "OutMessage",
     "Sink",
     "Source",
-    "applied",
     "backlog_of",
     "check_policy",
     "credentials_of",
