@@ -99,9 +99,7 @@ class FlowNode(_Shape):
 
     id: str = Field(description="Stable id: `place:HASH`, `listener:NAME`, `model:LISTENER`.")
     kind: NodeKind
-    label: str = Field(
-        description="A place's URL (by its shape), a listener's name, a model."
-    )
+    label: str = Field(description="A place's URL (by its shape), a listener's name, a model.")
     layer: int = Field(description="Column of the layered layout, 0 at the left.")
     row: int = Field(description="Place in its column, 0 at the top.")
     href: str | None = Field(None, description="The console page of a listener or model.")
