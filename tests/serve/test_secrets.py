@@ -44,7 +44,8 @@ from modelbus.store.secrets import SecretBox
         ),
         ("local://jobs?lease_s=3", "local://jobs?lease_s=***", []),
         ("dir:///srv/in box", "dir:///***/***", []),
-        ("mqtt://user@h/t", "mqtt://***@h/***", ["user"]),
+        ("mqtt://user@h/t", "mqtt://***@h/***", []),  # a user name: masked by shape only
+        ("postgresql://postgres@db/test", "postgresql://***@db/***", []),
         ("nats://s3cr3tToken@h:4222/s", "nats://***@h:4222/***", ["s3cr3tToken"]),
         ("nats://u:pw99@h:4222/s", "nats://***@h:4222/***", ["pw99"]),
         # The shapes issue 14 found shown in clear: every one is a secret now.

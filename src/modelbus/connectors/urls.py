@@ -71,6 +71,8 @@ SECRET_OPTIONS = frozenset(
         "x-amz-security-token",
     }
 )
+# Schemes whose user info without a password is always a token, never a user name.
+TOKEN_USERINFO_SCHEMES = frozenset({"nats", "tls"})
 # Schemes whose path segments and query values may each be a token (webhooks): masked by
 # value as well as by shape once seen, when they look like one (see _token_like).
 WEBHOOK_SCHEMES = frozenset({"http", "https", "webhook"})
@@ -154,15 +156,19 @@ def mask_credentials(url: str) -> str:
 
 def credentials_of(url: str) -> list[str]:
     """The pieces of ``url`` to mask by value wherever they appear (as written and
-    URL-decoded): its user info (the password, or the whole when it has none), the values
-    of secret-named options, and, for a webhook URL, every long path segment and query
-    value."""
+    URL-decoded): the user info's password, or the user info when it is a token (it has no
+    password, and looks like a token or the scheme takes one there), the values of
+    secret-named options, and, for a webhook URL, every path segment and query value that
+    looks like a token. (Everything else of a URL is masked where the URL is: by shape.)"""
     found: list[str] = []
     head, netloc, path, query, _ = _url_parts(url)
     userinfo, _ = _split_userinfo(netloc)
     if userinfo:
         user, colon, password = userinfo.partition(":")
-        found.append(password if colon else user)
+        if colon:
+            found.append(password)
+        elif _token_like(user) or head.removesuffix("://").lower() in TOKEN_USERINFO_SCHEMES:
+            found.append(user)  # a token; a plain user name ("postgres") is no secret alone
     webhook = head.removesuffix("://").lower() in WEBHOOK_SCHEMES
     for piece in query.split("&") if query else ():
         name, _, value = piece.partition("=")
