@@ -3,6 +3,7 @@ destructive buttons that look destructive, and the navigation marking the curren
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -10,6 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.console.conftest import login, publish, shot
+from tests.console.test_accessibility import assert_page_is_labelled
 from tests.support.server import ModelbusServer
 
 pytestmark = pytest.mark.timeout(1200)
@@ -96,10 +98,13 @@ def test_every_page_fits_a_phone(
         for link in nav.get_by_role("link").all():
             box = link.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        assert_page_is_labelled(phone)  # the same accessibility tree at phone width
         marked = nav.locator('[aria-current="page"]')
         expect(marked).to_have_count(1)
         expect(marked).to_have_text(current)
     phone.goto(f"{console_server.url}/console/models/examples/hello/versions/1.0.0")
+    # A table that scrolls in its own box is still a table to assistive technology.
+    expect(phone.get_by_role("table", name=re.compile("^Runners of this version"))).to_be_visible()
     shot(phone, "phone-version")
     phone.goto(f"{console_server.url}/console/keys")
     shot(phone, "phone-keys")
