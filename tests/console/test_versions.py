@@ -25,6 +25,7 @@ from tests.support.server import ModelbusServer
 
 pytestmark = pytest.mark.timeout(1200)
 
+SDK = Path(__file__).resolve().parents[2] / "sdks" / "typescript"
 BROKEN_MANIFEST = """
 [model]
 owner = "test"
@@ -118,6 +119,30 @@ def test_version_page_snippets_run_as_shown(
     expect(errors.get_by_role("row").nth(1)).to_contain_text("InputRejected")
     expect(errors).to_contain_text("text")
     shot(page, "model")
+
+
+@pytest.mark.slow
+def test_the_typescript_snippet_runs_as_shown(
+    page: Page, console_server: ModelbusServer, strict: str, tmp_path: Path
+) -> None:
+    """The TypeScript snippet is also plain JavaScript (ESM with top-level await): run under
+    Node against the SDK compiled from sdks/typescript (npm ci and build when not built)."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    assert not missing, f"the TypeScript snippet needs {' and '.join(missing)} (Node 20+)"
+    if not (SDK / "dist" / "index.js").is_file():
+        for argv in (
+            ["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"],
+            ["npm", "run", "build"],
+        ):
+            built = subprocess.run(argv, cwd=SDK, capture_output=True, text=True, timeout=300)
+            assert built.returncode == 0, f"{argv}: {built.stdout}{built.stderr}"
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "modelbus").symlink_to(SDK)
+    login(page, console_server)
+    page.goto(strict)
+    (tmp_path / "call.mjs").write_text(snippet(page, "typescript"))
+    printed = run_snippet(["node", "call.mjs"], console_server.admin_key, tmp_path)
+    assert printed.strip() == "{ text: 'TEXT' }"
 
 
 def test_a_cold_version_says_so(page: Page, console_server: ModelbusServer, tmp_path: Path) -> None:
