@@ -26,6 +26,7 @@ PAGES = {
     "/console/listeners/new": "Event listeners",
     "/console/listeners/{name}": "Event listeners",
     "/console/listeners/{name}/delete": "Event listeners",
+    "/console/flow": "Flow map",
     "/console/runs?message_id=nothing-here": "Runs",
     "/console/dead-letters": "Dead letters",
     "/console/listeners/{name}/dead-letters": "Dead letters",

@@ -17,6 +17,7 @@ session's API key, checked with the API's own scope rules.
     keys.py          API keys (admin): list, create, revoke
     listeners.py     event listeners: live figures, create, edit, pause, resume, delete
     listener_form.py a listener definition as form fields, and back
+    flow.py          the flow map: every listener as one graph, live rates
     runs.py          look up a broker message id
     dead_letters.py  dead letters per listener: inspect, redrive
     assets.py        the stylesheet and the script
@@ -36,6 +37,7 @@ def routers() -> list[APIRouter]:
         assets,
         auth,
         dead_letters,
+        flow,
         keys,
         listeners,
         models,
@@ -50,6 +52,7 @@ def routers() -> list[APIRouter]:
         versions.router,
         keys.router,
         listeners.router,
+        flow.router,
         dead_letters.router,
         runs.router,
         reference.router,
