@@ -477,20 +477,23 @@ def _origin(body: bytes, ctx: ConnectorContext) -> _Origin | None:
 
 
 def _copy(origin: _Origin, target: Path) -> bool:
-    """Copy the failed file to ``target`` atomically; False if it cannot be read (gone)."""
+    """Copy the failed file to ``target`` atomically; False if it cannot be opened (gone, or
+    unreadable: the error file then says ``"file": null`` rather than the letter waiting for
+    a file that will never be read). Failing to write the copy raises OSError."""
     if origin.path is None:
         return False
     if origin.path == target.resolve():
         return True  # the error folder is the source folder: the file is there already
+    try:
+        source = open(origin.path, "rb")  # noqa: SIM115 (closed below)
+    except OSError:
+        return False
     temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
-        try:
-            with open(origin.path, "rb") as source, open(temp, "wb") as copy:
-                shutil.copyfileobj(source, copy, 1 << 20)
-                copy.flush()
-                os.fsync(copy.fileno())
-        except (FileNotFoundError, IsADirectoryError):
-            return False
+        with source, open(temp, "wb") as copy:
+            shutil.copyfileobj(source, copy, 1 << 20)
+            copy.flush()
+            os.fsync(copy.fileno())
         os.replace(temp, target)
         return True
     finally:
