@@ -61,14 +61,14 @@ def test_markers_and_expected_output_are_parsed_strictly() -> None:
     assert not shows("succeeded a:", "a: ... succeeded")
 
 
-def _environment(home: Path) -> dict[str, str]:
-    """A user's shell: the venv's commands first, no AWS settings, no loopback allowance
-    (the page must give it), one worker process (2 cores shared by the test run)."""
+def _environment() -> dict[str, str]:
+    """A user's shell: the venv's commands first, no AWS settings or files, no loopback
+    allowance (the page must give it), one worker process (2 cores shared by the test run).
+    HOME stays: the OCR environment is built from the user's warm uv cache."""
     env = {k: v for k, v in clean_env().items() if not k.startswith("AWS_")}
     del env["MODELBUS_ALLOW_HOSTS"]
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        HOME=str(home),
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
@@ -94,9 +94,8 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_TIMEOUT_S + 60)
 def test_the_tutorial_runs_on_the_local_stand_in(tmp_path: Path) -> None:
-    work, home = tmp_path / "work", tmp_path / "home"
+    work = tmp_path / "work"
     work.mkdir()
-    home.mkdir()
     (work / "examples").symlink_to(EXAMPLES)
     run = work / "tutorial.sh"
     run.write_text(script("local", moto_port=free_port(), server_port=free_port()))
@@ -108,7 +107,7 @@ def test_the_tutorial_runs_on_the_local_stand_in(tmp_path: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_environment(home),
+            env=_environment(),
             start_new_session=True,
         )
     try:
