@@ -278,3 +278,29 @@ async def test_the_server_masks_credentials_in_every_log_handler(
     assert "s3cr3t" not in logged
     assert "tok3n" not in logged
     assert "hunter22" in logged  # not a credential of any listener here
+
+
+async def test_logs_show_every_listener_url_by_its_shape(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14's shapes in log lines: the URL by its shape wherever it is written, and its
+    token-like pieces by value when a library writes them alone."""
+    from modelbus.config import Settings
+    from modelbus.web.server import open_services
+
+    hook = "https://hooks.slack.com/services/T0AB12CD3/B0XY9Z8W7/abcdEFGH1234ijklMNOP5678"
+    keyed = "https://api.example/v1?key=AIzaK3yValue1&sig=S1gnatureXYZ9"
+    settings = Settings.from_env({}, data_dir=tmp_path / "data")
+    with caplog.at_level(logging.INFO):
+        async with open_services(settings, announce=lambda key: None) as services:
+            given = definition(source="local://in", outputs=[hook, keyed], enabled=False)
+            await services.listeners.create(given, check=False)
+            library = logging.getLogger("httpx")
+            library.warning("HTTP Request: POST %s %r", hook, "HTTP/1.1 500")
+            library.warning("retrying %s: url=%s", keyed, repr(keyed))
+            library.warning("path piece abcdEFGH1234ijklMNOP5678 and key AIzaK3yValue1 alone")
+    logged = caplog.text
+    for secret in ("T0AB12CD3", "abcdEFGH1234ijklMNOP5678", "AIzaK3yValue1", "S1gnatureXYZ9"):
+        assert secret not in logged, secret
+    assert "POST https://hooks.slack.com/***/***/***/***" in logged
+    assert "https://api.example/***?key=***&sig=***" in logged
