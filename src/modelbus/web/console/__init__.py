@@ -14,6 +14,7 @@ session's API key, checked with the API's own scope rules.
     models.py        models, versions, builds, "try it"
     listeners.py     event listeners: live figures, create, edit, pause, resume, delete
     listener_form.py a listener definition as form fields, and back
+    history.py       the charts' data: a listener's and a model's last hour, as JSON
     runs.py          look up a broker message id
     dead_letters.py  dead letters per listener: inspect, redrive
     assets.py        the stylesheet and the script
@@ -29,7 +30,16 @@ if TYPE_CHECKING:
 
 def routers() -> list[APIRouter]:
     """Every route group of the console."""
-    from modelbus.web.console import assets, auth, dead_letters, listeners, models, reference, runs
+    from modelbus.web.console import (
+        assets,
+        auth,
+        dead_letters,
+        history,
+        listeners,
+        models,
+        reference,
+        runs,
+    )
 
     return [
         auth.router,
@@ -37,6 +47,7 @@ def routers() -> list[APIRouter]:
         listeners.router,
         dead_letters.router,
         runs.router,
+        history.router,
         reference.router,
         assets.router,
         assets.fallback,
