@@ -214,7 +214,9 @@ def _version(part: str, samples: Sequence[Sample], grid: Grid) -> VersionSeries:
         version=part,
         calls_per_s=sums.rate("invocations"),
         errors_per_s=sums.rate("errors"),
-        duration_mean_s=[_rounded(b / c) if c > 0 else None for b, c in zip(busy, calls, strict=True)],
+        duration_mean_s=[
+            _rounded(b / c) if c > 0 else None for b, c in zip(busy, calls, strict=True)
+        ],
         totals={
             "calls": calls_total,
             "errors": sums.total("errors"),

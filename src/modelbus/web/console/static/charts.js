@@ -16,7 +16,8 @@ function fmtRate(v) {
 
 function fmtSeconds(v) {
   if (v == null) return "—";
-  if (v < 1) return `${(v * 1000).toFixed(v < 0.01 ? 1 : 0)} ms`;
+  if (v === 0) return "0";
+  if (v < 1) return `${+(v * 1000).toFixed(v < 0.01 ? 1 : 0)} ms`;
   return `${v.toFixed(2)} s`;
 }
 
@@ -62,14 +63,15 @@ function makeChart(figure, spec, times) {
     axes: [{}, { values: (u, ticks) => ticks.map(fmtAxis), size: 70 }],
     scales: { y: { range: (u, min, max) => [0, Math.max(max || 0, spec.floor)] } },
     legend: { live: true },
-    cursor: { drag: { x: false, y: false } },
+    // Drag across a chart to zoom into a stretch of the hour; double-click for the hour again.
+    cursor: { drag: { x: true, y: false } },
   };
   const chart = new uPlot(opts, [times].concat(spec.data), plot);
   const wrap = chart.root.querySelector(".u-wrap");
   wrap.setAttribute("role", "img");
   wrap.setAttribute("aria-label", figure.dataset.description || spec.title);
   const legend = chart.root.querySelector(".u-legend");
-  if (legend) legend.setAttribute("aria-label", `${spec.title}: values now (or under the pointer)`);
+  if (legend) legend.setAttribute("aria-label", `${spec.title}, values now or under the pointer`);
   figure.dataset.rendered = "true";
   return chart;
 }
@@ -91,7 +93,7 @@ function listenerSpecs(h) {
     },
     load: {
       title: "In flight and backlog",
-      axis: (v) => (v == null ? "" : String(+v.toFixed(1))),
+      axis: (v) => (v == null ? "" : String(+v.toFixed(2))),
       floor: 1,
       series: [
         series("In flight", PALETTE[0], fmtCount),
