@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 HISTORY_WINDOW_S = 3600.0
 DEFAULT_STEP_S = 10.0
+# The steps the console chooses from: about 360 per window, never shorter than the sampling
+# interval (a step without a sample would show its gauges as zero).
+CONSOLE_STEPS_S = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0)
+CONSOLE_POINTS = 360
 PRUNE_INTERVAL_S = 60.0
 ACTIVE_STATES = frozenset({"running", "degraded", "starting"})
 
@@ -232,6 +236,13 @@ class History:
         for a step that is not positive or longer than the window."""
         window_s = min(window_s, HISTORY_WINDOW_S)
         return Grid.last(now=self._clock(), window_s=window_s, step_s=step_s, lag_s=self._lag_s)
+
+    def step_for(self, window_s: float) -> float:
+        """The console's step for a window: the shortest of :data:`CONSOLE_STEPS_S` giving
+        at most about :data:`CONSOLE_POINTS` steps and no shorter than the sampling
+        interval."""
+        shortest = max(window_s / CONSOLE_POINTS, self._lag_s)
+        return next((s for s in CONSOLE_STEPS_S if s >= shortest), CONSOLE_STEPS_S[-1])
 
     async def listener(self, name: str, grid: Grid) -> ListenerHistory:
         """Listener ``name``'s figures on ``grid``."""

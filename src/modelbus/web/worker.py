@@ -17,7 +17,8 @@ runner pools**, the model service and the listener manager with its lease owners
 (:func:`modelbus.web.server.listener_manager`). It runs every enabled listener whose source
 can be shared (competing with the serve process and the other workers for its messages, as
 replicas do) and an unshareable one only while it holds its lease; its heartbeat reports its
-listeners' state and counters, which the serve process sums into the API's status.
+listeners' state and counters, which the serve process sums into the API's status, and it
+writes its share of the figure history (:mod:`modelbus.web.history`).
 
 It never serves HTTP, runs async jobs, migrates the store or applies the listener file: its
 serve process does. It runs until SIGTERM or SIGINT, or until its standard input closes

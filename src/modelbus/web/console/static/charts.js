@@ -25,6 +25,10 @@ function fmtCount(v) {
   return v == null ? "—" : String(Math.round(v));
 }
 
+function counted(v, one, many) {
+  return `${fmtCount(v)} ${Math.round(v) === 1 ? one : many}`;
+}
+
 function lastValue(values) {
   for (let i = values.length - 1; i >= 0; i--) if (values[i] != null) return values[i];
   return null;
@@ -63,13 +67,11 @@ function makeChart(figure, spec, times) {
     axes: [{}, { values: (u, ticks) => ticks.map(fmtAxis), size: 70 }],
     scales: { y: { range: (u, min, max) => [0, Math.max(max || 0, spec.floor)] } },
     legend: { live: true },
-    // Drag across a chart to zoom into a stretch of the hour; double-click for the hour again.
-    cursor: { drag: { x: true, y: false } },
+    // The window is chosen with "show the last" (a drag-zoom would be undone by every poll).
+    cursor: { drag: { x: false, y: false } },
   };
   const chart = new uPlot(opts, [times].concat(spec.data), plot);
-  const wrap = chart.root.querySelector(".u-wrap");
-  wrap.setAttribute("role", "img");
-  wrap.setAttribute("aria-label", figure.dataset.description || spec.title);
+  chart.root.querySelector(".u-wrap").setAttribute("role", "img");
   const legend = chart.root.querySelector(".u-legend");
   if (legend) legend.setAttribute("aria-label", `${spec.title}, values now or under the pointer`);
   figure.dataset.rendered = "true";
@@ -114,10 +116,16 @@ function listenerSpecs(h) {
   };
 }
 
+// "hour", "5 minutes": the window an answer covers.
+function windowName(h) {
+  const minutes = Math.round((h.end - h.start) / 60);
+  return minutes === 60 ? "hour" : `${minutes} minutes`;
+}
+
 function listenerSummary(h) {
   const t = h.totals;
   return (
-    `In the last hour, over every node: ${fmtCount(t.received)} received, ` +
+    `In the last ${windowName(h)}, over every node: ${fmtCount(t.received)} received, ` +
     `${fmtCount(t.succeeded)} succeeded, ${fmtCount(t.retried)} retried, ` +
     `${fmtCount(t.dead_lettered)} dead-lettered; latency p50 ${fmtSeconds(t.latency_p50_s)}, ` +
     `p99 ${fmtSeconds(t.latency_p99_s)}.`
@@ -156,13 +164,14 @@ function modelSpecs(h) {
 }
 
 function modelSummary(h) {
-  if (!h.versions.length) return "No version of this model ran in the last hour.";
+  if (!h.versions.length) return `No version of this model ran in the last ${windowName(h)}.`;
   const parts = h.versions.map(
     (v) =>
-      `${v.version}: ${fmtCount(v.totals.calls)} calls, ${fmtCount(v.totals.errors)} errors, ` +
+      `${v.version}: ${counted(v.totals.calls, "call", "calls")}, ` +
+      `${counted(v.totals.errors, "error", "errors")}, ` +
       `mean duration ${fmtSeconds(v.totals.duration_mean_s)}`,
   );
-  return `In the last hour, over every node: ${parts.join("; ")}.`;
+  return `In the last ${windowName(h)}, over every node: ${parts.join("; ")}.`;
 }
 
 // --- polling ------------------------------------------------------------------------------
@@ -178,21 +187,31 @@ function render(section, kind, h, charts) {
     if (!spec) continue;
     const labels = spec.series.map((s) => s.label).join("|");
     const held = charts.get(figure);
+    let chart;
     if (held && held.labels === labels) {
-      held.chart.setData([h.times].concat(spec.data));
+      chart = held.chart;
+      chart.setData([h.times].concat(spec.data));
     } else {
       if (held) held.chart.destroy();
-      charts.set(figure, { chart: makeChart(figure, spec, h.times), labels });
+      chart = makeChart(figure, spec, h.times);
+      charts.set(figure, { chart, labels });
     }
+    const description = figure.dataset.description || spec.title;
+    chart.root.querySelector(".u-wrap").setAttribute("aria-label", `${description}, last ${windowName(h)}`);
   }
   const summary = section.querySelector("[data-history-summary]");
   if (summary) summary.textContent = KINDS[kind].summary(h);
 }
 
+function historyUrl(section) {
+  const chosen = section.querySelector('input[name="history-window"]:checked');
+  return chosen ? `${section.dataset.history}?window_s=${chosen.value}` : section.dataset.history;
+}
+
 async function pollHistory(section, charts) {
   const problem = section.querySelector("[data-history-problem]");
   try {
-    const response = await fetch(section.dataset.history, {
+    const response = await fetch(historyUrl(section), {
       headers: { Accept: "application/json" },
       credentials: "same-origin",
       redirect: "manual",
@@ -202,7 +221,11 @@ async function pollHistory(section, charts) {
       return false;
     }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    render(section, section.dataset.historyKind, await response.json(), charts);
+    const url = response.url;
+    const h = await response.json();
+    // A poll that was overtaken by a change of window draws nothing.
+    if (new URL(url).search !== new URL(historyUrl(section), location.href).search) return true;
+    render(section, section.dataset.historyKind, h, charts);
     if (problem && problem.textContent) problem.textContent = "";
   } catch (error) {
     if (problem) problem.textContent = `Charts are not updating (${error.message}); retrying.`;
@@ -214,9 +237,19 @@ function setupCharts() {
   const section = document.querySelector("[data-history]");
   if (!section || typeof uPlot === "undefined") return;
   const charts = new Map();
+  let timer = null;
+  let latest = 0; // only the latest poll schedules the next (a change of window polls at once)
   const tick = async () => {
-    if (await pollHistory(section, charts)) window.setTimeout(tick, HISTORY_POLL_MS);
+    const mine = ++latest;
+    window.clearTimeout(timer);
+    const more = await pollHistory(section, charts);
+    if (more && mine === latest) timer = window.setTimeout(tick, HISTORY_POLL_MS);
   };
+  const choice = section.querySelector("[data-history-window]");
+  if (choice) {
+    choice.hidden = false;
+    choice.addEventListener("change", tick);
+  }
   tick();
   if (typeof ResizeObserver !== "undefined") {
     const resize = new ResizeObserver(() => {
