@@ -49,6 +49,13 @@ function series(label, color, fmt, extra) {
   );
 }
 
+// Clock times on the time axis: with seconds when the ticks are less than a minute apart.
+function timeTicks(u, ticks) {
+  const seconds = ticks.length > 1 && ticks[1] - ticks[0] < 60;
+  const format = seconds ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+  return ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], format));
+}
+
 function chartWidth(figure) {
   return Math.max(280, Math.floor(figure.clientWidth) - 4);
 }
@@ -64,7 +71,7 @@ function makeChart(figure, spec, times) {
     height: CHART_HEIGHT,
     series: [{ label: "Time", value: (u, v) => (v == null ? "now" : new Date(v * 1000).toLocaleTimeString()) }]
       .concat(spec.series),
-    axes: [{}, { values: (u, ticks) => ticks.map(fmtAxis), size: 70 }],
+    axes: [{ values: timeTicks, space: 70 }, { values: (u, ticks) => ticks.map(fmtAxis), size: 70 }],
     scales: { y: { range: (u, min, max) => [0, Math.max(max || 0, spec.floor)] } },
     legend: { live: true },
     // The window is chosen with "show the last" (a drag-zoom would be undone by every poll).
