@@ -15,6 +15,7 @@ session's API key, checked with the API's own scope rules.
     listeners.py     event listeners: live figures, create, edit, pause, resume, delete
     listener_form.py a listener definition as form fields, and back
     history.py       the charts' data: a listener's and a model's last hour, as JSON
+    flow.py          the flow map: every listener as one graph, live rates
     runs.py          look up a broker message id
     dead_letters.py  dead letters per listener: inspect, redrive
     assets.py        the stylesheet and the script
@@ -34,6 +35,7 @@ def routers() -> list[APIRouter]:
         assets,
         auth,
         dead_letters,
+        flow,
         history,
         listeners,
         models,
@@ -45,6 +47,7 @@ def routers() -> list[APIRouter]:
         auth.router,
         models.router,
         listeners.router,
+        flow.router,
         dead_letters.router,
         runs.router,
         history.router,
