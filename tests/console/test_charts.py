@@ -190,6 +190,14 @@ def test_listener_and_model_pages_chart_the_last_hour(
     )
     section_shot(section, "model-charts")
 
+    # On a phone the charts shrink to the screen's width (nothing sticks out sideways).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.chart .uplot, .chart canvas')].every(
+               (el) => el.getBoundingClientRect().right <= document.documentElement.clientWidth)
+             && document.documentElement.scrollWidth <= document.documentElement.clientWidth"""
+    )
+
 
 def test_the_vendored_chart_library_is_served_by_the_console(
     console_server: ModelbusServer,

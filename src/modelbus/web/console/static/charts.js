@@ -56,8 +56,9 @@ function timeTicks(u, ticks) {
   return ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], format));
 }
 
+// The plot's box inside the figure (the figure has padding): the chart never sticks out.
 function chartWidth(figure) {
-  return Math.max(280, Math.floor(figure.clientWidth) - 4);
+  return Math.max(200, Math.floor(figure.querySelector(".chart-plot").clientWidth));
 }
 
 // One chart in a <figure data-chart>: its canvas is an image named by the figure's
