@@ -562,13 +562,14 @@ class ListenerRuntime:
     # --- redrive -----------------------------------------------------------------------------
 
     async def open_sinks(self) -> None:
-        """Open the output sinks (for a redrive while the listener is not running)."""
-        for slot in self._sinks.outputs:
+        """Open the output sinks and the claim check store (for a redrive while the listener
+        is not running)."""
+        for slot in self._sinks.publishing():
             await asyncio.wait_for(slot.sink.open(), self._options.open_timeout_s)
 
     async def close_sinks(self) -> None:
         """Close what :meth:`open_sinks` opened (and object readers a redrive used)."""
-        for slot in self._sinks.outputs:
+        for slot in self._sinks.publishing():
             await self._close_quietly(slot.sink.close())
         await self._close_quietly(self._decoder.close_readers())
 
