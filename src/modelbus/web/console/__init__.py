@@ -14,6 +14,7 @@ session's API key, checked with the API's own scope rules.
     models.py        models, versions, builds, "try it"
     listeners.py     event listeners: live figures, create, edit, pause, resume, delete
     listener_form.py a listener definition as form fields, and back
+    flow.py          the flow map: every listener as one graph, live rates
     runs.py          look up a broker message id
     dead_letters.py  dead letters per listener: inspect, redrive
     assets.py        the stylesheet and the script
@@ -29,12 +30,22 @@ if TYPE_CHECKING:
 
 def routers() -> list[APIRouter]:
     """Every route group of the console."""
-    from modelbus.web.console import assets, auth, dead_letters, listeners, models, reference, runs
+    from modelbus.web.console import (
+        assets,
+        auth,
+        dead_letters,
+        flow,
+        listeners,
+        models,
+        reference,
+        runs,
+    )
 
     return [
         auth.router,
         models.router,
         listeners.router,
+        flow.router,
         dead_letters.router,
         runs.router,
         reference.router,
