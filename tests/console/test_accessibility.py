@@ -96,7 +96,7 @@ def test_tab_order_skip_link_and_visible_focus(page: Page, console_server: Model
     login(page, console_server)
     page.goto(f"{console_server.url}/console/models")
     order = []
-    for _ in range(9):
+    for _ in range(10):
         page.keyboard.press("Tab")
         assert focus_is_visible(page), focused(page)
         order.append(focused(page))
@@ -108,6 +108,7 @@ def test_tab_order_skip_link_and_visible_focus(page: Page, console_server: Model
         "a: Flow map",
         "a: Runs",
         "a: Dead letters",
+        "a: API keys",
         "button: Log out",
         "a: examples/hello",
     ]

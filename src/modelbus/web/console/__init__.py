@@ -11,9 +11,13 @@ session's API key, checked with the API's own scope rules.
     auth.py          login form -> session cookie; who is looking (Viewing), CSRF (Posting)
     session.py       the signed, encrypted session cookie and its key material
     web.py           templates, errors as pages, security headers, bounded form reading
-    models.py        models, versions, builds, "try it"
+    models.py        models, versions, builds (why one failed), "try it"
+    versions.py      a version: schemas, calls to copy, runners, recent errors
+    snippets.py      the curl / Python / TypeScript calls of a version
+    keys.py          API keys (admin): list, create, revoke
     listeners.py     event listeners: live figures, create, edit, pause, resume, delete
     listener_form.py a listener definition as form fields, and back
+    history.py       the charts' data: a listener's and a model's last hour, as JSON
     flow.py          the flow map: every listener as one graph, live rates
     runs.py          look up a broker message id
     dead_letters.py  dead letters per listener: inspect, redrive
@@ -35,19 +39,25 @@ def routers() -> list[APIRouter]:
         auth,
         dead_letters,
         flow,
+        history,
+        keys,
         listeners,
         models,
         reference,
         runs,
+        versions,
     )
 
     return [
         auth.router,
         models.router,
+        versions.router,
+        keys.router,
         listeners.router,
         flow.router,
         dead_letters.router,
         runs.router,
+        history.router,
         reference.router,
         assets.router,
         assets.fallback,
