@@ -241,6 +241,32 @@ class BatchFields(BaseModel):
     )
 
 
+class ClaimCheckFields(BaseModel):
+    """Where results too large for the sinks go (a listener's ``claim_check``).
+
+    A result over an output sink's size limit (SQS 256 KiB, SNS...) or over ``over_bytes``
+    is written to the object store at ``url``, named by its SHA-256 digest, and the sinks
+    get a small reference instead: ``{"claim_check": {"url", "size", "sha256",
+    "content_type"}}`` with the usual correlation (a CloudEvent by default), plus the
+    message attribute ``claimcheck`` (the object's URL). Without a claim check, such a
+    result is dead-lettered.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(
+        description="Object store: s3://BUCKET/PREFIX (with the s3:// sink's options) or "
+        "dir:///FOLDER.",
+        examples=["s3://results/large/"],
+    )
+    over_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Also store results whose message body is over this many bytes (null: "
+        "only those a sink's limit refuses).",
+    )
+
+
 class ListenerFields(BaseModel):
     """The fields of an event listener's definition: every message on ``source`` goes to
     ``model``; results go to every sink in ``outputs``; what cannot succeed goes to
@@ -313,6 +339,11 @@ class ListenerFields(BaseModel):
         "cloudevent",
         description="cloudevent: results are structured CloudEvents carrying the correlation; "
         "raw: the bare result (correlation in message attributes only).",
+    )
+    claim_check: ClaimCheckFields | None = Field(
+        None,
+        description="Store results over a sink's limit (or over_bytes) in an object store "
+        "and publish a reference to them instead of dead-lettering them.",
     )
     enabled: bool = Field(True, description="Disabled listeners are stored but not run.")
 

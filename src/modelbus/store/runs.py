@@ -15,6 +15,15 @@ aiosqlite round trips of the async engine (BEGIN, statements, COMMIT), each of w
 for the GIL behind a busy event loop: that cost about 4 ms per commit. A dedupe check of at
 most :data:`INLINE_READ_MAX` ids (a receive at a low rate) is read on the event loop itself:
 a read by key is quicker than the hop, which sat on every message's path to its result.
+
+**Run claims.** Before a listener runs a batch it claims the batch's messages
+(:meth:`RunStore.claim`, one statement): a run row's ``claimed_by`` names the replica
+running it and ``claim_expires_at`` until when (on the database's clock), renewed while it
+runs (:meth:`RunStore.renew_claims`). A message claimed by another replica whose claim has
+not expired is not claimed: that delivery waits (the listener releases it as ``Busy``), on
+whichever node or process it arrived. Any run record written after the claim (``retrying``,
+``succeeded``, ``dead_lettered``) ends it; a ``running`` note keeps it. A replica that dies
+leaves its claims to expire.
 """
 
 from __future__ import annotations
@@ -29,14 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, get_args
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from modelbus.errors import DeadLetterNotFound, InvalidInput
-from modelbus.store.database import sqlite_sync_engine, write_options
+from modelbus.store.database import clock_of, sqlite_sync_engine, write_options
 from modelbus.store.schema import dead_letters, run_totals, runs
 
 __all__ = ["DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "RunWrite"]
@@ -116,6 +125,7 @@ class RunStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._upsert_run = _upsert(engine, runs, ("listener", "message_id"))
+        self._claiming = _claiming(engine)
         self._upsert_dead = _upsert(engine, dead_letters, ("id",))
         self._add_totals = _adding(engine)
         self._direct = _SqliteDirect.of(engine)
@@ -166,6 +176,84 @@ class RunStore:
             return await self._direct.run(read)
         async with self._engine.connect() as conn:
             return set((await conn.execute(query)).scalars())
+
+    async def claim(
+        self, listener: str, claimant: str, attempts: Mapping[str, int], *, ttl_s: float
+    ) -> set[str]:
+        """Claim messages ``attempts`` (message id -> its delivery's attempt) of ``listener``
+        for ``claimant`` for ``ttl_s`` seconds, in one statement; returns the ids claimed.
+        Not claimed: a message claimed by another claimant whose claim has not expired, and
+        a message that succeeded already (a duplicate that slipped past the dedupe check).
+        A message without a run record gets one, ``running``. Atomic; claiming again what
+        ``claimant`` holds renews it."""
+        if not attempts:
+            return set()
+        now, expires = time.time(), clock_of(self._engine.dialect.name) + ttl_s
+        rows = [
+            {
+                "listener": listener,
+                "message_id": message_id,
+                "status": "running",
+                "attempts": attempt,
+                "first_received_at": now,
+                "updated_at": now,
+                "claimed_by": claimant,
+                "claim_expires_at": expires,
+            }
+            for message_id, attempt in attempts.items()
+        ]
+        statement = self._claiming.values(rows)
+        if self._direct is not None:
+
+            def write(conn: Connection) -> set[str]:
+                return set(conn.execute(statement).scalars())
+
+            return await self._direct.run(write, write=True)
+        async with self._engine.begin() as conn:
+            return set((await conn.execute(statement)).scalars())
+
+    async def renew_claims(
+        self, listener: str, claimant: str, message_ids: Sequence[str], *, ttl_s: float
+    ) -> set[str]:
+        """Extend ``claimant``'s claims of ``message_ids`` by ``ttl_s`` from now; returns
+        those it still held (a claim another claimant took after it expired is not)."""
+        return await self._claims_of(
+            listener,
+            claimant,
+            message_ids,
+            {"claim_expires_at": clock_of(self._engine.dialect.name) + ttl_s},
+        )
+
+    async def unclaim(self, listener: str, claimant: str, message_ids: Sequence[str]) -> None:
+        """End ``claimant``'s claims of ``message_ids`` (their deliveries were handed back
+        unfinished: a stop), so that another replica may run them at once."""
+        await self._claims_of(
+            listener, claimant, message_ids, {"claimed_by": None, "claim_expires_at": None}
+        )
+
+    async def _claims_of(
+        self, listener: str, claimant: str, message_ids: Sequence[str], values: dict[str, Any]
+    ) -> set[str]:
+        if not message_ids:
+            return set()
+        statement = (
+            update(runs)
+            .where(
+                runs.c.listener == listener,
+                runs.c.message_id.in_(list(set(message_ids))),
+                runs.c.claimed_by == claimant,
+            )
+            .values(**values)
+            .returning(runs.c.message_id)
+        )
+        if self._direct is not None:
+
+            def write(conn: Connection) -> set[str]:
+                return set(conn.execute(statement).scalars())
+
+            return await self._direct.run(write, write=True)
+        async with self._engine.begin() as conn:
+            return set((await conn.execute(statement)).scalars())
 
     async def get_runs(self, message_id: str, listener: str | None = None) -> list[RunRecord]:
         """The run records of a broker message id (one per listener that received it)."""
@@ -411,6 +499,9 @@ def _upsert(engine: AsyncEngine, table: Any, keys: tuple[str, ...]) -> Executabl
     changes = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in kept}
     where = None
     if table is runs:
+        # A run record written after a claim ends it, but for a ``running`` note.
+        for name in ("claimed_by", "claim_expires_at"):
+            changes[name] = case((stmt.excluded.status == "running", table.c[name]), else_=None)
         # Literal SQL, not bound parameters: executemany() cannot expand IN (...) binds.
         final = ", ".join(f"'{status}'" for status in FINAL)
         where = text(f"runs.status NOT IN ({final}) OR excluded.status IN ({final})")
@@ -418,6 +509,26 @@ def _upsert(engine: AsyncEngine, table: Any, keys: tuple[str, ...]) -> Executabl
         index_elements=list(keys), set_=changes, where=where
     )
     return upsert
+
+
+def _claiming(engine: AsyncEngine) -> Any:
+    """INSERT INTO runs ... ON CONFLICT DO UPDATE the claim WHERE it is free, expired or the
+    claimant's own, and the message has not succeeded, RETURNING the ids claimed; the rows
+    are given with ``.values(rows)``."""
+    stmt: Any = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(runs)
+    claimed = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=["listener", "message_id"],
+        set_={"claimed_by": claimed.claimed_by, "claim_expires_at": claimed.claim_expires_at},
+        where=and_(
+            runs.c.status != "succeeded",
+            or_(
+                runs.c.claimed_by.is_(None),
+                runs.c.claimed_by == claimed.claimed_by,
+                runs.c.claim_expires_at < clock_of(engine.dialect.name),
+            ),
+        ),
+    ).returning(runs.c.message_id)
 
 
 def _adding(engine: AsyncEngine) -> Executable:
@@ -454,6 +565,8 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "first_received_at": r.first_received_at,
         "updated_at": r.updated_at,
         "finished_at": r.finished_at,
+        "claimed_by": None,  # a record ends the claim, but for a ``running`` note (_upsert)
+        "claim_expires_at": None,
     }
 
 

@@ -158,6 +158,9 @@ runs = Table(
     Column("first_received_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+    # The run claim: who runs the message now, and until when (database clock) unless renewed.
+    Column("claimed_by", String(100), nullable=True),
+    Column("claim_expires_at", Float, nullable=True),
     Index(None, "message_id"),
     Index(None, "finished_at"),
 )

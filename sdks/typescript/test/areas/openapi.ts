@@ -13,6 +13,7 @@ import type {
   BatchPolicy,
   BuildInfo,
   CallEnvelope,
+  ClaimCheck,
   CreatedKey,
   DeadLetter,
   DeadLetterPage,
@@ -70,8 +71,9 @@ const SCHEMAS: Record<string, string[]> = {
   ListenerDefinition: keys<ListenerDefinition>({
     name: true, source: true, model: true, outputs: true, error_sink: true, retry: true, batch: true,
     max_in_flight: true, timeout_s: true, max_body_bytes: true, extend_lease: true, filter: true,
-    output_mode: true, enabled: true,
+    output_mode: true, claim_check: true, enabled: true,
   }),
+  ClaimCheck: keys<ClaimCheck>({ url: true, over_bytes: true }),
   RetryPolicy: keys<RetryPolicy>({ max_attempts: true, initial_backoff_s: true, max_backoff_s: true, multiplier: true, jitter: true }),
   BatchPolicy: keys<BatchPolicy>({ max_batch_size: true, max_wait_ms: true }),
   ListenerOut: keys<Listener>({ name: true, definition: true, status: true, created_at: true, updated_at: true }),
