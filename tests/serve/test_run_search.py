@@ -154,6 +154,8 @@ def test_bulk_redrive_needs_the_manage_scope(server: ModelbusServer, admin: Clie
         with pytest.raises(Forbidden):
             client.redrive_matching(listener=name)
     assert mb(server, "dead-letters", "redrive").returncode == 2  # nothing says which
+    with pytest.raises(InvalidInput, match="every dead letter of every listener"):
+        admin.redrive_matching()  # nor here (every=True would mean it)
     result = admin.redrive_matching(listener=name, message_id="d-2", spec="2.*")
     assert result.matched == 1 and result.listeners[name].redriven == [
         admin.search_dead_letters(message_id="d-2").items[0].id

@@ -183,7 +183,7 @@ def dead_letters_redrive(
             found.listeners[listener] = one
         else:
             found = client.redrive_matching(
-                include_redriven=include_redriven, spec=to, rate_per_s=rate, **filters
+                include_redriven=include_redriven, every=every, spec=to, rate_per_s=rate, **filters
             )
     if as_json:  # as the API answered: POST .../LISTENER/dead-letters/redrive or the search's
         shown = found.listeners[listener or ""] if by_ids else found

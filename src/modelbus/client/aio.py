@@ -299,6 +299,7 @@ class AsyncClient:
         since: Moment | None = None,
         until: Moment | None = None,
         include_redriven: bool = False,
+        every: bool = False,
         spec: str | None = None,
         rate_per_s: float | None = None,
     ) -> SearchRedriveOut:
@@ -310,7 +311,9 @@ class AsyncClient:
             since=since,
             until=until,
         )
-        return await self._run(op.redrive_matching(filters, include_redriven, spec, rate_per_s))
+        return await self._run(
+            op.redrive_matching(filters, include_redriven, every, spec, rate_per_s)
+        )
 
     async def dead_letter(self, letter_id: str) -> DeadLetterOut:
         """See :meth:`Client.dead_letter`."""

@@ -461,10 +461,15 @@ def search_dead_letters(
 
 
 def redrive_matching(
-    filters: SearchFilters, include_redriven: bool, spec: str | None, rate_per_s: float | None
+    filters: SearchFilters,
+    include_redriven: bool,
+    every: bool,
+    spec: str | None,
+    rate_per_s: float | None,
 ) -> Operation[SearchRedriveOut]:
     body = {
         **filters.params(),
+        "all": every,
         "include_redriven": include_redriven,
         "spec": spec,
         "rate_per_s": rate_per_s,

@@ -545,6 +545,11 @@ class DeadLetterSearch(Schema):
 
 
 class SearchRedriveRequest(DeadLetterSearch):
+    all: bool = Field(
+        False,
+        description="Say that an empty search, every dead letter of every listener, is "
+        "meant (refused otherwise).",
+    )
     spec: str | None = Field(
         None,
         description="Version spec to run them on, e.g. 1.2.* (default: each listener's own).",

@@ -329,12 +329,15 @@ class Client:
         since: Moment | None = None,
         until: Moment | None = None,
         include_redriven: bool = False,
+        every: bool = False,
         spec: str | None = None,
         rate_per_s: float | None = None,
     ) -> SearchRedriveOut:
         """Run again every dead letter the filters match (not redriven yet, unless
         ``include_redriven``), listener by listener, each on its model at ``spec``; returns
-        once all were tried. Needs listeners:manage for every listener concerned."""
+        once all were tried. No filter at all is refused (InvalidInput) unless ``every``
+        says every letter of every listener is meant. Needs listeners:manage, and the call
+        scope on the model of every listener concerned."""
         filters = SearchFilters(
             listener=listener,
             message_id=message_id,
@@ -342,7 +345,7 @@ class Client:
             since=since,
             until=until,
         )
-        return self._run(op.redrive_matching(filters, include_redriven, spec, rate_per_s))
+        return self._run(op.redrive_matching(filters, include_redriven, every, spec, rate_per_s))
 
     def dead_letter(self, letter_id: str) -> DeadLetterOut:
         """One dead letter with its original body (``body_base64``); listeners:manage."""

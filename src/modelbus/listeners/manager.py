@@ -48,6 +48,7 @@ from modelbus.errors import (
     Conflict,
     DeadLetterNotFound,
     DefinitionError,
+    InvalidInput,
     ListenerNotFound,
     ModelbusError,
     NotFound,
@@ -674,14 +675,21 @@ class ListenerManager:
         include_redriven: bool = False,
         spec: str | None = None,
         rate_per_s: float | None = None,
+        every: bool = False,
         check: Callable[[str], Awaitable[object]] | None = None,
     ) -> tuple[int, dict[str, RedriveResult]]:
         """Redrive every dead letter ``search`` matches (not redriven yet, unless
         ``include_redriven``), listener by listener as :meth:`redrive` does, each on its
-        model at ``spec``. ``check(listener)`` is awaited for every listener concerned
-        before anything runs, and refuses by raising (a key's permission). Returns how many
-        matched and the result per listener. Raises ListenerNotFound if a matched letter's
-        listener was deleted (narrow the search to the others)."""
+        model at ``spec``. An empty search (every letter of every listener) is refused with
+        InvalidInput unless ``every`` says it is meant. ``check(listener)`` is awaited for
+        every listener concerned before anything runs, and refuses by raising (a key's
+        permission). Returns how many matched and the result per listener. Raises
+        ListenerNotFound if a matched letter's listener was deleted (narrow the search)."""
+        if search == Search() and not every:
+            raise InvalidInput(
+                "give a filter (listener, message_id, object_key, since, until), or say "
+                "that every dead letter of every listener is meant (all)"
+            )
         found = await self.runs.matching_dead_letters(search, include_redriven=include_redriven)
         for name in found:
             if check is not None:

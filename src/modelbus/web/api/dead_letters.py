@@ -115,6 +115,7 @@ async def redrive_matching(
         include_redriven=body.include_redriven,
         spec=body.spec,
         rate_per_s=body.rate_per_s,
+        every=body.all,
         check=lambda name: managed(running, key, name),
     )
     return SearchRedriveOut(

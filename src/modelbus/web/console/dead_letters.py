@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from modelbus.client.refs import ModelRef
-from modelbus.errors import InvalidInput, ModelbusError
+from modelbus.errors import Forbidden, InvalidInput, ModelbusError
 from modelbus.listeners.manager import RedriveResult
 from modelbus.runtime import jsondoc
 from modelbus.store.keys import LISTENERS_MANAGE
@@ -115,17 +115,17 @@ async def redrive_selected(request: Request, posted: Posting) -> Response:
     running = services(request)
     form = SearchForm.of(posted.form)
     ids = [i for i in posted.form.getlist("ids") if isinstance(i, str) and i]
+    by_listener: dict[str, list[str]] = {}
+    for letter_id in ids:  # a missing letter or a refused listener: its page, not a redrive
+        letter = await running.listeners.runs.get_dead_letter(letter_id)
+        by_listener.setdefault(letter.listener, []).append(letter_id)
+    for name in by_listener:
+        await managed(running, viewer.key, name)
     results: dict[str, RedriveResult] = {}
     error = None
     try:
         if not ids:
             raise InvalidInput("select the dead letters to redrive first")
-        by_listener: dict[str, list[str]] = {}
-        for letter_id in ids:
-            letter = await running.listeners.runs.get_dead_letter(letter_id)
-            by_listener.setdefault(letter.listener, []).append(letter_id)
-        for name in by_listener:
-            await managed(running, viewer.key, name)
         spec = posted.text("spec") or None
         for name, chosen in by_listener.items():
             results[name] = await running.listeners.redrive(name, ids=chosen, spec=spec)
@@ -168,10 +168,13 @@ async def redrive_all(request: Request, posted: Posting) -> Response:
             form.search(),
             include_redriven=form.include_redriven,
             spec=posted.text("spec") or None,
+            every=True,  # the confirmation page said what the search spans
             check=lambda name: managed(running, viewer.key, name),
         )
         if not results:
             raise InvalidInput("no dead letter matches this search any more: nothing redriven")
+    except Forbidden:
+        raise  # the "Not allowed" page
     except ModelbusError as exc:
         error = running.credentials.redact(exc.message)
     return await _page(request, viewer, form, cursor=None, results=results, error=error)
