@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelbus.connectors.base import (
+    DEAD_LETTER_ID,
     Backlog,
     ConnectorContext,
     Delivery,
@@ -29,11 +30,12 @@ from modelbus.connectors.base import (
     Source,
 )
 from modelbus.connectors.egress import Egress
-from modelbus.connectors.policy import ConnectorPolicy, applied
+from modelbus.connectors.policy import ConnectorPolicy
 from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
 from modelbus.errors import ConnectorError, DefinitionError, ModelbusError
 
 __all__ = [
+    "DEAD_LETTER_ID",
     "MASK",
     "OBJECT_READERS",
     "SCHEMES",
@@ -48,7 +50,6 @@ __all__ = [
     "OutMessage",
     "Sink",
     "Source",
-    "applied",
     "backlog_of",
     "check_policy",
     "credentials_of",

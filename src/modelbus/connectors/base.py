@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from modelbus.connectors.policy import ConnectorPolicy, current
+from modelbus.connectors.policy import ConnectorPolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,15 +69,21 @@ class OutMessage:
     key: str | None = None
 
 
+DEAD_LETTER_ID = "modelbus-dead-letter-id"
+"""The attribute that marks an :class:`OutMessage` as a dead letter (its value is the letter's
+deterministic id; the runtime adds it with the other ``modelbus-*`` attributes). A sink may
+keep dead letters in a form of its own: the folder sink keeps a failed file under its name."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConnectorContext:
     """What a connector may know about the listener using it, and the operator's limits on
-    what it may reach (``policy``; default: the current one, see
-    :mod:`modelbus.connectors.policy`)."""
+    what it may reach (``policy``; default: none beyond the data-directory rule of ``dir://``,
+    see :mod:`modelbus.connectors.policy`)."""
 
     listener: str
     data_dir: Path
-    policy: ConnectorPolicy = field(default_factory=current)
+    policy: ConnectorPolicy = field(default_factory=ConnectorPolicy)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
