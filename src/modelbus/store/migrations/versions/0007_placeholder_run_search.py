@@ -2,10 +2,10 @@
 object an S3 or folder notification announced, BUCKET/KEY), indexed, and indexes on the
 times the listings across every listener are ordered by.
 
-Placeholder number: the lead renumbers it on merge if another 0006 lands first.
+Placeholder number: the lead renumbers it on merge if another 0007 lands first.
 
-Revision ID: 0006_placeholder
-Revises: 0005
+Revision ID: 0007_placeholder
+Revises: 0006
 Create Date: 2026-12-06 20:40:00.000000
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_placeholder"
-down_revision = "0005"
+revision = "0007_placeholder"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
