@@ -228,6 +228,8 @@ export interface Run {
   first_received_at: number;
   updated_at: number;
   finished_at: number | null;
+  /** The object a notification announced: BUCKET/KEY (S3), the file's path (dir://). */
+  object_key: string | null;
 }
 
 export interface RunPage {
@@ -255,6 +257,8 @@ export interface DeadLetter {
   created_at: number;
   redriven_at: number | null;
   redriven_to: string | null;
+  /** As Run.object_key. */
+  object_key: string | null;
 }
 
 export interface DeadLetterPage {

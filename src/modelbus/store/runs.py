@@ -35,10 +35,23 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar, get_args
 
-from sqlalchemy import Connection, Engine, and_, case, delete, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -48,7 +61,7 @@ from modelbus.errors import DeadLetterNotFound, InvalidInput
 from modelbus.store.database import clock_of, sqlite_sync_engine, write_options
 from modelbus.store.schema import dead_letters, run_totals, runs
 
-__all__ = ["DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "RunWrite"]
+__all__ = ["DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "RunWrite", "Search"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,8 @@ class RunRecord:
     ``result_location`` is where the result went: the output sinks' URLs (credentials
     removed); ``output_id`` the result's deterministic id there. ``error`` is
     ``{"type", "message", "permanent", "stage"}`` for the last failure. Times are epoch s.
+    ``object_key`` is the object an object-created notification announced, ``BUCKET/KEY``
+    (for a ``dir://`` folder: the file's path), None for any other message.
     """
 
     listener: str
@@ -80,13 +95,15 @@ class RunRecord:
     error: Mapping[str, Any] | None = None
     duration_ms: float | None = None
     finished_at: float | None = None
+    object_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeadLetter:
     """A message that could not succeed: the original body and attributes, untouched, plus
     the last error. ``model`` is the listener's ``owner/name@spec``, ``version`` the
-    resolved version that failed (None if it never resolved)."""
+    resolved version that failed (None if it never resolved); ``object_key`` as in
+    :class:`RunRecord`."""
 
     id: str
     listener: str
@@ -103,6 +120,22 @@ class DeadLetter:
     created_at: float
     redriven_at: float | None = None
     redriven_to: str | None = None
+    object_key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Search:
+    """What a listing of runs or dead letters is narrowed to; every field None (the
+    default) matches everything. ``since`` and ``until`` (epoch s) bound the time the
+    listing is ordered by, ``since <= t < until``: a run record's last update, a dead
+    letter's creation. ``object_key`` matches the whole ``BUCKET/KEY`` or any tail of it
+    that starts after a ``/`` (``page-1.png``, ``inbox/page-1.png``), case-sensitively."""
+
+    listener: str | None = None
+    message_id: str | None = None
+    object_key: str | None = None
+    since: float | None = None
+    until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,49 +299,51 @@ class RunStore:
 
     async def list_runs(
         self,
-        listener: str,
+        listener: str | None = None,
         *,
         status: RunStatus | None = None,
+        search: Search | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[RunRecord]:
-        """A listener's run records, most recently updated first."""
-        query = select(runs).where(runs.c.listener == listener)
-        if status is not None:
-            query = query.where(runs.c.status == status)
+        """Run records, most recently updated first: ``listener``'s (None: every
+        listener's), in ``status``, narrowed by ``search`` (its listener, if any, must agree
+        with ``listener``). Raises InvalidInput for a cursor this did not give."""
+        query = select(runs).where(*_run_terms(_narrowed(search, listener), status))
         if cursor is not None:
-            at, key = _cursor(cursor)
+            at, name, key = _run_cursor(cursor)
             query = query.where(
-                or_(runs.c.updated_at < at, and_(runs.c.updated_at == at, runs.c.message_id < key))
+                tuple_(runs.c.updated_at, runs.c.listener, runs.c.message_id) < (at, name, key)
             )
-        query = query.order_by(runs.c.updated_at.desc(), runs.c.message_id.desc()).limit(limit + 1)
+        query = query.order_by(
+            runs.c.updated_at.desc(), runs.c.listener.desc(), runs.c.message_id.desc()
+        )
         async with self._engine.connect() as conn:
-            records = [_run_of(row) for row in (await conn.execute(query)).mappings()]
+            rows = (await conn.execute(query.limit(limit + 1))).mappings()
+            records = [_run_of(row) for row in rows]
         more = len(records) > limit
         records = records[:limit]
         last = records[-1] if more else None
-        return Page(records, f"{last.updated_at!r}|{last.message_id}" if last else None)
+        return Page(
+            records, f"{last.updated_at!r}|{last.listener}|{last.message_id}" if last else None
+        )
 
     async def list_dead_letters(
         self,
-        listener: str,
+        listener: str | None = None,
         *,
+        search: Search | None = None,
         limit: int = 50,
         cursor: str | None = None,
         include_redriven: bool = True,
     ) -> Page[DeadLetter]:
-        """A listener's dead letters, newest first, ``limit`` per page."""
-        query = select(dead_letters).where(dead_letters.c.listener == listener)
-        if not include_redriven:
-            query = query.where(dead_letters.c.redriven_at.is_(None))
+        """Dead letters, newest first, ``limit`` per page: ``listener``'s (None: every
+        listener's), narrowed by ``search``. Raises InvalidInput for a bad cursor."""
+        terms = _letter_terms(_narrowed(search, listener), include_redriven)
+        query = select(dead_letters).where(*terms)
         if cursor is not None:
             at, key = _cursor(cursor)
-            query = query.where(
-                or_(
-                    dead_letters.c.created_at < at,
-                    and_(dead_letters.c.created_at == at, dead_letters.c.id < key),
-                )
-            )
+            query = query.where(tuple_(dead_letters.c.created_at, dead_letters.c.id) < (at, key))
         query = query.order_by(dead_letters.c.created_at.desc(), dead_letters.c.id.desc())
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit + 1))).mappings()
@@ -318,14 +353,34 @@ class RunStore:
         last = letters[-1] if more else None
         return Page(letters, f"{last.created_at!r}|{last.id}" if last else None)
 
-    async def dead_letter_ids(self, listener: str, *, include_redriven: bool = False) -> list[str]:
-        """Every dead letter id of a listener, oldest first (for a redrive of all)."""
-        query = select(dead_letters.c.id).where(dead_letters.c.listener == listener)
-        if not include_redriven:
-            query = query.where(dead_letters.c.redriven_at.is_(None))
+    async def dead_letter_ids(
+        self,
+        listener: str | None = None,
+        *,
+        search: Search | None = None,
+        include_redriven: bool = False,
+    ) -> list[str]:
+        """Every dead letter id that ``list_dead_letters`` would page through, oldest first
+        (for a redrive of all of them)."""
+        terms = _letter_terms(_narrowed(search, listener), include_redriven)
+        query = select(dead_letters.c.id).where(*terms)
         query = query.order_by(dead_letters.c.created_at, dead_letters.c.id)
         async with self._engine.connect() as conn:
             return list((await conn.execute(query)).scalars())
+
+    async def matching_dead_letters(
+        self, search: Search, *, include_redriven: bool = False
+    ) -> dict[str, list[str]]:
+        """The ids of the dead letters ``search`` matches, per listener, oldest first (for a
+        redrive of all of them)."""
+        terms = _letter_terms(search, include_redriven)
+        query = select(dead_letters.c.listener, dead_letters.c.id).where(*terms)
+        query = query.order_by(dead_letters.c.created_at, dead_letters.c.id)
+        found: dict[str, list[str]] = {}
+        async with self._engine.connect() as conn:
+            for listener, letter_id in (await conn.execute(query)).all():
+                found.setdefault(listener, []).append(letter_id)
+        return found
 
     async def get_dead_letter(self, id: str) -> DeadLetter:
         """One dead letter; raises DeadLetterNotFound."""
@@ -543,6 +598,64 @@ def _adding(engine: AsyncEngine) -> Executable:
     return adding
 
 
+def _narrowed(search: Search | None, listener: str | None) -> Search:
+    search = search or Search()
+    if listener is None:
+        return search
+    if search.listener not in (None, listener):
+        raise InvalidInput(f"two listeners asked for: {listener!r} and {search.listener!r}")
+    return replace(search, listener=listener)
+
+
+def _search_terms(search: Search, table: Any, at: Any) -> list[ColumnElement[bool]]:
+    terms: list[ColumnElement[bool]] = []
+    if search.listener is not None:
+        terms.append(table.c.listener == search.listener)
+    if search.message_id is not None:
+        terms.append(table.c.message_id == search.message_id)
+    if search.object_key is not None:
+        terms.append(_object_matches(table.c.object_key, search.object_key))
+    if search.since is not None:
+        terms.append(at >= search.since)
+    if search.until is not None:
+        terms.append(at < search.until)
+    return terms
+
+
+def _object_matches(column: Any, wanted: str) -> ColumnElement[bool]:
+    """``column`` is ``wanted`` or ends with ``/wanted``: compared with substr, not LIKE,
+    so that ``%`` and ``_`` in a file name mean themselves and case matters on both
+    databases (SQLite's LIKE ignores it)."""
+    tail = "/" + wanted.lstrip("/")
+    n = len(tail)
+    return or_(
+        column == wanted,
+        and_(func.length(column) > n, func.substr(column, func.length(column) - n + 1) == tail),
+    )
+
+
+def _run_terms(search: Search, status: RunStatus | None) -> list[ColumnElement[bool]]:
+    terms = _search_terms(search, runs, runs.c.updated_at)
+    if status is not None:
+        terms.append(runs.c.status == status)
+    return terms
+
+
+def _letter_terms(search: Search, include_redriven: bool) -> list[ColumnElement[bool]]:
+    terms = _search_terms(search, dead_letters, dead_letters.c.created_at)
+    if not include_redriven:
+        terms.append(dead_letters.c.redriven_at.is_(None))
+    return terms
+
+
+def _run_cursor(text: str) -> tuple[float, str, str]:
+    at, listener_key = _cursor(text)
+    listener, sep, key = listener_key.partition("|")
+    if not sep:
+        raise InvalidInput(f"not a page cursor: {text!r}")
+    return at, listener, key
+
+
 def _cursor(text: str) -> tuple[float, str]:
     at, _, key = text.partition("|")
     try:
@@ -567,6 +680,7 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "claimed_by": None,  # a record ends the claim, but for a ``running`` note (_upsert)
         "claim_expires_at": None,
+        "object_key": r.object_key,
     }
 
 
@@ -585,6 +699,7 @@ def _run_of(row: RowMapping) -> RunRecord:
         first_received_at=row["first_received_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        object_key=row["object_key"],
     )
 
 
@@ -605,6 +720,7 @@ def _dead_letter_row(d: DeadLetter) -> dict[str, Any]:
         "created_at": d.created_at,
         "redriven_at": d.redriven_at,
         "redriven_to": d.redriven_to,
+        "object_key": d.object_key,
     }
 
 
@@ -625,4 +741,5 @@ def _dead_letter_of(row: RowMapping) -> DeadLetter:
         created_at=row["created_at"],
         redriven_at=row["redriven_at"],
         redriven_to=row["redriven_to"],
+        object_key=row["object_key"],
     )

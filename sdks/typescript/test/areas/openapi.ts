@@ -89,13 +89,13 @@ const SCHEMAS: Record<string, string[]> = {
   RunOut: keys<Run>({
     listener: true, message_id: true, status: true, attempts: true, version: true, output_id: true,
     result_location: true, error: true, duration_ms: true, first_received_at: true, updated_at: true,
-    finished_at: true,
+    finished_at: true, object_key: true,
   }),
   RunPage: keys<RunPage>({ items: true, next_cursor: true }),
   DeadLetterOut: keys<DeadLetter>({
     id: true, listener: true, message_id: true, body_base64: true, body_size: true, attributes: true,
     error_type: true, error_message: true, stacktrace: true, permanent: true, attempts: true, model: true,
-    version: true, created_at: true, redriven_at: true, redriven_to: true,
+    version: true, created_at: true, redriven_at: true, redriven_to: true, object_key: true,
   }),
   DeadLetterPage: keys<DeadLetterPage>({ items: true, next_cursor: true }),
   RedriveOut: keys<RedriveResult>({ model: true, redriven: true, failed: true }),

@@ -3,7 +3,7 @@ any node) running a message now and until when, so that a redelivery of a messag
 run is still going is not run at once elsewhere (:meth:`RunStore.claim`).
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-06 20:40:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
