@@ -36,6 +36,27 @@ ADMIN_URL = os.environ.get(
 CONNECT_TIMEOUT_S = 5.0
 
 
+CHAOS_SIZE = 400  # tests/chaos/test_scale.py's inputs per broker unless told
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-size",
+        type=int,
+        default=int(os.environ.get("MODELBUS_CHAOS_SIZE", CHAOS_SIZE)),
+        help="inputs per broker of the chaos suite's scale run (tests/chaos/test_scale.py; "
+        f"env MODELBUS_CHAOS_SIZE; default {CHAOS_SIZE}); past the default it has no timeout",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A scale run bigger than CI's takes as long as it takes (pytest-timeout's limit off)."""
+    if config.getoption("chaos_size") > CHAOS_SIZE:
+        for item in items:
+            if item.nodeid.startswith("tests/chaos/test_scale.py"):
+                item.add_marker(pytest.mark.timeout(0))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The main process makes the folder the chaos suite's tables go to (tests/chaos)."""
     if not hasattr(config, "workerinput") and "MODELBUS_CHAOS_REPORT_DIR" not in os.environ:

@@ -47,6 +47,11 @@ class Collector:
     results: list[Delivery] = field(default_factory=list)
     letters: list[Delivery] = field(default_factory=list)
     arrived: dict[int, float] = field(default_factory=dict)  # n -> first result, monotonic
+    # kept as deliveries come (at 100,000 inputs, parsing them all on every progress poll
+    # would take the test's own event loop)
+    _result_ns: set[int] = field(default_factory=set)
+    _letter_ns: set[int] = field(default_factory=set)
+    _settled: set[int] = field(default_factory=set)
 
     @contextlib.asynccontextmanager
     async def running(self, out_url: str, dead_url: str | None) -> AsyncIterator[None]:
@@ -76,27 +81,36 @@ class Collector:
                 while True:
                     batch = await source.receive(50, 0.3)
                     into += batch  # seen, acked or not: what comes again counts as a duplicate
+                    self._count(batch, results)
                     if batch:
                         await source.ack(batch)
-                    if results:
-                        now = time.monotonic()
-                        for delivery in batch:
-                            with contextlib.suppress(KeyError, TypeError, ValueError):
-                                self.arrived.setdefault(result_n(delivery), now)
             except ConnectorError:
                 await asyncio.sleep(0.3)  # the broker is away: read on once it is back
             finally:
                 with contextlib.suppress(Exception):
                     await source.close()
 
+    def _count(self, batch: list[Delivery], results: bool) -> None:
+        now = time.monotonic()
+        for delivery in batch:
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                if results:
+                    n = result_n(delivery)
+                    self._result_ns.add(n)
+                    self.arrived.setdefault(n, now)
+                else:
+                    n = letter_n(delivery)
+                    self._letter_ns.add(n)
+                self._settled.add(n)
+
     def result_ns(self) -> set[int]:
-        return {result_n(d) for d in self.results}
+        return set(self._result_ns)
 
     def letter_ns(self) -> set[int]:
-        return {letter_n(d) for d in self.letters}
+        return set(self._letter_ns)
 
     def settled_count(self) -> int:
-        return len(self.result_ns() | self.letter_ns())
+        return len(self._settled)
 
 
 def result_n(delivery: Delivery) -> int:

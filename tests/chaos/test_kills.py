@@ -103,8 +103,12 @@ async def test_killed_processes_lose_nothing(kind: str, tmp_path: Path, report: 
             producer = asyncio.create_task(publish(source[1], ctx, inputs(count)))
             try:
                 for _ in range(2):
-                    at = progress() + share()
-                    assert await progress_to(at, progress), f"stalled before {at}:\n{serving.log()}"
+                    # never past the end: under load the collector can lag the server by
+                    # most of the run, and a restart can find nearly everything settled
+                    at = min(count, progress() + share())
+                    assert await progress_to(at, progress), (
+                        f"stalled at {progress()} of {count}, before {at}:\n{serving.log()}"
+                    )
                     survivors += await kill_server(serving)
                     note("serve SIGKILLed")
                     await serving.start()

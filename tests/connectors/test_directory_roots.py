@@ -12,7 +12,6 @@ from modelbus.connectors import (
     ConnectorContext,
     ConnectorPolicy,
     OutMessage,
-    applied,
     make_sink,
     make_source,
 )
@@ -110,9 +109,5 @@ async def test_the_sink_does_not_write_through_a_symlink_leading_out(tmp_path: P
     assert os.listdir(outside) == []
 
 
-def test_contexts_built_inside_applied_take_its_policy(tmp_path: Path) -> None:
-    policy = ConnectorPolicy(dir_roots=(tmp_path,))
-    with applied(policy):
-        inner = ConnectorContext(listener="x", data_dir=tmp_path / "data")
-    outer = ConnectorContext(listener="x", data_dir=tmp_path / "data")
-    assert inner.policy == policy and outer.policy == ConnectorPolicy()
+def test_a_context_built_without_a_policy_has_the_empty_one(tmp_path: Path) -> None:
+    assert ConnectorContext(listener="x", data_dir=tmp_path).policy == ConnectorPolicy()

@@ -10,7 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modelbus.connectors import ConnectorPolicy
 from modelbus.errors import DefinitionError
+from modelbus.listeners.lifecycle import ListenerRuntime
 from modelbus.listeners.manager import ListenerManager, ManagerOptions
 
 from .conftest import FAST, Env, eventually
@@ -89,3 +91,24 @@ async def test_a_folder_under_a_root_runs_and_its_runtime_rechecks_on_open(
         return status.state != "running" and "data directory" in reasons
 
     await eventually(refused)
+
+
+def test_a_runtime_holds_its_connectors_to_the_policy_it_is_given(env: Env, tmp_path: Path) -> None:
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    definition = env.definition(source=f"dir://{outside}")
+
+    def runtime(policy: ConnectorPolicy | None) -> ListenerRuntime:
+        return ListenerRuntime(
+            definition,
+            invoker=env.invoker,
+            runs=env.writer,
+            metrics=env.metrics.listener(definition.name),
+            data_dir=env.data_dir,
+            options=FAST,
+            policy=policy,
+        )
+
+    with pytest.raises(DefinitionError, match="MODELBUS_DIR_ROOTS"):
+        runtime(ConnectorPolicy(dir_roots=(tmp_path / "drop",)))
+    assert runtime(None).definition is definition  # no roots configured: any folder

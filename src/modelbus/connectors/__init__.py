@@ -29,7 +29,7 @@ from modelbus.connectors.base import (
     Source,
 )
 from modelbus.connectors.egress import Egress
-from modelbus.connectors.policy import ConnectorPolicy, applied
+from modelbus.connectors.policy import ConnectorPolicy
 from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
 from modelbus.errors import ConnectorError, DefinitionError, ModelbusError
 
@@ -48,7 +48,6 @@ __all__ = [
     "OutMessage",
     "Sink",
     "Source",
-    "applied",
     "backlog_of",
     "check_policy",
     "credentials_of",

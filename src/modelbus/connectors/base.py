@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from modelbus.connectors.policy import ConnectorPolicy, current
+from modelbus.connectors.policy import ConnectorPolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,12 +72,12 @@ class OutMessage:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConnectorContext:
     """What a connector may know about the listener using it, and the operator's limits on
-    what it may reach (``policy``; default: the current one, see
-    :mod:`modelbus.connectors.policy`)."""
+    what it may reach (``policy``; default: none beyond the data-directory rule of ``dir://``,
+    see :mod:`modelbus.connectors.policy`)."""
 
     listener: str
     data_dir: Path
-    policy: ConnectorPolicy = field(default_factory=current)
+    policy: ConnectorPolicy = field(default_factory=ConnectorPolicy)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from modelbus.client.refs import ModelRef
-from modelbus.connectors import ConnectorContext, make_source, redact_url
+from modelbus.connectors import ConnectorContext, ConnectorPolicy, make_source, redact_url
 from modelbus.connectors.base import Delivery, Source
 from modelbus.errors import ConnectorError, DefinitionError
 from modelbus.listeners.backlog import DEFAULT_INTERVAL_S, BacklogReader
@@ -115,7 +115,8 @@ class ListenerStatus:
 
 class ListenerRuntime:
     """One running listener. :meth:`start` returns at once; the listener connects in the
-    background (``degraded`` while it cannot) and runs until :meth:`stop`."""
+    background (``degraded`` while it cannot) and runs until :meth:`stop`. ``policy``: the
+    operator's limits on what its connectors reach (none given: the empty policy)."""
 
     def __init__(
         self,
@@ -126,6 +127,7 @@ class ListenerRuntime:
         metrics: ListenerMetrics,
         data_dir: Path,
         options: RuntimeOptions | None = None,
+        policy: ConnectorPolicy | None = None,
     ) -> None:
         self.definition = definition
         self._runs = runs
@@ -136,7 +138,9 @@ class ListenerRuntime:
         self._close_quietly = functools.partial(
             close_quietly, timeout_s=options.op_timeout_s, listener=definition.name
         )
-        ctx = ConnectorContext(listener=definition.name, data_dir=data_dir)
+        ctx = ConnectorContext(
+            listener=definition.name, data_dir=data_dir, policy=policy or ConnectorPolicy()
+        )
         self._decoder = Decoder(definition, ctx, fetch_timeout_s=options.fetch_timeout_s)
         self._source: Source = make_source(definition.source, ctx)
         self._sinks = Sinks(

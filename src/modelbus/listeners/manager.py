@@ -39,7 +39,6 @@ from modelbus.connectors import (
     ConnectorContext,
     ConnectorPolicy,
     Egress,
-    applied,
     check_policy,
     make_sink,
     make_source,
@@ -676,15 +675,15 @@ class ListenerManager:
     def _new_runtime(self, definition: ListenerDefinition) -> ListenerRuntime:
         """A runtime for ``definition`` (not started), its connectors under this manager's
         folder and egress policy. Raises DefinitionError when the policy refuses them."""
-        with applied(self._options.policy):  # the contexts the runtime builds take it
-            return ListenerRuntime(
-                definition,
-                invoker=self._invoker,
-                runs=self.records,
-                metrics=self.metrics.listener(definition.name),
-                data_dir=self._data_dir,
-                options=self._options.runtime,
-            )
+        return ListenerRuntime(
+            definition,
+            invoker=self._invoker,
+            runs=self.records,
+            metrics=self.metrics.listener(definition.name),
+            data_dir=self._data_dir,
+            options=self._options.runtime,
+            policy=self._options.policy,
+        )
 
     @contextlib.asynccontextmanager
     async def _runtime_for(self, definition: ListenerDefinition) -> AsyncIterator[ListenerRuntime]:
