@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
-from modelbus.connectors import ConnectorContext, OutMessage, make_sink, make_source
-from modelbus.connectors.directory import DirectorySource, FileReader, result_path, write_result
+from modelbus.connectors import (
+    DEAD_LETTER_ID,
+    ConnectorContext,
+    ConnectorPolicy,
+    Delivery,
+    OutMessage,
+    make_sink,
+    make_source,
+)
+from modelbus.connectors.directory import (
+    DirectorySource,
+    FileReader,
+    notification,
+    result_path,
+    write_dead_letter,
+    write_result,
+)
 from modelbus.errors import ConnectorConfigError, ConnectorError
+from modelbus.listeners.envelopes import DeadLetterInfo, dead_letter_id, encode_dead_letter
 
 
 @pytest.fixture
@@ -180,3 +197,130 @@ async def test_sink_creates_its_folder_and_reports_failures(
     bad = make_sink(f"dir://{blocked}", ctx)
     with pytest.raises(ConnectorError):
         await bad.open()
+
+
+# --- dead letters: the failed file under its own name, beside NAME.error.json --------------
+
+
+def dead_letter(body: bytes, *, listener: str = "folder", message_id: str = "m-1") -> OutMessage:
+    """The error-sink message the listener runtime makes for ``body`` (the real encoder)."""
+    delivery = Delivery(message_id=message_id, body=body, attributes={"origin": "scanner"})
+    info = DeadLetterInfo(
+        id=dead_letter_id(listener, message_id),
+        listener=listener,
+        model="acme/ocr@1.*",
+        version="1.0.0",
+        error_type="PermanentError",
+        error_message="not an image",
+        stacktrace="Traceback ...",
+        permanent=True,
+        attempts=1,
+    )
+    return encode_dead_letter(delivery, info)
+
+
+def folder_event(inbox: Path, key: str) -> bytes:
+    """The notification the dir:// source announces ``inbox/key`` with."""
+    stat = (inbox / key).stat()
+    return notification(inbox, key, (stat.st_size, stat.st_mtime_ns)).body
+
+
+async def test_a_failed_file_keeps_its_name_beside_its_error(
+    tmp_path: Path, ctx: ConnectorContext
+) -> None:
+    inbox, failed = tmp_path / "inbox", tmp_path / "failed"
+    (inbox / "scans").mkdir(parents=True)
+    (inbox / "scans" / "page 1.png").write_bytes(b"not really a png")
+    letter = dead_letter(folder_event(inbox, "scans/page 1.png"))
+    sink = make_sink(f"dir://{failed}", ctx)
+    await sink.open()
+    await sink.publish([letter])
+
+    assert (failed / "scans" / "page 1.png").read_bytes() == b"not really a png"
+    error = json.loads((failed / "scans" / "page 1.png.error.json").read_text())
+    assert error["file"] == "scans/page 1.png"
+    assert error["error_type"] == "PermanentError" and error["error_message"] == "not an image"
+    assert error["permanent"] is True and error["attempts"] == 1
+    assert error["listener"] == "folder" and error["version"] == "1.0.0"
+    assert error["source_message_id"] == "m-1"
+    assert error["dead_letter_id"] == letter.attributes[DEAD_LETTER_ID]
+    assert error["attributes"] == dict(letter.attributes)  # every attribute, as sent
+    assert error["attributes"]["origin"] == "scanner"
+    assert error["body"].encode() == letter.body  # the original notification, untouched
+    assert (inbox / "scans" / "page 1.png").exists()  # copied, not moved: a redrive reads it
+
+    # A redelivery of the same letter writes nothing new, even if the file changed meanwhile.
+    (inbox / "scans" / "page 1.png").write_bytes(b"changed")
+    await sink.publish([letter])
+    assert (failed / "scans" / "page 1.png").read_bytes() == b"not really a png"
+    names = sorted(p.relative_to(failed).as_posix() for p in failed.rglob("*") if p.is_file())
+    assert names == ["scans/page 1.png", "scans/page 1.png.error.json"]
+
+
+async def test_another_failure_of_the_same_name_is_kept_apart(
+    tmp_path: Path, ctx: ConnectorContext
+) -> None:
+    inbox, failed = tmp_path / "inbox", tmp_path / "failed"
+    inbox.mkdir()
+    (inbox / "a.png").write_bytes(b"first")
+    first = dead_letter(folder_event(inbox, "a.png"), message_id="m-1")
+    write_dead_letter(failed, first, ctx)
+    (inbox / "a.png").write_bytes(b"second content")  # rewritten: a new event, failing again
+    second = dead_letter(folder_event(inbox, "a.png"), message_id="m-2")
+    record = write_dead_letter(failed, second, ctx)
+
+    letter_id = second.attributes[DEAD_LETTER_ID]
+    assert record == failed / f"a.{letter_id}.png.error.json"
+    assert (failed / f"a.{letter_id}.png").read_bytes() == b"second content"
+    assert (failed / "a.png").read_bytes() == b"first"
+    assert json.loads(record.read_text())["file"] == f"a.{letter_id}.png"
+    assert not [p for p in failed.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+async def test_a_file_gone_before_it_failed_leaves_its_error_alone(
+    tmp_path: Path, ctx: ConnectorContext
+) -> None:
+    inbox, failed = tmp_path / "inbox", tmp_path / "failed"
+    inbox.mkdir()
+    (inbox / "gone.pdf").write_bytes(b"%PDF")
+    letter = dead_letter(folder_event(inbox, "gone.pdf"))
+    (inbox / "gone.pdf").unlink()
+    write_dead_letter(failed, letter, ctx)
+    assert [p.name for p in failed.iterdir()] == ["gone.pdf.error.json"]
+    assert json.loads((failed / "gone.pdf.error.json").read_text())["file"] is None
+
+
+async def test_a_folder_outside_the_roots_is_not_copied_from(tmp_path: Path) -> None:
+    allowed, elsewhere = tmp_path / "allowed", tmp_path / "elsewhere"
+    (allowed / "failed").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("private")
+    ctx = ConnectorContext(
+        listener="folder", data_dir=tmp_path / "data", policy=ConnectorPolicy(dir_roots=(allowed,))
+    )
+    forged = dead_letter(folder_event(elsewhere, "secret.txt"))
+    write_dead_letter(allowed / "failed", forged, ctx)
+    assert [p.name for p in (allowed / "failed").iterdir()] == ["secret.txt.error.json"]
+    escaping = dead_letter(
+        folder_event(allowed, "failed").replace(b'"failed"', b'"../elsewhere/secret.txt"')
+    )
+    write_dead_letter(allowed / "failed", escaping, ctx)
+    kept = allowed / "failed" / "elsewhere" / "secret.txt"  # the key, kept inside the folder
+    assert not kept.exists()
+    assert json.loads(kept.with_name("secret.txt.error.json").read_text())["file"] is None
+    assert "private" not in "".join(
+        p.read_text() for p in (allowed / "failed").rglob("*.error.json")
+    )
+
+
+async def test_other_dead_letters_are_their_body_and_error(
+    tmp_path: Path, ctx: ConnectorContext
+) -> None:
+    letter = dead_letter(b"\xff\x00 binary body", message_id="queue-message-7")
+    record = write_dead_letter(tmp_path, letter, ctx)
+    letter_id = letter.attributes[DEAD_LETTER_ID]
+    assert record == tmp_path / f"{letter_id}.bin.error.json"
+    assert (tmp_path / f"{letter_id}.bin").read_bytes() == b"\xff\x00 binary body"
+    error = json.loads(record.read_text())
+    assert error["file"] == f"{letter_id}.bin" and "body" not in error
+    assert base64.b64decode(error["body_base64"]) == b"\xff\x00 binary body"

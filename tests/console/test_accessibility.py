@@ -96,7 +96,7 @@ def test_tab_order_skip_link_and_visible_focus(page: Page, console_server: Model
     login(page, console_server)
     page.goto(f"{console_server.url}/console/models")
     order = []
-    for _ in range(8):
+    for _ in range(10):
         page.keyboard.press("Tab")
         assert focus_is_visible(page), focused(page)
         order.append(focused(page))
@@ -105,8 +105,10 @@ def test_tab_order_skip_link_and_visible_focus(page: Page, console_server: Model
         "a: modelbus",
         "a: Models",
         "a: Event listeners",
+        "a: Flow map",
         "a: Runs",
         "a: Dead letters",
+        "a: API keys",
         "button: Log out",
         "a: examples/hello",
     ]
@@ -160,6 +162,7 @@ def test_every_page_names_its_controls(page: Page, console_server: ModelbusServe
         "/console/models",
         "/console/listeners",
         "/console/listeners/new",
+        "/console/flow",
         f"/console/listeners/{name}",
         f"/console/listeners/{name}/edit",
         "/console/runs?message_id=nothing-here",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelbus.runtime.invocation import Payload
+from modelbus_runner import PermanentError
 
 from .conftest import FAST, Env, eventually
 
@@ -109,3 +110,66 @@ async def test_folder_events_can_also_arrive_through_a_queue_as_cloudevents(
     body = json.loads(result.body)
     assert body["data"] == {"bytes": 7, "mime": "image/png", "kind": "binary"}
     assert body["originid"] == "first-hop"
+
+
+async def test_a_file_that_fails_lands_in_the_error_folder_under_its_own_name(
+    env: Env, tmp_path: Path
+) -> None:
+    """The demo's error folder: a file the model refuses (permanent) and one whose failures
+    outlast the retries (transient) each become ``NAME`` + ``NAME.error.json``; the inbox
+    keeps them; a good file still gives its result."""
+    inbox, outbox, failed = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "failed"
+    inbox.mkdir()
+
+    def read(data: bytes) -> dict[str, int]:
+        if data.startswith(b"junk"):
+            raise PermanentError("not an image")
+        if data.startswith(b"slow"):
+            raise RuntimeError("the runner ran out of memory")
+        return {"bytes": len(data)}
+
+    env.invoker.register("acme/ocr", read)
+    definition = env.definition(
+        model="acme/ocr",
+        source=f"dir://{inbox}?poll_ms=50",
+        outputs=[f"dir://{outbox}"],
+        error_sink=f"dir://{failed}",
+        output_mode="raw",
+        retry={"max_attempts": 2, "initial_backoff_s": 0.05, "jitter": 0},
+    )
+    listener = await env.start(definition)
+    (inbox / "scans").mkdir()
+    (inbox / "scans" / "notes.png").write_bytes(b"junk, not a png")
+    (inbox / "big scan.tiff").write_bytes(b"slow to read")
+    (inbox / "good.png").write_bytes(b"\x89PNG")
+
+    await eventually((failed / "big scan.tiff.error.json").exists)
+    await eventually((failed / "scans" / "notes.png.error.json").exists)
+    await eventually((outbox / "good.png.json").exists)
+    assert (failed / "scans" / "notes.png").read_bytes() == b"junk, not a png"
+    assert (failed / "big scan.tiff").read_bytes() == b"slow to read"
+    refused = json.loads((failed / "scans" / "notes.png.error.json").read_text())
+    assert refused["file"] == "scans/notes.png"
+    assert refused["permanent"] is True and refused["attempts"] == 1
+    assert "not an image" in refused["error_message"]
+    assert refused["listener"] == definition.name
+    event = json.loads(refused["body"])["Records"][0]  # the notification, as it was
+    assert event["eventSource"] == "modelbus:dir" and event["s3"]["object"]["key"] == (
+        "scans/notes.png"
+    )
+    slow = json.loads((failed / "big scan.tiff.error.json").read_text())
+    assert slow["permanent"] is False and slow["attempts"] == 2
+    assert "out of memory" in slow["error_message"]
+    assert sorted(p.name for p in inbox.rglob("*") if p.is_file()) == [
+        "big scan.tiff",
+        "good.png",
+        "notes.png",
+    ]
+    await eventually(lambda: listener.status().counters["dead_lettered"] == 2)
+    assert sorted(p.relative_to(failed).as_posix() for p in failed.rglob("*")) == [
+        "big scan.tiff",
+        "big scan.tiff.error.json",
+        "scans",
+        "scans/notes.png",
+        "scans/notes.png.error.json",
+    ]

@@ -108,6 +108,16 @@ def test_demo_reads_a_dropped_scan_and_starts_again_without_rebuilding(
     seen, expected = " ".join(text.split()).lower(), expected_ocr_text().lower()
     assert difflib.SequenceMatcher(None, expected, seen).ratio() > 0.95, text
 
+    # A file the OCR cannot read keeps its name in failed/, beside why (docs/demo.md).
+    (inbox / "notes.png").write_text("minutes of the meeting, not a scan")
+    error_file = data / "failed" / "notes.png.error.json"
+    eventually(error_file.exists, timeout_s=120)
+    error = json.loads(error_file.read_text())
+    assert error["file"] == "notes.png" and error["listener"] == "demo-ocr"
+    assert error["permanent"] is True and "not an image" in error["error_message"]
+    assert (data / "failed" / "notes.png").read_text() == "minutes of the meeting, not a scan"
+    assert (inbox / "notes.png").exists()
+
     demo.stop()
     assert "Application shutdown complete" in demo.log()
     assert f"listener {'demo-ocr'} stopped" in demo.log()

@@ -5,7 +5,8 @@ publishes the example models (``hello``, ``node-sentiment`` when Node.js is ther
 ``digits``, ``ocr``), and creates the headline story's folder listener::
 
     dir://INBOX  ->  examples/ocr@latest  ->  dir://OUTBOX   (raw output: NAME.json)
-                                           ->  dir://FAILED  (files it could not read)
+                                           ->  dir://FAILED  (files it could not read:
+                                                               NAME + NAME.error.json)
 
 then prints where to drop files, where results appear, the admin key, and the exact shell
 lines to try it all from another shell (:func:`next_lines`).
@@ -201,7 +202,7 @@ def summary(plan: DemoPlan, admin_key: str | None, published: dict[str, str]) ->
         f"  models:            {', '.join(f'examples/{n} {v}' for n, v in published.items())}",
         f"  drop images into:  {plan.inbox}",
         f"  results appear in: {plan.outbox}   (NAME.json: the text the OCR read)",
-        f"  unreadable files:  {plan.failed}",
+        f"  unreadable files:  {plan.failed}   (NAME, and NAME.error.json: why)",
         "",
         "  next, in another shell (each line can be pasted as it is):",
         *(f"    {escape(line)}" for line in next_lines(plan, published)),

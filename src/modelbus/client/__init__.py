@@ -31,14 +31,37 @@ The package imports nothing of the server, so the SDK can ship alone:
 
 from __future__ import annotations
 
-from modelbus.client.aio import AsyncClient
-from modelbus.client.archive import ModelName, pack_model
-from modelbus.client.connection import DEFAULT_TIMEOUT_S, DEFAULT_URL
-from modelbus.client.operations import Bump, DefinitionLike, encode_input
-from modelbus.client.refs import ModelRef
-from modelbus.client.responses import error_from_detail, error_from_response
-from modelbus.client.results import CallResult, Job
-from modelbus.client.sync import Client
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelbus.client.aio import AsyncClient
+    from modelbus.client.archive import ModelName, pack_model
+    from modelbus.client.connection import DEFAULT_TIMEOUT_S, DEFAULT_URL
+    from modelbus.client.operations import Bump, DefinitionLike, encode_input
+    from modelbus.client.refs import ModelRef
+    from modelbus.client.responses import error_from_detail, error_from_response
+    from modelbus.client.results import CallResult, Job
+    from modelbus.client.sync import Client
+
+# name -> its module, imported on first use: the server imports ``refs`` and ``schemas`` of
+# this package and must not pay for httpx on the way
+_LAZY = {
+    "AsyncClient": "aio",
+    "ModelName": "archive",
+    "pack_model": "archive",
+    "DEFAULT_TIMEOUT_S": "connection",
+    "DEFAULT_URL": "connection",
+    "Bump": "operations",
+    "DefinitionLike": "operations",
+    "encode_input": "operations",
+    "ModelRef": "refs",
+    "error_from_detail": "responses",
+    "error_from_response": "responses",
+    "CallResult": "results",
+    "Job": "results",
+    "Client": "sync",
+}
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -56,3 +79,10 @@ __all__ = [
     "error_from_response",
     "pack_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelbus.client' has no attribute {name!r}")
+    return getattr(import_module(f"modelbus.client.{module}"), name)

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelbus.connectors.base import (
+    DEAD_LETTER_ID,
     Backlog,
     ConnectorContext,
     Delivery,
@@ -34,6 +35,7 @@ from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_u
 from modelbus.errors import ConnectorError, DefinitionError, ModelbusError
 
 __all__ = [
+    "DEAD_LETTER_ID",
     "MASK",
     "OBJECT_READERS",
     "SCHEMES",

@@ -69,6 +69,12 @@ class OutMessage:
     key: str | None = None
 
 
+DEAD_LETTER_ID = "modelbus-dead-letter-id"
+"""The attribute that marks an :class:`OutMessage` as a dead letter (its value is the letter's
+deterministic id; the runtime adds it with the other ``modelbus-*`` attributes). A sink may
+keep dead letters in a form of its own: the folder sink keeps a failed file under its name."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConnectorContext:
     """What a connector may know about the listener using it, and the operator's limits on

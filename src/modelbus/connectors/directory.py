@@ -17,6 +17,22 @@ one (``scans/a.png`` -> ``scans/a.png.json``), else the output id; the extension
 A different result never overwrites an existing file: it gets ``NAME.OUTPUT_ID.EXT``
 instead. The same output written twice (a redelivery) is written once.
 
+**Dead letters** (as an error sink: messages carrying ``modelbus-dead-letter-id``) are kept as
+a pair: ``NAME``, the failed file itself, and ``NAME.error.json``, what went wrong. When the
+letter is a folder notification (a file of a ``dir://`` source that could not be processed),
+``NAME`` is the file's own key (``scans/a.png`` -> ``scans/a.png`` and
+``scans/a.png.error.json``) and the file is copied there as it is now (the source folder
+keeps it, so a redrive can read it again); a file that is gone by then leaves the error file
+alone, with ``"file": null``. Any other letter's body is written as a result would be
+(``NAME`` from the ``key`` attribute or the letter's id, extension from its content type).
+The error file holds the ``modelbus-*`` attributes as fields (``error_type``,
+``error_message``, ``error_stacktrace``, ``permanent``, ``attempts``, ``listener``,
+``model``, ``version``, ``source_message_id``, ``dead_letter_id``; long texts truncated, the
+full record is in the server's store), every attribute of the message as it came
+(``attributes``), and the original body (``body``: text, or ``body_base64``). It is written
+last: a pair is complete once it exists. Another letter for a name already taken gets
+``NAME.LETTER_ID.EXT`` (and its error file); the same letter written twice is written once.
+
 **Where folders may be.** A folder must lie in one of the operator's roots (``dir_roots`` of
 the context's policy, set by ``modelbus serve --dir-roots``), and is never the data
 directory, a folder holding it, or a folder inside it (its keys, database, queues and
@@ -36,19 +52,22 @@ URL options (source): ``dir:///srv/inbox?lease_s=30&poll_ms=500``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import mimetypes
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote_plus, unquote, urlsplit
+from typing import Any
+from urllib.parse import quote_plus, unquote, unquote_plus, urlsplit
 
-from modelbus.connectors.base import ConnectorContext, Delivery, OutMessage
+from modelbus.connectors.base import DEAD_LETTER_ID, ConnectorContext, Delivery, OutMessage
 from modelbus.connectors.local import LocalSource, SqliteQueue, parse_query
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError, PolicyRefused
 
@@ -64,6 +83,7 @@ __all__ = [
     "make_sink",
     "make_source",
     "shared_source",
+    "write_dead_letter",
 ]
 
 EVENT_SOURCE = "modelbus:dir"
@@ -314,7 +334,10 @@ class DirectorySink:
 
     def _write_all(self, messages: list[OutMessage]) -> None:
         for message in messages:
-            write_result(self.folder, message)
+            if DEAD_LETTER_ID in message.attributes:
+                write_dead_letter(self.folder, message, self._ctx)
+            else:
+                write_result(self.folder, message)
 
     async def close(self) -> None:
         return None
@@ -322,9 +345,7 @@ class DirectorySink:
 
 def result_path(folder: Path, message: OutMessage) -> Path:
     """Where ``message`` goes: named after the source object's key, else its id."""
-    key = message.attributes.get("key") or message.id
-    parts = [p.lstrip(".") or "_" for p in PurePosixPath(key).parts if p not in ("/", ".", "..")]
-    relative = Path(*parts) if parts else Path(message.id)
+    relative = _relative(message.attributes.get("key") or message.id, fallback=message.id)
     return folder / (str(relative) + _extension(message.attributes.get("content-type")))
 
 
@@ -337,15 +358,20 @@ def _extension(content_type: str | None) -> str:
     return (mimetypes.guess_extension(base) if base else None) or ".bin"
 
 
-def write_result(folder: Path, message: OutMessage) -> Path:
-    """Write ``message`` atomically; returns the file it is in (see the module docstring)."""
-    target = result_path(folder, message)
+def _make_parent(folder: Path, target: Path) -> None:
+    """Create ``target``'s folder; ConnectorError(permanent) if it leads out of ``folder``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     real_parent = target.parent.resolve()
     if real_parent != folder.resolve() and folder.resolve() not in real_parent.parents:
         raise ConnectorError(
             f"{target.parent} leads out of dir://{folder} (a symlink): not written", permanent=True
         )
+
+
+def write_result(folder: Path, message: OutMessage) -> Path:
+    """Write ``message`` atomically; returns the file it is in (see the module docstring)."""
+    target = result_path(folder, message)
+    _make_parent(folder, target)
     temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
         with open(temp, "wb") as file:
@@ -365,6 +391,144 @@ def write_result(folder: Path, message: OutMessage) -> Path:
         return target
     finally:
         temp.unlink(missing_ok=True)
+
+
+ERROR_SUFFIX = ".error.json"
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """The file a folder notification names: its key, and where it is (None: not readable
+    from here, as the policy or the folder's bounds say)."""
+
+    key: str
+    path: Path | None
+
+
+def write_dead_letter(folder: Path, message: OutMessage, ctx: ConnectorContext) -> Path:
+    """Write a dead letter as ``NAME`` and ``NAME.error.json`` (see the module docstring);
+    returns the error file. Idempotent for the same letter."""
+    letter_id = message.attributes[DEAD_LETTER_ID]
+    origin = _origin(message.body, ctx)
+    if origin is not None:
+        target = folder / _relative(origin.key, fallback=letter_id)
+    else:
+        target = result_path(folder, message)
+    record = _error_path(target)
+    written = _letter_id_in(record)
+    if written is not None and written != letter_id:
+        target = target.with_name(f"{_stem(target)}.{letter_id}{target.suffix}")
+        record = _error_path(target)
+        written = _letter_id_in(record)
+    if written == letter_id:
+        return record  # the same letter, written before (a redelivery)
+    _make_parent(folder, target)
+    if origin is None:
+        _write_atomic(target, message.body)
+        kept: str | None = target.relative_to(folder).as_posix()
+    else:
+        kept = target.relative_to(folder).as_posix() if _copy(origin, target) else None
+    _write_atomic(record, _error_record(message, kept))
+    _fsync_dir(target.parent)
+    return record
+
+
+def _error_path(target: Path) -> Path:
+    return target.with_name(target.name + ERROR_SUFFIX)
+
+
+def _relative(key: str, *, fallback: str) -> Path:
+    """``key`` as a path that stays inside a folder (no root, ``..`` or leading dots)."""
+    parts = [p.lstrip(".") or "_" for p in PurePosixPath(key).parts if p not in ("/", ".", "..")]
+    return Path(*parts) if parts else Path(fallback)
+
+
+def _letter_id_in(record: Path) -> str | None:
+    """The letter id of an existing error file ("" for one that says none); None if absent."""
+    try:
+        found = json.loads(record.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return ""
+    value = found.get("dead_letter_id") if isinstance(found, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _origin(body: bytes, ctx: ConnectorContext) -> _Origin | None:
+    """The file a ``modelbus:dir`` notification names, or None for any other body."""
+    try:
+        record = json.loads(body)["Records"][0]
+        bucket, key = record["s3"]["bucket"]["name"], record["s3"]["object"]["key"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    if record.get("eventSource") != EVENT_SOURCE or not isinstance(bucket, str):
+        return None
+    if not isinstance(key, str) or not key:
+        return None
+    key = unquote_plus(key)
+    try:
+        source = check_folder(Path(bucket), ctx)
+    except DefinitionError:
+        return _Origin(key=key, path=None)  # a folder this server may not read
+    path = (source / key).resolve()
+    inside = source in path.parents
+    return _Origin(key=key, path=path if inside else None)
+
+
+def _copy(origin: _Origin, target: Path) -> bool:
+    """Copy the failed file to ``target`` atomically; False if it cannot be opened (gone, or
+    unreadable: the error file then says ``"file": null`` rather than the letter waiting for
+    a file that will never be read). Failing to write the copy raises OSError."""
+    if origin.path is None:
+        return False
+    if origin.path == target.resolve():
+        return True  # the error folder is the source folder: the file is there already
+    try:
+        source = open(origin.path, "rb")  # noqa: SIM115 (closed below)
+    except OSError:
+        return False
+    temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with source, open(temp, "wb") as copy:
+            shutil.copyfileobj(source, copy, 1 << 20)
+            copy.flush()
+            os.fsync(copy.fileno())
+        os.replace(temp, target)
+        return True
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(temp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _error_record(message: OutMessage, file: str | None) -> bytes:
+    """The ``NAME.error.json`` of a dead letter (see the module docstring)."""
+    fields: dict[str, Any] = {
+        name.removeprefix("modelbus-").replace("-", "_"): value
+        for name, value in message.attributes.items()
+        if name.startswith("modelbus-")
+    }
+    if "permanent" in fields:
+        fields["permanent"] = fields["permanent"] == "true"
+    if str(fields.get("attempts", "")).isdigit():
+        fields["attempts"] = int(fields["attempts"])
+    record: dict[str, Any] = {"file": file, **fields, "attributes": dict(message.attributes)}
+    try:
+        record["body"] = message.body.decode("utf-8")
+    except UnicodeDecodeError:
+        record["body_base64"] = base64.b64encode(message.body).decode("ascii")
+    return json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
 def _stem(path: Path) -> str:

@@ -37,7 +37,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from modelbus.connectors import OBJECT_READERS, Delivery, ObjectReader, OutMessage
+from modelbus.connectors import (
+    DEAD_LETTER_ID,
+    OBJECT_READERS,
+    Delivery,
+    ObjectReader,
+    OutMessage,
+)
 from modelbus.errors import ConnectorError, InvalidInput
 from modelbus.listeners.filters import MISSING
 from modelbus.runtime import jsondoc
@@ -582,7 +588,7 @@ def encode_dead_letter(delivery: Delivery, info: DeadLetterInfo) -> OutMessage:
     """The error-sink message: the original body and attributes untouched, plus
     ``modelbus-*`` attributes (long texts truncated; the full record is in the database)."""
     added = {
-        "modelbus-dead-letter-id": info.id,
+        DEAD_LETTER_ID: info.id,
         "modelbus-listener": info.listener,
         "modelbus-model": info.model,
         "modelbus-source-message-id": delivery.message_id,

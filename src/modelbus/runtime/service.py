@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import fastjsonschema
@@ -30,6 +33,42 @@ from modelbus.store.jobs import Job, JobStore
 log = logging.getLogger("modelbus.runtime.service")
 
 DEFAULT_MAX_RUNNING_JOBS = 16
+RECENT_ERRORS_PER_MODEL = 20
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecentError:
+    """One failed invocation as the console lists it: when, which version, what."""
+
+    at: float
+    version: str | None
+    error_type: str
+    message: str
+
+
+class RecentErrors:
+    """The last :data:`RECENT_ERRORS_PER_MODEL` invocation errors of each model run by this
+    process (kept in memory: a restart forgets them; other processes keep their own)."""
+
+    def __init__(self, per_model: int = RECENT_ERRORS_PER_MODEL) -> None:
+        self._per_model = per_model
+        self._errors: dict[tuple[str, str], deque[RecentError]] = {}
+
+    def add(self, owner: str, name: str, error: InvocationError) -> None:
+        """Remember ``error`` (stamped with its resolved version) of ``owner/name``."""
+        kept = self._errors.setdefault((owner, name), deque(maxlen=self._per_model))
+        kept.append(
+            RecentError(
+                at=time.time(),
+                version=error.version,
+                error_type=error.error_type,
+                message=error.message,
+            )
+        )
+
+    def of(self, owner: str, name: str) -> list[RecentError]:
+        """The model's remembered errors, newest first."""
+        return list(reversed(self._errors.get((owner, name), ())))
 
 
 class SchemaChecks:
@@ -207,6 +246,7 @@ class ModelService:
         self._pools = pools
         self._schemas = SchemaChecks()
         self._jobs = JobRunner(jobs, self, max_running=max_running_jobs)
+        self.recent_errors = RecentErrors()
 
     async def resolve(self, ref: ModelRef) -> ResolvedVersion:
         """The version ``ref`` names now; raises NotFound subclasses or VersionSpecError."""
@@ -314,7 +354,11 @@ class ModelService:
             untold = [j for j, i in enumerate(accepted) if outcomes[i] is None]
             if untold:
                 ran(untold, [results[j] for j in untold])
-        return [o for o in outcomes if o is not None]
+        done = [o for o in outcomes if o is not None]
+        for outcome in done:
+            if isinstance(outcome, InvocationError):
+                self.recent_errors.add(resolved.owner, resolved.name, outcome)
+        return done
 
 
 def _known(

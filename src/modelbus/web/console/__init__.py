@@ -11,9 +11,13 @@ session's API key, checked with the API's own scope rules.
     auth.py          login form -> session cookie; who is looking (Viewing), CSRF (Posting)
     session.py       the signed, encrypted session cookie and its key material
     web.py           templates, errors as pages, security headers, bounded form reading
-    models.py        models, versions, builds, "try it"
+    models.py        models, versions, builds (why one failed), "try it"
+    versions.py      a version: schemas, calls to copy, runners, recent errors
+    snippets.py      the curl / Python / TypeScript calls of a version
+    keys.py          API keys (admin): list, create, revoke
     listeners.py     event listeners: live figures, create, edit, pause, resume, delete
     listener_form.py a listener definition as form fields, and back
+    flow.py          the flow map: every listener as one graph, live rates
     runs.py          look up a broker message id
     dead_letters.py  dead letters per listener: inspect, redrive
     assets.py        the stylesheet and the script
@@ -29,12 +33,26 @@ if TYPE_CHECKING:
 
 def routers() -> list[APIRouter]:
     """Every route group of the console."""
-    from modelbus.web.console import assets, auth, dead_letters, listeners, models, reference, runs
+    from modelbus.web.console import (
+        assets,
+        auth,
+        dead_letters,
+        flow,
+        keys,
+        listeners,
+        models,
+        reference,
+        runs,
+        versions,
+    )
 
     return [
         auth.router,
         models.router,
+        versions.router,
+        keys.router,
         listeners.router,
+        flow.router,
         dead_letters.router,
         runs.router,
         reference.router,

@@ -29,6 +29,7 @@ from modelbus.web.console.web import PREFIX, ConsoleRoute, render, see_other
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
+BUILD_LOG_TAIL_LINES = 25
 KINDS = {"json": "application/json", "text": "text/plain; charset=utf-8"}
 IMAGE_SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -117,7 +118,53 @@ async def try_it(request: Request, owner: str, name: str, posted: Posting) -> Re
 async def build_page(request: Request, build: str, viewer: Viewing) -> Response:
     found = await services(request).registry.get_build(build)
     check_reader(viewer, found.owner, found.name)
-    return render(request, "build.html", viewer=viewer, build=found)
+    failure = build_failure(found.log or "") if found.status == "failed" else None
+    return render(request, "build.html", viewer=viewer, build=found, failure=failure)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LogLine:
+    """A line of a build log's tail; ``error`` marks the lines that say what failed."""
+
+    text: str
+    error: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildFailure:
+    """Why a build failed, read from its log: the step that failed, the reason the builder
+    gave, and the last lines of the log."""
+
+    step: str
+    reason: str
+    tail: list[LogLine]
+
+
+def build_failure(log: str, *, tail_lines: int = BUILD_LOG_TAIL_LINES) -> BuildFailure:
+    """The failure a build log records (:mod:`modelbus.registry.builds` writes a ``$ argv``
+    line before each command and an ``error: ...`` line when a step fails). The step is the
+    last command before the first error, else the launch check."""
+    lines = log.splitlines()
+    first_error = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
+    upto = lines if first_error is None else lines[:first_error]
+    command = next((line[2:] for line in reversed(upto) if line.startswith("$ ")), None)
+    if first_error is None:
+        reason = "the build stopped before it finished (the server stopped, or it was cancelled)"
+    else:
+        reason = lines[first_error].removeprefix("error:").strip()
+    step = f"running {command}" if command else "checking the model can be launched"
+    shown = lines[-tail_lines:]
+    return BuildFailure(
+        step=step,
+        reason=reason,
+        tail=[LogLine(text=line, error=_is_error_line(line)) for line in shown],
+    )
+
+
+def _is_error_line(line: str) -> bool:
+    lowered = line.strip().lower()
+    # uv marks its errors with a multiplication sign.
+    return lowered.startswith(("error", "fatal", "\u00d7")) or "error:" in lowered
 
 
 async def _model_page(

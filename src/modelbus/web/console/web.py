@@ -85,7 +85,7 @@ def section_of(path: str) -> str:
     """The console section a path belongs to (the navigation marks it as current)."""
     if "/dead-letters" in path:
         return "dead-letters"
-    for section in ("listeners", "runs"):
+    for section in ("listeners", "flow", "runs", "keys"):
         if path.startswith(f"{PREFIX}/{section}"):
             return section
     return "models"

@@ -1,6 +1,6 @@
 // modelbus console: a little plain JavaScript on top of server-rendered pages (no build step).
 // Every page works without it; it adds showing only the input field that applies, live
-// listener figures (polling), and "select all" for dead letters.
+// listener figures (polling), "select all" for dead letters, and copy buttons.
 "use strict";
 
 function setupTryForm() {
@@ -139,6 +139,46 @@ function setupSelectAll() {
   all.addEventListener("change", () => boxes().forEach((box) => { box.checked = all.checked; }));
 }
 
+// --- copy buttons: <button data-copy="ID"> copies the text of #ID ---------------------------
+function copyBySelection(source) {
+  const range = document.createRange();
+  range.selectNodeContents(source);
+  const selection = window.getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+  try {
+    return document.execCommand("copy");
+  } catch (error) {
+    return false;
+  }
+}
+
+async function copyText(source) {
+  const text = source.textContent;
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch (error) {
+      // denied: fall back to selecting the text
+    }
+  }
+  return copyBySelection(source);
+}
+
+function setupCopyButtons() {
+  document.querySelectorAll("button[data-copy]").forEach((button) => {
+    const source = document.getElementById(button.dataset.copy);
+    if (!source) return;
+    const status = document.querySelector(`[data-copied-for="${CSS.escape(button.dataset.copy)}"]`);
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      const copied = await copyText(source);
+      if (status) status.textContent = copied ? "Copied" : "Selected: press Ctrl+C to copy";
+    });
+  });
+}
+
 function focusFormError() {
   const error = document.getElementById("form-error");
   if (error) error.focus();
@@ -150,4 +190,5 @@ document.addEventListener("DOMContentLoaded", () => {
   focusFormError();
   setupLiveFigures();
   setupSelectAll();
+  setupCopyButtons();
 });
