@@ -518,3 +518,66 @@ class RedriveOut(Schema):
     failed: dict[str, str] = Field(
         default_factory=dict, description="Ids that failed again, with the error."
     )
+
+
+class ListenerHistoryOut(Schema):
+    """A listener's last hour, per step, summed over every node (``GET
+    /v1/listeners/{name}/history``). Every list has one entry per step, at ``times``."""
+
+    name: str
+    start: float = Field(description="Where the first step begins.")
+    end: float = Field(description="Where the last step ends (a step every node sampled).")
+    step_s: float = Field(description="Seconds per step.")
+    times: list[float] = Field(description="The end of each step.")
+    received_per_s: list[float] = Field(description="Deliveries received per second.")
+    succeeded_per_s: list[float] = Field(description="Deliveries that succeeded per second.")
+    retried_per_s: list[float] = Field(description="Deliveries released for a retry per second.")
+    dead_lettered_per_s: list[float] = Field(description="Deliveries dead-lettered per second.")
+    in_flight: list[float] = Field(
+        description="Deliveries being processed at the end of the step (each node's last "
+        "reading in the step, summed)."
+    )
+    backlog: list[float | None] = Field(
+        description="Messages waiting at the source, as the broker last said in the step "
+        "(the largest reading of the nodes); null when no node read it."
+    )
+    latency_p50_s: list[float | None] = Field(
+        description="Median end-to-end latency of the deliveries settled in the step, from "
+        "the latency histogram; null for a step with none."
+    )
+    latency_p99_s: list[float | None] = Field(
+        description="99th percentile end-to-end latency in the step; null for a step with none."
+    )
+    totals: dict[str, float | None] = Field(
+        description="Over the whole window: received, succeeded, retried, dead_lettered, "
+        "latency_p50_s, latency_p99_s."
+    )
+
+
+class VersionHistoryOut(Schema):
+    version: str = Field(
+        description="The version number, or `#` and the build hash's first 12 characters for "
+        "a build called by its hash."
+    )
+    calls_per_s: list[float] = Field(
+        description="Inputs run per second (a batched runner call counts each of its inputs)."
+    )
+    errors_per_s: list[float] = Field(description="Inputs that ended in an error, per second.")
+    duration_mean_s: list[float | None] = Field(
+        description="Mean runner time per input in the step; null for a step with no input."
+    )
+    totals: dict[str, float | None] = Field(
+        description="Over the whole window: calls, errors, duration_mean_s."
+    )
+
+
+class ModelHistoryOut(Schema):
+    """A model's versions' last hour, per step, summed over every node (``GET
+    /v1/models/{owner}/{name}/history``): only versions that ran something in the window."""
+
+    model: str
+    start: float
+    end: float
+    step_s: float
+    times: list[float] = Field(description="The end of each step.")
+    versions: list[VersionHistoryOut] = Field(description="Highest version first.")

@@ -24,12 +24,13 @@ default): NaN until the first reading, and for a source that cannot say (MQTT).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["SKIP_REASONS", "ListenerMetrics", "Metrics"]
+__all__ = ["LATENCY_BUCKETS_S", "SKIP_REASONS", "ListenerMetrics", "Metrics"]
 
 SKIP_REASONS = ("filtered", "duplicate", "no_input")
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -87,6 +88,16 @@ class Metrics:
             return metrics.snapshot()
         return _figures(_Counts(), in_flight=0.0, oldest_age_s=0.0)
 
+    def latency_counts(self, name: str) -> tuple[int, ...]:
+        """Listener ``name``'s settled deliveries per latency bucket since this process
+        started: one count per bound of :data:`LATENCY_BUCKETS_S` (latencies up to it and
+        above the one before), then one for the latencies above the last bound. All zero for
+        a listener with no series (as :meth:`snapshot`)."""
+        metrics = self._listeners.get(name)
+        if metrics is None:
+            return (0,) * (len(LATENCY_BUCKETS_S) + 1)
+        return metrics.latency_counts()
+
     def names(self) -> set[str]:
         """The listeners that have series here."""
         return set(self._listeners)
@@ -115,6 +126,8 @@ class _Counts:
     no_input: int = 0
     latency_count: int = 0
     latency_sum_s: float = 0.0
+    # Per bucket of LATENCY_BUCKETS_S, then above the last bound (not cumulative).
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
 
 
 def _zero() -> float:
@@ -180,7 +193,12 @@ class ListenerMetrics:
         latency_s = max(0.0, latency_s)
         self._counts.latency_count += 1
         self._counts.latency_sum_s += latency_s
+        self._counts.latency_buckets[bisect_left(LATENCY_BUCKETS_S, latency_s)] += 1
         self._latency.observe(latency_s)
+
+    def latency_counts(self) -> tuple[int, ...]:
+        """Settled deliveries per latency bucket (see :meth:`Metrics.latency_counts`)."""
+        return tuple(self._counts.latency_buckets)
 
     def snapshot(self) -> dict[str, float]:
         """The figures ``listeners status`` shows: counters since the process started, the

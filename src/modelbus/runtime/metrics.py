@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from modelbus.errors import NotFound
 from modelbus.registry.catalog import Registry
-from modelbus.runtime.pool import PoolManager
+from modelbus.runtime.pool import PoolManager, PoolStats
 
 __all__ = ["LABELS", "VersionMetrics"]
 
@@ -73,6 +73,16 @@ class VersionMetrics(Collector):
                 names = (f"{build.owner}/{build.name}", build.versions[0] if build.versions else "")
             self._labels[key] = (names, now)
 
+    def named(self) -> list[tuple[str, str, PoolStats]]:
+        """(model ``OWNER/NAME``, version, figures) of every pool, as of the last
+        :meth:`refresh` (``""`` for what it has not named, or a build with no version)."""
+        named = []
+        for pool in self._pools.pools():
+            stats = pool.stats()
+            (model, version), _ = self._labels.get(stats.key, (("", ""), 0.0))
+            named.append((model, version, stats))
+        return named
+
     def collect(self) -> Iterator[Metric]:
         """The families, one sample per pool (see the module docstring)."""
         invocations = CounterMetricFamily(
@@ -98,9 +108,7 @@ class VersionMetrics(Collector):
         queued = GaugeMetricFamily(
             "modelbus_version_queued", "Inputs waiting for a free runner.", labels=LABELS
         )
-        for pool in self._pools.pools():
-            stats = pool.stats()
-            (model, version), _ = self._labels.get(stats.key, (("", ""), 0.0))
+        for model, version, stats in self.named():
             labels = [model, version, stats.key]
             invocations.add_metric(labels, stats.invocations)
             errors.add_metric(labels, stats.errors)

@@ -225,3 +225,24 @@ listener_leases = Table(
     Column("acquired_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# --- figure history -------------------------------------------------------------------------
+
+# What each process (serve node or worker) counted between two of its samples, per listener
+# and per model version, kept for an hour (modelbus/store/history.py): the console's charts
+# sum it over nodes. ``kind`` is ``listener`` (``name`` the listener) or ``version``
+# (``name`` the model OWNER/NAME, ``part`` the version); times are the writer's clock.
+figure_history = Table(
+    "figure_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node", String(40), nullable=False),  # nodes.id of the process that counted
+    Column("kind", String(16), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("part", String(100), nullable=False, default=""),
+    Column("since", Float, nullable=False),  # the counts are of (since, at]
+    Column("at", Float, nullable=False),
+    Column("figures", JSON, nullable=False),
+    Index(None, "kind", "name", "at"),
+    Index(None, "at"),
+)

@@ -54,6 +54,7 @@ from modelbus.runtime.metrics import VersionMetrics
 from modelbus.runtime.pool import PoolManager
 from modelbus.runtime.service import ModelService
 from modelbus.store.database import Database
+from modelbus.store.history import HistoryStore
 from modelbus.store.jobs import JobStore
 from modelbus.store.keys import KeyStore
 from modelbus.store.leases import LeaseStore
@@ -61,6 +62,7 @@ from modelbus.store.nodes import NodeIdentity, NodeStore
 from modelbus.store.secrets import KEY_FILE, SecretBox
 from modelbus.store.sessions import SessionStore
 from modelbus.web.figures import WorkerFigures, figures_folder
+from modelbus.web.history import History, HistoryRecorder
 from modelbus.web.supervisor import Supervisor
 
 log = logging.getLogger("modelbus.web.server")
@@ -75,7 +77,8 @@ class Services:
     credentials and masks them in answers and logs; ``metrics`` is the app's Prometheus
     registry (listener and per-version families; with worker processes, theirs too, each
     labelled ``worker``: :mod:`modelbus.web.figures`), ``version_metrics`` names the pools'
-    models and versions when ``/metrics`` is read.
+    models and versions when ``/metrics`` is read. ``history`` is the last hour of
+    listener and version figures summed over nodes (:mod:`modelbus.web.history`).
     """
 
     settings: Settings
@@ -91,6 +94,7 @@ class Services:
     credentials: Credentials
     metrics: CollectorRegistry
     version_metrics: VersionMetrics
+    history: History
 
 
 def announce_admin_key(key: str, out: TextIO | None = None) -> None:
@@ -215,6 +219,7 @@ async def _running(
         on_change=workers.sync if workers is not None else None,
     )
     hooks = HookIntake(listeners, settings.data_dir)
+    recorder = history_recorder(settings, database, cluster, listeners, version_metrics)
     await models.start()
     try:
         if settings.listeners_file is not None:
@@ -227,6 +232,7 @@ async def _running(
         await listeners.start()
         try:
             await cluster.start(listeners.node_report)
+            recorder.start()
             if workers is not None:
                 await workers.start()
             yield Services(
@@ -243,6 +249,7 @@ async def _running(
                 credentials=credentials,
                 metrics=figures.exposed() if figures is not None else metrics,
                 version_metrics=version_metrics,
+                history=History(HistoryStore(database), lag_s=settings.heartbeat_interval_s),
             )
         finally:
             log.info("stopping listeners (deadline %g s)", settings.stop_deadline_s)
@@ -255,6 +262,7 @@ async def _running(
                     await workers.stop()
                 if figures is not None:
                     await asyncio.to_thread(figures.remove)
+                await recorder.stop()
             await hooks.close()
     finally:
         await models.stop()
@@ -290,6 +298,24 @@ def listener_manager(
         ),
         cluster=cluster,
         on_change=on_change,
+    )
+
+
+def history_recorder(
+    settings: Settings,
+    database: Database,
+    cluster: Cluster,
+    listeners: ListenerManager,
+    versions: VersionMetrics,
+) -> HistoryRecorder:
+    """What samples a serve or worker process's figures into the history, as its node,
+    every heartbeat interval (:mod:`modelbus.web.history`)."""
+    return HistoryRecorder(
+        HistoryStore(database),
+        cluster.node_id,
+        listeners=listeners,
+        versions=versions,
+        interval_s=settings.heartbeat_interval_s,
     )
 
 

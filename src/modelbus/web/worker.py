@@ -17,7 +17,8 @@ runner pools**, the model service and the listener manager with its lease owners
 (:func:`modelbus.web.server.listener_manager`). It runs every enabled listener whose source
 can be shared (competing with the serve process and the other workers for its messages, as
 replicas do) and an unshareable one only while it holds its lease; its heartbeat reports its
-listeners' state and counters, which the serve process sums into the API's status.
+listeners' state and counters, which the serve process sums into the API's status, and it
+writes its share of the figure history (:mod:`modelbus.web.history`).
 
 It never serves HTTP, runs async jobs, migrates the store or applies the listener file: its
 serve process does. It runs until SIGTERM or SIGINT, or until its standard input closes
@@ -48,7 +49,13 @@ from modelbus.store.database import Database
 from modelbus.store.jobs import JobStore
 from modelbus.store.secrets import SecretBox
 from modelbus.web.figures import FigureWriter, figures_folder
-from modelbus.web.server import listener_manager, node_cluster, open_registry, redacted_logs
+from modelbus.web.server import (
+    history_recorder,
+    listener_manager,
+    node_cluster,
+    open_registry,
+    redacted_logs,
+)
 from modelbus.web.supervisor import SYNC, WorkerSpec
 
 __all__ = ["main", "run_worker"]
@@ -161,17 +168,20 @@ async def _run_listeners(
         interval_s=settings.heartbeat_interval_s,
         refresh=version_metrics.refresh,
     )
+    recorder = history_recorder(settings, database, cluster, listeners, version_metrics)
     try:
         if not stop.is_set():
             await listeners.start()
             await cluster.start(listeners.node_report)
             figures.start()
+            recorder.start()
             log.info("worker node %s started (parent %s)", cluster.node_id, spec.parent)
             await _until_stopped(listeners, commands, stop)
     finally:
         log.info("stopping listeners (deadline %g s)", settings.stop_deadline_s)
         await listeners.stop()
         await figures.stop()
+        await recorder.stop()
         await pools.close()
 
 

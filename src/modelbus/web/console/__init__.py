@@ -17,6 +17,7 @@ session's API key, checked with the API's own scope rules.
     keys.py          API keys (admin): list, create, revoke
     listeners.py     event listeners: live figures, create, edit, pause, resume, delete
     listener_form.py a listener definition as form fields, and back
+    history.py       the charts' data: a listener's and a model's last hour, as JSON
     flow.py          the flow map: every listener as one graph, live rates
     runs.py          look up a broker message id
     dead_letters.py  dead letters per listener: inspect, redrive
@@ -38,6 +39,7 @@ def routers() -> list[APIRouter]:
         auth,
         dead_letters,
         flow,
+        history,
         keys,
         listeners,
         models,
@@ -55,6 +57,7 @@ def routers() -> list[APIRouter]:
         flow.router,
         dead_letters.router,
         runs.router,
+        history.router,
         reference.router,
         assets.router,
         assets.fallback,

@@ -1,5 +1,6 @@
-"""The console's static files (one stylesheet, one script), served from the package, and
-the page for an unknown console path."""
+"""The console's static files (its stylesheet and script, and the charting library vendored
+under ``static/vendor/`` by ``scripts/vendor-uplot``), served from the package, and the page
+for an unknown console path."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ fallback = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Only these names are served: nothing else under the package can be reached by a path.
-FILES = {path.name: path for path in STATIC_DIR.iterdir() if path.suffix in (".css", ".js")}
+FILES = {
+    path.relative_to(STATIC_DIR).as_posix(): path
+    for path in STATIC_DIR.rglob("*")
+    if path.suffix in (".css", ".js")
+}
 MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
-@router.get("/static/{name}")
+@router.get("/static/{name:path}")
 async def static_file(name: str) -> FileResponse:
     path = FILES.get(name)
     if path is None:
