@@ -100,14 +100,20 @@ async def broker(kind: str, tmp_path: Path) -> AsyncIterator[Setup]:
             await _call(fault.up)
             return f"broker restarted ({DOWN_S:g} s away)"
 
+        def collect(url: str) -> str:
+            url = fault_url(fault, url, lease_s=COLLECTOR_LEASE_S)
+            # the listener's short Kafka session (a killed server's partitions move fast)
+            # would have the test's own busy consumer rebalancing over and over
+            return with_query(url, session_timeout_s=30) if kind == "kafka" else url
+
         yield Setup(
             tmp_path / "data",
             source,
             out,
             dead,
             fault_url(fault, source),
-            fault_url(fault, out, lease_s=COLLECTOR_LEASE_S),
-            fault_url(fault, dead, lease_s=COLLECTOR_LEASE_S),
+            collect(out),
+            collect(dead),
             restart_broker,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,88 @@ def test_push_errors(server: ModelbusServer, tmp_path: Path) -> None:
         server, "models", "push", str(MODELS_DIR / "echo"), "--version", "1.0.0", "--bump", "minor"
     )
     assert both.returncode == 2
+
+
+def run_bare(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``modelbus ARGS`` with neither MODELBUS_URL nor MODELBUS_API_KEY (plus ``env``)."""
+    return subprocess.run(
+        [MODELBUS, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        check=False,
+        timeout=120,
+    )
+
+
+def test_errors_say_what_to_do_in_cli_terms(server: ModelbusServer) -> None:
+    no_key = run_bare("call", "test/echo@1.0.0", "1", "--url", server.url)
+    assert no_key.returncode == 1
+    assert "no API key: give --key KEY or set MODELBUS_API_KEY" in no_key.stderr
+    assert "Authorization" not in no_key.stderr  # an HTTP header is not what a CLI user sets
+    assert no_key.stderr.count("error:") == 1
+    with_env = run_bare(
+        "call", "test/echo@1.0.0", "1", env={"MODELBUS_URL": server.url, "MODELBUS_API_KEY": "x"}
+    )
+    assert with_env.returncode == 1
+    assert "check --key or MODELBUS_API_KEY" in with_env.stderr
+    unreachable = run_bare("models", "list", "--url", "http://127.0.0.1:9", "--key", "x")
+    assert (
+        "`modelbus serve`" in unreachable.stderr
+        and "--url URL or MODELBUS_URL" in unreachable.stderr
+    )
+    missing = run(server, "call", "test/nothing", "1")
+    assert "`modelbus models list`" in missing.stderr
+    created = run(server, "keys", "create", "narrow", "--scope", "call:test/echo")
+    push = run(server, "models", "push", str(MODELS_DIR / "echo"), key=created.stdout.strip())
+    assert push.returncode == 1
+    assert "modelbus keys create NAME --scope SCOPE" in push.stderr
+
+
+def test_a_failed_build_is_told_once(server: ModelbusServer, tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "modelbus.toml").write_text(
+        '[model]\nowner = "test"\nname = "broken"\n[runtime]\nentrypoint = "model:apply"\n'
+    )
+    (folder / "model.py").write_text("def apply(x:\n    return x\n")
+    failed = run(server, "models", "push", str(folder), "--version", "1.0.0")
+    assert failed.returncode == 1
+    assert failed.stderr.count("== build of test/broken") == 1  # the log, streamed, not repeated
+    assert failed.stderr.count("error: the model cannot be launched") == 1
+    assert "[runtime] entrypoint" in failed.stderr  # a build log line is not read as markup
+
+
+def test_a_model_importing_an_undeclared_package_fails_its_push(
+    server: ModelbusServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "undeclared"
+    folder.mkdir()
+    (folder / "modelbus.toml").write_text(
+        '[model]\nowner = "test"\nname = "undeclared"\n[runtime]\nentrypoint = "model:apply"\n'
+    )
+    (folder / "model.py").write_text("import no_such_package_xyz\n\ndef apply(x):\n    return x\n")
+    failed = run(server, "models", "push", str(folder), "--version", "1.0.0")
+    assert failed.returncode == 1
+    told = (
+        "error: the model cannot be launched: model imports `no_such_package_xyz`, which its "
+        "environment lacks: add `no_such_package_xyz` to [runtime] requirements in modelbus.toml"
+    )
+    assert told in failed.stderr
+    assert failed.stderr.count("error: the model cannot be launched") == 1
+    assert run(server, "call", "test/undeclared", "1").returncode == 1  # no version was made
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_busy_port_is_refused_before_anything_is_done(command: str, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data = tmp_path / "data"
+        result = run_bare(command, "--port", str(port), "--data-dir", str(data))
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert "--port" in result.stderr
+    assert "mb_" not in result.stdout + result.stderr  # no key was printed
+    assert not data.exists()  # nor a data directory made

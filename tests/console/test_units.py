@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from modelbus.errors import DefinitionError, Unauthenticated
-from modelbus.listeners.definition import BatchPolicy, ListenerDefinition
+from modelbus.listeners.definition import BatchPolicy, ClaimCheck, ListenerDefinition
 from modelbus.listeners.retry import RetryPolicy
 from modelbus.runtime.invocation import Payload
 from modelbus.store.secrets import SecretBox
@@ -82,6 +82,7 @@ def test_the_listener_form_round_trips_every_field() -> None:
             "extend_lease": False,
             "filter": {"attributes": {"key": [{"suffix": ".pdf"}]}},
             "output_mode": "raw",
+            "claim_check": {"url": "s3://large/results/", "over_bytes": 65536},
             "enabled": False,
         }
     )
@@ -91,9 +92,10 @@ def test_the_listener_form_round_trips_every_field() -> None:
 def test_the_listener_form_has_a_field_for_every_definition_field() -> None:
     # A definition field missing from the form is reset to its default on every save.
     form_fields = set(ListenerForm.__dataclass_fields__)
-    nested = {"retry": RetryPolicy.model_fields, "batch": BatchPolicy.model_fields}
+    nested = {"retry": set(RetryPolicy.model_fields), "batch": set(BatchPolicy.model_fields)}
+    nested["claim_check"] = {f"claim_check_{name}" for name in ClaimCheck.model_fields}
     for name in ListenerDefinition.model_fields:
-        assert (set(nested[name]) if name in nested else {name}) <= form_fields, name
+        assert nested.get(name, {name}) <= form_fields, name
 
 
 def test_a_blank_form_means_the_definitions_defaults() -> None:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.lifecycle import ListenerRuntime
+from modelbus.listeners.lifecycle import ListenerRuntime, RuntimeOptions
 from modelbus.listeners.metrics import Metrics
 from modelbus.listeners.records import RunWriter
 from modelbus.runtime.invocation import Payload
@@ -44,6 +44,8 @@ async def main(
         runs=RunWriter(RunStore(engine)),
         metrics=Metrics(CollectorRegistry()).listener(name),
         data_dir=Path(data_dir),
+        # Killed, it leaves its run claims to expire: soon, so the next process runs them.
+        options=RuntimeOptions(claim_ttl_s=2.0),
     )
     await listener.start()
     await listener.wait_for_state("running")

@@ -309,6 +309,27 @@ def test_model_schemas_are_the_payloads() -> None:
     assert doc["operations"]["ce.receive"]["x-modelbus"]["version"] == "1.0.0"
 
 
+def test_with_a_claim_check_a_result_may_be_a_reference() -> None:
+    checked = {"url": "s3://large/results/"}
+    doc = build(
+        listener("ce", "local://a", outputs=["local://b"], claim_check=checked),
+        listener("raw", "local://c", outputs=["local://d"], claim_check=checked, output_mode="raw"),
+    )
+    event = doc["channels"]["ce.output.0"]["messages"]["result"]
+    data = event["payload"]["properties"]["data"]["oneOf"]
+    assert data[0] == {"$ref": "#/components/schemas/ce.output"}
+    assert data[1]["properties"]["claim_check"]["required"] == [
+        "url",
+        "size",
+        "sha256",
+        "content_type",
+    ]
+    assert "claimcheck" in event["headers"]["properties"]
+    assert "claim check store" in event["description"]
+    raw = doc["channels"]["raw.output.0"]["messages"]["result"]
+    assert raw["payload"]["oneOf"][1]["title"] == "Claim check reference"
+
+
 def test_unknown_model_is_said_not_invented() -> None:
     gone = ListenerDefinition(
         name="g", source="local://a", model="test/gone", outputs=["local://b"]
@@ -433,6 +454,11 @@ def test_every_scheme_validates_with_the_official_parser() -> None:
     )
     definitions.append(ListenerDefinition(name="g", source="local://z", model="test/gone"))
     definitions.append(listener("n", "nats://n1?stream=S"))  # an address that is not fixed
+    checked = {"url": "s3://large/results/", "over_bytes": 1000}
+    definitions.append(listener("cc", "local://v", outputs=["sqs://q"], claim_check=checked))
+    definitions.append(
+        listener("ccr", "local://w", outputs=["sqs://q"], claim_check=checked, output_mode="raw")
+    )
     doc = build(*definitions)
     assert problems(doc) == []
 

@@ -13,6 +13,7 @@ from modelbus.listeners.envelopes import (
     Correlation,
     DeadLetterInfo,
     ObjectReaders,
+    announced_object,
     child_traceparent,
     dead_letter_id,
     decode,
@@ -266,3 +267,20 @@ def test_dead_letters_keep_the_original_message() -> None:
     assert message.attributes["modelbus-listener"] == "l"
     assert len(message.attributes["modelbus-error-stacktrace"]) <= 4096
     assert "modelbus-version" not in message.attributes
+
+
+def test_the_announced_object_is_bucket_slash_key_through_any_envelope() -> None:
+    assert announced_object(delivery(s3_event("scans/page+1%21.png"))) == "docs/scans/page 1!.png"
+    sns = {"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": ""}
+    sns["Message"] = json.dumps(s3_event("a/b.pdf"))
+    assert announced_object(delivery(sns)) == "docs/a/b.pdf"
+    folder = s3_event("sub/x.txt", source="modelbus:dir")
+    folder["Records"][0]["s3"]["bucket"]["name"] = "/srv/inbox"
+    assert announced_object(delivery(folder)) == "/srv/inbox/sub/x.txt"
+    assert announced_object(delivery(s3_event("gone", name="ObjectRemoved:Delete"))) is None
+    assert announced_object(delivery({"Records": "not a list"})) is None
+    assert announced_object(delivery(b'{"Records": [{"eventSource": "aws:s3"')) is None
+    assert announced_object(delivery({"key": "a.png"})) is None
+    big = s3_event("big.png")
+    big["pad"] = "x" * 300_000  # no notification is that big: not looked into
+    assert announced_object(delivery(big)) is None

@@ -282,3 +282,34 @@ async def test_a_failed_group_commit_fails_its_waiters_and_writes_nothing(db: Da
         assert await store.succeeded("l", ["m-ok"]) == {"m-ok"}
     finally:
         await store.close()
+
+
+async def test_a_claimed_message_is_not_claimed_by_another_replica_until_its_run_ends(
+    store: RunStore,
+) -> None:
+    """Run claims (issue 14, item 9): one statement claims a batch; another claimant gets
+    only what nobody runs; a ``running`` note keeps the claim, the next record ends it."""
+    assert await store.claim("l", "a", {"m1": 1, "m2": 1}, ttl_s=30) == {"m1", "m2"}
+    assert await store.claim("l", "b", {"m1": 2, "m3": 1}, ttl_s=30) == {"m3"}
+    assert await store.claim("l", "a", {"m1": 2}, ttl_s=30) == {"m1"}  # its own: renewed
+    assert await store.claim("other", "b", {"m1": 1}, ttl_s=30) == {"m1"}  # per listener
+    (claimed,) = await store.get_runs("m2", "l")
+    assert claimed.status == "running" and claimed.attempts == 1
+
+    await store.write([run("m1", "running", at=200.0)])  # a note while it runs
+    assert await store.claim("l", "b", {"m1": 2}, ttl_s=30) == set()
+    await store.write([run("m1", "retrying", at=201.0), run("m2", "succeeded", at=201.0)])
+    assert await store.claim("l", "b", {"m1": 2, "m2": 2}, ttl_s=30) == {"m1"}  # m2 is done
+    (kept,) = await store.get_runs("m1", "l")
+    assert kept.status == "retrying" and kept.first_received_at == claimed.first_received_at
+
+
+async def test_a_claim_expires_unless_renewed_and_ends_when_handed_back(store: RunStore) -> None:
+    assert await store.claim("l", "a", {"m1": 1, "m2": 1}, ttl_s=0.3) == {"m1", "m2"}
+    assert await store.renew_claims("l", "a", ["m1", "m9"], ttl_s=30) == {"m1"}
+    assert await store.renew_claims("l", "b", ["m2"], ttl_s=30) == set()  # not b's
+    await asyncio.sleep(0.5)
+    assert await store.claim("l", "b", {"m1": 2, "m2": 2}, ttl_s=30) == {"m2"}  # m2 lapsed
+    assert await store.renew_claims("l", "a", ["m2"], ttl_s=30) == set()  # b holds it now
+    await store.unclaim("l", "a", ["m1"])
+    assert await store.claim("l", "b", {"m1": 3}, ttl_s=30) == {"m1"}

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from modelbus.runtime.invocation import Payload
+from modelbus.store.runs import Search
 from tests.aws.motoserver import MotoServer, fake_credentials
 
 from .conftest import Env, eventually
@@ -77,3 +78,6 @@ async def test_an_uploaded_document_is_read_by_the_model(env: Env, moto: MotoSer
     await eventually(lambda: listener.status().counters["skipped_no_input"] == 1)  # TestEvent
     await eventually(lambda: listener.status().counters["succeeded"] == 1)
     assert len(env.invoker.calls) == 1
+    # The run is found by the object's key (moto sends it URL-encoded, as S3 does).
+    (run,) = (await env.runs.list_runs("ocr", search=Search(object_key="page 1.txt"))).items
+    assert (run.status, run.object_key) == ("succeeded", f"{bucket}/scans/page 1.txt")

@@ -12,7 +12,8 @@ import pytest
 
 from modelbus.errors import BuildError
 from modelbus.registry import builds
-from modelbus.registry.builds import READY_MARKER, Builder, launch_problem
+from modelbus.registry.builds import READY_MARKER, Builder, import_problem, launch_problem
+from modelbus.registry.launch import ImportFailure
 from modelbus.registry.manifest import Manifest
 
 MakeModel = Callable[..., Path]
@@ -171,3 +172,72 @@ async def test_a_half_built_env_is_rebuilt(tmp_path: Path) -> None:
     (builder.env_dir(env_hash) / "bin").mkdir(parents=True)  # an interrupted build's leftovers
     outcome = await builder.ensure_env(["six==1.17.0"])
     assert not outcome.env_reused and outcome.python and runs(outcome.python, "import six")
+
+
+async def test_a_module_the_environment_lacks_fails_the_build_naming_the_requirement(
+    make_model: MakeModel, tmp_path: Path
+) -> None:
+    builder = Builder(tmp_path / "data")
+    folder = make_model(files={"model.py": "import no_such_package_xyz\n" + APPLY})
+    with pytest.raises(BuildError) as info:
+        await builder.build(Manifest.load(folder), folder)
+    assert info.value.message == (
+        "the model cannot be launched: model imports `no_such_package_xyz`, which its "
+        "environment lacks: add `no_such_package_xyz` to [runtime] requirements in modelbus.toml"
+    )
+    assert "import no_such_package_xyz" in info.value.log  # the model's own traceback
+    assert "importlib" not in info.value.log  # not the machinery's
+
+
+def test_a_missing_module_is_told_by_the_package_to_require(tmp_path: Path) -> None:
+    def told(missing: str, requirements: list[str]) -> str:
+        failure = ImportFailure(module="model", missing=missing, error="", trace="", output="")
+        return import_problem(failure, tmp_path, requirements)
+
+    assert "add `scikit-learn` to [runtime] requirements" in told("sklearn", [])
+    assert "add `pillow` to" in told("PIL", ["numpy"])
+    assert "although `scikit-learn` is in [runtime] requirements" in told(
+        "sklearn", ["scikit_learn>=1"]
+    )
+    (tmp_path / "helpers.py").write_text("")  # the model's own module: not a requirement
+    assert told("helpers", []).startswith("importing model failed")
+
+
+async def test_a_model_failing_on_import_fails_the_build(
+    make_model: MakeModel, tmp_path: Path
+) -> None:
+    folder = make_model(
+        files={"model.py": "print('starting')\nraise ValueError('no config')\n" + APPLY}
+    )
+    with pytest.raises(BuildError, match="importing model failed: ValueError: no config") as info:
+        await Builder(tmp_path / "data").build(Manifest.load(folder), folder)
+    assert "starting" in info.value.log  # what the import printed is in the build log
+
+
+async def test_the_import_check_runs_the_model_folder_with_the_runner_env(
+    make_model: MakeModel, tmp_path: Path
+) -> None:
+    files = {
+        "model.py": "import helper\nimport os\nassert os.environ['GREETING'] == 'hi'\n"
+        "from modelbus_runner import PermanentError\n" + APPLY,
+        "helper.py": "",
+    }
+    folder = make_model(
+        runtime='entrypoint = "model:apply"\nenv = { GREETING = "hi" }', files=files
+    )
+    outcome = await Builder(tmp_path / "data").build(Manifest.load(folder), folder)
+    assert "import check passed: model" in outcome.log
+    assert not list(folder.rglob("__pycache__"))  # the model folder is left as it was
+
+
+@pytest.mark.slow
+async def test_the_import_check_uses_the_models_own_environment(
+    make_model: MakeModel, tmp_path: Path
+) -> None:
+    # sqlalchemy is in the server's environment, not in one built for six alone
+    folder = make_model(runtime=SIX, files={"model.py": "import six\nimport sqlalchemy\n" + APPLY})
+    with pytest.raises(BuildError) as info:
+        await Builder(tmp_path / "data").build(Manifest.load(folder), folder)
+    assert "model imports `sqlalchemy`, which its environment lacks: add `sqlalchemy`" in str(
+        info.value.message
+    )

@@ -70,11 +70,15 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/listeners/{name}/resume"): "listeners:manage",
     ("GET", "/v1/listeners/{name}/status"): "any",
     ("GET", "/v1/users/{user}/event-listeners"): "any",
+    ("GET", "/v1/runs"): "any",
     ("GET", "/v1/runs/{message_id:path}"): "any",
     ("GET", "/v1/listeners/{name}/runs"): "any",
     ("GET", "/v1/listeners/{name}/dead-letters"): "any",
     ("GET", "/v1/dead-letters/{letter_id}"): "listeners:manage",  # has the message body
     ("POST", "/v1/listeners/{name}/dead-letters/redrive"): "listeners:manage",
+    ("GET", "/v1/dead-letters"): "any",
+    # (and call on each matched listener's model; an empty search is refused: 400)
+    ("POST", "/v1/dead-letters/redrive"): "listeners:manage",
     # Algorithmia
     ("POST", "/v1/algo/{owner}/{name}"): "call",
     ("POST", "/v1/algo/{owner}/{name}/{version}"): "call",

@@ -73,7 +73,9 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/console/listeners/{name}/delete"): "listener",
     ("GET", "/console/dead-letters"): "any",
     ("GET", "/console/listeners/{name}/dead-letters"): "any",
-    ("POST", "/console/listeners/{name}/dead-letters/redrive"): "listener",
+    ("POST", "/console/dead-letters/redrive"): "listener",
+    ("GET", "/console/dead-letters/redrive-all"): "listeners:manage",
+    ("POST", "/console/dead-letters/redrive-all"): "listener",
 }
 
 # The /v1 route each console route is thin over: the console asks the scope the API asks.
@@ -86,7 +88,8 @@ TWINS: dict[tuple[str, str], tuple[str, str]] = {
         "POST",
         "/v1/models/{owner}/{name}/versions/{spec}/invoke",
     ),
-    ("GET", "/console/runs"): ("GET", "/v1/runs/{message_id:path}"),
+    ("GET", "/console/runs"): ("GET", "/v1/runs"),
+    ("GET", "/console/dead-letters"): ("GET", "/v1/dead-letters"),
     ("GET", "/console/listeners"): ("GET", "/v1/listeners"),
     ("GET", "/console/listeners/live"): ("GET", "/v1/listeners/{name}/status"),
     ("POST", "/console/listeners/new"): ("POST", "/v1/listeners"),
@@ -99,10 +102,11 @@ TWINS: dict[tuple[str, str], tuple[str, str]] = {
         "GET",
         "/v1/listeners/{name}/dead-letters",
     ),
-    ("POST", "/console/listeners/{name}/dead-letters/redrive"): (
+    ("POST", "/console/dead-letters/redrive"): (
         "POST",
         "/v1/listeners/{name}/dead-letters/redrive",
     ),
+    ("POST", "/console/dead-letters/redrive-all"): ("POST", "/v1/dead-letters/redrive"),
 }
 
 # What a refusal says, by rule: the API's own message (KeyInfo.require, reader_of_model).
@@ -487,12 +491,33 @@ def _dead_letters(world: World) -> Target:
     return Target(url=f"{PREFIX}/listeners/{world.lost.name}/dead-letters", shows=message_id)
 
 
-@target("POST", "/console/listeners/{name}/dead-letters/redrive")
+@target("POST", "/console/dead-letters/redrive")
 def _redrive(world: World) -> Target:
     _, letter_id = world.lost.letter()
     return Target(
-        url=f"{PREFIX}/listeners/{world.lost.name}/dead-letters/redrive",
+        url=f"{PREFIX}/dead-letters/redrive",
         form={"ids": [letter_id], "spec": "1.0.0"},
+        shows="1 succeeded",
+        state=lambda: world.admin.dead_letter(letter_id).redriven_to,
+        changes=True,
+    )
+
+
+@target("GET", "/console/dead-letters/redrive-all")
+def _confirm_redrive_all(world: World) -> Target:
+    message_id, _ = world.lost.letter()
+    return Target(
+        url=f"{PREFIX}/dead-letters/redrive-all?listener={world.lost.name}&message_id={message_id}",
+        shows="Redrive 1 dead letter?",
+    )
+
+
+@target("POST", "/console/dead-letters/redrive-all")
+def _redrive_all(world: World) -> Target:
+    message_id, letter_id = world.lost.letter()
+    return Target(
+        url=f"{PREFIX}/dead-letters/redrive-all",
+        form={"listener": world.lost.name, "message_id": message_id, "spec": "1.0.0"},
         shows="1 succeeded",
         state=lambda: world.admin.dead_letter(letter_id).redriven_to,
         changes=True,

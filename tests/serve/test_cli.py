@@ -51,10 +51,19 @@ COMMANDS = [
     (["listeners", "resume"], ["--url", "--key"]),
     (["listeners", "delete"], ["--url", "--key"]),
     (["runs", "get"], ["--listener", "--json"]),
-    (["runs", "list"], ["--status", "--limit", "--json"]),
-    (["dead-letters", "list"], ["--pending", "--limit", "--json"]),
+    (
+        ["runs", "list"],
+        ["--status", "--message-id", "--object-key", "--since", "--until", "--limit", "--cursor"],
+    ),
+    (
+        ["dead-letters", "list"],
+        ["--pending", "--message-id", "--object-key", "--since", "--until", "--cursor", "--json"],
+    ),
     (["dead-letters", "show"], ["--body-out", "--json"]),
-    (["dead-letters", "redrive"], ["--id", "--to", "--rate", "--json"]),
+    (
+        ["dead-letters", "redrive"],
+        ["--id", "--object-key", "--since", "--until", "--include-redriven", "--all", "--to"],
+    ),
 ]
 
 

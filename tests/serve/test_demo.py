@@ -97,7 +97,7 @@ def test_demo_reads_a_dropped_scan_and_starts_again_without_rebuilding(
     log = demo.wait_ready()
     key = admin_key(log)
     assert str(inbox) in log
-    assert "curl" in log
+    assert "modelbus call examples/hello" in log  # the lines to paste next
     for name in ("hello", "digits", "ocr"):
         assert f"examples/{name} 1.0.0 published" in log
 

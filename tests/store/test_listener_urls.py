@@ -1,5 +1,5 @@
 """Listener URLs at rest, on both backends: sealed whole by the listener manager, and
-migration 0007 (``encrypt_listener_urls``) seals the rows stored in clear before it. The
+migration 0009 (``encrypt_listener_urls``) seals the rows stored in clear before it. The
 raw rows are read back as text and searched for the secrets."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(alembic_config(connection), revision)
 
 
-async def test_migration_0007_seals_the_urls_stored_in_clear(
+async def test_migration_0009_seals_the_urls_stored_in_clear(
     blank_database_url: str, tmp_path: Path, backend: str
 ) -> None:
     box = SecretBox.load(tmp_path)

@@ -119,6 +119,21 @@ export interface BatchPolicy {
 }
 
 /**
+ * Where results too large for the sinks go: a result over a sink's size limit, or over
+ * `over_bytes`, is stored at `url` (`s3://BUCKET/PREFIX` or `dir:///FOLDER`) under its SHA-256,
+ * and the sinks get `{"claim_check": {url, size, sha256, content_type}}` instead.
+ */
+export interface ClaimCheck {
+  url: string;
+  over_bytes?: number | null;
+}
+
+/** The data of a result message whose result went to the claim check store. */
+export interface ClaimCheckReference {
+  claim_check: { url: string; size: number; sha256: string; content_type: string };
+}
+
+/**
  * A listener definition: every message on `source` goes to `model`; results to every sink in
  * `outputs`; what cannot succeed to `error_sink` (and the dead-letter store). Only `name`,
  * `source` and `model` are required; the server fills in the defaults and refuses a bad
@@ -140,6 +155,7 @@ export interface ListenerDefinition {
   extend_lease?: boolean;
   filter?: Record<string, unknown> | null;
   output_mode?: "cloudevent" | "raw";
+  claim_check?: ClaimCheck | null;
   enabled?: boolean;
 }
 
@@ -212,6 +228,8 @@ export interface Run {
   first_received_at: number;
   updated_at: number;
   finished_at: number | null;
+  /** The object a notification announced: BUCKET/KEY (S3), the file's path (dir://). */
+  object_key: string | null;
 }
 
 export interface RunPage {
@@ -239,6 +257,8 @@ export interface DeadLetter {
   created_at: number;
   redriven_at: number | null;
   redriven_to: string | null;
+  /** As Run.object_key. */
+  object_key: string | null;
 }
 
 export interface DeadLetterPage {

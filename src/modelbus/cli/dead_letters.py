@@ -1,4 +1,5 @@
-"""``modelbus dead-letters``: list a listener's dead letters, show one, redrive them."""
+"""``modelbus dead-letters``: search dead letters, show one, redrive them (chosen ids, or
+every one a search matches)."""
 
 from __future__ import annotations
 
@@ -12,40 +13,59 @@ from rich.markup import escape
 
 from modelbus.cli.options import AsJson, Key, Url, open_client
 from modelbus.cli.output import err, fields_table, new_table, out, print_json, when
-from modelbus.client.schemas import DEFAULT_REDRIVE_RATE_PER_S
+from modelbus.cli.search import MessageId, ObjectKey, Since, Until, more, search_filters
+from modelbus.client.schemas import DEFAULT_REDRIVE_RATE_PER_S, RedriveOut, SearchRedriveOut
 
 app = typer.Typer(help="List, inspect and redrive dead letters.", no_args_is_help=True)
 
 
 @app.command("list")
 def dead_letters_list(
-    listener: Annotated[str, typer.Argument(help="Listener name.")],
+    listener: Annotated[
+        str | None, typer.Argument(help="Only this listener's [default: every listener's].")
+    ] = None,
     pending: Annotated[
         bool, typer.Option("--pending", help="Only letters not redriven yet.")
     ] = False,
+    message_id: MessageId = None,
+    object_key: ObjectKey = None,
+    since: Since = None,
+    until: Until = None,
     limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Go on from where the last page ended.")
+    ] = None,
     url: Url = None,
     key: Key = None,
     as_json: AsJson = False,
 ) -> None:
-    """A listener's dead letters, newest first."""
+    """Dead letters, newest first, searched by listener, time (dead-lettered), message id
+    or object key."""
+    filters = search_filters(listener, message_id, object_key, since, until)
     with open_client(url, key) as client:
-        page = client.dead_letters(listener, include_redriven=not pending, limit=limit)
+        page = client.search_dead_letters(
+            include_redriven=not pending, limit=limit, cursor=cursor, **filters
+        )
     if as_json:
         print_json([d.model_dump() for d in page.items])
+        more(page.next_cursor)
         return
-    table = new_table("id", "message", "error", "attempts", "version", "created", "redriven")
+    table = new_table(
+        "id", "listener", "message", "object", "error", "attempts", "created", "redriven"
+    )
     for d in page.items:
         table.add_row(
             d.id,
+            d.listener,
             d.message_id,
+            d.object_key or "-",
             f"{d.error_type}: {d.error_message}",
             str(d.attempts),
-            d.version or "-",
             when(d.created_at),
             f"{when(d.redriven_at)} -> {d.redriven_to}" if d.redriven_at else "-",
         )
     out.print(table)
+    more(page.next_cursor)
 
 
 @app.command("show")
@@ -99,11 +119,30 @@ def _preview(body: bytes, limit: int = 2000) -> str:
 
 @app.command("redrive")
 def dead_letters_redrive(
-    listener: Annotated[str, typer.Argument(help="Listener name.")],
+    listener: Annotated[
+        str | None,
+        typer.Argument(help="Only this listener's letters [default: every listener's]."),
+    ] = None,
     ids: Annotated[
         list[str] | None,
-        typer.Option("--id", help="Redrive this dead letter (repeatable) [default: all pending]."),
+        typer.Option("--id", help="Redrive this dead letter (repeatable; needs LISTENER)."),
     ] = None,
+    message_id: MessageId = None,
+    object_key: ObjectKey = None,
+    since: Since = None,
+    until: Until = None,
+    include_redriven: Annotated[
+        bool,
+        typer.Option("--include-redriven", help="Also letters redriven already (not with --id)."),
+    ] = False,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Every pending letter of every listener, unless a filter narrows it (needed "
+            "when nothing else is given).",
+        ),
+    ] = False,
     to: Annotated[
         str | None,
         typer.Option(
@@ -112,20 +151,55 @@ def dead_letters_redrive(
     ] = None,
     rate: Annotated[
         float | None,
-        typer.Option("--rate", help=f"Most redriven per second [{DEFAULT_REDRIVE_RATE_PER_S:g}]."),
+        typer.Option(
+            "--rate",
+            help=f"Most redriven per second, per listener [{DEFAULT_REDRIVE_RATE_PER_S:g}].",
+        ),
     ] = None,
     url: Url = None,
     key: Key = None,
     as_json: AsJson = False,
 ) -> None:
-    """Run dead letters again through the listener (results go to its outputs)."""
+    """Run dead letters again through their listener (results go to its outputs): the
+    --id ones, or every pending one matching the filters (list them first with the same
+    filters to see what will run). A LISTENER alone redrives all its pending letters."""
+    filters = search_filters(listener, message_id, object_key, since, until)
+    searched = any(v is not None for n, v in filters.items() if n != "listener")
+    if ids and (searched or include_redriven or every):
+        raise typer.BadParameter("--id does not go with filters or --all", param_hint="--id")
+    if ids and listener is None:
+        raise typer.BadParameter("give the LISTENER of the --id letters", param_hint="LISTENER")
+    if listener is None and not searched and not every:
+        raise typer.BadParameter(
+            "give a LISTENER, --id, a filter (--since, --object-key...) or --all",
+            param_hint="LISTENER",
+        )
+    by_ids = bool(ids) or (listener is not None and not searched and not include_redriven)
     with open_client(url, key) as client, err.status("redriving ..."):
-        result = client.redrive(listener, ids=ids or None, spec=to, rate_per_s=rate)
-    if as_json:
-        print_json(result.model_dump())
+        if by_ids:
+            assert listener is not None
+            one = client.redrive(listener, ids=ids or None, spec=to, rate_per_s=rate)
+            found = SearchRedriveOut(matched=len(one.redriven) + len(one.failed))
+            found.listeners[listener] = one
+        else:
+            found = client.redrive_matching(
+                include_redriven=include_redriven, every=every, spec=to, rate_per_s=rate, **filters
+            )
+    if as_json:  # as the API answered: POST .../LISTENER/dead-letters/redrive or the search's
+        shown = found.listeners[listener or ""] if by_ids else found
+        print_json(shown.model_dump())
+        if any(r.failed for r in found.listeners.values()):
+            raise typer.Exit(1)
         return
-    out.print(f"redriven on {result.model}: {len(result.redriven)} succeeded")
-    for letter_id, why in result.failed.items():
-        err.print(f"[red]failed again:[/red] {letter_id}: {escape(why)}")
-    if result.failed:
+    _report(found.listeners)
+
+
+def _report(results: dict[str, RedriveOut]) -> None:
+    if not results:
+        out.print("no dead letters matched: nothing redriven")
+    for name, result in results.items():
+        out.print(f"{name}: redriven on {result.model}: {len(result.redriven)} succeeded")
+        for letter_id, why in result.failed.items():
+            err.print(f"[red]failed again:[/red] {letter_id}: {escape(why)}")
+    if any(r.failed for r in results.values()):
         raise typer.Exit(1)

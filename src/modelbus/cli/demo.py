@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from modelbus import errors
-from modelbus.cli.options import default_of
+from modelbus.cli.options import default_of, refuse_busy_port
 from modelbus.cli.output import out, print_error
 from modelbus.config import DEFAULT_PORT, Settings
 
@@ -51,6 +51,7 @@ def demo(
     # (MODELBUS_WORKERS still says otherwise).
     workers = None if os.environ.get("MODELBUS_WORKERS") else 1
     settings = Settings.from_env(data_dir=data_dir, port=port, host=host, workers=workers)
+    refuse_busy_port(settings.host, settings.port)  # before the data directory is made
     try:
         plan = DemoPlan.make(settings, examples=examples, inbox=folder, outbox=outbox)
     except errors.ModelbusError as exc:

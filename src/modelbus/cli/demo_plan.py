@@ -8,7 +8,8 @@ publishes the example models (``hello``, ``node-sentiment`` when Node.js is ther
                                            ->  dir://FAILED  (files it could not read:
                                                                NAME + NAME.error.json)
 
-then prints where to drop files, where results appear, the admin key and a curl example.
+then prints where to drop files, where results appear, the admin key, and the exact shell
+lines to try it all from another shell (:func:`next_lines`).
 A second start on the same data directory reuses everything: the same key (kept in
 ``DATA_DIR/admin.key``, readable by its owner only), no rebuild (a push of unchanged content
 is a no-op), the same listener. The API answers at once; examples are published in the
@@ -26,6 +27,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -36,6 +38,7 @@ from urllib.parse import quote
 from rich.console import Console
 from rich.markup import escape
 
+from modelbus.client import DEFAULT_URL
 from modelbus.config import Settings
 from modelbus.errors import ModelbusError
 from modelbus.listeners.definition import ListenerDefinition
@@ -47,6 +50,11 @@ __all__ = ["EXAMPLES", "LISTENER", "DemoPlan", "find_examples", "run_demo"]
 EXAMPLES = ("hello", "node-sentiment", "digits", "ocr")
 LISTENER = "demo-ocr"
 KEY_FILE = "admin.key"
+# An 8x8 image of a handwritten 7, the input of examples/digits (its README has it too).
+_SEVEN = (
+    "[0,0,7,8,13,16,15,1,0,0,7,7,4,11,12,0,0,0,0,0,8,13,1,0,0,4,8,8,15,15,6,0,"
+    "0,2,11,15,15,4,0,0,0,0,0,16,5,0,0,0,0,0,9,15,1,0,0,0,0,0,13,5,0,0,0,0]"
+)
 _NOTES = {
     "digits": "first time: builds a scikit-learn environment (about a minute)",
     "ocr": "first time: downloads rapidocr + onnxruntime (about 400 MB) and builds its "
@@ -180,7 +188,8 @@ async def setup(running: Services, plan: DemoPlan, say: Console, admin_key: str 
 
 
 def summary(plan: DemoPlan, admin_key: str | None, published: dict[str, str]) -> str:
-    """The "what now" text printed once the demo is ready."""
+    """The "what now" text printed once the demo is ready: where things are, then the exact
+    lines to paste into another shell (:func:`next_lines`)."""
     key = admin_key or "(shown on the first start; see admin.key in the data directory)"
     key_file = plan.settings.data_dir / KEY_FILE
     lines = [
@@ -195,18 +204,59 @@ def summary(plan: DemoPlan, admin_key: str | None, published: dict[str, str]) ->
         f"  results appear in: {plan.outbox}   (NAME.json: the text the OCR read)",
         f"  unreadable files:  {plan.failed}   (NAME, and NAME.error.json: why)",
         "",
-        "  try:",
-        f"    cp {shlex.quote(str(plan.examples / 'ocr' / 'sample.png'))} "
-        f"{shlex.quote(str(plan.inbox))}/",
-        f"    cat {shlex.quote(str(plan.outbox / 'sample.png.json'))}",
-        f"    curl -s -H 'Authorization: Simple {key}' -H 'Content-Type: application/json' \\",
-        f'         -d \'{{"name": "Ada"}}\' {plan.url}/v1/algo/examples/hello',
-        f"    modelbus listeners status {LISTENER} --url {plan.url} --key {key}",
+        "  next, in another shell (each line can be pasted as it is):",
+        *(f"    {escape(line)}" for line in next_lines(plan, published)),
         "",
         "  Ctrl-C stops everything.",
         "",
     ]
     return "\n".join(lines)
+
+
+def next_lines(plan: DemoPlan, published: dict[str, str]) -> list[str]:
+    """Shell lines that put ``modelbus`` on the PATH, give it the URL and the key, and call
+    each published example once: JSON, text, a file (binary), an asynchronous job, and a
+    file dropped for the folder listener (each with a comment saying what it shows)."""
+    q = shlex.quote
+    key_file = q(str(plan.settings.data_dir / KEY_FILE))
+    lines = [_path_line()]
+    if plan.url != DEFAULT_URL:
+        lines.append((f"export MODELBUS_URL={plan.url}", "the server (--url)"))
+    lines.append((f'export MODELBUS_API_KEY="$(cat {key_file})"', "the key (--key)"))
+    sample = q(str(plan.examples / "ocr" / "sample.png"))
+    if "hello" in published:
+        lines += [
+            ('modelbus call examples/hello \'{"name": "Ada"}\'', "JSON in, JSON out"),
+            ("modelbus call examples/hello --text Ada", "text in, text out"),
+        ]
+    if "node-sentiment" in published:
+        command = "modelbus call examples/node-sentiment --text 'What a great day'"
+        lines.append((command, "a model written in Node.js"))
+    if "digits" in published:
+        lines.append((f"modelbus call examples/digits '{_SEVEN}'", "8x8 pixels: a 7"))
+    if "ocr" in published:
+        result = q(str(plan.outbox / "sample.png.json"))
+        lines += [
+            (f"modelbus call examples/ocr --file {sample}", "an image (binary) in"),
+            (f"job=$(modelbus call examples/ocr --file {sample} --async)", "a background job"),
+            ('modelbus jobs show "$job" --wait 120', "its result"),
+            (f"cp {sample} {q(str(plan.inbox))}/", "a file for the folder listener"),
+            (f"until [ -f {result} ]; do sleep 1; done; cat {result}; echo", "its result"),
+            (f"modelbus listeners status {LISTENER}", "the listener's figures"),
+        ]
+    width = min(max(len(command) for command, _ in lines), 72)
+    return [f"{command:<{width}}  # {comment}" for command, comment in lines]
+
+
+def _path_line() -> tuple[str, str]:
+    """How to get this ``modelbus`` on a shell's PATH: its virtualenv's ``activate`` when it
+    has one, else its folder added to ``PATH``."""
+    folder = Path(sys.executable).parent
+    if not (folder / "modelbus").exists() and (found := shutil.which("modelbus")):
+        folder = Path(found).parent
+    if (folder / "activate").is_file():
+        return f". {shlex.quote(str(folder / 'activate'))}", "puts modelbus on the PATH"
+    return f'export PATH={shlex.quote(str(folder))}:"$PATH"', "puts modelbus on the PATH"
 
 
 # --- running --------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ def _definition_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
     groups = {
         "retry": ("max_attempts", "initial_backoff_s", "max_backoff_s", "multiplier", "jitter"),
         "batch": ("max_batch_size", "max_wait_ms"),
+        "claim_check": ("url", "over_bytes"),
     }
     data: dict[str, Any] = {}
     for group, names in groups.items():
@@ -167,6 +168,23 @@ def listeners_create(
             f"[{default_of(ListenerFields, 'max_body_bytes')}].",
         ),
     ] = None,
+    claim_check: Annotated[
+        str | None,
+        typer.Option(
+            "--claim-check",
+            metavar="URL",
+            help="Object store (s3://BUCKET/PREFIX or dir:///FOLDER) for results too large "
+            "for a sink: they are stored there and the sinks get a reference [default: none, "
+            "such results are dead-lettered].",
+        ),
+    ] = None,
+    claim_check_over_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--claim-check-over-bytes",
+            help="With --claim-check: also store results whose message is over this many bytes.",
+        ),
+    ] = None,
     filter_json: Annotated[
         str | None,
         typer.Option(
@@ -228,6 +246,8 @@ def listeners_create(
                 "max_in_flight": max_in_flight,
                 "timeout_s": timeout,
                 "max_body_bytes": max_body_bytes,
+                "url": claim_check,
+                "over_bytes": claim_check_over_bytes,
                 "filter": _filter_json(filter_json),
                 "output_mode": output_mode,
                 "enabled": False if disabled else None,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from modelbus.cli.options import AsJson, Key, Url, open_client, split_model
 from modelbus.cli.output import err, new_table, out, print_json, when
@@ -66,7 +67,8 @@ def models_push(
     named = model_name(name)
     # every problem of the folder, named by its path, before uploading
     Manifest.load(path, name=(named.owner, named.name) if named else None)
-    with open_client(url, key) as client, err.status(f"pushing {path} ..."):
+    # the build log is printed as it comes: a failed build is then told in one line
+    with open_client(url, key, log_shown=True) as client, err.status(f"pushing {path} ..."):
         pushed = client.push(
             path,
             version=version,
@@ -120,7 +122,7 @@ def _bump(bump: str | None) -> Bump | None:
 
 
 def _log_line(line: str) -> None:
-    err.print(f"[dim]{line}[/dim]", markup=True, highlight=False)
+    err.print(f"[dim]{escape(line)}[/dim]", highlight=False)
 
 
 @app.command("list")

@@ -25,15 +25,16 @@ def print_error(message: str) -> None:
     err.print(f"[red]error:[/red] {escape(message)}")
 
 
-def fail(exc: errors.ModelbusError) -> NoReturn:
+def fail(exc: errors.ModelbusError, *, log_shown: bool = False) -> NoReturn:
     """Print ``exc`` as one line, plus the model's stack trace or the build log when there is
-    one, and end the command with status 1."""
+    one (unless ``log_shown``: the command printed the log as it came), and end the command
+    with status 1."""
     print_error(exc.message)
     if isinstance(exc, errors.InvocationError):
         err.print(f"[dim]{type(exc).__name__} ({exc.error_type})[/dim]")
         if exc.stacktrace:
             err.print(exc.stacktrace, markup=False)
-    if isinstance(exc, errors.BuildError) and exc.log:
+    if isinstance(exc, errors.BuildError) and exc.log and not log_shown:
         err.print(exc.log, markup=False)
     raise typer.Exit(1)
 

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from modelbus import errors
-from modelbus.cli.options import default_of
+from modelbus.cli.options import default_of, refuse_busy_port
 from modelbus.cli.output import out, print_error
 from modelbus.config import (
     DEFAULT_DATA_DIR,
@@ -251,6 +251,7 @@ def serve(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    refuse_busy_port(settings.host, settings.port, hint="--port PORT (or MODELBUS_PORT)")
     try:  # refuse a bad key, store URL, listener file or node before anything starts
         SecretBox.load(settings.data_dir, settings.secret_key)
         open_store(settings.artifacts_url, settings.data_dir)

@@ -13,7 +13,14 @@ import httpx
 
 from modelbus.client import operations as op
 from modelbus.client.connection import DEFAULT_TIMEOUT_S, http_options, reaching
-from modelbus.client.operations import Bump, Deadline, DefinitionLike, Operation
+from modelbus.client.operations import (
+    Bump,
+    Deadline,
+    DefinitionLike,
+    Moment,
+    Operation,
+    SearchFilters,
+)
 from modelbus.client.refs import ModelRef
 from modelbus.client.responses import error_from_response, no_result, push_event
 from modelbus.client.results import CallResult, Job
@@ -32,6 +39,7 @@ from modelbus.client.schemas import (
     RedriveOut,
     RunOut,
     RunPage,
+    SearchRedriveOut,
     VersionInfo,
 )
 
@@ -237,6 +245,75 @@ class AsyncClient:
     ) -> DeadLetterPage:
         """See :meth:`Client.dead_letters`."""
         return await self._run(op.dead_letters(listener, include_redriven, limit, cursor))
+
+    async def search_runs(
+        self,
+        *,
+        listener: str | None = None,
+        status: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """See :meth:`Client.search_runs`."""
+        filters = SearchFilters(
+            listener=listener,
+            message_id=message_id,
+            object_key=object_key,
+            since=since,
+            until=until,
+        )
+        return await self._run(op.search_runs(filters, status, limit, cursor))
+
+    async def search_dead_letters(
+        self,
+        *,
+        listener: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        include_redriven: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """See :meth:`Client.search_dead_letters`."""
+        filters = SearchFilters(
+            listener=listener,
+            message_id=message_id,
+            object_key=object_key,
+            since=since,
+            until=until,
+        )
+        return await self._run(op.search_dead_letters(filters, include_redriven, limit, cursor))
+
+    async def redrive_matching(
+        self,
+        *,
+        listener: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        include_redriven: bool = False,
+        every: bool = False,
+        spec: str | None = None,
+        rate_per_s: float | None = None,
+    ) -> SearchRedriveOut:
+        """See :meth:`Client.redrive_matching`."""
+        filters = SearchFilters(
+            listener=listener,
+            message_id=message_id,
+            object_key=object_key,
+            since=since,
+            until=until,
+        )
+        return await self._run(
+            op.redrive_matching(filters, include_redriven, every, spec, rate_per_s)
+        )
 
     async def dead_letter(self, letter_id: str) -> DeadLetterOut:
         """See :meth:`Client.dead_letter`."""

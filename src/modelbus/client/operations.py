@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
@@ -52,10 +53,20 @@ from modelbus.client.schemas import (
     RedriveOut,
     RunOut,
     RunPage,
+    SearchRedriveOut,
     VersionInfo,
 )
 
-__all__ = ["Bump", "Deadline", "DefinitionLike", "Operation", "Request", "encode_input"]
+__all__ = [
+    "Bump",
+    "Deadline",
+    "DefinitionLike",
+    "Moment",
+    "Operation",
+    "Request",
+    "SearchFilters",
+    "encode_input",
+]
 
 T = TypeVar("T")
 Bump = Literal["major", "minor", "patch"]
@@ -399,6 +410,74 @@ def dead_letters(
 ) -> Operation[DeadLetterPage]:
     params = _page_params(limit, cursor, include_redriven=str(include_redriven).lower())
     return _get(f"/v1/listeners/{listener}/dead-letters", one(DeadLetterPage), **params)
+
+
+Moment = str | float | datetime
+"""A time for a search: epoch s, an ISO 8601 text (UTC if no zone) or a datetime."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SearchFilters:
+    """What ``GET /v1/runs`` and ``/v1/dead-letters`` are narrowed to (None: anything)."""
+
+    listener: str | None = None
+    message_id: str | None = None
+    object_key: str | None = None
+    since: Moment | None = None
+    until: Moment | None = None
+
+    def params(self) -> dict[str, str]:
+        """The query parameters (or JSON fields) of the filters given."""
+        found = {
+            "listener": self.listener,
+            "message_id": self.message_id,
+            "object_key": self.object_key,
+            "since": _moment(self.since),
+            "until": _moment(self.until),
+        }
+        return {k: v for k, v in found.items() if v is not None}
+
+
+def _moment(at: Moment | None) -> str | None:
+    if at is None or isinstance(at, str):
+        return at
+    return at.isoformat() if isinstance(at, datetime) else repr(float(at))
+
+
+def search_runs(
+    filters: SearchFilters, status: str | None, limit: int, cursor: str | None
+) -> Operation[RunPage]:
+    params = _page_params(limit, cursor, status=status, **filters.params())
+    return _get("/v1/runs", one(RunPage), **params)
+
+
+def search_dead_letters(
+    filters: SearchFilters, include_redriven: bool, limit: int, cursor: str | None
+) -> Operation[DeadLetterPage]:
+    params = _page_params(
+        limit, cursor, include_redriven=str(include_redriven).lower(), **filters.params()
+    )
+    return _get("/v1/dead-letters", one(DeadLetterPage), **params)
+
+
+def redrive_matching(
+    filters: SearchFilters,
+    include_redriven: bool,
+    every: bool,
+    spec: str | None,
+    rate_per_s: float | None,
+) -> Operation[SearchRedriveOut]:
+    body = {
+        **filters.params(),
+        "all": every,
+        "include_redriven": include_redriven,
+        "spec": spec,
+        "rate_per_s": rate_per_s,
+    }
+    request = Request(
+        method="POST", path="/v1/dead-letters/redrive", json_body=body, timeout=_REDRIVE_TIMEOUT_S
+    )
+    return Operation(request, one(SearchRedriveOut))
 
 
 def dead_letter(letter_id: str) -> Operation[DeadLetterOut]:

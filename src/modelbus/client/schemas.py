@@ -10,6 +10,7 @@ Times are seconds since the epoch.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -241,6 +242,32 @@ class BatchFields(BaseModel):
     )
 
 
+class ClaimCheckFields(BaseModel):
+    """Where results too large for the sinks go (a listener's ``claim_check``).
+
+    A result over an output sink's size limit (SQS 256 KiB, SNS...) or over ``over_bytes``
+    is written to the object store at ``url``, named by its SHA-256 digest, and the sinks
+    get a small reference instead: ``{"claim_check": {"url", "size", "sha256",
+    "content_type"}}`` with the usual correlation (a CloudEvent by default), plus the
+    message attribute ``claimcheck`` (the object's URL). Without a claim check, such a
+    result is dead-lettered.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(
+        description="Object store: s3://BUCKET/PREFIX (with the s3:// sink's options) or "
+        "dir:///FOLDER.",
+        examples=["s3://results/large/"],
+    )
+    over_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Also store results whose message body is over this many bytes (null: "
+        "only those a sink's limit refuses).",
+    )
+
+
 class ListenerFields(BaseModel):
     """The fields of an event listener's definition: every message on ``source`` goes to
     ``model``; results go to every sink in ``outputs``; what cannot succeed goes to
@@ -313,6 +340,11 @@ class ListenerFields(BaseModel):
         "cloudevent",
         description="cloudevent: results are structured CloudEvents carrying the correlation; "
         "raw: the bare result (correlation in message attributes only).",
+    )
+    claim_check: ClaimCheckFields | None = Field(
+        None,
+        description="Store results over a sink's limit (or over_bytes) in an object store "
+        "and publish a reference to them instead of dead-lettering them.",
     )
     enabled: bool = Field(True, description="Disabled listeners are stored but not run.")
 
@@ -463,6 +495,12 @@ class RunOut(Schema):
     first_received_at: float
     updated_at: float
     finished_at: float | None = None
+    object_key: str | None = Field(
+        None,
+        description="The object an object-created notification announced: BUCKET/KEY "
+        "(S3), the file's path (dir://); null for other messages.",
+        examples=["/srv/demo/inbox/page-1.png"],
+    )
 
 
 class RunPage(Schema):
@@ -489,6 +527,12 @@ class DeadLetterOut(Schema):
     created_at: float
     redriven_at: float | None = None
     redriven_to: str | None = Field(None, description="The model reference it was redriven to.")
+    object_key: str | None = Field(
+        None,
+        description="The object an object-created notification announced: BUCKET/KEY "
+        "(S3), the file's path (dir://); null for other messages.",
+        examples=["/srv/demo/inbox/page-1.png"],
+    )
 
 
 class DeadLetterPage(Schema):
@@ -513,11 +557,57 @@ class RedriveRequest(Schema):
     )
 
 
+class DeadLetterSearch(Schema):
+    """Which dead letters: every field left out matches everything."""
+
+    listener: str | None = Field(None, description="Only this listener's letters.")
+    message_id: str | None = Field(None, description="Only the letter of this broker message id.")
+    object_key: str | None = Field(
+        None,
+        description="Only letters of this object: its whole BUCKET/KEY (or path) or a tail "
+        "of it after a '/', e.g. page-1.png or inbox/page-1.png.",
+    )
+    since: datetime | None = Field(
+        None, description="Dead-lettered at or after: ISO 8601 (UTC if no zone) or epoch s."
+    )
+    until: datetime | None = Field(
+        None, description="Dead-lettered before: ISO 8601 (UTC if no zone) or epoch s."
+    )
+    include_redriven: bool = Field(False, description="Also letters redriven already.")
+
+
+class SearchRedriveRequest(DeadLetterSearch):
+    all: bool = Field(
+        False,
+        description="Say that an empty search, every dead letter of every listener, is "
+        "meant (refused otherwise).",
+    )
+    spec: str | None = Field(
+        None,
+        description="Version spec to run them on, e.g. 1.2.* (default: each listener's own).",
+        examples=["1.2.*"],
+    )
+    rate_per_s: float | None = Field(
+        None,
+        gt=0,
+        le=10_000,
+        description=f"Most redriven per second, per listener (default "
+        f"{DEFAULT_REDRIVE_RATE_PER_S:g}).",
+    )
+
+
 class RedriveOut(Schema):
     model: str = Field(description="The model reference the letters were run on.")
     redriven: list[str] = Field(default_factory=list, description="Ids that succeeded.")
     failed: dict[str, str] = Field(
         default_factory=dict, description="Ids that failed again, with the error."
+    )
+
+
+class SearchRedriveOut(Schema):
+    matched: int = Field(description="How many dead letters matched the search.")
+    listeners: dict[str, RedriveOut] = Field(
+        default_factory=dict, description="Per listener: what was redriven and what failed."
     )
 
 

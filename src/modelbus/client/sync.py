@@ -13,7 +13,14 @@ import httpx
 
 from modelbus.client import operations as op
 from modelbus.client.connection import DEFAULT_TIMEOUT_S, http_options, reaching
-from modelbus.client.operations import Bump, Deadline, DefinitionLike, Operation
+from modelbus.client.operations import (
+    Bump,
+    Deadline,
+    DefinitionLike,
+    Moment,
+    Operation,
+    SearchFilters,
+)
 from modelbus.client.refs import ModelRef
 from modelbus.client.responses import error_from_response, no_result, push_event
 from modelbus.client.results import CallResult, Job
@@ -32,6 +39,7 @@ from modelbus.client.schemas import (
     RedriveOut,
     RunOut,
     RunPage,
+    SearchRedriveOut,
     VersionInfo,
 )
 
@@ -264,6 +272,80 @@ class Client:
     ) -> DeadLetterPage:
         """A page of a listener's dead letters, newest first (without bodies)."""
         return self._run(op.dead_letters(listener, include_redriven, limit, cursor))
+
+    def search_runs(
+        self,
+        *,
+        listener: str | None = None,
+        status: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """A page of the run records of every listener, most recently updated first,
+        narrowed by the filters given: ``object_key`` is an object's whole ``BUCKET/KEY``
+        (or file path) or a tail of it after a ``/``; ``since`` <= updated < ``until``."""
+        filters = SearchFilters(
+            listener=listener,
+            message_id=message_id,
+            object_key=object_key,
+            since=since,
+            until=until,
+        )
+        return self._run(op.search_runs(filters, status, limit, cursor))
+
+    def search_dead_letters(
+        self,
+        *,
+        listener: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        include_redriven: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeadLetterPage:
+        """A page of the dead letters of every listener, newest first (without bodies),
+        narrowed as :meth:`search_runs` (the time is when they were dead-lettered)."""
+        filters = SearchFilters(
+            listener=listener,
+            message_id=message_id,
+            object_key=object_key,
+            since=since,
+            until=until,
+        )
+        return self._run(op.search_dead_letters(filters, include_redriven, limit, cursor))
+
+    def redrive_matching(
+        self,
+        *,
+        listener: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        include_redriven: bool = False,
+        every: bool = False,
+        spec: str | None = None,
+        rate_per_s: float | None = None,
+    ) -> SearchRedriveOut:
+        """Run again every dead letter the filters match (not redriven yet, unless
+        ``include_redriven``), listener by listener, each on its model at ``spec``; returns
+        once all were tried. No filter at all is refused (InvalidInput) unless ``every``
+        says every letter of every listener is meant. Needs listeners:manage, and the call
+        scope on the model of every listener concerned."""
+        filters = SearchFilters(
+            listener=listener,
+            message_id=message_id,
+            object_key=object_key,
+            since=since,
+            until=until,
+        )
+        return self._run(op.redrive_matching(filters, include_redriven, every, spec, rate_per_s))
 
     def dead_letter(self, letter_id: str) -> DeadLetterOut:
         """One dead letter with its original body (``body_base64``); listeners:manage."""

@@ -163,7 +163,12 @@ class Sink(Protocol):
     A sink whose broker has a size limit it can check locally also defines
     ``refusal(message) -> str | None``: why it will never take that message, or None. The
     runtime asks every output sink before publishing a delivery's results to any of them,
-    so a result one sink refuses for good is written to none (it is dead-lettered)."""
+    so a result one sink refuses for good is written to none (it is dead-lettered, or goes
+    to the listener's claim check store when it has one).
+
+    A sink that writes each message as an object (``s3://``, ``dir://``) also defines
+    ``location(message) -> str``: the URL the message is written at (``s3://BUCKET/KEY``,
+    ``file:///PATH``), which is what makes it usable as a claim check store."""
 
     async def open(self) -> None:
         """Connect and check the destination exists; raises like :meth:`Source.open`."""

@@ -332,6 +332,11 @@ class DirectorySink:
         except OSError as exc:
             raise ConnectorError(f"dir://{self.folder}: {exc.strerror or exc}") from exc
 
+    def location(self, message: OutMessage) -> str:
+        """``file:///PATH``: where ``message`` is written (a different result already at
+        that name would make it ``NAME.OUTPUT_ID.EXT`` instead: see the module docstring)."""
+        return result_path(self.folder.absolute(), message).as_uri()
+
     def _write_all(self, messages: list[OutMessage]) -> None:
         for message in messages:
             if DEAD_LETTER_ID in message.attributes:

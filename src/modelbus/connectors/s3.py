@@ -155,6 +155,10 @@ class S3Sink:
             params["CreateBucketConfiguration"] = {"LocationConstraint": region}
         await self._client.call("create_bucket", self._what, **params)
 
+    def location(self, message: OutMessage) -> str:
+        """``s3://BUCKET/KEY``: where ``message`` is written."""
+        return f"s3://{self.settings.bucket}/{self.object_key(message)}"
+
     def object_key(self, message: OutMessage) -> str:
         """The key ``message`` is written under."""
         name = message.id

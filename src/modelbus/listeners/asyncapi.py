@@ -51,6 +51,7 @@ from modelbus.connectors import (
     scheme_of,
 )
 from modelbus.errors import ModelbusError
+from modelbus.listeners.claimcheck import CLAIM_CHECK_ATTRIBUTE
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.envelopes import (
     CLOUDEVENTS_JSON,
@@ -751,6 +752,13 @@ class _Document:
         attrs, event, _ = _samples()
         headers = _headers_open(_strings(attrs))
         described = _schema_note("output", found, output)
+        if d.claim_check is not None:  # a large result's data is a reference to it instead
+            headers["properties"][CLAIM_CHECK_ATTRIBUTE] = {
+                "type": "string",
+                "description": "On a result stored in the claim check store: its URL.",
+            }
+            described += _CLAIM_CHECKED
+            output = {"oneOf": [output if output is not None else {}, _REFERENCE]}
         if d.output_mode == "raw":
             message: dict[str, Any] = {
                 "name": "result",
@@ -866,6 +874,30 @@ def _schema_note(kind: str, found: ModelSchemas, ref: dict[str, Any] | None) -> 
         return f"The model{at} declares no {kind} schema: any JSON, text or binary."
     return f"The model's {kind} schema (version {found.version})."
 
+
+_CLAIM_CHECKED = (
+    " A result too large for a sink (or over the claim check's over_bytes) is stored in the "
+    "listener's claim check store, and its data is then a reference to it."
+)
+
+# The data of a result published as a reference (modelbus.listeners.claimcheck).
+_REFERENCE = {
+    "type": "object",
+    "title": "Claim check reference",
+    "required": ["claim_check"],
+    "properties": {
+        "claim_check": {
+            "type": "object",
+            "required": ["url", "size", "sha256", "content_type"],
+            "properties": {
+                "url": {"type": "string", "description": "s3://BUCKET/KEY or file:///PATH"},
+                "size": {"type": "integer", "description": "The result's size in bytes."},
+                "sha256": {"type": "string", "description": "Its SHA-256, hex (the key's name)."},
+                "content_type": {"type": "string", "description": "Its MIME type."},
+            },
+        }
+    },
+}
 
 _DECODING = (
     " Also accepted: a CloudEvent in structured or binary mode (its data is the input), an "

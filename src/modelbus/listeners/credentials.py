@@ -11,7 +11,7 @@ with them is decided here.
 from the field (``source``, ``outputs.0``, ``error_sink``) to that field's whole URL,
 encrypted with the server's secret key (:class:`~modelbus.store.secrets.SecretBox`).
 :meth:`Credentials.open` restores it. So the stored row shows which broker a listener
-connects to, never what it connects with. (Migration ``0007_encrypt_listener_urls`` seals
+connects to, never what it connects with. (Migration ``0009_encrypt_listener_urls`` seals
 the rows written before.)
 
 **On the way out.** The API shows definitions through :func:`redact_definition` to every key

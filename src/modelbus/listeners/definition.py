@@ -36,7 +36,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from modelbus.client.refs import ModelRef
-from modelbus.client.schemas import BatchFields, ListenerFields
+from modelbus.client.schemas import BatchFields, ClaimCheckFields, ListenerFields
 from modelbus.connectors import credentials_of, redact_text, redact_url, scheme_of
 from modelbus.errors import DefinitionError, InvalidInput
 from modelbus.listeners.filters import compile_filter
@@ -44,6 +44,7 @@ from modelbus.listeners.retry import RetryPolicy
 
 __all__ = [
     "BatchPolicy",
+    "ClaimCheck",
     "ListenerDefinition",
     "check_lease",
     "load_definitions",
@@ -64,6 +65,18 @@ class BatchPolicy(BatchFields):
     """How inputs are grouped into runner calls (see :class:`BatchFields`)."""
 
 
+class ClaimCheck(ClaimCheckFields):
+    """Where results too large for the sinks go (see :class:`ClaimCheckFields`)."""
+
+    @field_validator("url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        checked = _check_url(value)
+        if scheme_of(checked) not in ("s3", "dir"):
+            raise ValueError(f"{redact_url(value)!r}: a claim check store is s3:// or dir://")
+        return checked
+
+
 class ListenerDefinition(ListenerFields):
     """One event listener: every message on ``source`` goes to ``model``; results go to every
     sink in ``outputs``; what cannot succeed goes to ``error_sink`` (and the dead-letter store).
@@ -73,6 +86,11 @@ class ListenerDefinition(ListenerFields):
 
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry and backoff.")
     batch: BatchPolicy = Field(default_factory=BatchPolicy, description="Batching of inputs.")
+    claim_check: ClaimCheck | None = Field(
+        None,
+        description="Store results over a sink's limit (or over_bytes) in an object store "
+        "and publish a reference to them instead of dead-lettering them.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -112,6 +130,8 @@ class ListenerDefinition(ListenerFields):
     @model_validator(mode="after")
     def _coherent(self) -> ListenerDefinition:
         sinks = [*self.outputs, *([self.error_sink] if self.error_sink else [])]
+        if self.claim_check is not None:
+            sinks.append(self.claim_check.url)
         for sink in sinks:
             if _same_place(sink, self.source):
                 raise ValueError(

@@ -56,6 +56,7 @@ __all__ = [
     "Item",
     "ObjectReaders",
     "ObjectRef",
+    "announced_object",
     "child_traceparent",
     "dead_letter_id",
     "decode",
@@ -73,6 +74,9 @@ OBJECT_SOURCES = tuple(OBJECT_READERS)
 _OUTPUT_NAMESPACE = uuid.UUID("6f1f3c8e-2a52-5b7e-9d1c-8f0e6c3a4b10")
 _MAX_ATTRIBUTE_TEXT = 4096
 _MAX_NESTING = 3
+# Larger bodies are not looked into for an announced object: an S3 notification is a few KB,
+# and an SQS/SNS message at most 256 KiB.
+_NOTIFICATION_MAX_BYTES = 256 * 1024
 
 
 class ObjectReaders:
@@ -140,6 +144,24 @@ def decode(delivery: Delivery) -> list[Item]:
     if len(items) == 1:
         return items  # index 0 already: most messages hold one input
     return [replace(item, index=i) for i, item in enumerate(items)]
+
+
+def announced_object(delivery: Delivery) -> str | None:
+    """``BUCKET/KEY`` of the first object an object-created notification in ``delivery``
+    announces (S3, possibly inside SNS; a ``dir://`` folder's, whose bucket is the folder:
+    the file's path), None for any other message or one that cannot be decoded. What run
+    records and dead letters are found by; cheap for other messages (no parse)."""
+    body = delivery.body
+    if len(body) > _NOTIFICATION_MAX_BYTES or b"Records" not in body:
+        return None
+    try:
+        items = _decode(body, {}, depth=0)
+    except (InvalidInput, RecursionError, ValueError, TypeError):
+        return None
+    for item in items:
+        if item.object is not None:
+            return f"{item.object.bucket}/{item.object.key}"
+    return None
 
 
 async def fetch(item: Item, readers: ObjectReaders) -> Item:

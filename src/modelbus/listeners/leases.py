@@ -34,6 +34,7 @@ class Flight:
     final: bool = False  # ack/release issued: no more lease extensions
     trace: DeliveryTrace | None = None  # its spans, when tracing is on
     concurrent: bool = False  # another flight held the same message when it was received
+    claimed_at: float | None = None  # monotonic: when its run was claimed (listeners.claims)
 
     @property
     def born_at(self) -> float:

@@ -11,6 +11,9 @@ settles it, while each delivery keeps its own outcome:
   which is first checked for duplicates (one query);
 * decode and filter (:mod:`~modelbus.listeners.decode`), per delivery, fetching the objects
   notifications point at; a delivery that cannot be decoded fails alone, at once;
+* claim (:mod:`~modelbus.listeners.claims`): the batch's messages claimed in the run store
+  (one statement), so that a message whose run is going on elsewhere (another node or
+  process) is not run again at once but released (``Busy``);
 * invoke (:mod:`~modelbus.listeners.invoke`): every input of the batch in one
   ``invoke_batch`` call, each with its own context (the runner pool batches adaptively);
 * publish (:mod:`~modelbus.listeners.publish`): one group publish per sink for the batch;
@@ -36,16 +39,17 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from modelbus.client.refs import ModelRef
 from modelbus.connectors import ConnectorContext, ConnectorPolicy, make_source, redact_url
 from modelbus.connectors.base import Delivery, Source
 from modelbus.errors import ConnectorError, DefinitionError
 from modelbus.listeners.backlog import DEFAULT_INTERVAL_S, BacklogReader
+from modelbus.listeners.claims import DEFAULT_CLAIM_TTL_S, RunClaims
 from modelbus.listeners.decode import Decoder
 from modelbus.listeners.definition import ListenerDefinition, check_lease
 from modelbus.listeners.envelopes import Item
@@ -69,6 +73,8 @@ __all__ = ["ListenerRuntime", "ListenerStatus", "RuntimeOptions", "State"]
 Step = list[Item] | Invoked | Skipped | Failed
 # Told the outcomes of some deliveries of a batch: their indexes, one outcome each.
 Done = Callable[[list[int], list[Invoked | Outcome]], None]
+# Claims the runs of some deliveries of a batch (their indexes): whether each may run.
+Claim = Callable[[list[int]], Coroutine[Any, Any, list[bool]]]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,7 @@ class RuntimeOptions:
     fetch_timeout_s: float = 120.0
     stop_deadline_s: float = 30.0
     backlog_interval_s: float = DEFAULT_INTERVAL_S
+    claim_ttl_s: float = DEFAULT_CLAIM_TTL_S  # a run claim lasts this long unless renewed
     reconnect: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(
             max_attempts=1000, initial_backoff_s=0.5, max_backoff_s=30.0, multiplier=2.0
@@ -154,6 +161,14 @@ class ListenerRuntime:
         self._caller = Caller(definition, invoker, self._ref, self._health)
         self._in_flight = InFlight(definition.max_in_flight)
         self._settler, self._admission, self._leases = self._stages()
+        self._claims = RunClaims(
+            definition.name,
+            runs.store,
+            self._health,
+            flights=self._in_flight,
+            ttl_s=options.claim_ttl_s,
+        )
+        self._claimer: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
         self._phase: Literal["starting", "running", "stopped"] = "starting"
         self._main: asyncio.Task[None] | None = None
@@ -289,6 +304,7 @@ class ListenerRuntime:
                 flight.task.cancel()
         await asyncio.gather(*(f.task for f in working if f.task), return_exceptions=True)
         working = [f for f in working if f.settling is None]  # none came back meanwhile
+        await asyncio.shield(self._claims.end(working))  # another replica may run them now
         await asyncio.shield(asyncio.gather(*(self._settler.release(f, 0.0) for f in working)))
         self._in_flight.forget(working)
         settling = {f.settling for f in self._in_flight if f.settling is not None}
@@ -296,7 +312,7 @@ class ListenerRuntime:
             await asyncio.wait(settling, timeout=self._options.op_timeout_s)
 
     async def _close(self) -> None:
-        for task in (self._extender, self._backlog_task):
+        for task in (self._extender, self._backlog_task, self._claimer):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -316,6 +332,7 @@ class ListenerRuntime:
             if not await self._connect():
                 return
             self._extender = asyncio.create_task(self._leases.run(), name=f"leases:{self.name}")
+            self._claimer = asyncio.create_task(self._claims.run(), name=f"claims:{self.name}")
             self._backlog_task = asyncio.create_task(
                 self._backlog.run(), name=f"backlog:{self.name}"
             )
@@ -426,7 +443,11 @@ class ListenerRuntime:
             def done(indexes: list[int], outcomes: list[Invoked | Outcome]) -> None:
                 self._settle([(fresh[i], o) for i, o in zip(indexes, outcomes, strict=True)])
 
-            await self._work([f.delivery for f in fresh], self._ref, apply_filter=True, done=done)
+            async def claim(indexes: list[int]) -> list[bool]:
+                return await self._claims.claim([fresh[i] for i in indexes])
+
+            deliveries = [f.delivery for f in fresh]
+            await self._work(deliveries, self._ref, apply_filter=True, done=done, claim=claim)
         except asyncio.CancelledError:
             if self._stop_requested.is_set():
                 return  # stop() releases what is not settling
@@ -447,11 +468,18 @@ class ListenerRuntime:
             flight.settling = settling
 
     async def _work(
-        self, deliveries: list[Delivery], ref: ModelRef, *, apply_filter: bool, done: Done
+        self,
+        deliveries: list[Delivery],
+        ref: ModelRef,
+        *,
+        apply_filter: bool,
+        done: Done,
+        claim: Claim | None = None,
     ) -> None:
-        """Decode, filter, fetch and invoke a batch, telling ``done`` each delivery's outcome
-        (by its index) as soon as it is known: at once for what fails to decode or is
-        filtered out, after the model for the rest. A failure is its stage's outcome."""
+        """Decode, filter, claim, fetch and invoke a batch, telling ``done`` each delivery's
+        outcome (by its index) as soon as it is known: at once for what fails to decode, is
+        filtered out or is running elsewhere (``claim`` refused it: Busy), after the model
+        for the rest. A failure is its stage's outcome."""
         decoding_ns = time.time_ns()
         steps: list[Step] = [self._prepare(d, apply_filter=apply_filter) for d in deliveries]
         if telemetry.enabled:
@@ -460,6 +488,12 @@ class ListenerRuntime:
         if early:
             done(early, [_outcome(steps[i]) for i in early])
         todo = [i for i, step in enumerate(steps) if isinstance(step, list)]
+        if todo and claim is not None:
+            runnable = await claim(todo)
+            busy = [i for i, ok in zip(todo, runnable, strict=True) if not ok]
+            if busy:
+                done(busy, [Busy()] * len(busy))
+                todo = [i for i, ok in zip(todo, runnable, strict=True) if ok]
         if not todo:
             return
         working = {i: deliveries[i] for i in todo}
@@ -532,13 +566,14 @@ class ListenerRuntime:
     # --- redrive -----------------------------------------------------------------------------
 
     async def open_sinks(self) -> None:
-        """Open the output sinks (for a redrive while the listener is not running)."""
-        for slot in self._sinks.outputs:
+        """Open the output sinks and the claim check store (for a redrive while the listener
+        is not running)."""
+        for slot in self._sinks.publishing():
             await asyncio.wait_for(slot.sink.open(), self._options.open_timeout_s)
 
     async def close_sinks(self) -> None:
         """Close what :meth:`open_sinks` opened (and object readers a redrive used)."""
-        for slot in self._sinks.outputs:
+        for slot in self._sinks.publishing():
             await self._close_quietly(slot.sink.close())
         await self._close_quietly(self._decoder.close_readers())
 

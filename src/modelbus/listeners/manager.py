@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +47,7 @@ from modelbus.errors import (
     Conflict,
     DeadLetterNotFound,
     DefinitionError,
+    InvalidInput,
     ListenerNotFound,
     ModelbusError,
     NotFound,
@@ -61,7 +62,7 @@ from modelbus.listeners.metrics import Metrics
 from modelbus.listeners.ownership import Ownership
 from modelbus.listeners.records import RunWriter
 from modelbus.runtime.invocation import Invoker
-from modelbus.store.runs import DeadLetter, RunStore
+from modelbus.store.runs import DeadLetter, RunStore, Search
 from modelbus.store.schema import listeners as listeners_table
 
 __all__ = [
@@ -665,6 +666,40 @@ class ListenerManager:
 
             await asyncio.gather(*(one(letter.id, letter) for letter in letters))
         return result
+
+    async def redrive_matching(
+        self,
+        search: Search,
+        *,
+        include_redriven: bool = False,
+        spec: str | None = None,
+        rate_per_s: float | None = None,
+        every: bool = False,
+        check: Callable[[str], Awaitable[object]] | None = None,
+    ) -> tuple[int, dict[str, RedriveResult]]:
+        """Redrive every dead letter ``search`` matches (not redriven yet, unless
+        ``include_redriven``), listener by listener as :meth:`redrive` does, each on its
+        model at ``spec``. An empty search (every letter of every listener) is refused with
+        InvalidInput unless ``every`` says it is meant. ``check(listener)`` is awaited for
+        every listener concerned before anything runs, and refuses by raising (a key's
+        permission). Returns how many matched and the result per listener. Raises
+        ListenerNotFound if a matched letter's listener was deleted (narrow the search)."""
+        if search == Search() and not every:
+            raise InvalidInput(
+                "give a filter (listener, message_id, object_key, since, until), or say "
+                "that every dead letter of every listener is meant (all)"
+            )
+        found = await self.runs.matching_dead_letters(search, include_redriven=include_redriven)
+        for name in found:
+            if check is not None:
+                await check(name)
+            else:
+                await self.get(name)
+        results = {
+            name: await self.redrive(name, ids=ids, spec=spec, rate_per_s=rate_per_s)
+            for name, ids in found.items()
+        }
+        return sum(len(ids) for ids in found.values()), results
 
     async def _letter(self, name: str, letter_id: str) -> DeadLetter:
         letter = await self.runs.get_dead_letter(letter_id)

@@ -12,6 +12,10 @@ otherwise:
   for good, is closed and reopened before its next publish; it is cleared when one succeeds;
 * if a sink refuses a group for good, each delivery's messages are tried alone, so that one
   message the broker will never take does not fail the others.
+
+A result over an output sink's size limit (or the claim check's ``over_bytes``) goes to the
+listener's claim check store first, and the sinks get a reference to it
+(:mod:`modelbus.listeners.claimcheck`); without a claim check it fails its delivery for good.
 """
 
 from __future__ import annotations
@@ -24,11 +28,18 @@ from dataclasses import dataclass, field
 from modelbus.connectors import ConnectorContext, make_sink, redact_url
 from modelbus.connectors.base import Delivery, OutMessage, Sink
 from modelbus.errors import ConnectorError
+from modelbus.listeners.claimcheck import (
+    CLAIM_CHECK_ATTRIBUTE,
+    Reference,
+    reference_result,
+    stored_object,
+)
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.envelopes import encode_result, event_time, output_id
+from modelbus.listeners.envelopes import Correlation, encode_result, event_time, output_id
 from modelbus.listeners.health import Health
 from modelbus.listeners.outcomes import Failed, Invoked, Succeeded
+from modelbus.runtime.invocation import Result
 
 __all__ = ["SinkSlot", "Sinks"]
 
@@ -66,10 +77,17 @@ class Sinks:
         self._close_quietly = close_quietly
         self.outputs = [self._slot(url, ctx) for url in definition.outputs]
         self.error = self._slot(definition.error_sink, ctx) if definition.error_sink else None
+        check = definition.claim_check
+        self.claims = self._slot(check.url, ctx) if check is not None else None
+        self._over_bytes = check.over_bytes if check is not None else None
 
     def all(self) -> list[SinkSlot]:
-        """The outputs, then the error sink if there is one."""
-        return [*self.outputs, *([self.error] if self.error else [])]
+        """The outputs, the error sink if there is one, the claim check store if any."""
+        return [*self.publishing(), *([self.error] if self.error else [])]
+
+    def publishing(self) -> list[SinkSlot]:
+        """What a result is written to: the outputs, and the claim check store if any."""
+        return [*self.outputs, *([self.claims] if self.claims else [])]
 
     async def publish(self, delivery: Delivery, invoked: Invoked) -> Succeeded | Failed:
         """Encode the results of ``delivery`` and publish them to every output sink."""
@@ -84,7 +102,10 @@ class Sinks:
         for good fails its own delivery alone)."""
         now = event_time()  # one event time for the batch: its results are made together
         groups = [self._encode(delivery, results, now) for delivery, results in invoked]
-        errors: list[Exception | None] = [self._refusal(group) for group in groups]
+        errors: list[Exception | None] = [None] * len(groups)
+        if self.claims is not None:
+            errors = await self._claim_checked(self.claims, invoked, groups, now)
+        errors = [e or self._refusal(g) for g, e in zip(groups, errors, strict=True)]
         # A delivery some sink refuses for good is published to none of them.
         sent = [[] if e is not None else g for g, e in zip(groups, errors, strict=True)]
         per_sink = await asyncio.gather(*(slot.publisher.submit_all(sent) for slot in self.outputs))
@@ -96,6 +117,71 @@ class Sinks:
             _outcome(results, messages, error)
             for (_, results), messages, error in zip(invoked, groups, errors, strict=True)
         ]
+
+    async def _claim_checked(
+        self,
+        store: SinkSlot,
+        invoked: Sequence[tuple[Delivery, Invoked]],
+        groups: list[list[OutMessage]],
+        now: str,
+    ) -> list[Exception | None]:
+        """Store the results of ``groups`` too large for the sinks in the claim check
+        ``store`` (one group write), replacing their messages with references; per
+        delivery, the error storing one of its results, else None."""
+        large = [
+            (d, j)
+            for d, group in enumerate(groups)
+            for j, message in enumerate(group)
+            if self._too_large(message)
+        ]
+        errors: list[Exception | None] = [None] * len(groups)
+        if not large:
+            return errors
+        results = {(d, j): invoked[d][1].results[j] for d, j in large}
+        objects = {place: stored_object(results[place][2]) for place in large}
+        unique = list({o.id: o for o in objects.values()}.values())
+        stored = await store.publisher.submit_all([[o] for o in unique])
+        failed = {o.id: e for o, e in zip(unique, stored, strict=True) if e is not None}
+        locate: Callable[[OutMessage], str] = getattr(store.sink, "location")  # noqa: B009
+        for (d, j), stored_as in objects.items():
+            if stored_as.id in failed:
+                errors[d] = errors[d] or failed[stored_as.id]
+                continue
+            reference = Reference(
+                url=locate(stored_as),
+                size=len(stored_as.body),
+                sha256=stored_as.id,
+                content_type=stored_as.attributes["content-type"],
+            )
+            _, correlation, result = results[(d, j)]
+            groups[d][j] = self._reference(groups[d][j], correlation, result, reference, now)
+        return errors
+
+    def _too_large(self, message: OutMessage) -> bool:
+        """Whether ``message`` goes to the claim check store: over ``over_bytes``, or over
+        an output sink's limit."""
+        if self._over_bytes is not None and len(message.body) > self._over_bytes:
+            return True
+        return any(s.refusal is not None and s.refusal(message) for s in self.outputs)
+
+    def _reference(
+        self,
+        message: OutMessage,
+        correlation: Correlation,
+        result: Result,
+        reference: Reference,
+        now: str,
+    ) -> OutMessage:
+        """The message published instead of ``message``: the reference, same id."""
+        encoded = encode_result(
+            correlation=correlation,
+            result=reference_result(result, reference),
+            id=message.id,
+            mode=self._definition.output_mode,
+            time=now,
+        )
+        attributes = {**encoded.attributes, CLAIM_CHECK_ATTRIBUTE: reference.url}
+        return OutMessage(id=encoded.id, body=encoded.body, attributes=attributes, key=message.key)
 
     def _refusal(self, messages: Sequence[OutMessage]) -> ConnectorError | None:
         """The first output sink's refusal of one of ``messages`` (over its size limit),

@@ -46,7 +46,12 @@ from modelbus.connectors.base import Delivery, OutMessage, Source
 from modelbus.errors import ConnectorError, InvocationError
 from modelbus.listeners.coalescer import Coalescer
 from modelbus.listeners.definition import ListenerDefinition
-from modelbus.listeners.envelopes import DeadLetterInfo, dead_letter_id, encode_dead_letter
+from modelbus.listeners.envelopes import (
+    DeadLetterInfo,
+    announced_object,
+    dead_letter_id,
+    encode_dead_letter,
+)
 from modelbus.listeners.health import Health
 from modelbus.listeners.leases import Flight
 from modelbus.listeners.metrics import ListenerMetrics
@@ -188,6 +193,7 @@ class Settler:
             first_received_at=now,
             updated_at=now,
             finished_at=now if status in ("succeeded", "dead_lettered") else None,
+            object_key=announced_object(delivery),
             **extra,
         )
 
@@ -321,6 +327,7 @@ class Settler:
             model=info.model,
             version=info.version,
             created_at=time.time(),
+            object_key=announced_object(delivery),
         )
         return info, letter
 

@@ -13,7 +13,10 @@ processes. A finished environment holds a ``.modelbus-ready`` marker written las
 interrupted half-way is never taken for a good one.
 
 Models without requirements run on the server's interpreter and need no environment; exec
-models bring their own program. Either way, a build checks the model can be launched.
+models bring their own program. Either way, a build checks the model can be launched: its
+files first (:func:`launch_problem`), then, for a Python model, by importing its modules on
+the interpreter and in the environment its runners get, so that a package the model imports
+but does not require fails the push, naming the line to add to ``[runtime] requirements``.
 
 A model's requirements are code the server runs (build backends, setup scripts), so build
 commands get a minimal environment, like runners (:func:`build_env`): no ``MODELBUS_*``
@@ -39,13 +42,14 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from packaging.requirements import Requirement
 
 from modelbus.errors import BuildError, ManifestError
+from modelbus.registry.launch import ImportFailure, import_failure, install_runtime, runner_env
 from modelbus.registry.manifest import Manifest, split_callable
 
 ProgressCallback = Callable[[str], Any]
@@ -54,6 +58,7 @@ ProgressCallback = Callable[[str], Any]
 Installer = Literal["auto", "uv", "pip"]
 READY_MARKER = ".modelbus-ready"
 DEFAULT_BUILD_TIMEOUT_S = 1800.0
+DEFAULT_IMPORT_TIMEOUT_S = 120.0
 _LOCK_POLL_S = 0.2
 _UV_CHECK_TIMEOUT_S = 30.0
 # What build commands take from the server's environment: the basics runners get, the
@@ -127,10 +132,13 @@ class Builder:
         installer: Installer = "auto",
         timeout_s: float = DEFAULT_BUILD_TIMEOUT_S,
         allow_direct_requirements: bool = False,
+        import_timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S,
     ) -> None:
-        self.envs_dir = data_dir.absolute() / "envs"
+        self.data_dir = data_dir.absolute()
+        self.envs_dir = self.data_dir / "envs"
         self.installer = installer
         self.timeout_s = timeout_s
+        self.import_timeout_s = import_timeout_s
         self.allow_direct_requirements = allow_direct_requirements
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -164,8 +172,10 @@ class Builder:
         """Check the model in ``model_dir`` is launchable and prepare what it runs on.
 
         Raises :class:`BuildError` (with the full log) when the check fails, an install
-        fails, or the build runs past the builder's timeout; :class:`ManifestError` for a
-        direct URL or path requirement this builder does not allow (before running anything).
+        fails, a module of the model fails to import in its environment (a missing module
+        is named, with the requirement to add), or the build runs past the builder's
+        timeout; :class:`ManifestError` for a direct URL or path requirement this builder
+        does not allow (before running anything).
         """
         self.check_requirements(manifest.runtime.requirements)
         log = BuildLog(progress)
@@ -175,7 +185,41 @@ class Builder:
             await log.add(f"error: {problem}")
             raise BuildError(f"the model cannot be launched: {problem}", log=log.text())
         await log.add("launch check passed")
-        return await self._prepare(manifest, log)
+        outcome = await self._prepare(manifest, log)
+        if outcome.python is not None and manifest.runtime.kind == "python":
+            await self._check_imports(manifest, model_dir, outcome.python, log)
+        return replace(outcome, log=log.text())
+
+    async def _check_imports(
+        self, manifest: Manifest, model_dir: Path, python: str, log: BuildLog
+    ) -> None:
+        """Import the model's modules as its runners will; :class:`BuildError` if one fails.
+        (ADK algorithms are not imported: their module starts serving when imported.)"""
+        runtime = manifest.runtime
+        modules = sorted({split_callable(ref)[0] for ref in runtime.callables().values()})
+        runtime_dir = await asyncio.to_thread(install_runtime, self.data_dir)
+        env = runner_env(model_dir=model_dir, runtime_dir=runtime_dir, extra=runtime.env)
+        try:
+            failure = await import_failure(
+                python, modules, cwd=model_dir, env=env, timeout_s=self.import_timeout_s
+            )
+        except TimeoutError:
+            await log.add(
+                f"import check: still importing after {self.import_timeout_s:.0f} s; "
+                "not checked (the runners will import it)"
+            )
+            return
+        except OSError as exc:
+            await log.add(f"error: cannot run {python}: {exc}")
+            raise BuildError(f"cannot run {python}: {exc}", log=log.text()) from None
+        if failure is None:
+            await log.add(f"import check passed: {', '.join(modules)}")
+            return
+        for line in (failure.output + "\n" + failure.trace).strip().splitlines():
+            await log.add(line)
+        problem = import_problem(failure, model_dir, runtime.requirements)
+        await log.add(f"error: {problem}")
+        raise BuildError(f"the model cannot be launched: {problem}", log=log.text())
 
     async def ensure_env(
         self, requirements: Sequence[str], *, progress: ProgressCallback | None = None
@@ -413,6 +457,48 @@ def _failure_reason(output: list[str]) -> str:
         return f": {output[-1]}" if output else ""
     paragraph = " ".join(output[starts[-1] : starts[-1] + 6])
     return f": {paragraph[:600]}"
+
+
+# Modules whose package on the index has another name (the common ones).
+_PACKAGE_OF = {
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "PIL": "pillow",
+    "cv2": "opencv-python-headless",
+    "yaml": "pyyaml",
+    "bs4": "beautifulsoup4",
+    "dateutil": "python-dateutil",
+    "attr": "attrs",
+    "dotenv": "python-dotenv",
+    "jwt": "pyjwt",
+    "Crypto": "pycryptodome",
+    "serial": "pyserial",
+    "magic": "python-magic",
+    "docx": "python-docx",
+}
+
+
+def import_problem(failure: ImportFailure, model_dir: Path, requirements: Sequence[str]) -> str:
+    """What to tell about ``failure``: for a module the environment lacks, its name and the
+    requirement to add (the package's name on the index when it differs, for common ones);
+    else the module that failed and the error."""
+    missing = failure.missing
+    own = missing is not None and (
+        (model_dir / missing).exists() or (model_dir / f"{missing}.py").exists()
+    )
+    if missing is None or own:
+        return f"importing {failure.module} failed: {failure.error}"
+    package = _PACKAGE_OF.get(missing, missing)
+    required = {Requirement(text).name.lower().replace("_", "-") for text in requirements}
+    if package.lower().replace("_", "-") in required:
+        return (
+            f"model imports `{missing}`, which its environment lacks although `{package}` is "
+            "in [runtime] requirements in modelbus.toml: check which package provides it"
+        )
+    return (
+        f"model imports `{missing}`, which its environment lacks: add `{package}` to "
+        "[runtime] requirements in modelbus.toml"
+    )
 
 
 def launch_problem(manifest: Manifest, model_dir: Path) -> str | None:

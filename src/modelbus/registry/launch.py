@@ -3,18 +3,24 @@ argv, its environment, and the runtime it imports.
 
 The registry builds a :class:`RunnerSpec` for every build it resolves (from these three
 functions for a Python model); the pools of :mod:`modelbus.runtime.pool` only execute what
-the spec says. A runner never sees the server's environment: it gets
-a short allow-list of variables plus the model's own, so broker credentials, API keys and
-``MODELBUS_*`` settings stay in the server process.
+the spec says. A build imports a Python model's modules the way its runners will
+(:func:`import_failure`: its interpreter, its environment, its folder), so that a package
+the model imports but does not require fails the push, not the first call.
+
+A runner never sees the server's environment: it gets a short allow-list of variables plus
+the model's own, so broker credentials, API keys and ``MODELBUS_*`` settings stay in the
+server process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,3 +138,95 @@ def _digest(files: list[Path]) -> str:
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
+
+
+# What the import check runs: each module in turn; the first failure as one marked JSON line.
+_IMPORT_MARK = "modelbus-import-check:"
+_IMPORT_SCRIPT = f"""
+import importlib, json, sys, traceback
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        shown = traceback.TracebackException.from_exception(exc)
+        shown.stack = traceback.StackSummary.from_list(
+            [f for f in shown.stack if not f.filename.startswith(("<", importlib.__path__[0]))])
+        print({_IMPORT_MARK!r} + json.dumps(
+            {{"module": name, "missing": missing, "error": error,
+              "trace": "".join(shown.format())}}), flush=True)
+        sys.exit(0)
+"""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImportFailure:
+    """Why importing one of a model's modules failed: ``module`` the model's module,
+    ``missing`` the top-level name of a module that was not found (None for another error),
+    ``error`` the exception as one line, ``trace`` its traceback, ``output`` what the
+    import printed."""
+
+    module: str
+    missing: str | None
+    error: str
+    trace: str
+    output: str
+
+
+async def import_failure(
+    python: str,
+    modules: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_s: float,
+) -> ImportFailure | None:
+    """Import ``modules`` with ``python`` in ``cwd`` with exactly ``env`` (a runner's
+    interpreter, folder and :func:`runner_env`), in a process of their own; the first
+    failure, or None when all import.
+
+    Runs the modules' import-time code, as a runner's start would. Raises ``TimeoutError``
+    when the imports take longer than ``timeout_s`` (the process is killed), ``OSError``
+    when ``python`` cannot be run.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        python,
+        "-c",
+        _IMPORT_SCRIPT,
+        *modules,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            output, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = output.decode("utf-8", errors="replace").splitlines()
+    marked = [line for line in lines if line.startswith(_IMPORT_MARK)]
+    if not marked and proc.returncode == 0:
+        return None
+    printed = "\n".join(line for line in lines if not line.startswith(_IMPORT_MARK))
+    if not marked:  # the process died without a word (a crash in an extension module)
+        return ImportFailure(
+            module=", ".join(modules),
+            missing=None,
+            error=f"the import process exited with status {proc.returncode}",
+            trace="",
+            output=printed,
+        )
+    found = json.loads(marked[-1].removeprefix(_IMPORT_MARK))
+    missing = found["missing"]
+    return ImportFailure(
+        module=found["module"],
+        missing=missing.split(".")[0] if missing else None,
+        error=found["error"],
+        trace=found["trace"],
+        output=printed,
+    )

@@ -34,6 +34,7 @@ from modelbus.errors import (
 )
 from modelbus.registry.launch import RunnerSpec
 from modelbus.runtime.invocation import CONTENT_TYPES, Payload
+from modelbus.runtime.stderr import TracebackLines, clean
 from modelbus_runner import protocol
 
 log = logging.getLogger("modelbus.runtime.runner")
@@ -94,6 +95,7 @@ class Runner:
         self._in_call = False
         self._next_id = 0
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+        self._stderr_levels = TracebackLines()
         self._stderr_task = asyncio.create_task(self._pump_stderr())
         self._exit_task = asyncio.create_task(self._watch_exit())
 
@@ -335,9 +337,12 @@ class Runner:
             self._log_line(pending, extra)
 
     def _log_line(self, raw: bytes, extra: Mapping[str, Any]) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r")[:_STDERR_LINE_CHARS]
+        # Colour codes and other control characters are the model's, not the log's; a
+        # traceback is DEBUG: the error reaches the caller (and the log, once) anyway.
+        line = clean(raw.decode("utf-8", errors="replace"))[:_STDERR_LINE_CHARS]
         self._stderr_tail.append(line)
-        runner_log.info("[%s pid %d] %s", self.spec.key[:12], self.pid, line, extra=extra)
+        level = self._stderr_levels.level(line)
+        runner_log.log(level, "[%s pid %d] %s", self.spec.key[:12], self.pid, line, extra=extra)
 
     async def _watch_exit(self) -> None:
         returncode = await self._process.wait()

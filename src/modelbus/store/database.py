@@ -128,9 +128,7 @@ class Database:
         For times several nodes compare (heartbeats, leases): one clock for all of them, so
         a node whose own clock is off cannot take a lease early or look gone.
         """
-        if self.dialect == "postgresql":
-            return literal_column("extract(epoch from clock_timestamp())::float8", Float)
-        return literal_column("((julianday('now') - 2440587.5) * 86400.0)", Float)
+        return clock_of(self.dialect)
 
     async def lock(self, conn: AsyncConnection, name: str) -> None:
         """Hold an exclusive lock called ``name`` until ``conn``'s transaction ends.
@@ -231,3 +229,10 @@ def _postgres_engine(url: URL, connect_timeout_s: float, statement_timeout_s: fl
         pool_timeout=connect_timeout_s + statement_timeout_s,
         connect_args={"timeout": connect_timeout_s, "command_timeout": statement_timeout_s},
     )
+
+
+def clock_of(dialect: str) -> ColumnElement[float]:
+    """:meth:`Database.clock` for an engine of ``dialect`` (``postgresql`` or ``sqlite``)."""
+    if dialect == "postgresql":
+        return literal_column("extract(epoch from clock_timestamp())::float8", Float)
+    return literal_column("((julianday('now') - 2440587.5) * 86400.0)", Float)

@@ -15,6 +15,15 @@ aiosqlite round trips of the async engine (BEGIN, statements, COMMIT), each of w
 for the GIL behind a busy event loop: that cost about 4 ms per commit. A dedupe check of at
 most :data:`INLINE_READ_MAX` ids (a receive at a low rate) is read on the event loop itself:
 a read by key is quicker than the hop, which sat on every message's path to its result.
+
+**Run claims.** Before a listener runs a batch it claims the batch's messages
+(:meth:`RunStore.claim`, one statement): a run row's ``claimed_by`` names the replica
+running it and ``claim_expires_at`` until when (on the database's clock), renewed while it
+runs (:meth:`RunStore.renew_claims`). A message claimed by another replica whose claim has
+not expired is not claimed: that delivery waits (the listener releases it as ``Busy``), on
+whichever node or process it arrived. Any run record written after the claim (``retrying``,
+``succeeded``, ``dead_lettered``) ends it; a ``running`` note keeps it. A replica that dies
+leaves its claims to expire.
 """
 
 from __future__ import annotations
@@ -26,20 +35,33 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar, get_args
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from modelbus.errors import DeadLetterNotFound, InvalidInput
-from modelbus.store.database import sqlite_sync_engine, write_options
+from modelbus.store.database import clock_of, sqlite_sync_engine, write_options
 from modelbus.store.schema import dead_letters, run_totals, runs
 
-__all__ = ["DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "RunWrite"]
+__all__ = ["DeadLetter", "Page", "RunRecord", "RunStatus", "RunStore", "RunWrite", "Search"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +79,8 @@ class RunRecord:
     ``result_location`` is where the result went: the output sinks' URLs (credentials
     removed); ``output_id`` the result's deterministic id there. ``error`` is
     ``{"type", "message", "permanent", "stage"}`` for the last failure. Times are epoch s.
+    ``object_key`` is the object an object-created notification announced, ``BUCKET/KEY``
+    (for a ``dir://`` folder: the file's path), None for any other message.
     """
 
     listener: str
@@ -71,13 +95,15 @@ class RunRecord:
     error: Mapping[str, Any] | None = None
     duration_ms: float | None = None
     finished_at: float | None = None
+    object_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeadLetter:
     """A message that could not succeed: the original body and attributes, untouched, plus
     the last error. ``model`` is the listener's ``owner/name@spec``, ``version`` the
-    resolved version that failed (None if it never resolved)."""
+    resolved version that failed (None if it never resolved); ``object_key`` as in
+    :class:`RunRecord`."""
 
     id: str
     listener: str
@@ -94,6 +120,22 @@ class DeadLetter:
     created_at: float
     redriven_at: float | None = None
     redriven_to: str | None = None
+    object_key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Search:
+    """What a listing of runs or dead letters is narrowed to; every field None (the
+    default) matches everything. ``since`` and ``until`` (epoch s) bound the time the
+    listing is ordered by, ``since <= t < until``: a run record's last update, a dead
+    letter's creation. ``object_key`` matches the whole ``BUCKET/KEY`` or any tail of it
+    that starts after a ``/`` (``page-1.png``, ``inbox/page-1.png``), case-sensitively."""
+
+    listener: str | None = None
+    message_id: str | None = None
+    object_key: str | None = None
+    since: float | None = None
+    until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +158,7 @@ class RunStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._upsert_run = _upsert(engine, runs, ("listener", "message_id"))
+        self._claiming = _claiming(engine)
         self._upsert_dead = _upsert(engine, dead_letters, ("id",))
         self._add_totals = _adding(engine)
         self._direct = _SqliteDirect.of(engine)
@@ -167,6 +210,84 @@ class RunStore:
         async with self._engine.connect() as conn:
             return set((await conn.execute(query)).scalars())
 
+    async def claim(
+        self, listener: str, claimant: str, attempts: Mapping[str, int], *, ttl_s: float
+    ) -> set[str]:
+        """Claim messages ``attempts`` (message id -> its delivery's attempt) of ``listener``
+        for ``claimant`` for ``ttl_s`` seconds, in one statement; returns the ids claimed.
+        Not claimed: a message claimed by another claimant whose claim has not expired, and
+        a message that succeeded already (a duplicate that slipped past the dedupe check).
+        A message without a run record gets one, ``running``. Atomic; claiming again what
+        ``claimant`` holds renews it."""
+        if not attempts:
+            return set()
+        now, expires = time.time(), clock_of(self._engine.dialect.name) + ttl_s
+        rows = [
+            {
+                "listener": listener,
+                "message_id": message_id,
+                "status": "running",
+                "attempts": attempt,
+                "first_received_at": now,
+                "updated_at": now,
+                "claimed_by": claimant,
+                "claim_expires_at": expires,
+            }
+            for message_id, attempt in attempts.items()
+        ]
+        statement = self._claiming.values(rows)
+        if self._direct is not None:
+
+            def write(conn: Connection) -> set[str]:
+                return set(conn.execute(statement).scalars())
+
+            return await self._direct.run(write, write=True)
+        async with self._engine.begin() as conn:
+            return set((await conn.execute(statement)).scalars())
+
+    async def renew_claims(
+        self, listener: str, claimant: str, message_ids: Sequence[str], *, ttl_s: float
+    ) -> set[str]:
+        """Extend ``claimant``'s claims of ``message_ids`` by ``ttl_s`` from now; returns
+        those it still held (a claim another claimant took after it expired is not)."""
+        return await self._claims_of(
+            listener,
+            claimant,
+            message_ids,
+            {"claim_expires_at": clock_of(self._engine.dialect.name) + ttl_s},
+        )
+
+    async def unclaim(self, listener: str, claimant: str, message_ids: Sequence[str]) -> None:
+        """End ``claimant``'s claims of ``message_ids`` (their deliveries were handed back
+        unfinished: a stop), so that another replica may run them at once."""
+        await self._claims_of(
+            listener, claimant, message_ids, {"claimed_by": None, "claim_expires_at": None}
+        )
+
+    async def _claims_of(
+        self, listener: str, claimant: str, message_ids: Sequence[str], values: dict[str, Any]
+    ) -> set[str]:
+        if not message_ids:
+            return set()
+        statement = (
+            update(runs)
+            .where(
+                runs.c.listener == listener,
+                runs.c.message_id.in_(list(set(message_ids))),
+                runs.c.claimed_by == claimant,
+            )
+            .values(**values)
+            .returning(runs.c.message_id)
+        )
+        if self._direct is not None:
+
+            def write(conn: Connection) -> set[str]:
+                return set(conn.execute(statement).scalars())
+
+            return await self._direct.run(write, write=True)
+        async with self._engine.begin() as conn:
+            return set((await conn.execute(statement)).scalars())
+
     async def get_runs(self, message_id: str, listener: str | None = None) -> list[RunRecord]:
         """The run records of a broker message id (one per listener that received it)."""
         query = select(runs).where(runs.c.message_id == message_id)
@@ -178,49 +299,51 @@ class RunStore:
 
     async def list_runs(
         self,
-        listener: str,
+        listener: str | None = None,
         *,
         status: RunStatus | None = None,
+        search: Search | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[RunRecord]:
-        """A listener's run records, most recently updated first."""
-        query = select(runs).where(runs.c.listener == listener)
-        if status is not None:
-            query = query.where(runs.c.status == status)
+        """Run records, most recently updated first: ``listener``'s (None: every
+        listener's), in ``status``, narrowed by ``search`` (its listener, if any, must agree
+        with ``listener``). Raises InvalidInput for a cursor this did not give."""
+        query = select(runs).where(*_run_terms(_narrowed(search, listener), status))
         if cursor is not None:
-            at, key = _cursor(cursor)
+            at, name, key = _run_cursor(cursor)
             query = query.where(
-                or_(runs.c.updated_at < at, and_(runs.c.updated_at == at, runs.c.message_id < key))
+                tuple_(runs.c.updated_at, runs.c.listener, runs.c.message_id) < (at, name, key)
             )
-        query = query.order_by(runs.c.updated_at.desc(), runs.c.message_id.desc()).limit(limit + 1)
+        query = query.order_by(
+            runs.c.updated_at.desc(), runs.c.listener.desc(), runs.c.message_id.desc()
+        )
         async with self._engine.connect() as conn:
-            records = [_run_of(row) for row in (await conn.execute(query)).mappings()]
+            rows = (await conn.execute(query.limit(limit + 1))).mappings()
+            records = [_run_of(row) for row in rows]
         more = len(records) > limit
         records = records[:limit]
         last = records[-1] if more else None
-        return Page(records, f"{last.updated_at!r}|{last.message_id}" if last else None)
+        return Page(
+            records, f"{last.updated_at!r}|{last.listener}|{last.message_id}" if last else None
+        )
 
     async def list_dead_letters(
         self,
-        listener: str,
+        listener: str | None = None,
         *,
+        search: Search | None = None,
         limit: int = 50,
         cursor: str | None = None,
         include_redriven: bool = True,
     ) -> Page[DeadLetter]:
-        """A listener's dead letters, newest first, ``limit`` per page."""
-        query = select(dead_letters).where(dead_letters.c.listener == listener)
-        if not include_redriven:
-            query = query.where(dead_letters.c.redriven_at.is_(None))
+        """Dead letters, newest first, ``limit`` per page: ``listener``'s (None: every
+        listener's), narrowed by ``search``. Raises InvalidInput for a bad cursor."""
+        terms = _letter_terms(_narrowed(search, listener), include_redriven)
+        query = select(dead_letters).where(*terms)
         if cursor is not None:
             at, key = _cursor(cursor)
-            query = query.where(
-                or_(
-                    dead_letters.c.created_at < at,
-                    and_(dead_letters.c.created_at == at, dead_letters.c.id < key),
-                )
-            )
+            query = query.where(tuple_(dead_letters.c.created_at, dead_letters.c.id) < (at, key))
         query = query.order_by(dead_letters.c.created_at.desc(), dead_letters.c.id.desc())
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit + 1))).mappings()
@@ -230,14 +353,34 @@ class RunStore:
         last = letters[-1] if more else None
         return Page(letters, f"{last.created_at!r}|{last.id}" if last else None)
 
-    async def dead_letter_ids(self, listener: str, *, include_redriven: bool = False) -> list[str]:
-        """Every dead letter id of a listener, oldest first (for a redrive of all)."""
-        query = select(dead_letters.c.id).where(dead_letters.c.listener == listener)
-        if not include_redriven:
-            query = query.where(dead_letters.c.redriven_at.is_(None))
+    async def dead_letter_ids(
+        self,
+        listener: str | None = None,
+        *,
+        search: Search | None = None,
+        include_redriven: bool = False,
+    ) -> list[str]:
+        """Every dead letter id that ``list_dead_letters`` would page through, oldest first
+        (for a redrive of all of them)."""
+        terms = _letter_terms(_narrowed(search, listener), include_redriven)
+        query = select(dead_letters.c.id).where(*terms)
         query = query.order_by(dead_letters.c.created_at, dead_letters.c.id)
         async with self._engine.connect() as conn:
             return list((await conn.execute(query)).scalars())
+
+    async def matching_dead_letters(
+        self, search: Search, *, include_redriven: bool = False
+    ) -> dict[str, list[str]]:
+        """The ids of the dead letters ``search`` matches, per listener, oldest first (for a
+        redrive of all of them)."""
+        terms = _letter_terms(search, include_redriven)
+        query = select(dead_letters.c.listener, dead_letters.c.id).where(*terms)
+        query = query.order_by(dead_letters.c.created_at, dead_letters.c.id)
+        found: dict[str, list[str]] = {}
+        async with self._engine.connect() as conn:
+            for listener, letter_id in (await conn.execute(query)).all():
+                found.setdefault(listener, []).append(letter_id)
+        return found
 
     async def get_dead_letter(self, id: str) -> DeadLetter:
         """One dead letter; raises DeadLetterNotFound."""
@@ -411,6 +554,9 @@ def _upsert(engine: AsyncEngine, table: Any, keys: tuple[str, ...]) -> Executabl
     changes = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in kept}
     where = None
     if table is runs:
+        # A run record written after a claim ends it, but for a ``running`` note.
+        for name in ("claimed_by", "claim_expires_at"):
+            changes[name] = case((stmt.excluded.status == "running", table.c[name]), else_=None)
         # Literal SQL, not bound parameters: executemany() cannot expand IN (...) binds.
         final = ", ".join(f"'{status}'" for status in FINAL)
         where = text(f"runs.status NOT IN ({final}) OR excluded.status IN ({final})")
@@ -418,6 +564,26 @@ def _upsert(engine: AsyncEngine, table: Any, keys: tuple[str, ...]) -> Executabl
         index_elements=list(keys), set_=changes, where=where
     )
     return upsert
+
+
+def _claiming(engine: AsyncEngine) -> Any:
+    """INSERT INTO runs ... ON CONFLICT DO UPDATE the claim WHERE it is free, expired or the
+    claimant's own, and the message has not succeeded, RETURNING the ids claimed; the rows
+    are given with ``.values(rows)``."""
+    stmt: Any = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(runs)
+    claimed = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=["listener", "message_id"],
+        set_={"claimed_by": claimed.claimed_by, "claim_expires_at": claimed.claim_expires_at},
+        where=and_(
+            runs.c.status != "succeeded",
+            or_(
+                runs.c.claimed_by.is_(None),
+                runs.c.claimed_by == claimed.claimed_by,
+                runs.c.claim_expires_at < clock_of(engine.dialect.name),
+            ),
+        ),
+    ).returning(runs.c.message_id)
 
 
 def _adding(engine: AsyncEngine) -> Executable:
@@ -430,6 +596,64 @@ def _adding(engine: AsyncEngine) -> Executable:
         set_={"count": run_totals.c.count + stmt.excluded["count"]},
     )
     return adding
+
+
+def _narrowed(search: Search | None, listener: str | None) -> Search:
+    search = search or Search()
+    if listener is None:
+        return search
+    if search.listener not in (None, listener):
+        raise InvalidInput(f"two listeners asked for: {listener!r} and {search.listener!r}")
+    return replace(search, listener=listener)
+
+
+def _search_terms(search: Search, table: Any, at: Any) -> list[ColumnElement[bool]]:
+    terms: list[ColumnElement[bool]] = []
+    if search.listener is not None:
+        terms.append(table.c.listener == search.listener)
+    if search.message_id is not None:
+        terms.append(table.c.message_id == search.message_id)
+    if search.object_key is not None:
+        terms.append(_object_matches(table.c.object_key, search.object_key))
+    if search.since is not None:
+        terms.append(at >= search.since)
+    if search.until is not None:
+        terms.append(at < search.until)
+    return terms
+
+
+def _object_matches(column: Any, wanted: str) -> ColumnElement[bool]:
+    """``column`` is ``wanted`` or ends with ``/wanted``: compared with substr, not LIKE,
+    so that ``%`` and ``_`` in a file name mean themselves and case matters on both
+    databases (SQLite's LIKE ignores it)."""
+    tail = "/" + wanted.lstrip("/")
+    n = len(tail)
+    return or_(
+        column == wanted,
+        and_(func.length(column) > n, func.substr(column, func.length(column) - n + 1) == tail),
+    )
+
+
+def _run_terms(search: Search, status: RunStatus | None) -> list[ColumnElement[bool]]:
+    terms = _search_terms(search, runs, runs.c.updated_at)
+    if status is not None:
+        terms.append(runs.c.status == status)
+    return terms
+
+
+def _letter_terms(search: Search, include_redriven: bool) -> list[ColumnElement[bool]]:
+    terms = _search_terms(search, dead_letters, dead_letters.c.created_at)
+    if not include_redriven:
+        terms.append(dead_letters.c.redriven_at.is_(None))
+    return terms
+
+
+def _run_cursor(text: str) -> tuple[float, str, str]:
+    at, listener_key = _cursor(text)
+    listener, sep, key = listener_key.partition("|")
+    if not sep:
+        raise InvalidInput(f"not a page cursor: {text!r}")
+    return at, listener, key
 
 
 def _cursor(text: str) -> tuple[float, str]:
@@ -454,6 +678,9 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "first_received_at": r.first_received_at,
         "updated_at": r.updated_at,
         "finished_at": r.finished_at,
+        "claimed_by": None,  # a record ends the claim, but for a ``running`` note (_upsert)
+        "claim_expires_at": None,
+        "object_key": r.object_key,
     }
 
 
@@ -472,6 +699,7 @@ def _run_of(row: RowMapping) -> RunRecord:
         first_received_at=row["first_received_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        object_key=row["object_key"],
     )
 
 
@@ -492,6 +720,7 @@ def _dead_letter_row(d: DeadLetter) -> dict[str, Any]:
         "created_at": d.created_at,
         "redriven_at": d.redriven_at,
         "redriven_to": d.redriven_to,
+        "object_key": d.object_key,
     }
 
 
@@ -512,4 +741,5 @@ def _dead_letter_of(row: RowMapping) -> DeadLetter:
         created_at=row["created_at"],
         redriven_at=row["redriven_at"],
         redriven_to=row["redriven_to"],
+        object_key=row["object_key"],
     )

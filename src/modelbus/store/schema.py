@@ -158,8 +158,16 @@ runs = Table(
     Column("first_received_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+    # The run claim: who runs the message now, and until when (database clock) unless renewed.
+    Column("claimed_by", String(100), nullable=True),
+    Column("claim_expires_at", Float, nullable=True),
+    # The object an object-created notification announced (S3 or dir://): BUCKET/KEY, for a
+    # folder the file's path; what `runs list --object-key` and `runs get FILE` look up.
+    Column("object_key", String(1024), nullable=True),
     Index(None, "message_id"),
     Index(None, "finished_at"),
+    Index(None, "updated_at"),
+    Index(None, "object_key"),
 )
 
 # What :meth:`modelbus.store.runs.RunStore.prune` forgot, per listener and final status, so
@@ -190,7 +198,10 @@ dead_letters = Table(
     Column("created_at", Float, nullable=False),
     Column("redriven_at", Float, nullable=True),
     Column("redriven_to", String(300), nullable=True),
+    Column("object_key", String(1024), nullable=True),  # as runs.object_key
     Index(None, "listener", "created_at"),
+    Index(None, "created_at"),
+    Index(None, "object_key"),
 )
 
 # --- nodes ----------------------------------------------------------------------------------

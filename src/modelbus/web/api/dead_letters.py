@@ -1,10 +1,13 @@
 """Dead letters: list, inspect and redrive what a listener could not process.
 
-Listing (any valid API key) shows each letter's error and metadata; the original body is
-on ``GET /v1/dead-letters/{id}`` only, which needs ``listeners:manage`` since it is the
-message's content. ``POST /v1/listeners/{name}/dead-letters/redrive`` (``listeners:manage``)
-runs letters again through the listener's stages, on its own version spec or another
-(``spec``), at most ``rate_per_s`` a second, and answers once they have all been tried.
+Listing (any valid API key) shows each letter's error and metadata: ``GET /v1/dead-letters``
+searches every listener's (by listener, time range, message id or object key, as
+``GET /v1/runs``), ``GET /v1/listeners/{name}/dead-letters`` pages through one listener's.
+The original body is on ``GET /v1/dead-letters/{id}`` only, which needs ``listeners:manage``
+since it is the message's content. ``POST /v1/listeners/{name}/dead-letters/redrive``
+(``listeners:manage``) runs letters again through the listener's stages, on its own version
+spec or another (``spec``), at most ``rate_per_s`` a second, and answers once they have all
+been tried; ``POST /v1/dead-letters/redrive`` does so for every letter a search matches.
 """
 
 from __future__ import annotations
@@ -14,12 +17,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from modelbus.client.schemas import DeadLetterOut, DeadLetterPage, RedriveOut, RedriveRequest
-from modelbus.store.runs import DeadLetter
+from modelbus.client.schemas import (
+    DeadLetterOut,
+    DeadLetterPage,
+    RedriveOut,
+    RedriveRequest,
+    SearchRedriveOut,
+    SearchRedriveRequest,
+)
+from modelbus.listeners.manager import RedriveResult
+from modelbus.store.runs import DeadLetter, Search
 from modelbus.web.api.auth import Key, ListenerManagerKey
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
 from modelbus.web.api.listeners import managed
+from modelbus.web.api.runs import SearchQuery, epoch_s
+from modelbus.web.server import Services
 
 router = APIRouter(tags=["dead letters"])
 
@@ -42,6 +55,72 @@ def dead_letter_out(letter: DeadLetter, *, with_body: bool) -> DeadLetterOut:
         created_at=letter.created_at,
         redriven_at=letter.redriven_at,
         redriven_to=letter.redriven_to,
+        object_key=letter.object_key,
+    )
+
+
+def redrive_out(running: Services, result: RedriveResult) -> RedriveOut:
+    redact = running.credentials.redact
+    return RedriveOut(
+        model=result.model,
+        redriven=result.redriven,
+        failed={i: redact(why) for i, why in result.failed.items()},
+    )
+
+
+@router.get(
+    "/v1/dead-letters",
+    summary="Dead letters of every listener, newest first (without bodies), searched",
+    response_model=DeadLetterPage,
+    responses=responses(400),
+)
+async def search_dead_letters(
+    request: Request,
+    key: Key,
+    search: SearchQuery,
+    include_redriven: Annotated[
+        bool, Query(description="Also list letters that were redriven already.")
+    ] = True,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+) -> DeadLetterPage:
+    page = await services(request).listeners.runs.list_dead_letters(
+        search=search, limit=limit, cursor=cursor, include_redriven=include_redriven
+    )
+    return DeadLetterPage(
+        items=[dead_letter_out(d, with_body=False) for d in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.post(
+    "/v1/dead-letters/redrive",
+    summary="Run again every dead letter a search matches, listener by listener",
+    response_model=SearchRedriveOut,
+    responses=responses(400, 404),
+)
+async def redrive_matching(
+    request: Request, body: SearchRedriveRequest, key: ListenerManagerKey
+) -> SearchRedriveOut:
+    running = services(request)
+    search = Search(
+        listener=body.listener,
+        message_id=body.message_id,
+        object_key=body.object_key,
+        since=epoch_s(body.since),
+        until=epoch_s(body.until),
+    )
+    matched, results = await running.listeners.redrive_matching(
+        search,
+        include_redriven=body.include_redriven,
+        spec=body.spec,
+        rate_per_s=body.rate_per_s,
+        every=body.all,
+        check=lambda name: managed(running, key, name),
+    )
+    return SearchRedriveOut(
+        matched=matched,
+        listeners={name: redrive_out(running, r) for name, r in results.items()},
     )
 
 
@@ -96,9 +175,4 @@ async def redrive(
     result = await services(request).listeners.redrive(
         name, ids=body.ids, spec=body.spec, rate_per_s=body.rate_per_s
     )
-    redact = services(request).credentials.redact
-    return RedriveOut(
-        model=result.model,
-        redriven=result.redriven,
-        failed={i: redact(why) for i, why in result.failed.items()},
-    )
+    return redrive_out(services(request), result)

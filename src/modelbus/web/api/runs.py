@@ -1,20 +1,24 @@
 """Run records: what happened to a broker message in each listener that received it.
 
-``GET /v1/runs/{message_id}`` (any valid API key) answers the records of one broker message
-id (one per listener, or the one of ``?listener=``); ``GET /v1/listeners/{name}/runs`` pages
-through a listener's records, most recently updated first. Records outlive the listener.
+``GET /v1/runs`` (any valid API key) pages through the records of every listener, most
+recently updated first, narrowed by listener, status, time range, message id or the object
+an S3 / folder notification announced (``object_key``: ``page-1.png`` finds
+``/srv/inbox/page-1.png``). ``GET /v1/runs/{message_id}`` answers the records of one broker
+message id (one per listener, or the one of ``?listener=``); ``GET /v1/listeners/{name}/runs``
+pages through one listener's. Records outlive the listener.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from modelbus.client.schemas import RunOut, RunPage
 from modelbus.errors import RunNotFound
 from modelbus.listeners.credentials import redact_url
-from modelbus.store.runs import RunRecord
+from modelbus.store.runs import RunRecord, Search
 from modelbus.web.api.auth import Key
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
@@ -38,7 +42,70 @@ def run_out(record: RunRecord) -> RunOut:
         first_received_at=record.first_received_at,
         updated_at=record.updated_at,
         finished_at=record.finished_at,
+        object_key=record.object_key,
     )
+
+
+def epoch_s(at: datetime | None) -> float | None:
+    """``at`` in seconds since the epoch; a time without a zone is UTC."""
+    if at is None:
+        return None
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+
+
+def search_query(
+    listener: Annotated[str | None, Query(description="Only this listener's.")] = None,
+    message_id: Annotated[
+        str | None, Query(description="Only those of this broker message id.")
+    ] = None,
+    object_key: Annotated[
+        str | None,
+        Query(
+            description="Only those of this object (S3 or dir:// notifications): its whole "
+            "BUCKET/KEY or file path, or a tail of it after a '/' (page-1.png, "
+            "inbox/page-1.png). Case-sensitive."
+        ),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="At or after this time: ISO 8601 (UTC if no zone) or epoch s."),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(description="Before this time: ISO 8601 (UTC if no zone) or epoch s."),
+    ] = None,
+) -> Search:
+    """The search the listing's query parameters ask for (empty ones are ignored)."""
+    return Search(
+        listener=listener or None,
+        message_id=message_id or None,
+        object_key=object_key or None,
+        since=epoch_s(since),
+        until=epoch_s(until),
+    )
+
+
+SearchQuery = Annotated[Search, Depends(search_query)]
+
+
+@router.get(
+    "/v1/runs",
+    summary="Run records of every listener, most recently updated first, searched",
+    response_model=RunPage,
+    responses=responses(400),
+)
+async def search_runs(
+    request: Request,
+    key: Key,
+    search: SearchQuery,
+    status: Annotated[Status | None, Query(description="Only records in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+) -> RunPage:
+    page = await services(request).listeners.runs.list_runs(
+        status=status, search=search, limit=limit, cursor=cursor
+    )
+    return RunPage(items=[run_out(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get(

@@ -1,10 +1,14 @@
-"""Dead letters pages: per listener, inspect each letter (body, attributes, error, trace)
-and redrive the selected ones to the listener's own version spec or a chosen version.
+"""Dead letters page: search the letters of every listener (by listener, time, broker
+message id, or the file / object a notification announced), inspect each (body, attributes,
+error, trace), and redrive the selected ones, or every one the search matches (after a
+confirmation page), to the listener's own version spec or a chosen version.
 
-Thin over the run store and :meth:`modelbus.listeners.manager.ListenerManager.redrive`, as the
-``/v1`` dead-letter routes: any logged-in key sees the list and the errors; the original
-bodies and redriving need ``listeners:manage``, and the versions offered for a redrive are
-shown only to keys that may read the model.
+Thin over the run store and :meth:`modelbus.listeners.manager.ListenerManager.redrive` /
+:meth:`~modelbus.listeners.manager.ListenerManager.redrive_matching`, as the ``/v1``
+dead-letter routes: any logged-in key sees the list and the errors; the original bodies and
+redriving need ``listeners:manage`` (and, per listener, the call scope on its model, as on
+the API), and the versions offered for a redrive are shown only to keys that may read the
+model (when the search is narrowed to one listener).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from modelbus.client.refs import ModelRef
-from modelbus.errors import InvalidInput, ModelbusError
+from modelbus.errors import Forbidden, InvalidInput, ModelbusError
 from modelbus.listeners.manager import RedriveResult
 from modelbus.runtime import jsondoc
 from modelbus.store.keys import LISTENERS_MANAGE
@@ -26,6 +30,7 @@ from modelbus.web.api.context import services
 from modelbus.web.api.listeners import managed
 from modelbus.web.console.auth import Posting, Viewer, Viewing
 from modelbus.web.console.models import version_choices
+from modelbus.web.console.search import SearchForm
 from modelbus.web.console.web import PREFIX, ConsoleRoute, render
 from modelbus.web.server import Services
 
@@ -85,79 +90,163 @@ def letter_view(letter: DeadLetter, viewer: Viewer) -> LetterView:
 
 
 @router.get("/dead-letters")
-async def dead_letters_index(request: Request, viewer: Viewing) -> Response:
-    manager = services(request).listeners
-    rows = [
-        ListenerLetters(
-            name=info.name,
-            model=info.definition.model,
-            waiting=len(await manager.runs.dead_letter_ids(info.name)),
-        )
-        for info in await manager.list()
-    ]
-    return render(request, "dead_letters_index.html", viewer=viewer, listeners=rows)
+async def dead_letters_page(
+    request: Request, viewer: Viewing, cursor: str | None = None
+) -> Response:
+    form = SearchForm.of(request.query_params)
+    return await _page(request, viewer, form, cursor=cursor)
 
 
 @router.get("/listeners/{name}/dead-letters")
-async def dead_letters_page(
+async def listener_dead_letters(
     request: Request, name: str, viewer: Viewing, cursor: str | None = None, all: bool = False
 ) -> Response:
-    return await _page(request, viewer, name, cursor=cursor, include_redriven=all)
+    """The page searched for one listener's letters (``all``: redriven ones too)."""
+    await services(request).listeners.get(name)  # a missing listener is a 404 page
+    form = SearchForm(listener=name, include_redriven=all)
+    return await _page(request, viewer, form, cursor=cursor)
 
 
-@router.post("/listeners/{name}/dead-letters/redrive")
-async def redrive(request: Request, name: str, posted: Posting) -> Response:
+@router.post("/dead-letters/redrive")
+async def redrive_selected(request: Request, posted: Posting) -> Response:
+    """Redrive the ticked letters (``ids``), listener by listener, then show the search."""
     viewer = posted.viewer
     viewer.key.require(LISTENERS_MANAGE)
-    await managed(services(request), viewer.key, name)
+    running = services(request)
+    form = SearchForm.of(posted.form)
     ids = [i for i in posted.form.getlist("ids") if isinstance(i, str) and i]
-    spec = posted.text("spec") or None
-    result: RedriveResult | None = None
+    by_listener: dict[str, list[str]] = {}
+    for letter_id in ids:  # a missing letter or a refused listener: its page, not a redrive
+        letter = await running.listeners.runs.get_dead_letter(letter_id)
+        by_listener.setdefault(letter.listener, []).append(letter_id)
+    for name in by_listener:
+        await managed(running, viewer.key, name)
+    results: dict[str, RedriveResult] = {}
     error = None
     try:
         if not ids:
             raise InvalidInput("select the dead letters to redrive first")
-        result = await services(request).listeners.redrive(name, ids=ids, spec=spec)
+        spec = posted.text("spec") or None
+        for name, chosen in by_listener.items():
+            results[name] = await running.listeners.redrive(name, ids=chosen, spec=spec)
     except ModelbusError as exc:
-        error = services(request).credentials.redact(exc.message)
-    return await _page(
-        request, viewer, name, cursor=None, include_redriven=True, result=result, error=error
+        error = running.credentials.redact(exc.message)
+    return await _page(request, viewer, form, cursor=None, results=results, error=error)
+
+
+@router.get("/dead-letters/redrive-all")
+async def confirm_redrive_all(request: Request, viewer: Viewing) -> Response:
+    """What a redrive of every letter the search matches would run, to confirm."""
+    viewer.key.require(LISTENERS_MANAGE)
+    running = services(request)
+    form = SearchForm.of(request.query_params)
+    found = await running.listeners.runs.matching_dead_letters(
+        form.search(), include_redriven=form.include_redriven
     )
+    return render(
+        request,
+        "dead_letters_redrive.html",
+        viewer=viewer,
+        form=form,
+        found={name: len(ids) for name, ids in found.items()},
+        total=sum(len(ids) for ids in found.values()),
+        choices=await _choices_for(running, viewer, form),
+    )
+
+
+@router.post("/dead-letters/redrive-all")
+async def redrive_all(request: Request, posted: Posting) -> Response:
+    """Redrive every letter the posted search matches, then show the search."""
+    viewer = posted.viewer
+    viewer.key.require(LISTENERS_MANAGE)
+    running = services(request)
+    form = SearchForm.of(posted.form)
+    results: dict[str, RedriveResult] = {}
+    error = None
+    try:
+        _, results = await running.listeners.redrive_matching(
+            form.search(),
+            include_redriven=form.include_redriven,
+            spec=posted.text("spec") or None,
+            every=True,  # the confirmation page said what the search spans
+            check=lambda name: managed(running, viewer.key, name),
+        )
+        if not results:
+            raise InvalidInput("no dead letter matches this search any more: nothing redriven")
+    except Forbidden:
+        raise  # the "Not allowed" page
+    except ModelbusError as exc:
+        error = running.credentials.redact(exc.message)
+    return await _page(request, viewer, form, cursor=None, results=results, error=error)
 
 
 async def _page(
     request: Request,
     viewer: Viewer,
-    name: str,
+    form: SearchForm,
     *,
     cursor: str | None,
-    include_redriven: bool,
-    result: RedriveResult | None = None,
+    results: dict[str, RedriveResult] | None = None,
     error: str | None = None,
 ) -> Response:
     running = services(request)
-    info = await running.listeners.get(name)
-    page = await running.listeners.runs.list_dead_letters(
-        name, limit=PAGE_SIZE, cursor=cursor, include_redriven=include_redriven
-    )
-    failed = {
-        k: running.credentials.redact(v) for k, v in (result.failed if result else {}).items()
-    }
+    store = running.listeners.runs
+    infos = await running.listeners.list()
+    letters: list[DeadLetter] = []
+    next_cursor = None
+    try:
+        page = await store.list_dead_letters(
+            search=form.search(),
+            limit=PAGE_SIZE,
+            cursor=cursor or None,
+            include_redriven=form.include_redriven,
+        )
+        letters, next_cursor = page.items, page.next_cursor
+    except InvalidInput as exc:
+        error = exc.message
+    waiting = [
+        ListenerLetters(
+            name=info.name,
+            model=info.definition.model,
+            waiting=len(await store.dead_letter_ids(info.name)),
+        )
+        for info in infos
+    ]
+    redact = running.credentials.redact
     return render(
         request,
         "dead_letters.html",
         status_code=400 if error else 200,
         viewer=viewer,
-        listener=info.definition,
-        letters=[letter_view(letter, viewer) for letter in page.items],
-        next_cursor=page.next_cursor,
-        include_redriven=include_redriven,
-        choices=await _redrive_choices(running, viewer, info.definition.ref),
+        form=form,
+        listeners=[info.name for info in infos],
+        statuses=(),  # dead letters have none to search by
+        waiting=waiting,
+        letters=[letter_view(letter, viewer) for letter in letters],
+        cursor=cursor,
+        next_cursor=next_cursor,
+        choices=await _choices_for(running, viewer, form),
         can_manage=viewer.allows(LISTENERS_MANAGE),
-        result=result,
-        failed=failed,
+        results=results or {},
+        failed={
+            name: {k: redact(v) for k, v in r.failed.items()} for name, r in (results or {}).items()
+        },
         error=error,
     )
+
+
+async def _choices_for(
+    running: Services, viewer: Viewer, form: SearchForm
+) -> list[tuple[str, str]]:
+    """The versions offered for a redrive: those of the model of the one listener the
+    search is narrowed to (none when it spans several: each runs on its own spec)."""
+    if not form.listener:
+        return []
+    try:
+        info = await running.listeners.get(form.listener)
+    except ModelbusError:
+        return []
+    return await _redrive_choices(running, viewer, info.definition.ref)
 
 
 async def _redrive_choices(

@@ -50,6 +50,8 @@ class ListenerForm:
     max_wait_ms: str = ""
     output_mode: str = "cloudevent"
     filter: str = ""
+    claim_check_url: str = ""
+    claim_check_over_bytes: str = ""
     extend_lease: bool = True
     enabled: bool = True
 
@@ -81,6 +83,7 @@ class ListenerForm:
             **{name: _number(getattr(definition.batch, name)) for name in BATCH_FIELDS},
             "output_mode": definition.output_mode,
             "filter": json.dumps(definition.filter, indent=2) if definition.filter else "",
+            **_claim_check_values(definition),
             "extend_lease": definition.extend_lease,
             "enabled": definition.enabled,
         }
@@ -119,9 +122,19 @@ class ListenerForm:
             data["batch"] = batch
         if self.filter:
             data["filter"] = _filter(self.filter, self.name)
+        if self.claim_check_url or self.claim_check_over_bytes:
+            check = {"url": self.claim_check_url, "over_bytes": self.claim_check_over_bytes}
+            data["claim_check"] = {k: v for k, v in check.items() if v}
         data["extend_lease"] = self.extend_lease
         data["enabled"] = self.enabled
         return data
+
+
+def _claim_check_values(definition: ListenerDefinition) -> dict[str, str]:
+    check = definition.claim_check
+    if check is None:
+        return {}
+    return {"claim_check_url": check.url, "claim_check_over_bytes": _number(check.over_bytes)}
 
 
 def _filter(text: str, name: str) -> Any:

@@ -11,8 +11,8 @@ fields already.
 
 The lead may renumber this placeholder revision on merge.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06 20:40:00.000000
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -43,7 +43,7 @@ def upgrade() -> None:
     box = config.attributes.get("secret_box") if config is not None else None
     if box is None:
         raise RuntimeError(
-            "migration 0007 encrypts the listener URLs stored in clear and needs the "
+            "migration 0009 encrypts the listener URLs stored in clear and needs the "
             "server's secret key: run it through `modelbus serve` (Database.migrate(secrets=...))"
         )
     for name, definition in pending:
