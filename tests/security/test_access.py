@@ -41,6 +41,7 @@ RULES: dict[tuple[str, str], str] = {
     # models
     ("GET", "/v1/models"): "any",  # lists only the models the key may read
     ("GET", "/v1/models/{owner}/{name}"): "read",
+    ("GET", "/v1/models/{owner}/{name}/history"): "read",
     ("GET", "/v1/models/{owner}/{name}/versions"): "read",
     ("GET", "/v1/models/{owner}/{name}/builds"): "read",
     ("GET", "/v1/builds/{build}"): "read",  # of the build's model
@@ -69,6 +70,8 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/listeners/{name}/pause"): "listeners:manage",
     ("POST", "/v1/listeners/{name}/resume"): "listeners:manage",
     ("GET", "/v1/listeners/{name}/status"): "any",
+    ("GET", "/v1/listeners/{name}/history"): "any",
+    ("GET", "/v1/flow"): "any",
     ("GET", "/v1/users/{user}/event-listeners"): "any",
     ("GET", "/v1/runs"): "any",
     ("GET", "/v1/runs/{message_id:path}"): "any",
@@ -117,7 +120,7 @@ RULES: dict[tuple[str, str], str] = {
     # the console
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",
-    ("GET", "/console/static/{name}"): "public",
+    ("GET", "/console/static/{name:path}"): "public",
 }
 CONSOLE = "/console"
 
@@ -193,6 +196,7 @@ def concrete(path: str, published: Published) -> str:
         "letter_id": uuid.uuid4().hex,
         "message_id:path": "no-such-message",
         "rest:path": "nowhere",
+        "name:path": "console.css",
     }
     return re.sub(r"\{([^}]+)\}", lambda m: values[m[1]], path)
 

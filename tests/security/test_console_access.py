@@ -47,7 +47,7 @@ PREFIX = "/console"
 RULES: dict[tuple[str, str], str] = {
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",
-    ("GET", "/console/static/{name}"): "public",
+    ("GET", "/console/static/{name:path}"): "public",
     ("GET", "/console"): "any",  # forwards to the models page
     ("POST", "/console/logout"): "any",
     ("GET", "/console/{rest:path}"): "any",  # an unknown page: 404, once logged in
@@ -57,6 +57,8 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/console/models"): "any",  # lists only the models the key may read
     ("GET", "/console/models/{owner}/{name}"): "read",
     ("GET", "/console/builds/{build}"): "read",
+    ("GET", "/console/models/{owner}/{name}/versions/{version}"): "read",
+    ("GET", "/console/models/{owner}/{name}/history"): "read",
     ("POST", "/console/models/{owner}/{name}/try"): "call",
     # listeners, runs, dead letters (bodies only for listeners:manage)
     ("GET", "/console/runs"): "any",
@@ -65,6 +67,15 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/console/listeners/new"): "listeners:manage",
     ("POST", "/console/listeners/new"): "listener",
     ("GET", "/console/listeners/{name}"): "any",
+    ("GET", "/console/listeners/{name}/history"): "any",
+    # the flow map: what GET /v1/listeners shows every key, drawn
+    ("GET", "/console/flow"): "any",
+    ("GET", "/console/flow/live"): "any",
+    # API keys
+    ("GET", "/console/keys"): "admin",
+    ("POST", "/console/keys"): "admin",
+    ("GET", "/console/keys/{key_id}/revoke"): "admin",
+    ("POST", "/console/keys/{key_id}/revoke"): "admin",
     ("GET", "/console/listeners/{name}/edit"): "listeners:manage",
     ("POST", "/console/listeners/{name}/edit"): "listener",
     ("POST", "/console/listeners/{name}/pause"): "listener",
@@ -107,6 +118,15 @@ TWINS: dict[tuple[str, str], tuple[str, str]] = {
         "/v1/listeners/{name}/dead-letters/redrive",
     ),
     ("POST", "/console/dead-letters/redrive-all"): ("POST", "/v1/dead-letters/redrive"),
+    ("GET", "/console/listeners/{name}/history"): ("GET", "/v1/listeners/{name}/history"),
+    ("GET", "/console/models/{owner}/{name}/history"): (
+        "GET",
+        "/v1/models/{owner}/{name}/history",
+    ),
+    ("GET", "/console/flow/live"): ("GET", "/v1/flow"),
+    ("GET", "/console/keys"): ("GET", "/v1/keys"),
+    ("POST", "/console/keys"): ("POST", "/v1/keys"),
+    ("POST", "/console/keys/{key_id}/revoke"): ("DELETE", "/v1/keys/{key_id}"),
 }
 
 # What a refusal says, by rule: the API's own message (KeyInfo.require, reader_of_model).
@@ -114,6 +134,7 @@ REFUSALS = {
     "read": "may neither manage models nor call test/echo",
     "call": "lacks scope 'call:test/echo'",
     "listeners:manage": "lacks scope 'listeners:manage'",
+    "admin": "API keys are managed with an admin key",
     # (the first scope the key lacks: listeners:manage, else the call on the model)
     "listener": "lacks scope 'listeners:manage'|lacks scope 'call:test/echo'",
 }
@@ -520,6 +541,83 @@ def _redrive_all(world: World) -> Target:
         form={"listener": world.lost.name, "message_id": message_id, "spec": "1.0.0"},
         shows="1 succeeded",
         state=lambda: world.admin.dead_letter(letter_id).redriven_to,
+        changes=True,
+    )
+
+
+@target("GET", "/console/models/{owner}/{name}/versions/{version}")
+def _version(world: World) -> Target:
+    return Target(url=f"{PREFIX}/models/test/echo/versions/1.0.0", shows="/versions/1.0.0/invoke")
+
+
+@target("GET", "/console/models/{owner}/{name}/history")
+def _model_history(world: World) -> Target:
+    return Target(url=f"{PREFIX}/models/test/echo/history", shows='"test/echo"')
+
+
+@target("GET", "/console/listeners/{name}/history")
+def _listener_history(world: World) -> Target:
+    name = world.listener()
+    return Target(url=f"{PREFIX}/listeners/{name}/history", shows=name)
+
+
+@target("GET", "/console/flow")
+def _flow(world: World) -> Target:
+    return Target(url=f"{PREFIX}/flow", shows=world.listener())
+
+
+@target("GET", "/console/flow/live")
+def _flow_live(world: World) -> Target:
+    return Target(url=f"{PREFIX}/flow/live", shows=world.listener())
+
+
+def _key_names(world: World) -> list[str]:
+    with world.server.http() as admin:
+        return sorted(k["name"] for k in admin.get("/v1/keys").json())
+
+
+def _revoked(world: World, key_id: str) -> bool:
+    with world.server.http() as admin:
+        keys = admin.get("/v1/keys").json()
+        return any(k["id"] == key_id and k["revoked_at"] is not None for k in keys)
+
+
+@target("GET", "/console/keys")
+def _keys(world: World) -> Target:
+    return Target(url=f"{PREFIX}/keys", shows="bootstrap admin")
+
+
+@target("POST", "/console/keys")
+def _create_key(world: World) -> Target:
+    name = unique("console-key")
+    return Target(
+        url=f"{PREFIX}/keys",
+        form={"name": name, "scopes": ["call:*"]},
+        status=201,
+        shows=name,
+        state=lambda: _key_names(world),
+        changes=True,
+    )
+
+
+@target("GET", "/console/keys/{key_id}/revoke")
+def _confirm_revoke(world: World) -> Target:
+    key_id = make_key(world.server, "call:*", name=unique("to revoke")).split("_")[1]
+    return Target(
+        url=f"{PREFIX}/keys/{key_id}/revoke",
+        shows=key_id,
+        state=lambda: _revoked(world, key_id),
+    )
+
+
+@target("POST", "/console/keys/{key_id}/revoke")
+def _revoke_key(world: World) -> Target:
+    key_id = make_key(world.server, "call:*", name=unique("revoked")).split("_")[1]
+    return Target(
+        url=f"{PREFIX}/keys/{key_id}/revoke",
+        status=303,
+        location=f"{PREFIX}/keys?revoked={key_id}",
+        state=lambda: _revoked(world, key_id),
         changes=True,
     )
 
