@@ -101,7 +101,6 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", "/v1/algorithms/{owner}/{name}/builds/{build_id}/logs"): "read",
     # AsyncAPI (every listener, URLs redacted)
     ("GET", "/v1/asyncapi.json"): "any",
-    ("GET", "/v1/flow"): "any",
     # Open Inference Protocol v2 (errors in its own {"error": "..."} shape)
     ("GET", "/v2"): "any",
     ("GET", "/v2/health/live"): "any",
