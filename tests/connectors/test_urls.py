@@ -47,7 +47,7 @@ def test_an_unknown_option_is_refused_without_echoing_the_password(
     with pytest.raises(DefinitionError) as caught:
         make_source(url, ConnectorContext(listener="l", data_dir=tmp_path))
     message = str(caught.value)
-    assert "bogus" in message and "app:***@127.0.0.1" in message
+    assert "bogus" in message and "://***@127.0.0.1" in message
     assert "s3cret-pw" not in message
 
 

@@ -245,7 +245,7 @@ async def test_coalescer_reports_a_failed_flush_to_its_waiters() -> None:
 
 
 def test_redact_url() -> None:
-    assert redact_url("amqp://user:secret@host:5672/vh") == "amqp://user:***@host:5672/vh"
+    assert redact_url("amqp://user:secret@host:5672/vh") == "amqp://***@host:5672/***"
     assert redact_url("local://jobs") == "local://jobs"
 
 

@@ -15,7 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from modelbus.errors import BuildError, ManifestError
-from tests.security.conftest import store_rows
+from tests.security.conftest import make_key, store_rows
 from tests.support.fixtures import MODELS_DIR
 from tests.support.server import ModelbusServer, free_port
 
@@ -91,7 +91,7 @@ def test_broker_passwords_are_encrypted_masked_and_never_logged(guarded: Modelbu
         # Stored without the check, the listener keeps trying to connect, and failing.
         created = http.put("/v1/listeners/leaky?check=false", json=definition)
         assert created.status_code in (200, 201), created.text
-        answers.append(created.text)
+        assert created.json()["definition"]["source"] == url  # the admin: whole
         # Wait for the listener to have tried (and failed) to connect: a degraded status
         # carrying the connection error.
         deadline = time.monotonic() + 60
@@ -103,8 +103,12 @@ def test_broker_passwords_are_encrypted_masked_and_never_logged(guarded: Modelbu
             time.sleep(0.2)
         else:
             raise AssertionError(f"no connection error reported: {answers[-1]}")
+        # A key that may manage it sees its URLs whole (it edits them); any other, redacted.
+        assert http.get("/v1/listeners/leaky").json()["definition"]["source"] == url
+    with guarded.http(make_key(guarded, "call:*")) as reader:
         for path in ("/v1/listeners", "/v1/listeners/leaky", "/v1/users/test/event-listeners"):
-            answers.append(http.get(path).text)
+            answers.append(reader.get(path).text)
+    with guarded.http() as http:
         # A refused update quotes the URL back in its error: masked too.
         bad = http.put("/v1/listeners/leaky", json={**definition, "model": "not/a model"})
         assert bad.status_code >= 400
@@ -125,7 +129,9 @@ def test_the_generated_key_file_is_private(server: ModelbusServer) -> None:
     key_file = Path(server.data_dir) / "secret.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     Fernet(key_file.read_text().strip().encode())  # a usable key
-    assert not list(store_rows(server, "SELECT * FROM listeners WHERE definition LIKE '%***%'"))
+    # every stored URL is sealed, its row showing it by its shape (***) only beside "sealed"
+    query = "SELECT * FROM listeners WHERE definition NOT LIKE '%\"sealed\"%'"
+    assert not list(store_rows(server, query))
 
 
 def test_a_server_keeps_no_key_file_when_the_key_comes_from_the_environment(

@@ -68,7 +68,7 @@ def test_the_document_describes_every_listener(
     strict, kafka = described["strict"], described["kafka"]
     source = doc["channels"][f"{strict}.source"]
     assert source["address"] == "in"
-    assert source["x-modelbus-url"] == "amqp://app:***@127.0.0.1:5672/%2F?queue=in"
+    assert source["x-modelbus-url"] == "amqp://***@127.0.0.1:5672/***?queue=***"
     # the model's input schema, from the registry, is the source's payload
     schema = doc["components"]["schemas"][f"{strict}.input"]
     assert schema["required"] == ["text"]
@@ -93,6 +93,24 @@ def test_the_document_describes_every_listener(
     (ref,) = hook["servers"]
     assert doc["servers"][ref["$ref"].rsplit("/", 1)[1]]["host"] == server.url.split("//")[1]
 
+    assert problems(doc) == []
+
+
+def test_a_reader_gets_the_document_of_redacted_urls(
+    server: ModelbusServer, described: dict[str, str]
+) -> None:
+    with server.http() as http:
+        made = http.post("/v1/keys", json={"name": "asyncapi-reader", "scopes": ["call:*"]})
+    with server.http(made.json()["key"]) as http:
+        response = http.get("/v1/asyncapi.json")
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    assert PASSWORD not in response.text and TOKEN not in response.text
+    source = doc["channels"][f"{described['strict']}.source"]
+    assert source["x-modelbus-url"] == "amqp://***@127.0.0.1:5672/***?queue=***"
+    assert source["address"] == "***"  # the queue's name is part of the URL: a secret
+    kafka = doc["channels"][f"{described['kafka']}.source"]
+    assert kafka["bindings"]["kafka"]["topic"] == "***"
     assert problems(doc) == []
 
 

@@ -196,7 +196,7 @@ export interface ListenerStatus {
 
 export interface Listener {
   name: string;
-  /** The definition as stored, every credential shown as `***`. */
+  /** The definition as stored: its URLs whole for a key that may manage the listener, else by their shape (`scheme://host:port/***?name=***`). */
   definition: Required<Omit<ListenerDefinition, "error_sink" | "timeout_s" | "filter">> &
     Pick<ListenerDefinition, "error_sink" | "timeout_s" | "filter">;
   status: ListenerStatus;

@@ -14,6 +14,7 @@ import typer
 from modelbus.cli.options import AsJson, Key, Url, default_of, open_client
 from modelbus.cli.output import fields_table, new_table, out, print_json, when
 from modelbus.client.schemas import BatchFields, ListenerFields, ListenerStatusOut, RetryFields
+from modelbus.listeners.credentials import redact_url
 from modelbus.listeners.definition import ListenerDefinition
 
 app = typer.Typer(
@@ -296,7 +297,8 @@ def listeners_apply(
 
 @app.command("list")
 def listeners_list(url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
-    """List listeners with their state and figures."""
+    """List listeners with their state and figures (sources by their shape; --json gives
+    the definitions as the server answers this key: whole where it may manage them)."""
     with open_client(url, key) as client:
         found = client.listeners()
     if as_json:
@@ -312,7 +314,7 @@ def listeners_list(url: Url = None, key: Key = None, as_json: AsJson = False) ->
             x.status.state,
             x.definition.model,
             x.status.version or "-",
-            x.definition.source,
+            redact_url(x.definition.source),  # a table on a screen: by its shape, always
             _count(x.status.backlog),
             _count(c.get("received")),
             _count(c.get("succeeded")),
@@ -430,7 +432,9 @@ def listeners_asyncapi(
 ) -> None:
     """Print every listener as an AsyncAPI 3.0 document (JSON): source, output and error
     channels, message payloads (the model's JSON schemas where declared, the CloudEvent
-    envelope, the dead-letter attributes) and broker bindings. Credentials show as ***."""
+    envelope, the dead-letter attributes) and broker bindings. URLs show by their shape
+    (scheme://host/***); names read from them are *** too unless the key may manage the
+    listener."""
     with open_client(url, key) as client:
         text = json.dumps(client.asyncapi(), indent=2, ensure_ascii=False) + "\n"
     if output is None:

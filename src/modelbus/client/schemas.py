@@ -458,7 +458,8 @@ class NodeOut(Schema):
 class ListenerOut(Schema):
     name: str
     definition: ListenerFields = Field(
-        description="The definition as stored, every credential shown as `***`."
+        description="The definition as stored: its URLs whole for a key that may manage the "
+        "listener, else by their shape (`scheme://host:port/***?name=***`)."
     )
     status: ListenerStatusOut
     created_at: float

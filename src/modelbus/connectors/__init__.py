@@ -31,7 +31,15 @@ from modelbus.connectors.base import (
 )
 from modelbus.connectors.egress import Egress
 from modelbus.connectors.policy import ConnectorPolicy
-from modelbus.connectors.urls import MASK, credentials_of, redact_text, redact_url
+from modelbus.connectors.urls import (
+    MASK,
+    credentials_of,
+    has_placeholder,
+    mask_credentials,
+    redact_text,
+    redact_url,
+    restore_url,
+)
 from modelbus.errors import ConnectorError, DefinitionError, ModelbusError
 
 __all__ = [
@@ -53,13 +61,16 @@ __all__ = [
     "backlog_of",
     "check_policy",
     "credentials_of",
+    "has_placeholder",
     "is_shared_source",
     "make_inbox",
     "make_object_reader",
     "make_sink",
     "make_source",
+    "mask_credentials",
     "redact_text",
     "redact_url",
+    "restore_url",
     "scheme_of",
 ]
 

@@ -25,7 +25,9 @@ how modelbus consumes (its consumer group, durable consumer or queue, defaults a
 under ``x-modelbus``. What cannot be known (the region of an AWS URL that names none, a
 model that does not resolve, an input schema the model does not declare, a URL that does
 not parse) is said in a description, never invented. Every URL is shown through
-:func:`~modelbus.connectors.redact_url`: no password or token ever appears.
+:func:`~modelbus.connectors.redact_url` (``x-modelbus-url``); names (queues, topics, paths)
+are read from the definitions as given, which the API redacts for keys that may not see the
+URLs whole.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from modelbus.connectors import (
     Delivery,
     backlog_of,
     credentials_of,
+    has_placeholder,
     redact_text,
     redact_url,
     scheme_of,
@@ -163,17 +166,22 @@ class Place:
 
 def describe_url(url: str, *, listener: str, source: bool, api_url: str) -> Place:
     """Where ``url`` (a source of ``listener`` when ``source``, else a sink) puts messages.
-    Never raises: a URL that cannot be read gives a place with no address saying why."""
+    Never raises: a URL that cannot be read gives a place with no address saying why.
+
+    The place's ``url`` is ``url`` by its shape (:func:`redact_url`); its address and
+    bindings are read from ``url`` as given: the API hands in the URLs whole only to a key
+    that may see them (``listeners:manage``), redacted to any other, whose document then
+    shows ``***`` where a name would be (and no consumer, whose names come from them)."""
     shown = redact_url(url)
     try:
-        scheme = scheme_of(shown)
+        scheme = scheme_of(url)
         describe = PLACES.get(scheme)
         if describe is None:
             return Place(
                 url=shown, note=f"This URL cannot be described: {scheme}:// is unknown here."
             )
-        place = describe(_Url.of(shown), api_url)
-        if source:
+        place = describe(_Url.of(url), api_url)
+        if source and not has_placeholder(url):
             place.consumer = _consumer(url, listener)
             _consumer_bindings(place)
         return place
@@ -184,18 +192,20 @@ def describe_url(url: str, *, listener: str, source: bool, api_url: str) -> Plac
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Url:
-    url: str
+    url: str  # redacted
+    raw: str
     scheme: str
     hosts: tuple[str, ...]
     path: str
     query: dict[str, str]
 
     @classmethod
-    def of(cls, shown: str) -> _Url:
-        parts = urlsplit(shown)
+    def of(cls, url: str) -> _Url:
+        parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2]
         return cls(
-            url=shown,
+            url=redact_url(url),
+            raw=url,
             scheme=parts.scheme.lower(),
             hosts=tuple(h for h in netloc.split(",") if h),
             path=unquote(parts.path),
@@ -280,7 +290,7 @@ def _sqs(url: _Url, api_url: str) -> Place:
 
 
 def _sns(url: _Url, api_url: str) -> Place:
-    target = url.url.split("://", 1)[1].split("?", 1)[0]
+    target = url.raw.split("://", 1)[1].split("?", 1)[0]
     region = None
     if target.startswith("arn:"):
         arn = target.split(":")

@@ -1,20 +1,25 @@
-"""Listener credentials: encrypted in the store, ``***`` everywhere they could be shown.
+"""Listener URLs are secrets: encrypted in the store, shown by their shape.
 
-What a credential is, and how a URL is shown without one, is the connectors' knowledge
-(:func:`modelbus.connectors.redact_url`); what to do with them is decided here.
+A credential hides in more URL shapes than anyone can list (a webhook path, ``?sig=``,
+``https://TOKEN@host``...), so every source, output and error-sink URL is treated as one,
+whole. How a URL is shown without its secrets is the connectors' knowledge
+(:func:`modelbus.connectors.redact_url`: ``scheme://host:port/***?name=***``); what to do
+with them is decided here.
 
 **At rest.** :meth:`Credentials.seal` turns a listener definition into what the
-``listeners`` table stores: the definition with every credential replaced by ``***``, plus
-a ``sealed`` map from the field (``source``, ``outputs.0``, ``error_sink``) to that field's
-whole URL, encrypted with the server's secret key
-(:class:`~modelbus.store.secrets.SecretBox`).
-:meth:`Credentials.open` restores it. So the stored row shows where a listener connects,
-never how it authenticates.
+``listeners`` table stores: the definition with every URL redacted, plus a ``sealed`` map
+from the field (``source``, ``outputs.0``, ``error_sink``) to that field's whole URL,
+encrypted with the server's secret key (:class:`~modelbus.store.secrets.SecretBox`).
+:meth:`Credentials.open` restores it. So the stored row shows which broker a listener
+connects to, never what it connects with. (Migration ``0009_encrypt_listener_urls`` seals
+the rows written before.)
 
-**On the way out.** The API shows definitions through :func:`redact_definition`; every error
-message and every log line goes through :meth:`Credentials.redact` (:class:`RedactingFilter`
-for logs), which masks URL passwords and secret options by their shape, plus every
-credential the server has seen by its value.
+**On the way out.** The API shows definitions through :func:`redact_definition` to every key
+without ``listeners:manage`` (those with it see the URLs whole: they edit them); the console
+always. A definition sent back with ``***`` in a URL keeps the stored values there
+(:func:`restore_masked`). Every error message and every log line goes through
+:meth:`Credentials.redact` (:class:`RedactingFilter` for logs), which shows every URL by its
+shape, masks secret options, plus every credential the server has seen by its value.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from modelbus.connectors import MASK, credentials_of, redact_text, redact_url
+from modelbus.connectors import (
+    MASK,
+    credentials_of,
+    has_placeholder,
+    redact_text,
+    redact_url,
+    restore_url,
+)
 from modelbus.errors import DefinitionError, InvalidInput
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.store.secrets import SecretBox
@@ -31,6 +43,7 @@ from modelbus.store.secrets import SecretBox
 __all__ = [
     "Credentials",
     "RedactingFilter",
+    "credentials_of",
     "redact_definition",
     "redact_text",
     "redact_url",
@@ -60,7 +73,7 @@ def _set_field(data: dict[str, Any], path: str, value: str) -> None:
 
 
 def redact_definition(definition: ListenerDefinition) -> ListenerDefinition:
-    """The definition as the API shows it: every credential ``***``."""
+    """The definition as a reader sees it: every URL by its shape (:func:`redact_url`)."""
     data = definition.model_dump(mode="json")
     for path, url in list(_url_fields(data)):
         _set_field(data, path, redact_url(url))
@@ -70,25 +83,52 @@ def redact_definition(definition: ListenerDefinition) -> ListenerDefinition:
 def restore_masked(
     definition: ListenerDefinition, stored: ListenerDefinition | None
 ) -> ListenerDefinition:
-    """``definition`` with each URL that still shows ``***`` where the stored definition has
-    a credential replaced by the stored URL, when both are the same once redacted. So a
-    definition read from the API (or exported) can be applied back without retyping
-    passwords. URLs that differ in anything else are kept as given."""
-    if stored is None:
-        return definition
-    old = dict(_url_fields(stored.model_dump(mode="json")))
+    """``definition`` with the ``***`` of each URL filled from the stored definition's
+    (:func:`~modelbus.connectors.restore_url`): from the URL in the same field when it has
+    the same scheme and host, else from the stored URL of the same shape. So a definition
+    read redacted (from the API or the console) can be edited and applied back without
+    retyping secrets. Raises :class:`DefinitionError` for a ``***`` that no stored URL can
+    fill (a new listener, another host)."""
+    old = dict(_url_fields(stored.model_dump(mode="json"))) if stored is not None else {}
     data = definition.model_dump(mode="json")
     changed = False
     for path, url in list(_url_fields(data)):
-        previous = old.get(path)
-        if MASK in url and previous is not None and redact_url(previous) == url:
-            _set_field(data, path, previous)
-            changed = True
+        if not has_placeholder(url):
+            continue
+        _set_field(data, path, restore_url(url, _stored_match(url, old.get(path), old)))
+        changed = True
     return ListenerDefinition.model_validate(data) if changed else definition
 
 
+def _stored_match(url: str, same_field: str | None, stored: Mapping[str, str]) -> str:
+    """The stored URL whose values fill ``url``'s ``***``: the same field's when it is at
+    the same place (scheme and host), else any of the same shape. Raises
+    :class:`DefinitionError` when there is none."""
+    shape = redact_url(url)
+    if same_field is not None and _place(same_field) == _place(url):
+        return same_field
+    for candidate in stored.values():
+        if redact_url(candidate) == shape:
+            return candidate
+    if same_field is not None:
+        return same_field  # restore_url says why it does not fit
+    raise DefinitionError(
+        f"{shape!r} shows *** in place of a value, and no stored URL of this listener has "
+        "that shape to take it from: type the whole URL"
+    )
+
+
+def _place(url: str) -> str:
+    """A URL's scheme and host(s), lower-cased: where its secrets may be sent."""
+    head, sep, rest = redact_url(url).lower().partition("://")
+    host = rest.removeprefix(f"{MASK}@")  # the only @ a redacted URL can hold
+    for mark in "/?#":
+        host = host.split(mark, 1)[0]
+    return head + sep + host
+
+
 class Credentials:
-    """Seals listener credentials for the store and masks them everywhere else.
+    """Seals listener URLs for the store and masks them everywhere else.
 
     Thread-safe for reading; :meth:`remember` only ever adds."""
 
@@ -97,15 +137,12 @@ class Credentials:
         self._known: set[str] = set()
 
     def seal(self, definition: ListenerDefinition) -> dict[str, Any]:
-        """The stored form of ``definition``: credentials masked, and the URLs that carry
-        them encrypted under ``sealed``."""
+        """The stored form of ``definition``: every URL redacted, and encrypted whole under
+        ``sealed``."""
         data = definition.model_dump(mode="json")
         sealed: dict[str, str] = {}
         for path, url in list(_url_fields(data)):
-            secrets = credentials_of(url)
-            if not secrets:
-                continue
-            self.remember(secrets)
+            self.remember(credentials_of(url))
             sealed[path] = self._box.encrypt(url)
             _set_field(data, path, redact_url(url))
         if sealed:
@@ -147,7 +184,8 @@ class Credentials:
             self.remember(credentials_of(url))
 
     def redact(self, text: str) -> str:
-        """``text`` with credentials masked by shape and by value (see :func:`redact_text`)."""
+        """``text`` with every URL by its shape, secret options and every credential seen
+        masked (see :func:`redact_text`)."""
         return redact_text(text, self._known)
 
 

@@ -17,7 +17,8 @@
   messages it carried since the listener's processes started, summed over the live nodes, and
   its rate (:class:`RateMeter`).
 
-Every URL is shown through :func:`~modelbus.connectors.redact_url`: no password or token.
+Every URL is shown through :func:`~modelbus.connectors.redact_url`, by its shape
+(``scheme://host/***?name=***``): :func:`build` takes the definitions whole, to join places.
 Nodes carry a deterministic layered layout (``layer``: column, ``row``: place in it), so a
 page can draw the graph with no layout engine.
 """
@@ -98,9 +99,7 @@ class FlowNode(_Shape):
 
     id: str = Field(description="Stable id: `place:HASH`, `listener:NAME`, `model:LISTENER`.")
     kind: NodeKind
-    label: str = Field(
-        description="A place's URL (credentials masked), a listener's name, a model."
-    )
+    label: str = Field(description="A place's URL (by its shape), a listener's name, a model.")
     layer: int = Field(description="Column of the layered layout, 0 at the left.")
     row: int = Field(description="Place in its column, 0 at the top.")
     href: str | None = Field(None, description="The console page of a listener or model.")
@@ -115,7 +114,7 @@ class FlowNode(_Shape):
     scheme: str | None = Field(None, description="A place's connector scheme.")
     urls: list[str] = Field(
         default_factory=list,
-        description="A place: every spelling of its URL the listeners use, credentials masked.",
+        description="A place: every spelling of its URL the listeners use, by its shape.",
     )
     roles: list[PlaceRole] = Field(
         default_factory=list, description="A place: what listeners use it as."

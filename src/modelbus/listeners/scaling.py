@@ -26,7 +26,9 @@ and what to use instead (:data:`UNSCALABLE`).
 Credentials are never written out. A trigger that needs one names a
 ``TriggerAuthentication`` which reads it from a Secret the operator creates;
 :attr:`KedaPlan.secrets` lists each Secret's keys with what goes in them, credentials
-shown as ``***`` (:func:`modelbus.connectors.redact_url`). The plan is built from a
+shown as ``***`` (:func:`modelbus.connectors.mask_credentials`: the value to write, its
+password left to fill in); the comments name the source by its shape
+(:func:`modelbus.connectors.redact_url`). The plan is built from a
 definition alone (a listener file, or the server's copy, whose credentials are already
 ``***``): no broker is contacted.
 """
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelbus.client.schemas import ListenerFields
-from modelbus.connectors import Backlog, backlog_of, redact_url, scheme_of
+from modelbus.connectors import Backlog, backlog_of, mask_credentials, redact_url, scheme_of
 from modelbus.errors import DefinitionError
 
 __all__ = [
@@ -276,7 +278,7 @@ def _amqp(listener: ListenerFields, backlog: Backlog, options: KedaOptions) -> _
         "value": str(options.target),
         "queueName": where["queue"],
     }
-    url = redact_url(backlog.secrets["url"])
+    url = mask_credentials(backlog.secrets["url"])
     credentials = [_Credential("host", f"{url} (the connection URL; *** is the password)")]
     if where["tls"] == "true":
         credentials.append(_Credential("tls", "enable"))
@@ -323,7 +325,7 @@ def _nats(listener: ListenerFields, backlog: Backlog, options: KedaOptions) -> _
 def _postgresql(listener: ListenerFields, backlog: Backlog, options: KedaOptions) -> _Trigger:
     where = backlog.where
     metadata = {"query": where["query"], "targetQueryValue": str(options.target)}
-    url = redact_url(backlog.secrets["url"])
+    url = mask_credentials(backlog.secrets["url"])
     credentials = [_Credential("connection", f"{url} (*** is the password, if any)")]
     reads = f"outbox {where['table']!r} on {where['host']}:{where['port']}/{where['database']}"
     return _Trigger(type="postgresql", metadata=metadata, reads=reads, credentials=credentials)

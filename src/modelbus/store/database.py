@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from modelbus.errors import InvalidInput, MissingExtra
 from modelbus.store.migrations import upgrade_to_head
+from modelbus.store.secrets import SecretBox
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -139,11 +140,14 @@ class Database:
         if self.dialect == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
 
-    async def migrate(self) -> None:
-        """Upgrade the schema to the newest revision. Idempotent; safe to run concurrently."""
+    async def migrate(self, *, secrets: SecretBox | None = None) -> None:
+        """Upgrade the schema to the newest revision. Idempotent; safe to run concurrently.
+        ``secrets``, the server's secret key, lets revisions encrypt what was stored in
+        clear (listener URLs); one that must, on a store holding such rows, raises
+        without it."""
         async with self.write() as conn:
             await self.lock(conn, "modelbus:migrate")
-            await conn.run_sync(upgrade_to_head)
+            await conn.run_sync(upgrade_to_head, secrets)
 
     async def close(self) -> None:
         """Close every pooled connection. The object is unusable afterwards."""

@@ -119,11 +119,12 @@ async def open_services(
     """Open, migrate and start everything; close it all in reverse order at exit. While
     open, every log handler masks the credentials of listener definitions."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    credentials = Credentials(SecretBox.load(settings.data_dir, settings.secret_key))
+    box = SecretBox.load(settings.data_dir, settings.secret_key)
+    credentials = Credentials(box)
     with redacted_logs(credentials):
         database = await Database.open(settings.database_url)
         try:
-            await database.migrate()
+            await database.migrate(secrets=box)
             cluster = node_cluster(settings, database, credentials)
             await cluster.join(key_source=key_source(settings))
             try:
@@ -145,10 +146,11 @@ async def check_node(settings: Settings) -> None:
     another node on a SQLite store, a secret key that cannot decrypt the stored
     credentials). Migrates the store; joins nothing."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    credentials = Credentials(SecretBox.load(settings.data_dir, settings.secret_key))
+    box = SecretBox.load(settings.data_dir, settings.secret_key)
+    credentials = Credentials(box)
     database = await Database.open(settings.database_url)
     try:
-        await database.migrate()
+        await database.migrate(secrets=box)
         await node_cluster(settings, database, credentials).check(key_source=key_source(settings))
     finally:
         await database.close()

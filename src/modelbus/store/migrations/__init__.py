@@ -16,20 +16,26 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine
 
+from modelbus.store.secrets import SecretBox
+
 MIGRATIONS_DIR = Path(__file__).parent
 
 
-def alembic_config(connection: Connection) -> Config:
-    """An Alembic config for the shipped scripts, migrating ``connection`` (in a transaction)."""
+def alembic_config(connection: Connection, secrets: SecretBox | None = None) -> Config:
+    """An Alembic config for the shipped scripts, migrating ``connection`` (in a transaction);
+    ``secrets`` is the server's secret key, for revisions that encrypt what was stored in
+    clear (``config.attributes["secret_box"]``)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
+    config.attributes["secret_box"] = secrets
     return config
 
 
-def upgrade_to_head(connection: Connection) -> None:
-    """Apply every revision not yet applied to ``connection``'s database."""
-    command.upgrade(alembic_config(connection), "head")
+def upgrade_to_head(connection: Connection, secrets: SecretBox | None = None) -> None:
+    """Apply every revision not yet applied to ``connection``'s database (``secrets``: see
+    :func:`alembic_config`)."""
+    command.upgrade(alembic_config(connection, secrets), "head")
 
 
 def new_revision(message: str) -> None:

@@ -72,6 +72,13 @@ def require(scope: str) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
     return dependency
 
 
+def can_manage_listener(key: KeyInfo, model: str) -> bool:
+    """Whether ``key`` may manage a listener of ``model`` (``OWNER/NAME@SPEC``): it holds
+    ``listeners:manage`` and may call the model. Such a key sees the listener's URLs whole."""
+    ref = ModelRef.parse(model)
+    return key.allows(LISTENERS_MANAGE) and key.allows(call_scope(ref.owner, ref.name))
+
+
 def require_listener_model(key: KeyInfo, listener: str, model: str) -> None:
     """Raise :class:`Forbidden` naming the missing scope unless ``key`` may call the model
     (``OWNER/NAME@SPEC``) of ``listener``: managing a listener needs that as well."""

@@ -45,12 +45,18 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from modelbus.errors import DefinitionError, ListenerNotFound, UserNotFound
-from modelbus.listeners.credentials import redact_definition, redact_url
+from modelbus.listeners.credentials import credentials_of, redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
+from modelbus.store.keys import KeyInfo
 from modelbus.web.api.algorithmia import algorithmia_spec
 from modelbus.web.api.algorithms import algorithmia_body, json_body
-from modelbus.web.api.auth import Key, ListenerManagerKey, require_listener_model
+from modelbus.web.api.auth import (
+    Key,
+    ListenerManagerKey,
+    can_manage_listener,
+    require_listener_model,
+)
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
 from modelbus.web.server import Services
@@ -262,11 +268,12 @@ def _iso(ts: float) -> str:
 _SOURCE_TYPES = {"sqs": "AmazonSQS", "kafka": "Kafka"}
 
 
-def event_listener_object(info: ListenerInfo, state: str) -> dict[str, Any]:
+def event_listener_object(info: ListenerInfo, state: str, *, whole: bool) -> dict[str, Any]:
     """A listener in the shape of Algorithmia's event listener objects (the fields
-    ``algorithmia-api-client`` 1.5.5 requires), plus modelbus's own. Credentials are never
-    shown: ``credentials`` is ``"***"`` when the source has some."""
-    d = redact_definition(info.definition)
+    ``algorithmia-api-client`` 1.5.5 requires), plus modelbus's own. Its URLs are shown
+    whole when ``whole`` (a key that may manage it), else by their shape; ``credentials``
+    is ``"***"`` when the source carries some."""
+    d = info.definition if whole else redact_definition(info.definition)
     ref = d.ref
     timeout = d.timeout_s
     return {
@@ -278,13 +285,13 @@ def event_listener_object(info: ListenerInfo, state: str) -> dict[str, Any]:
         "algoVersion": ref.spec,
         "algoTimeoutSeconds": round(timeout) if timeout is not None else None,
         "listenerOwner": user_id(ref.owner),
-        "credentials": "***" if d.source != info.definition.source else "",
+        "credentials": "***" if credentials_of(info.definition.source) else "",
         "name": d.name,
         "algorithm": f"{ref.owner}/{ref.name}",
         "version": ref.spec,
         "type": d.source_scheme,
         "source": d.source,
-        "outputs": [redact_url(u) for u in d.outputs],
+        "outputs": list(d.outputs),
         "error_sink": d.error_sink,
         "enabled": d.enabled,
         "status": state,
@@ -293,8 +300,9 @@ def event_listener_object(info: ListenerInfo, state: str) -> dict[str, Any]:
     }
 
 
-async def _object(running: Services, info: ListenerInfo) -> dict[str, Any]:
-    return event_listener_object(info, (await running.listeners.status(info.name)).state)
+async def _object(running: Services, info: ListenerInfo, key: KeyInfo) -> dict[str, Any]:
+    state = (await running.listeners.status(info.name)).state
+    return event_listener_object(info, state, whole=can_manage_listener(key, info.definition.model))
 
 
 async def _owner(running: Services, user: str) -> str:
@@ -352,7 +360,7 @@ async def create_event_listener(
     require_listener_model(key, definition.name, definition.model)  # as the native route
     running.credentials.remember_definition(definition)
     info = await running.listeners.create(definition, check=True)
-    return JSONResponse(await _object(running, info), status_code=201)
+    return JSONResponse(await _object(running, info, key), status_code=201)
 
 
 @router.get(
@@ -370,7 +378,7 @@ async def user_event_listeners(
     running = services(request)
     user = await _owner(running, user)
     items = [
-        await _object(running, info)
+        await _object(running, info, key)
         for info in await running.listeners.list()
         if info.definition.ref.owner == user
     ]
@@ -390,7 +398,7 @@ async def get_event_listener(
     request: Request, user: str, listener_id: str, key: Key
 ) -> dict[str, Any]:
     running = services(request)
-    return await _object(running, await _owned(running, user, listener_id))
+    return await _object(running, await _owned(running, user, listener_id), key)
 
 
 @router.put(
@@ -407,10 +415,11 @@ async def update_event_listener(
     require_listener_model(key, stored.name, stored.definition.model)
     body = await algorithmia_body(request)
     definition = definition_from_request(stored.definition.ref.owner, body, stored.name)
+    definition = restore_masked(definition, stored.definition)  # a URL read back redacted
     require_listener_model(key, definition.name, definition.model)
     running.credentials.remember_definition(definition)
     await running.listeners.apply([definition], check=True)
-    return await _object(running, await running.listeners.get(stored.name))
+    return await _object(running, await running.listeners.get(stored.name), key)
 
 
 @router.delete(

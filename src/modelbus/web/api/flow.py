@@ -3,7 +3,7 @@
 Sources -> listeners -> model versions -> sinks, with pipelines where one listener's output
 is another's source, each node's state and each edge's messages and rate: see
 :mod:`modelbus.listeners.flow`. Any valid key may read it (as listener statuses); every URL
-is shown with its credentials masked. The console's flow page draws the same graph
+is shown by its shape (``scheme://host/***?name=***``). The console's flow page draws the same graph
 (:mod:`modelbus.web.console.flow`).
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from modelbus.listeners import flow
-from modelbus.listeners.credentials import redact_definition
 from modelbus.web.api.auth import Key
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
@@ -34,8 +33,10 @@ def rate_meter(request: Request) -> flow.RateMeter:
 async def flow_graph(request: Request) -> flow.FlowGraph:
     """The flow graph of every listener now, its rates from this app's earlier readings."""
     running = services(request)
+    # whole: two URLs are joined by the place they name (flow.place_key), which their shapes
+    # do not say; flow.build shows every URL by its shape only
     listeners = [
-        (redact_definition(info.definition), await status_out(running, info.definition))
+        (info.definition, await status_out(running, info.definition))
         for info in await running.listeners.list()
     ]
     return flow.build(listeners, rates=rate_meter(request))
@@ -52,5 +53,5 @@ async def get_flow(request: Request, key: Key) -> flow.FlowGraph:
     are one node, so pipelines show), per listener (state, and why while degraded) and per
     listener's model version (resolved now); an edge per hop with the messages it carried
     (summed over the live nodes) and its rate in messages per second (null on the first
-    reading). Nodes carry a layered layout (`layer`, `row`). Credentials are masked."""
+    reading). Nodes carry a layered layout (`layer`, `row`). URLs are shown by their shape."""
     return await flow_graph(request)

@@ -3,11 +3,14 @@
 Thin over :class:`~modelbus.listeners.manager.ListenerManager`. Scopes: any valid API key may read
 (definitions, status); changing anything needs ``listeners:manage`` (or ``admin``).
 
-Definitions are answered with every credential shown as ``***``. A definition sent back
-with ``***`` where the stored one has a credential keeps the stored credential (so what
-``GET`` answers can be edited and ``PUT`` back). A definition that is refused answers
-``400`` with a message saying what to change (``DefinitionError``), the same message a
-listener file gets from ``modelbus listeners apply``.
+Every source, output and error-sink URL is a secret. A key that may manage the listener
+(``listeners:manage`` and ``call`` on its model) is answered the definition whole: it edits
+it. Any other key sees every URL by its shape, ``scheme://host:port/***?name=***``
+(:func:`~modelbus.connectors.redact_url`). A definition sent back with ``***`` in a URL
+keeps the stored values there (so what any view shows can be edited and ``PUT`` back); a
+``***`` no stored URL of the same scheme and host can fill is refused. A definition that is
+refused answers ``400`` with a message saying what to change (``DefinitionError``), the same
+message a listener file gets from ``modelbus listeners apply``.
 
 ``?check=true`` (the default) checks that the model reference resolves to a version and
 opens the listener's connectors before storing it, so a misspelt model or spec, a wrong
@@ -45,7 +48,12 @@ from modelbus.listeners.credentials import redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
 from modelbus.store.keys import KeyInfo
-from modelbus.web.api.auth import Key, ListenerManagerKey, require_listener_model
+from modelbus.web.api.auth import (
+    Key,
+    ListenerManagerKey,
+    can_manage_listener,
+    require_listener_model,
+)
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
 from modelbus.web.api.schemas import ApplyRequest, ListenerOut
@@ -149,11 +157,19 @@ def node_listener_out(running: Services, part: NodeListenerStatus) -> NodeListen
     )
 
 
-async def listener_out(running: Services, info: ListenerInfo) -> ListenerOut:
-    """A stored listener as the API shows it (credentials masked)."""
+def shown_definition(key: KeyInfo, definition: ListenerDefinition) -> ListenerDefinition:
+    """``definition`` as ``key`` may see it: whole for a key that may manage it, every URL
+    by its shape for any other."""
+    if can_manage_listener(key, definition.model):
+        return definition
+    return redact_definition(definition)
+
+
+async def listener_out(running: Services, info: ListenerInfo, key: KeyInfo) -> ListenerOut:
+    """A stored listener as ``key`` may see it (:func:`shown_definition`), with its status."""
     return ListenerOut(
         name=info.name,
-        definition=redact_definition(info.definition),
+        definition=shown_definition(key, info.definition),
         status=await status_out(running, info.definition),
         created_at=info.created_at,
         updated_at=info.updated_at,
@@ -204,7 +220,7 @@ async def require_models(
 )
 async def list_listeners(request: Request, key: Key) -> list[ListenerOut]:
     running = services(request)
-    return [await listener_out(running, info) for info in await running.listeners.list()]
+    return [await listener_out(running, info, key) for info in await running.listeners.list()]
 
 
 @router.post(
@@ -219,9 +235,9 @@ async def create_listener(
 ) -> ListenerOut:
     running = services(request)
     await require_models(running, key, [definition], prune=False)
-    running.credentials.remember_definition(definition)
+    [definition] = await _prepared(running, [definition])
     info = await running.listeners.create(definition, check=check)
-    return await listener_out(running, info)
+    return await listener_out(running, info, key)
 
 
 @router.put(
@@ -247,13 +263,14 @@ async def apply_listeners(
 
 @router.get(
     "/v1/listeners/{name}",
-    summary="Get a listener: its definition (credentials masked) and status",
+    summary="Get a listener: its definition (URLs redacted unless the key may manage it) "
+    "and status",
     response_model=ListenerOut,
     responses=responses(404),
 )
 async def get_listener(request: Request, name: str, key: Key) -> ListenerOut:
     running = services(request)
-    return await listener_out(running, await running.listeners.get(name))
+    return await listener_out(running, await running.listeners.get(name), key)
 
 
 @router.put(
@@ -280,7 +297,7 @@ async def put_listener(
     result = await running.listeners.apply(await _prepared(running, [definition]), check=check)
     if result.created:
         response.status_code = 201
-    return await listener_out(running, await running.listeners.get(name))
+    return await listener_out(running, await running.listeners.get(name), key)
 
 
 @router.delete(
@@ -305,7 +322,7 @@ async def delete_listener(request: Request, name: str, key: ListenerManagerKey) 
 async def pause_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
     running = services(request)
     await managed(running, key, name)
-    return await listener_out(running, await running.listeners.pause(name))
+    return await listener_out(running, await running.listeners.pause(name), key)
 
 
 @router.post(
@@ -317,7 +334,7 @@ async def pause_listener(request: Request, name: str, key: ListenerManagerKey) -
 async def resume_listener(request: Request, name: str, key: ListenerManagerKey) -> ListenerOut:
     running = services(request)
     await managed(running, key, name)
-    return await listener_out(running, await running.listeners.resume(name))
+    return await listener_out(running, await running.listeners.resume(name), key)
 
 
 @router.get(
@@ -339,7 +356,7 @@ async def listener_status(request: Request, name: str, key: Key) -> ListenerStat
 )
 async def asyncapi_document(request: Request, key: Key) -> JSONResponse:
     running = services(request)
-    definitions = [redact_definition(i.definition) for i in await running.listeners.list()]
+    definitions = [shown_definition(key, i.definition) for i in await running.listeners.list()]
     schemas = await asyncapi.model_schemas(
         (d.ref for d in definitions), running.registry.manifest_of
     )

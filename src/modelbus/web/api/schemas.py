@@ -15,7 +15,8 @@ __all__ = ["ApplyRequest", "ListenerOut"]
 
 class ListenerOut(schemas.ListenerOut):
     definition: ListenerDefinition = Field(
-        description="The definition as stored, every credential shown as `***`."
+        description="The definition as stored: its URLs whole for a key that may manage the "
+        "listener, else by their shape (`scheme://host:port/***?name=***`)."
     )
 
 

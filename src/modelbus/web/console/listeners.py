@@ -3,9 +3,10 @@ resume and delete.
 
 Thin over the services the ``/v1/listeners`` routes call, with the routes' own helpers: the
 status a page shows is :func:`modelbus.web.api.listeners.status_out` (state, reason with
-credentials masked, counters, the spec resolved now), definitions are shown masked, and a
-definition posted back with ``***`` keeps its stored credentials. Any logged-in key may
-look; changing anything needs ``listeners:manage``, as on the API.
+credentials masked, counters, the spec resolved now), definitions are shown with every URL
+by its shape (to every key: the console never shows a URL whole), and a definition posted
+back with ``***`` in a URL keeps the stored values there. Any logged-in key may look;
+changing anything needs ``listeners:manage``, as on the API.
 
 ``GET /console/listeners/live`` answers the same statuses as JSON for the page's script,
 which polls it to keep the figures live.
@@ -62,7 +63,7 @@ class ListenerView:
 
 
 async def listener_view(running: Services, info: ListenerInfo) -> ListenerView:
-    """``info`` with its live status (as the API computes it), credentials masked."""
+    """``info`` with its live status (as the API computes it), its URLs by their shape."""
     return ListenerView(
         definition=redact_definition(info.definition),
         status=await status_out(running, info.definition),
@@ -118,7 +119,7 @@ async def create_listener(request: Request, posted: Posting) -> Response:
     form = ListenerForm.posted(posted)
     running = services(request)
     try:
-        definition = form.definition()
+        definition = restore_masked(form.definition(), None)  # refuses a *** left in a URL
         await require_models(running, posted.viewer.key, [definition], prune=False)
         running.credentials.remember_definition(definition)
         await running.listeners.create(definition, check=_check(posted))
