@@ -171,7 +171,9 @@ def test_a_killed_worker_is_restarted_and_no_message_is_lost(
     )
     # what the worker held when it died was delivered again (the heartbeat that showed it
     # busy is at most half a second old; each message takes 0.1 s a runner)
-    assert 2 in {attempts for _, attempts in run_records(server.data_dir, "slowish").values()}
+    # (more than once if it came back while the dead worker's run claim still held: each
+    # delivery refused as busy counts as an attempt)
+    assert max(attempts for _, attempts in run_records(server.data_dir, "slowish").values()) >= 2
     assert "worker 1 (node " in server.log() and "exited with signal SIGKILL" in server.log()
     with server.client() as client:
         dead = next(n for n in client.nodes() if n.id == worker.id)
