@@ -75,6 +75,7 @@ from modelbus.client.refs import ModelRef
 from modelbus.connectors import OutMessage, make_sink, make_source
 from modelbus.errors import ListenerNotFound
 from modelbus.listeners.definition import ListenerDefinition
+from modelbus.listeners.lifecycle import RuntimeOptions
 from modelbus.listeners.manager import ManagerOptions
 from modelbus.runtime.invocation import CallOptions, Payload, Result
 
@@ -595,7 +596,10 @@ def clients(kits: dict[str, Kit], faststream_on: bool) -> str:
 
 @contextlib.asynccontextmanager
 async def bench_node(data_dir: Path, workers: int) -> AsyncIterator[Node]:
-    options = ManagerOptions(sync_interval_s=None)
+    # as `modelbus serve` sets it on a SQLite store (ManagerOptions.from_settings): run claims
+    # only with worker processes, the only other replicas a SQLite node can have
+    runtime = RuntimeOptions(claim_runs=workers > 1)
+    options = ManagerOptions(sync_interval_s=None, runtime=runtime)
     async with open_node(data_dir, options=options, **node_options(workers)) as node:
         yield node
 

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modelbus.config import Settings
 from modelbus.connectors import ConnectorPolicy
 from modelbus.errors import DefinitionError
 from modelbus.listeners.lifecycle import ListenerRuntime
@@ -112,3 +113,21 @@ def test_a_runtime_holds_its_connectors_to_the_policy_it_is_given(env: Env, tmp_
     with pytest.raises(DefinitionError, match="MODELBUS_DIR_ROOTS"):
         runtime(ConnectorPolicy(dir_roots=(tmp_path / "drop",)))
     assert runtime(None).definition is definition  # no roots configured: any folder
+
+
+@pytest.mark.parametrize(
+    ("database", "workers", "claims"),
+    [("sqlite", 1, False), ("sqlite", 2, True), ("postgresql", 1, True)],
+)
+def test_serve_claims_runs_only_where_another_replica_can_exist(
+    tmp_path: Path, database: str, workers: int, claims: bool
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'modelbus.sqlite'}"
+        if database == "sqlite"
+        else "postgresql://postgres@127.0.0.1:5432/test"
+    )
+    settings = Settings.from_env(
+        {"MODELBUS_DATA_DIR": str(tmp_path), "MODELBUS_DATABASE_URL": url}, workers=workers
+    )
+    assert ManagerOptions.from_settings(settings).runtime.claim_runs is claims

@@ -45,7 +45,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from modelbus.client.refs import ModelRef
-from modelbus.connectors import ConnectorContext, ConnectorPolicy, make_source, redact_url
+from modelbus.connectors import (
+    ConnectorContext,
+    ConnectorPolicy,
+    is_shared_source,
+    make_source,
+    redact_url,
+)
 from modelbus.connectors.base import Delivery, Source
 from modelbus.errors import ConnectorError, DefinitionError
 from modelbus.listeners.backlog import DEFAULT_INTERVAL_S, BacklogReader
@@ -96,6 +102,11 @@ class RuntimeOptions:
     stop_deadline_s: float = 30.0
     backlog_interval_s: float = DEFAULT_INTERVAL_S
     claim_ttl_s: float = DEFAULT_CLAIM_TTL_S  # a run claim lasts this long unless renewed
+    # Claim runs in the store (several replicas may get one message). Off where this
+    # process is the only replica there can be (one node on SQLite, no workers): the
+    # in-flight set already keeps a message from running twice at once there. Sources run
+    # by one owner (local://, dir://, unshared MQTT) never claim.
+    claim_runs: bool = True
     reconnect: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(
             max_attempts=1000, initial_backoff_s=0.5, max_backoff_s=30.0, multiplier=2.0
@@ -161,12 +172,16 @@ class ListenerRuntime:
         self._caller = Caller(definition, invoker, self._ref, self._health)
         self._in_flight = InFlight(definition.max_in_flight)
         self._settler, self._admission, self._leases = self._stages()
-        self._claims = RunClaims(
-            definition.name,
-            runs.store,
-            self._health,
-            flights=self._in_flight,
-            ttl_s=options.claim_ttl_s,
+        self._claims = (
+            RunClaims(
+                definition.name,
+                runs.store,
+                self._health,
+                flights=self._in_flight,
+                ttl_s=options.claim_ttl_s,
+            )
+            if options.claim_runs and is_shared_source(definition.source)
+            else None
         )
         self._claimer: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
@@ -304,7 +319,8 @@ class ListenerRuntime:
                 flight.task.cancel()
         await asyncio.gather(*(f.task for f in working if f.task), return_exceptions=True)
         working = [f for f in working if f.settling is None]  # none came back meanwhile
-        await asyncio.shield(self._claims.end(working))  # another replica may run them now
+        if self._claims is not None:  # another replica may run them now
+            await asyncio.shield(self._claims.end(working))
         await asyncio.shield(asyncio.gather(*(self._settler.release(f, 0.0) for f in working)))
         self._in_flight.forget(working)
         settling = {f.settling for f in self._in_flight if f.settling is not None}
@@ -332,7 +348,8 @@ class ListenerRuntime:
             if not await self._connect():
                 return
             self._extender = asyncio.create_task(self._leases.run(), name=f"leases:{self.name}")
-            self._claimer = asyncio.create_task(self._claims.run(), name=f"claims:{self.name}")
+            if self._claims is not None:
+                self._claimer = asyncio.create_task(self._claims.run(), name=f"claims:{self.name}")
             self._backlog_task = asyncio.create_task(
                 self._backlog.run(), name=f"backlog:{self.name}"
             )
@@ -443,11 +460,20 @@ class ListenerRuntime:
             def done(indexes: list[int], outcomes: list[Invoked | Outcome]) -> None:
                 self._settle([(fresh[i], o) for i, o in zip(indexes, outcomes, strict=True)])
 
+            claims = self._claims
+
             async def claim(indexes: list[int]) -> list[bool]:
-                return await self._claims.claim([fresh[i] for i in indexes])
+                assert claims is not None
+                return await claims.claim([fresh[i] for i in indexes])
 
             deliveries = [f.delivery for f in fresh]
-            await self._work(deliveries, self._ref, apply_filter=True, done=done, claim=claim)
+            await self._work(
+                deliveries,
+                self._ref,
+                apply_filter=True,
+                done=done,
+                claim=claim if claims is not None else None,
+            )
         except asyncio.CancelledError:
             if self._stop_requested.is_set():
                 return  # stop() releases what is not settling

@@ -113,8 +113,14 @@ class ManagerOptions:
             egress = Egress(
                 allow=settings.allow_hosts, own_port=settings.port, own_hosts=(settings.host,)
             )
+        # One node on SQLite with no workers is the only replica of every listener: no run
+        # claims (RuntimeOptions.claim_runs)
+        alone = settings.database_url.startswith("sqlite") and settings.workers <= 1
         return cls(
-            stop_deadline_s=settings.stop_deadline_s, dir_roots=settings.dir_roots, egress=egress
+            stop_deadline_s=settings.stop_deadline_s,
+            dir_roots=settings.dir_roots,
+            egress=egress,
+            runtime=RuntimeOptions(claim_runs=not alone),
         )
 
     @property
