@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from modelbus.connectors import redact_url
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.envelopes import dead_letter_id, output_id
 from modelbus.listeners.retry import RetryPolicy
@@ -79,7 +80,7 @@ async def test_nothing_is_acked_until_the_result_is_published(
         assert (await broker.depth(source)).total == 1  # still the broker's
         assert (await broker.depth(out)).total == 0
         problems = (await node.manager.status(definition.name)).problems
-        assert list(problems) == [f"sink {out}"], problems
+        assert list(problems) == [f"sink {redact_url(out)}"], problems
 
     await eventually(lambda: _settled(node, broker, definition, source, message_id), what="settled")
     results = await broker.drain(out, 1)
@@ -117,7 +118,7 @@ async def test_nothing_is_acked_until_the_dead_letter_is_published(
         assert (await broker.depth(source)).total == 1
         assert (await broker.depth(dead)).total == 0
         problems = (await node.manager.status(definition.name)).problems
-        assert list(problems) == [f"sink {dead}"], problems  # the store is fine
+        assert list(problems) == [f"sink {redact_url(dead)}"], problems  # the store is fine
         stored = await node.manager.runs.get_dead_letter(
             dead_letter_id(definition.name, message_id)
         )

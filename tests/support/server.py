@@ -65,6 +65,13 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+PORT_TRIES = 3  # a free port another process takes before the server binds it: try another
+
+
+class PortTaken(RuntimeError):
+    """The port chosen for a server was taken before it could bind it."""
+
+
 @dataclass(kw_only=True)
 class ModelbusServer:
     """One running ``modelbus serve`` process (see the module docstring)."""
@@ -115,6 +122,14 @@ class ModelbusServer:
         return self
 
     def _launch(self) -> None:
+        for _ in range(PORT_TRIES - 1):
+            try:
+                return self._launch_once()
+            except PortTaken:  # another test's server took the free port first: another
+                continue
+        self._launch_once()
+
+    def _launch_once(self) -> None:
         self.port = free_port()
         self.starts += 1
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server-{self.starts}.log"
@@ -144,6 +159,8 @@ class ModelbusServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
+                if self.process.returncode == 2 and "is in use" in self.log():
+                    raise PortTaken(self.port)
                 raise RuntimeError(
                     f"modelbus serve exited ({self.process.returncode}):\n{self.log()}"
                 )

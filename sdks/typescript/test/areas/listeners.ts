@@ -62,7 +62,8 @@ describe("listeners, runs and dead letters", () => {
     assert.equal(created.definition.model, "e2e/behave@1.*");
     assert.equal(created.definition.retry.max_attempts, 1);
     assert.equal(created.definition.max_in_flight, 100); // the server's default, filled in
-    assert.match(created.definition.source, /secret=\*\*\*/); // credentials never come back
+    // a key that may manage the listener (admin here) gets its URL whole; others, redacted
+    assert.equal(created.definition.source, definition.source);
 
     assert.equal((await ctx.mb.listener(NAME)).name, NAME);
     assert.deepEqual((await ctx.mb.listeners()).map((l) => l.name), [NAME]);
