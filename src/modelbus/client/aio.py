@@ -13,14 +13,7 @@ import httpx
 
 from modelbus.client import operations as op
 from modelbus.client.connection import DEFAULT_TIMEOUT_S, http_options, reaching
-from modelbus.client.operations import (
-    Bump,
-    Deadline,
-    DefinitionLike,
-    Moment,
-    Operation,
-    SearchFilters,
-)
+from modelbus.client.operations import Bump, Deadline, DefinitionLike, Moment, Operation
 from modelbus.client.refs import ModelRef
 from modelbus.client.responses import error_from_response, no_result, push_event
 from modelbus.client.results import CallResult, Job
@@ -259,13 +252,7 @@ class AsyncClient:
         cursor: str | None = None,
     ) -> RunPage:
         """See :meth:`Client.search_runs`."""
-        filters = SearchFilters(
-            listener=listener,
-            message_id=message_id,
-            object_key=object_key,
-            since=since,
-            until=until,
-        )
+        filters = op.search_filters(listener, message_id, object_key, since, until)
         return await self._run(op.search_runs(filters, status, limit, cursor))
 
     async def search_dead_letters(
@@ -281,13 +268,7 @@ class AsyncClient:
         cursor: str | None = None,
     ) -> DeadLetterPage:
         """See :meth:`Client.search_dead_letters`."""
-        filters = SearchFilters(
-            listener=listener,
-            message_id=message_id,
-            object_key=object_key,
-            since=since,
-            until=until,
-        )
+        filters = op.search_filters(listener, message_id, object_key, since, until)
         return await self._run(op.search_dead_letters(filters, include_redriven, limit, cursor))
 
     async def redrive_matching(
@@ -304,13 +285,7 @@ class AsyncClient:
         rate_per_s: float | None = None,
     ) -> SearchRedriveOut:
         """See :meth:`Client.redrive_matching`."""
-        filters = SearchFilters(
-            listener=listener,
-            message_id=message_id,
-            object_key=object_key,
-            since=since,
-            until=until,
-        )
+        filters = op.search_filters(listener, message_id, object_key, since, until)
         return await self._run(
             op.redrive_matching(filters, include_redriven, every, spec, rate_per_s)
         )

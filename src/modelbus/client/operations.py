@@ -438,6 +438,19 @@ class SearchFilters:
         return {k: v for k, v in found.items() if v is not None}
 
 
+def search_filters(
+    listener: str | None,
+    message_id: str | None,
+    object_key: str | None,
+    since: Moment | None,
+    until: Moment | None,
+) -> SearchFilters:
+    """The filters of a client's search method, from its keyword arguments in this order."""
+    return SearchFilters(
+        listener=listener, message_id=message_id, object_key=object_key, since=since, until=until
+    )
+
+
 def _moment(at: Moment | None) -> str | None:
     if at is None or isinstance(at, str):
         return at

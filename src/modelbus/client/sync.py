@@ -13,14 +13,7 @@ import httpx
 
 from modelbus.client import operations as op
 from modelbus.client.connection import DEFAULT_TIMEOUT_S, http_options, reaching
-from modelbus.client.operations import (
-    Bump,
-    Deadline,
-    DefinitionLike,
-    Moment,
-    Operation,
-    SearchFilters,
-)
+from modelbus.client.operations import Bump, Deadline, DefinitionLike, Moment, Operation
 from modelbus.client.refs import ModelRef
 from modelbus.client.responses import error_from_response, no_result, push_event
 from modelbus.client.results import CallResult, Job
@@ -288,13 +281,7 @@ class Client:
         """A page of the run records of every listener, most recently updated first,
         narrowed by the filters given: ``object_key`` is an object's whole ``BUCKET/KEY``
         (or file path) or a tail of it after a ``/``; ``since`` <= updated < ``until``."""
-        filters = SearchFilters(
-            listener=listener,
-            message_id=message_id,
-            object_key=object_key,
-            since=since,
-            until=until,
-        )
+        filters = op.search_filters(listener, message_id, object_key, since, until)
         return self._run(op.search_runs(filters, status, limit, cursor))
 
     def search_dead_letters(
@@ -311,13 +298,7 @@ class Client:
     ) -> DeadLetterPage:
         """A page of the dead letters of every listener, newest first (without bodies),
         narrowed as :meth:`search_runs` (the time is when they were dead-lettered)."""
-        filters = SearchFilters(
-            listener=listener,
-            message_id=message_id,
-            object_key=object_key,
-            since=since,
-            until=until,
-        )
+        filters = op.search_filters(listener, message_id, object_key, since, until)
         return self._run(op.search_dead_letters(filters, include_redriven, limit, cursor))
 
     def redrive_matching(
@@ -338,13 +319,7 @@ class Client:
         once all were tried. No filter at all is refused (InvalidInput) unless ``every``
         says every letter of every listener is meant. Needs listeners:manage, and the call
         scope on the model of every listener concerned."""
-        filters = SearchFilters(
-            listener=listener,
-            message_id=message_id,
-            object_key=object_key,
-            since=since,
-            until=until,
-        )
+        filters = op.search_filters(listener, message_id, object_key, since, until)
         return self._run(op.redrive_matching(filters, include_redriven, every, spec, rate_per_s))
 
     def dead_letter(self, letter_id: str) -> DeadLetterOut:
