@@ -26,15 +26,19 @@ from modelbus.client.schemas import (
     SearchRedriveRequest,
 )
 from modelbus.listeners.manager import RedriveResult
-from modelbus.store.runs import DeadLetter, Search
+from modelbus.store.runs import DeadLetter, Page
 from modelbus.web.api.auth import Key, ListenerManagerKey
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
 from modelbus.web.api.listeners import managed
-from modelbus.web.api.runs import SearchQuery, epoch_s
+from modelbus.web.api.search import Cursor, Limit, SearchQuery, search_of
 from modelbus.web.server import Services
 
 router = APIRouter(tags=["dead letters"])
+
+IncludeRedriven = Annotated[
+    bool, Query(description="Also list letters that were redriven already.")
+]
 
 
 def dead_letter_out(letter: DeadLetter, *, with_body: bool) -> DeadLetterOut:
@@ -59,6 +63,14 @@ def dead_letter_out(letter: DeadLetter, *, with_body: bool) -> DeadLetterOut:
     )
 
 
+def dead_letter_page(page: Page[DeadLetter]) -> DeadLetterPage:
+    """A page of letters, without their bodies."""
+    return DeadLetterPage(
+        items=[dead_letter_out(d, with_body=False) for d in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
 def redrive_out(running: Services, result: RedriveResult) -> RedriveOut:
     redact = running.credentials.redact
     return RedriveOut(
@@ -78,19 +90,14 @@ async def search_dead_letters(
     request: Request,
     key: Key,
     search: SearchQuery,
-    include_redriven: Annotated[
-        bool, Query(description="Also list letters that were redriven already.")
-    ] = True,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+    include_redriven: IncludeRedriven = True,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> DeadLetterPage:
     page = await services(request).listeners.runs.list_dead_letters(
         search=search, limit=limit, cursor=cursor, include_redriven=include_redriven
     )
-    return DeadLetterPage(
-        items=[dead_letter_out(d, with_body=False) for d in page.items],
-        next_cursor=page.next_cursor,
-    )
+    return dead_letter_page(page)
 
 
 @router.post(
@@ -103,13 +110,7 @@ async def redrive_matching(
     request: Request, body: SearchRedriveRequest, key: ListenerManagerKey
 ) -> SearchRedriveOut:
     running = services(request)
-    search = Search(
-        listener=body.listener,
-        message_id=body.message_id,
-        object_key=body.object_key,
-        since=epoch_s(body.since),
-        until=epoch_s(body.until),
-    )
+    search = search_of(body.listener, body.message_id, body.object_key, body.since, body.until)
     matched, results = await running.listeners.redrive_matching(
         search,
         include_redriven=body.include_redriven,
@@ -134,19 +135,14 @@ async def list_dead_letters(
     request: Request,
     name: str,
     key: Key,
-    include_redriven: Annotated[
-        bool, Query(description="Also list letters that were redriven already.")
-    ] = True,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+    include_redriven: IncludeRedriven = True,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> DeadLetterPage:
     page = await services(request).listeners.runs.list_dead_letters(
         name, limit=limit, cursor=cursor, include_redriven=include_redriven
     )
-    return DeadLetterPage(
-        items=[dead_letter_out(d, with_body=False) for d in page.items],
-        next_cursor=page.next_cursor,
-    )
+    return dead_letter_page(page)
 
 
 @router.get(

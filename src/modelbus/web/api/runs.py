@@ -10,22 +10,23 @@ pages through one listener's. Records outlive the listener.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from modelbus.client.schemas import RunOut, RunPage
 from modelbus.errors import RunNotFound
 from modelbus.listeners.credentials import redact_url
-from modelbus.store.runs import RunRecord, Search
+from modelbus.store.runs import Page, RunRecord
 from modelbus.web.api.auth import Key
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
+from modelbus.web.api.search import Cursor, Limit, SearchQuery
 
 router = APIRouter(tags=["runs"])
 
 Status = Literal["running", "retrying", "succeeded", "dead_lettered"]
+StatusQuery = Annotated[Status | None, Query(description="Only records in this state.")]
 
 
 def run_out(record: RunRecord) -> RunOut:
@@ -46,46 +47,8 @@ def run_out(record: RunRecord) -> RunOut:
     )
 
 
-def epoch_s(at: datetime | None) -> float | None:
-    """``at`` in seconds since the epoch; a time without a zone is UTC."""
-    if at is None:
-        return None
-    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
-
-
-def search_query(
-    listener: Annotated[str | None, Query(description="Only this listener's.")] = None,
-    message_id: Annotated[
-        str | None, Query(description="Only those of this broker message id.")
-    ] = None,
-    object_key: Annotated[
-        str | None,
-        Query(
-            description="Only those of this object (S3 or dir:// notifications): its whole "
-            "BUCKET/KEY or file path, or a tail of it after a '/' (page-1.png, "
-            "inbox/page-1.png). Case-sensitive."
-        ),
-    ] = None,
-    since: Annotated[
-        datetime | None,
-        Query(description="At or after this time: ISO 8601 (UTC if no zone) or epoch s."),
-    ] = None,
-    until: Annotated[
-        datetime | None,
-        Query(description="Before this time: ISO 8601 (UTC if no zone) or epoch s."),
-    ] = None,
-) -> Search:
-    """The search the listing's query parameters ask for (empty ones are ignored)."""
-    return Search(
-        listener=listener or None,
-        message_id=message_id or None,
-        object_key=object_key or None,
-        since=epoch_s(since),
-        until=epoch_s(until),
-    )
-
-
-SearchQuery = Annotated[Search, Depends(search_query)]
+def run_page(page: Page[RunRecord]) -> RunPage:
+    return RunPage(items=[run_out(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get(
@@ -98,14 +61,14 @@ async def search_runs(
     request: Request,
     key: Key,
     search: SearchQuery,
-    status: Annotated[Status | None, Query(description="Only records in this state.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+    status: StatusQuery = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> RunPage:
     page = await services(request).listeners.runs.list_runs(
         status=status, search=search, limit=limit, cursor=cursor
     )
-    return RunPage(items=[run_out(r) for r in page.items], next_cursor=page.next_cursor)
+    return run_page(page)
 
 
 @router.get(
@@ -137,11 +100,11 @@ async def list_runs(
     request: Request,
     name: str,
     key: Key,
-    status: Annotated[Status | None, Query(description="Only records in this state.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
+    status: StatusQuery = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> RunPage:
     page = await services(request).listeners.runs.list_runs(
         name, status=status, limit=limit, cursor=cursor
     )
-    return RunPage(items=[run_out(r) for r in page.items], next_cursor=page.next_cursor)
+    return run_page(page)
