@@ -236,14 +236,7 @@ class RunStore:
             for message_id, attempt in attempts.items()
         ]
         statement = self._claiming.values(rows)
-        if self._direct is not None:
-
-            def write(conn: Connection) -> set[str]:
-                return set(conn.execute(statement).scalars())
-
-            return await self._direct.run(write, write=True)
-        async with self._engine.begin() as conn:
-            return set((await conn.execute(statement)).scalars())
+        return await self._written_ids(statement)
 
     async def renew_claims(
         self, listener: str, claimant: str, message_ids: Sequence[str], *, ttl_s: float
@@ -279,6 +272,10 @@ class RunStore:
             .values(**values)
             .returning(runs.c.message_id)
         )
+        return await self._written_ids(statement)
+
+    async def _written_ids(self, statement: Executable) -> set[str]:
+        """Run ``statement`` (a write returning message ids) in a transaction of its own."""
         if self._direct is not None:
 
             def write(conn: Connection) -> set[str]:
