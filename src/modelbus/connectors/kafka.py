@@ -16,6 +16,11 @@ Query options:
 * ``prefetch`` (source): records fetched ahead per partition before fetching pauses (500).
 * ``session_timeout_s`` (source): the group session timeout (default 10; tests lower it so
   that group joins and rebalances take about a second instead of several).
+* ``linger_ms`` (sink): how long the producer waits for more records to send in one request
+  (default 0: at once). Under load a few milliseconds put the results of concurrent batches
+  in one request per partition; at low rates each publish waits this much longer.
+* ``batch_kb`` (sink): the most one request carries per partition, in KiB (default 16, as
+  Kafka's ``batch.size``; up to 16384). Records past it go in the next request.
 * ``create=true``: create the topic when missing, with ``partitions`` partitions (default 1).
   For tests and demos; in production topics are infrastructure, and a missing one is an error.
 * ``security_protocol`` (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``) and
@@ -118,6 +123,8 @@ KAFKA_OPTIONS = frozenset(
         "retry_topic",
         "prefetch",
         "session_timeout_s",
+        "linger_ms",
+        "batch_kb",
         "create",
         "partitions",
         "security_protocol",
@@ -129,6 +136,7 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 DEFAULT_PREFETCH = 500
 DEFAULT_SESSION_TIMEOUT_S = 10
+DEFAULT_BATCH_KB = 16
 CONNECT_TIMEOUT_S = 15.0
 CALL_TIMEOUT_S = 30.0
 REVOKE_DRAIN_S = 10.0
@@ -179,6 +187,8 @@ class KafkaSettings:
     retry_topic: str | None = None
     prefetch: int = DEFAULT_PREFETCH
     session_timeout_s: int = DEFAULT_SESSION_TIMEOUT_S
+    linger_ms: int = 0
+    batch_kb: int = DEFAULT_BATCH_KB
     create: bool = False
     partitions: int = 1
     security_protocol: str = "PLAINTEXT"
@@ -204,6 +214,8 @@ class KafkaSettings:
             prefetch=parse_int(query, "prefetch", low=1, high=100_000) or DEFAULT_PREFETCH,
             session_timeout_s=parse_int(query, "session_timeout_s", low=1, high=3600)
             or DEFAULT_SESSION_TIMEOUT_S,
+            linger_ms=parse_int(query, "linger_ms", low=0, high=60_000, default=0) or 0,
+            batch_kb=parse_int(query, "batch_kb", low=1, high=16_384) or DEFAULT_BATCH_KB,
             create=parse_bool(query, "create"),
             partitions=parse_int(query, "partitions", low=1, high=10_000) or 1,
             security_protocol=_choice(
@@ -864,7 +876,8 @@ def _producer_options(settings: KafkaSettings) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": False,
         "max_request_size": MAX_REQUEST_BYTES,
-        "linger_ms": 0,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.batch_kb * 1024,
     }
 
 

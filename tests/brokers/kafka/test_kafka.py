@@ -11,7 +11,7 @@ import pytest
 
 from modelbus.connectors import make_sink, make_source
 from modelbus.connectors.base import ConnectorContext, OutMessage
-from modelbus.connectors.kafka import KafkaSettings, KafkaSink, KafkaSource
+from modelbus.connectors.kafka import KafkaSettings, KafkaSink, KafkaSource, _producer_options
 from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
 
 from ..helpers import (
@@ -55,6 +55,13 @@ def test_url_options_are_parsed() -> None:
     assert settings.sasl_mechanism == "SCRAM-SHA-512"
     assert "p@ss" not in repr(settings)
     assert settings.retry_topic_for("my listener/1") == "orders.retry.my_listener_1"
+    assert (settings.linger_ms, settings.batch_kb) == (0, 16)  # Kafka's producer defaults
+
+
+def test_sink_batching_options_reach_the_producer() -> None:
+    settings = KafkaSettings.from_url("kafka://h:9092/out?linger_ms=20&batch_kb=256")
+    options = _producer_options(settings)
+    assert (options["linger_ms"], options["max_batch_size"]) == (20, 256 * 1024)
 
 
 @pytest.mark.parametrize(
@@ -66,6 +73,9 @@ def test_url_options_are_parsed() -> None:
         "kafka://h:9092/bad topic",
         "kafka://h:9092/t?ordering=random",
         "kafka://h:9092/t?nope=1",
+        "kafka://h:9092/t?linger_ms=-1",
+        "kafka://h:9092/t?batch_kb=0",
+        "kafka://h:9092/t?batch_kb=many",
     ],
 )
 def test_malformed_urls_are_refused(url: str, ctx: ConnectorContext) -> None:
@@ -74,6 +84,27 @@ def test_malformed_urls_are_refused(url: str, ctx: ConnectorContext) -> None:
 
 
 # ---- delivery
+
+
+async def test_a_lingering_sink_delivers_concurrent_publishes(
+    tansu: Tansu, ctx: ConnectorContext
+) -> None:
+    """linger_ms holds records to send them together and batch_kb=1 splits them over many
+    requests: concurrent publishes all arrive."""
+    url = kafka_url(tansu.bootstrap, unique("t"), create=True, partitions=2)
+    sink = make_sink(f"{url}&linger_ms=50&batch_kb=1", ctx)
+    await sink.open()
+    source = make_source(url, ctx)
+    await source.open()
+    try:
+        batches = messages(40)
+        await asyncio.gather(*(sink.publish(batches[i : i + 10]) for i in range(0, 40, 10)))
+        got = await receive_until(source, 40)
+        assert sorted(n_of(d) for d in got) == list(range(40))
+        await source.ack(got)
+    finally:
+        await source.close()
+        await sink.close()
 
 
 async def test_publish_receive_ack(opened: Pair, topic_url: str, ctx: ConnectorContext) -> None:
