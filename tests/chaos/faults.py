@@ -42,7 +42,7 @@ from .accounting import Collector, Tally, progress_to
 from .brokers import BASE_MESSAGES, with_query
 from .flow import inputs, publish
 
-__all__ = ["COUNT", "Fault", "cut_tansu", "partitioned", "restartable", "run_with_fault"]
+__all__ = ["COUNT", "Fault", "partitioned", "restartable", "run_with_fault"]
 
 COUNT = max(150, BASE_MESSAGES // 10)  # inputs of one fault run
 COLLECTOR_LEASE_S = 2  # what the collector held when its connection broke comes back soon
@@ -286,27 +286,6 @@ async def partitioned(kind: str) -> AsyncIterator[Fault]:
         return
     async with _proxied(kind, cut=False) as fault:
         yield fault
-
-
-@contextlib.asynccontextmanager
-async def cut_tansu() -> AsyncIterator[Fault]:
-    """A tansu of the test's own in memory behind a proxy it advertises, which ``down``
-    turns into a stopped broker as every client sees one (connections refused and reset)
-    and ``up`` brings back with everything it held: the broker restart of runs too big for
-    :func:`_restartable_tansu` (its storage on moto's S3 slows past a few thousand records
-    until reads stall)."""
-    from tests.brokers.kafka.tansu import Tansu, free_port
-
-    port = free_port()
-    proxy = TcpProxy("127.0.0.1", port)
-    await proxy.start()
-    broker = Tansu(port=port, advertise=proxy.address)
-    await asyncio.to_thread(broker.start)
-    try:
-        yield Fault.of_own("kafka", proxy.address, down=proxy.cut, up=proxy.restore)
-    finally:
-        await proxy.close()
-        await asyncio.to_thread(broker.close)
 
 
 @contextlib.asynccontextmanager
