@@ -137,6 +137,17 @@ async def test_bad_cursors_and_two_listeners_are_refused(store: RunStore) -> Non
         await store.list_runs("a", search=Search(listener="b"))
 
 
+@pytest.mark.parametrize("at", ["nan", "inf", "-inf", "1e999"])
+async def test_a_cursor_at_no_time_is_refused_not_an_empty_page(store: RunStore, at: str) -> None:
+    """A forged cursor whose time is not a number (nan, infinite) ends no page: refused,
+    rather than answering an empty page as if the listing had ended."""
+    await store.write(RUNS)
+    with pytest.raises(InvalidInput, match="not a page cursor"):
+        await store.list_runs(cursor=f"{at}|ocr|m1")
+    with pytest.raises(InvalidInput, match="not a page cursor"):
+        await store.list_dead_letters(cursor=f"{at}|ocr-m1")
+
+
 async def test_dead_letters_are_searched_and_matched_per_listener(store: RunStore) -> None:
     await store.write(
         [

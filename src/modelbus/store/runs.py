@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -656,9 +657,12 @@ def _run_cursor(text: str) -> tuple[float, str, str]:
 def _cursor(text: str) -> tuple[float, str]:
     at, _, key = text.partition("|")
     try:
-        return float(at), key
+        moment = float(at)
     except ValueError:
-        raise InvalidInput(f"not a page cursor: {text!r}") from None
+        moment = math.nan
+    if not math.isfinite(moment):  # nan, inf: no page ends there (the page would be empty)
+        raise InvalidInput(f"not a page cursor: {text!r}")
+    return moment, key
 
 
 def _run_row(r: RunRecord) -> dict[str, Any]:
