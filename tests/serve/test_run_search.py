@@ -166,5 +166,38 @@ def test_bulk_redrive_needs_the_manage_scope(server: ModelbusServer, admin: Clie
     admin.delete_listener(name)
 
 
+def test_a_misspelt_redrive_field_is_refused_and_nothing_runs(
+    server: ModelbusServer, admin: Client
+) -> None:
+    """An unknown field in a redrive body would narrow nothing if ignored: ``idss`` would
+    redrive every letter of the listener, ``sinse`` every letter the rest matches."""
+    name = unique("typo-dead")
+    admin.create_listener(
+        {
+            "name": name,
+            "source": f"local://{name}-in?poll_ms=50",
+            "model": "test/echo@7.*",
+            "retry": {"max_attempts": 1},
+        },
+        check=False,
+    )
+    publish(server.data_dir, f"{name}-in", ("t-1", b"{}"), ("t-2", b"{}"))
+    eventually(lambda: len(admin.search_dead_letters(listener=name).items) == 2)
+    one = admin.search_dead_letters(message_id="t-1").items[0].id
+    with httpx.Client(base_url=server.url, headers=admin_headers(server)) as http:
+        by_ids = http.post(
+            f"/v1/listeners/{name}/dead-letters/redrive", json={"idss": [one], "spec": "1.*"}
+        )
+        searched = http.post(
+            "/v1/dead-letters/redrive",
+            json={"listener": name, "sinse": "2026-01-01T00:00:00", "spec": "1.*"},
+        )
+    for answer, field in ((by_ids, "idss"), (searched, "sinse")):
+        assert answer.status_code == 422, answer.text
+        assert f"body.{field}" in answer.json()["error"]["message"]
+    assert len(admin.search_dead_letters(listener=name, include_redriven=False).items) == 2
+    admin.delete_listener(name)
+
+
 def admin_headers(server: ModelbusServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.admin_key}"}

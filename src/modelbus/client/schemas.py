@@ -541,6 +541,10 @@ class DeadLetterPage(Schema):
 
 
 class RedriveRequest(Schema):
+    # A misspelt field is refused: ignored, it would widen what runs again (``idss`` would
+    # redrive every letter of the listener, ``sinse`` every letter the other filters match).
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     ids: list[str] | None = Field(
         None, description="Dead letters to redrive (default: every one not redriven yet)."
     )
@@ -577,6 +581,8 @@ class DeadLetterSearch(Schema):
 
 
 class SearchRedriveRequest(DeadLetterSearch):
+    model_config = ConfigDict(frozen=True, extra="forbid")  # as RedriveRequest's
+
     all: bool = Field(
         False,
         description="Say that an empty search, every dead letter of every listener, is "
