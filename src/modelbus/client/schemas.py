@@ -20,6 +20,10 @@ from modelbus.config import DEFAULT_MAX_BODY_BYTES
 ContentTypeName = Literal["json", "text", "binary"]
 # A redrive's pace when the request names none (the server's ManagerOptions default).
 DEFAULT_REDRIVE_RATE_PER_S = 10.0
+MAX_REDRIVE_RATE_PER_S = 10_000
+# Most records on one page of a listing of runs or dead letters.
+MAX_PAGE_SIZE = 1000
+RunStatus = Literal["running", "retrying", "succeeded", "dead_lettered"]
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_IN_FLIGHT = 100
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -481,7 +485,7 @@ class ApplyOut(Schema):
 class RunOut(Schema):
     listener: str
     message_id: str = Field(description="The broker's id of the message.")
-    status: Literal["running", "retrying", "succeeded", "dead_lettered"]
+    status: RunStatus
     attempts: int
     version: str | None = Field(None, description="The resolved version that ran (or failed).")
     output_id: str | None = Field(None, description="The result's id in the output sinks.")
@@ -556,7 +560,7 @@ class RedriveRequest(Schema):
     rate_per_s: float | None = Field(
         None,
         gt=0,
-        le=10_000,
+        le=MAX_REDRIVE_RATE_PER_S,
         description=f"Most redriven per second (default {DEFAULT_REDRIVE_RATE_PER_S:g}).",
     )
 
@@ -596,7 +600,7 @@ class SearchRedriveRequest(DeadLetterSearch):
     rate_per_s: float | None = Field(
         None,
         gt=0,
-        le=10_000,
+        le=MAX_REDRIVE_RATE_PER_S,
         description=f"Most redriven per second, per listener (default "
         f"{DEFAULT_REDRIVE_RATE_PER_S:g}).",
     )
