@@ -674,7 +674,7 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "version": r.version,
         "output_id": r.output_id,
         "result_location": json.dumps(list(r.result_location)) if r.result_location else None,
-        "error": dict(r.error) if r.error is not None else None,
+        "error": _shown_error(r.error),
         "duration_ms": r.duration_ms,
         "first_received_at": r.first_received_at,
         "updated_at": r.updated_at,
@@ -683,6 +683,20 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "claim_expires_at": None,
         "object_key": r.object_key,
     }
+
+
+def _shown(text: str) -> str:
+    """An error's words (its message, a stack trace) as every store keeps them: a NUL
+    character, which PostgreSQL refuses in text, written as the four characters ``\\x00``
+    (else the record could never be written: a model error quoting binary input would
+    retry forever instead of being dead-lettered)."""
+    return text.replace("\x00", "\\x00")
+
+
+def _shown_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {k: _shown(v) if isinstance(v, str) else v for k, v in error.items()}
 
 
 def _run_of(row: RowMapping) -> RunRecord:
@@ -712,8 +726,8 @@ def _dead_letter_row(d: DeadLetter) -> dict[str, Any]:
         "body": d.body,
         "attributes": dict(d.attributes),
         "error_type": d.error_type,
-        "error_message": d.error_message,
-        "stacktrace": d.stacktrace,
+        "error_message": _shown(d.error_message),
+        "stacktrace": _shown(d.stacktrace),
         "permanent": d.permanent,
         "attempts": d.attempts,
         "model": d.model,
