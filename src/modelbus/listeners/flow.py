@@ -25,7 +25,6 @@ page can draw the graph with no layout engine.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -97,7 +96,10 @@ class _Shape(BaseModel):
 class FlowNode(_Shape):
     """A place, a listener or a model version, where the layout puts it."""
 
-    id: str = Field(description="Stable id: `place:HASH`, `listener:NAME`, `model:LISTENER`.")
+    id: str = Field(
+        description="`listener:NAME`, `model:LISTENER`, or `place:N`: places numbered in "
+        "the order the listeners (by name) name them, so the same while they do."
+    )
     kind: NodeKind
     label: str = Field(description="A place's URL (by its shape), a listener's name, a model.")
     layer: int = Field(description="Column of the layered layout, 0 at the left.")
@@ -212,8 +214,10 @@ def _host(host: str, scheme: str) -> str:
     return host.lower()
 
 
-def _place_id(key: str) -> str:
-    return "place:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+def _place_id(number: int) -> str:
+    # A number, not a digest of the place's key: the key holds what a URL's shape hides (the
+    # queue, the path), and anyone reading the graph could confirm a guess against a digest.
+    return f"place:{number}"
 
 
 # --- building --------------------------------------------------------------------------------
@@ -279,7 +283,9 @@ class _Collector:
     def place(self, url: str, role: PlaceRole) -> str:
         """The id of the place ``url`` names, noting this spelling (masked) and role."""
         key = place_key(url)
-        found = self.places.setdefault(key, _Place(_place_id(key), [], [], _scheme(url)))
+        found = self.places.get(key)
+        if found is None:
+            found = self.places[key] = _Place(_place_id(len(self.places) + 1), [], [], _scheme(url))
         shown = redact_url(url)
         if shown not in found.urls:
             found.urls.append(shown)
