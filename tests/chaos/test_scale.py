@@ -13,8 +13,8 @@ private broker process (tests/chaos/faults.py :func:`restartable`) killed and st
 with its data, or for the embedded queue, which lives inside ``modelbus serve``, a graceful
 restart of the server (SIGTERM, then started again). The tansu that survives a real restart
 keeps its data on moto's S3 as one object per produce request and lists a partition's
-objects on every fetch, so the listener's Kafka sinks linger (:data:`KAFKA_SINK`): results
-sent together keep the objects few enough for reads to keep up at scale.
+objects on every fetch, so the listener's Kafka sinks linger (:data:`KAFKA_SINK`) with many
+messages in flight: results sent together keep the objects few enough for reads to keep up.
 """
 
 from __future__ import annotations
@@ -44,9 +44,12 @@ LEASE_S = 3
 DOWN_S = 3.0  # the broker stays away this long
 STALL_S = 90.0  # a broker restart plus the listener's reconnect backoff (up to 30 s) fit in it
 CHUNK = 500  # inputs per publish, at most
-# The Kafka sinks' batching: a few results per object of tansu's S3 storage stalled its reads
-# (each fetch lists every object of the partition) at 20,000 inputs
-KAFKA_SINK = {"linger_ms": 100, "batch_kb": 1024}
+# Kafka: tansu's S3 storage keeps one object per produce request and lists every object of a
+# partition on every fetch, so few objects are what keeps its reads going at scale (a few
+# results per object stalled them at 20,000 inputs; 16 per object at 35,000). The sinks
+# linger a second and the listener holds enough in flight for hundreds of results per object.
+KAFKA_SINK = {"linger_ms": 1000, "batch_kb": 4096}
+KAFKA_IN_FLIGHT = 1000
 PUBLISH_S = 25.0  # inputs trickle in over this long at least: faults land while they come
 
 
@@ -68,6 +71,7 @@ class Setup:
     collect_out: str
     collect_dead: str
     restart: Callable[[Serving], Awaitable[str]]
+    max_in_flight: int = 64
 
 
 @contextlib.asynccontextmanager
@@ -123,6 +127,7 @@ async def broker(kind: str, tmp_path: Path) -> AsyncIterator[Setup]:
             collect(out),
             collect(dead),
             restart_broker,
+            KAFKA_IN_FLIGHT if kind == "kafka" else 64,
         )
 
 
@@ -146,7 +151,7 @@ async def test_at_scale_kills_and_a_broker_restart_lose_nothing(
             source=setup.source,
             out=setup.out,
             dead=setup.dead,
-            max_in_flight=64,
+            max_in_flight=setup.max_in_flight,
         )
         serving = Serving(setup.data_dir, config)
         ctx = ConnectorContext(listener="chaos-collector", data_dir=setup.data_dir)

@@ -140,6 +140,12 @@ async def test_async_client(server: ModelbusServer, tmp_path: Path) -> None:
         assert created.info.id in {k.id for k in await client.keys()}
         revoked = await client.revoke_key(created.info.id)
         assert revoked.revoked_at is not None
+        echo = await client.model_history("test", "echo", window_s=600, step_s=60)
+        assert len(echo.times) == 10 and echo.model == "test/echo"
+        with pytest.raises(errors.ListenerNotFound):
+            await client.listener_history("no-such-listener")
+        with Client(server.url, server.admin_key) as same:
+            assert (await client.flow()).nodes == same.flow().nodes
 
 
 def test_env_defaults(server: ModelbusServer, monkeypatch: pytest.MonkeyPatch) -> None:

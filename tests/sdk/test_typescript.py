@@ -6,6 +6,7 @@ this test fails with their output when they fail."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,13 @@ import pytest
 
 SDK = Path(__file__).resolve().parents[2] / "sdks" / "typescript"
 MODELBUS = str(Path(sys.executable).with_name("modelbus"))
+
+
+def test_every_area_of_the_tests_is_loaded() -> None:
+    # The areas run only when test/server.test.ts imports them (in order: they share a server).
+    loader = (SDK / "test" / "server.test.ts").read_text()
+    loaded = re.findall(r'await import\("\./areas/([\w-]+)\.js"\)', loader)
+    assert sorted(loaded) == sorted(p.stem for p in (SDK / "test" / "areas").glob("*.ts"))
 
 
 @pytest.mark.slow

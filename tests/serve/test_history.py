@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from modelbus.errors import ListenerNotFound
 from tests.support.fixtures import MODELS_DIR
 from tests.support.server import ModelbusServer, running_server
 
@@ -82,6 +83,19 @@ def test_traffic_through_a_listener_shows_in_its_history(tmp_path: Path) -> None
         assert version["version"] == "1.0.0"
         assert version["totals"]["duration_mean_s"] > 0
         assert sum(version["calls_per_s"]) * 5 == pytest.approx(8, abs=1e-3)
+
+        # The Python SDK reads the same figures, and the flow map's hops count the messages.
+        with server.client() as mb:
+            mine = mb.listener_history(NAME, window_s=600, step_s=5)
+            assert mine.step_s == 5 and mine.totals == totals
+            versions = mb.model_history("test", "echo", window_s=600).versions
+            assert [(v.version, v.totals["calls"]) for v in versions] == [("1.0.0", 8)]
+            graph = mb.flow()
+            edges = {e.kind: e.messages for e in graph.edges if e.listener == NAME}
+            assert edges == {"receive": 8, "invoke": 8, "result": 6}
+            assert any(n.id == f"listener:{NAME}" and n.state == "running" for n in graph.nodes)
+            with pytest.raises(ListenerNotFound):
+                mb.listener_history("no-such-listener")
 
         # The history is in the store: a server started again still shows the last hour.
         server.restart()

@@ -24,12 +24,15 @@ import type {
   CreatedKey,
   DeadLetter,
   DeadLetterPage,
+  FlowGraph,
   Health,
   JobInfo,
   KeyInfo,
   Listener,
   ListenerDefinition,
+  ListenerHistory,
   ListenerStatus,
+  ModelHistory,
   ModelInfo,
   NodeInfo,
   PushInfo,
@@ -37,6 +40,7 @@ import type {
   Run,
   RunPage,
   RunStatus,
+  SearchRedriveResult,
   VersionInfo,
 } from "./types.js";
 
@@ -131,6 +135,57 @@ export interface RedriveOptions {
   spec?: string;
   /** Most redriven per second. */
   ratePerS?: number;
+}
+
+/** A time for a search: epoch seconds, an ISO 8601 text (UTC if it names no zone) or a `Date`. */
+export type Moment = number | string | Date;
+
+/**
+ * What the searches of runs and dead letters are narrowed to (`GET /v1/runs`,
+ * `GET /v1/dead-letters`, `POST /v1/dead-letters/redrive`); a filter left out matches anything.
+ */
+export interface SearchFilters {
+  /** Only this listener's. */
+  listener?: string;
+  /** Only those of this broker message id. */
+  messageId?: string;
+  /**
+   * Only those of this object (S3 or `dir://` notifications): its whole `BUCKET/KEY` or file
+   * path, or a tail of it after a `/` (`page-1.png`, `inbox/page-1.png`). Case-sensitive.
+   */
+  objectKey?: string;
+  /** At or after this time (runs: last updated; dead letters: dead-lettered). */
+  since?: Moment;
+  /** Before this time. */
+  until?: Moment;
+}
+
+export interface SearchRunsOptions extends SearchFilters, PageOptions {
+  /** Only records in this state. */
+  status?: RunStatus;
+}
+
+export interface SearchDeadLettersOptions extends SearchFilters, PageOptions {
+  /** Also letters redriven already; default true. */
+  includeRedriven?: boolean;
+}
+
+export interface RedriveMatchingOptions extends SearchFilters {
+  /** Also letters redriven already; default false. */
+  includeRedriven?: boolean;
+  /** Say that no filter at all, every dead letter of every listener, is meant (refused otherwise). */
+  all?: boolean;
+  /** Version spec to run them on; default each listener's own. */
+  spec?: string;
+  /** Most redriven per second, per listener. */
+  ratePerS?: number;
+}
+
+export interface HistoryOptions {
+  /** How far back, in seconds (10 to 3600); default 3600. */
+  windowS?: number;
+  /** Seconds per step (1 to 600, at most the window); default 10. */
+  stepS?: number;
 }
 
 type Query = Record<string, string | number | boolean | undefined | null>;
@@ -293,6 +348,14 @@ export class Client {
     return this.#get(`/v1/builds/${seg(buildHash)}`);
   }
 
+  /**
+   * A model's last hour per version that ran something: calls, errors and mean duration per
+   * step, summed over every node. Throws {@link ModelNotFound}; needs a key that may see the model.
+   */
+  async modelHistory(owner: string, name: string, options: HistoryOptions = {}): Promise<ModelHistory> {
+    return this.#get(`/v1/models/${seg(owner)}/${seg(name)}/history`, history(options));
+  }
+
   // --- keys ----------------------------------------------------------------------------------
 
   /** A new API key (admin only); its secret is in the answer and never shown again. */
@@ -371,6 +434,24 @@ export class Client {
     return this.#get(`/v1/listeners/${seg(name)}/status`);
   }
 
+  /**
+   * A listener's last hour per step, summed over every node: received, succeeded, retried and
+   * dead-lettered per second, in flight, backlog, latency p50/p99. The last step is the last
+   * one every node has sampled (up to a heartbeat interval behind). Throws {@link ListenerNotFound}.
+   */
+  async listenerHistory(name: string, options: HistoryOptions = {}): Promise<ListenerHistory> {
+    return this.#get(`/v1/listeners/${seg(name)}/history`, history(options));
+  }
+
+  /**
+   * Every listener as one graph: its source and sink places, the listener, the model version
+   * its spec resolves to, the messages and rate of each hop, and the pipelines where one
+   * listener's output is another's source. URLs are shown by their shape.
+   */
+  async flow(): Promise<FlowGraph> {
+    return this.#get("/v1/flow");
+  }
+
   // --- runs and dead letters -----------------------------------------------------------------
 
   /**
@@ -393,6 +474,50 @@ export class Client {
   ): Promise<DeadLetterPage> {
     const query = { ...page(options), include_redriven: options.includeRedriven ?? true };
     return this.#get(`/v1/listeners/${seg(listener)}/dead-letters`, query);
+  }
+
+  /**
+   * A page of the run records of every listener, most recently updated first, narrowed by the
+   * filters given (see {@link SearchFilters}).
+   */
+  async searchRuns(options: SearchRunsOptions = {}): Promise<RunPage> {
+    return this.#get("/v1/runs", { ...search(options), ...page(options), status: options.status });
+  }
+
+  /** Every run record {@link searchRuns} finds, page after page (`limit` per request). */
+  async *eachRun(options: SearchRunsOptions = {}): AsyncGenerator<Run> {
+    yield* following(options.cursor, (cursor) => this.searchRuns({ ...options, cursor }));
+  }
+
+  /**
+   * A page of the dead letters of every listener, newest first (without bodies), narrowed as
+   * {@link searchRuns} (the time is when they were dead-lettered).
+   */
+  async searchDeadLetters(options: SearchDeadLettersOptions = {}): Promise<DeadLetterPage> {
+    const query = { ...search(options), ...page(options), include_redriven: options.includeRedriven ?? true };
+    return this.#get("/v1/dead-letters", query);
+  }
+
+  /** Every dead letter {@link searchDeadLetters} finds, page after page (`limit` per request). */
+  async *eachDeadLetter(options: SearchDeadLettersOptions = {}): AsyncGenerator<DeadLetter> {
+    yield* following(options.cursor, (cursor) => this.searchDeadLetters({ ...options, cursor }));
+  }
+
+  /**
+   * Run again every dead letter the filters match (not redriven yet, unless `includeRedriven`),
+   * listener by listener, each on its model at `spec` (default its own); resolves once all were
+   * tried. No filter at all is refused ({@link InvalidInput}) unless `all` says every letter of
+   * every listener is meant. Needs `listeners:manage`, and `call` on every listener's model.
+   */
+  async redriveMatching(options: RedriveMatchingOptions): Promise<SearchRedriveResult> {
+    const json = {
+      ...search(options),
+      include_redriven: options.includeRedriven ?? false,
+      all: options.all ?? false,
+      spec: options.spec ?? null,
+      rate_per_s: options.ratePerS ?? null,
+    };
+    return this.#json({ method: "POST", path: "/v1/dead-letters/redrive", json, timeoutS: REDRIVE_TIMEOUT_S });
   }
 
   /** One dead letter with its original body (`body_base64`); needs `listeners:manage`. */
@@ -536,6 +661,39 @@ function check(options: CheckOptions): Query {
 
 function page(options: PageOptions): Query {
   return { limit: options.limit ?? 50, cursor: options.cursor };
+}
+
+/** The query parameters (or JSON fields) of the filters given. */
+function search(filters: SearchFilters): Query {
+  return {
+    listener: filters.listener,
+    message_id: filters.messageId,
+    object_key: filters.objectKey,
+    since: moment(filters.since),
+    until: moment(filters.until),
+  };
+}
+
+function moment(at: Moment | undefined): string | undefined {
+  if (at === undefined || typeof at === "string") return at;
+  return at instanceof Date ? at.toISOString() : String(at);
+}
+
+function history(options: HistoryOptions): Query {
+  return { window_s: options.windowS, step_s: options.stepS };
+}
+
+/** The items of page after page, from `cursor`, following each page's `next_cursor`. */
+async function* following<T>(
+  cursor: string | undefined,
+  read: (cursor: string | undefined) => Promise<{ items: T[]; next_cursor: string | null }>,
+): AsyncGenerator<T> {
+  for (;;) {
+    const current = await read(cursor);
+    yield* current.items;
+    if (!current.next_cursor) return;
+    cursor = current.next_cursor;
+  }
 }
 
 function unreachable(url: string, timeoutS: number | null, error: unknown): ModelbusError {

@@ -275,6 +275,140 @@ export interface RedriveResult {
   failed: Record<string, string>;
 }
 
+/** What `redriveMatching` did (`POST /v1/dead-letters/redrive`). */
+export interface SearchRedriveResult {
+  /** How many dead letters matched the search. */
+  matched: number;
+  /** Per listener: what was redriven and what failed. */
+  listeners: Record<string, RedriveResult>;
+}
+
+/**
+ * A listener's last hour, per step, summed over every node (`GET /v1/listeners/{name}/history`).
+ * Every list has one entry per step, at `times`.
+ */
+export interface ListenerHistory {
+  name: string;
+  /** Where the first step begins. */
+  start: number;
+  /** Where the last step ends (a step every node sampled). */
+  end: number;
+  step_s: number;
+  /** The end of each step. */
+  times: number[];
+  received_per_s: number[];
+  succeeded_per_s: number[];
+  retried_per_s: number[];
+  dead_lettered_per_s: number[];
+  /** Deliveries being processed at the end of the step. */
+  in_flight: number[];
+  /** Messages waiting at the source; null when no node read it in the step. */
+  backlog: (number | null)[];
+  /** End-to-end latency of the deliveries settled in the step; null for a step with none. */
+  latency_p50_s: (number | null)[];
+  latency_p99_s: (number | null)[];
+  /** Over the whole window: received, succeeded, retried, dead_lettered, latency_p50_s, latency_p99_s. */
+  totals: Record<string, number | null>;
+}
+
+/** One version's part of a {@link ModelHistory}. */
+export interface VersionHistory {
+  /** The version number, or `#` and the build hash's first 12 characters for a build called by its hash. */
+  version: string;
+  /** Inputs run per second (a batched runner call counts each of its inputs). */
+  calls_per_s: number[];
+  errors_per_s: number[];
+  /** Mean runner time per input; null for a step with no input. */
+  duration_mean_s: (number | null)[];
+  /** Over the whole window: calls, errors, duration_mean_s. */
+  totals: Record<string, number | null>;
+}
+
+/**
+ * A model's versions' last hour, per step, summed over every node
+ * (`GET /v1/models/{owner}/{name}/history`): only versions that ran something in the window.
+ */
+export interface ModelHistory {
+  /** `OWNER/NAME`. */
+  model: string;
+  start: number;
+  end: number;
+  step_s: number;
+  times: number[];
+  /** Highest version first. */
+  versions: VersionHistory[];
+}
+
+/** A place (queue, topic, folder), a listener or a model version of the {@link FlowGraph}. */
+export interface FlowNode {
+  /** `listener:NAME`, `model:LISTENER`, or `place:N` (places numbered in the order the listeners, by name, name them). */
+  id: string;
+  kind: "place" | "listener" | "model";
+  /** A place's URL (by its shape), a listener's name, a model. */
+  label: string;
+  /** Column of the layered layout, 0 at the left. */
+  layer: number;
+  /** Place in its column, 0 at the top. */
+  row: number;
+  /** The console page of a listener or model. */
+  href: string | null;
+  /** A listener's state; a model's `resolved` or `unresolved`. */
+  state: string | null;
+  /** Why a listener is degraded, or why a model spec does not resolve. */
+  reason: string | null;
+  /** A place's connector scheme. */
+  scheme: string | null;
+  /** A place: every spelling of its URL the listeners use, by its shape. */
+  urls: string[];
+  /** A place: what listeners use it as. */
+  roles: ("source" | "output" | "dead-letter")[];
+  /** A model node: `OWNER/NAME`, the listener's spec and the version it resolves to now. */
+  model: string | null;
+  spec: string | null;
+  version: string | null;
+  /** A listener or model node: its listener. */
+  listener: string | null;
+}
+
+/** Messages moving from one node to the next, for one listener. */
+export interface FlowEdge {
+  id: string;
+  /** `receive` (received), `invoke` (handed to the model), `result` (succeeded), `dead-letter`. */
+  kind: "receive" | "invoke" | "result" | "dead-letter";
+  /** The id of the node it leaves. */
+  source: string;
+  /** The id of the node it enters. */
+  target: string;
+  listener: string;
+  /** Messages it carried since the listener's processes started, summed over the live nodes. */
+  messages: number;
+  /** Messages per second over the last readings (up to 10 s); null on the first reading. */
+  rate_per_s: number | null;
+  /** Part of a cycle, drawn right to left. */
+  backward: boolean;
+}
+
+/** One hop of a pipeline: `upstream` publishes to a place `downstream` reads. */
+export interface FlowPipeline {
+  upstream: string;
+  downstream: string;
+  /** The id of the place node they share. */
+  place: string;
+  /** The upstream's error sink (not an output) feeds the downstream. */
+  dead_letters: boolean;
+}
+
+/** Every listener as one graph: sources -> listeners -> model versions -> sinks (`GET /v1/flow`). */
+export interface FlowGraph {
+  /** When the figures were read. */
+  at: number;
+  nodes: FlowNode[];
+  edges: FlowEdge[];
+  pipelines: FlowPipeline[];
+  /** Number of columns in the layout. */
+  layers: number;
+}
+
 export interface NodeInfo {
   id: string;
   state: "live" | "gone";

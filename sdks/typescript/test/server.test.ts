@@ -1,7 +1,8 @@
 /**
  * Every test that needs a server, against one real `modelbus serve` started here (with
  * `examples/hello` and `e2e/behave` pushed as 1.0.0), by area: calls and jobs, models and
- * versions, listeners, runs and dead letters; the types against the OpenAPI document.
+ * versions, listeners, runs and dead letters; searches, history and the flow map; the types
+ * against the OpenAPI document.
  */
 
 import { after, before } from "node:test";
@@ -26,4 +27,5 @@ after(async () => {
 await import("./areas/calls.js");
 await import("./areas/models.js");
 await import("./areas/listeners.js");
+await import("./areas/search.js");
 await import("./areas/openapi.js");

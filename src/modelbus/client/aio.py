@@ -23,9 +23,12 @@ from modelbus.client.schemas import (
     CreatedKey,
     DeadLetterOut,
     DeadLetterPage,
+    FlowGraph,
     KeyInfoOut,
+    ListenerHistoryOut,
     ListenerOut,
     ListenerStatusOut,
+    ModelHistoryOut,
     ModelInfo,
     NodeOut,
     PushInfo,
@@ -152,6 +155,12 @@ class AsyncClient:
         """See :meth:`Client.versions`."""
         return await self._run(op.versions(owner, name))
 
+    async def model_history(
+        self, owner: str, name: str, *, window_s: float | None = None, step_s: float | None = None
+    ) -> ModelHistoryOut:
+        """See :meth:`Client.model_history`."""
+        return await self._run(op.model_history(owner, name, window_s, step_s))
+
     async def builds(self, owner: str, name: str) -> list[BuildInfo]:
         """See :meth:`Client.builds`."""
         return await self._run(op.builds(owner, name))
@@ -217,6 +226,16 @@ class AsyncClient:
     async def listener_status(self, name: str) -> ListenerStatusOut:
         """See :meth:`Client.listener_status`."""
         return await self._run(op.listener_status(name))
+
+    async def listener_history(
+        self, name: str, *, window_s: float | None = None, step_s: float | None = None
+    ) -> ListenerHistoryOut:
+        """See :meth:`Client.listener_history`."""
+        return await self._run(op.listener_history(name, window_s, step_s))
+
+    async def flow(self) -> FlowGraph:
+        """See :meth:`Client.flow`."""
+        return await self._run(op.flow())
 
     async def runs(self, message_id: str, *, listener: str | None = None) -> list[RunOut]:
         """See :meth:`Client.runs`."""

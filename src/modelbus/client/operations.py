@@ -44,11 +44,14 @@ from modelbus.client.schemas import (
     CreatedKey,
     DeadLetterOut,
     DeadLetterPage,
+    FlowGraph,
     JobInfo,
     KeyInfoOut,
     ListenerFields,
+    ListenerHistoryOut,
     ListenerOut,
     ListenerStatusOut,
+    ModelHistoryOut,
     ModelInfo,
     NodeOut,
     RedriveOut,
@@ -380,6 +383,30 @@ def asyncapi() -> Operation[dict[str, Any]]:
 
 def listener_status(name: str) -> Operation[ListenerStatusOut]:
     return _get(f"/v1/listeners/{name}/status", one(ListenerStatusOut))
+
+
+def _window(window_s: float | None, step_s: float | None) -> dict[str, str]:
+    given = {"window_s": window_s, "step_s": step_s}
+    return {k: str(v) for k, v in given.items() if v is not None}
+
+
+def listener_history(
+    name: str, window_s: float | None, step_s: float | None
+) -> Operation[ListenerHistoryOut]:
+    return _get(
+        f"/v1/listeners/{name}/history", one(ListenerHistoryOut), **_window(window_s, step_s)
+    )
+
+
+def model_history(
+    owner: str, name: str, window_s: float | None, step_s: float | None
+) -> Operation[ModelHistoryOut]:
+    path = f"/v1/models/{owner}/{name}/history"
+    return _get(path, one(ModelHistoryOut), **_window(window_s, step_s))
+
+
+def flow() -> Operation[FlowGraph]:
+    return _get("/v1/flow", one(FlowGraph))
 
 
 # --- runs and dead letters ----------------------------------------------------------------

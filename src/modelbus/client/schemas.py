@@ -682,3 +682,91 @@ class ModelHistoryOut(Schema):
     step_s: float
     times: list[float] = Field(description="The end of each step.")
     versions: list[VersionHistoryOut] = Field(description="Highest version first.")
+
+
+# --- the flow map (GET /v1/flow) ---------------------------------------------------------
+
+NodeKind = Literal["place", "listener", "model"]
+EdgeKind = Literal["receive", "invoke", "result", "dead-letter"]
+PlaceRole = Literal["source", "output", "dead-letter"]
+
+
+class FlowNode(Schema):
+    """A place, a listener or a model version, where the layout puts it."""
+
+    id: str = Field(
+        description="`listener:NAME`, `model:LISTENER`, or `place:N`: places numbered in "
+        "the order the listeners (by name) name them, so the same while they do."
+    )
+    kind: NodeKind
+    label: str = Field(description="A place's URL (by its shape), a listener's name, a model.")
+    layer: int = Field(description="Column of the layered layout, 0 at the left.")
+    row: int = Field(description="Place in its column, 0 at the top.")
+    href: str | None = Field(None, description="The console page of a listener or model.")
+    state: str | None = Field(
+        None,
+        description="A listener's state (`running`, `paused`, `degraded`, `starting`, "
+        "`stopped`); a model's `resolved` or `unresolved`.",
+    )
+    reason: str | None = Field(
+        None, description="Why a listener is degraded, or why a model spec does not resolve."
+    )
+    scheme: str | None = Field(None, description="A place's connector scheme.")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="A place: every spelling of its URL the listeners use, by its shape.",
+    )
+    roles: list[PlaceRole] = Field(
+        default_factory=list, description="A place: what listeners use it as."
+    )
+    model: str | None = Field(None, description="A model node: `OWNER/NAME`.")
+    spec: str | None = Field(None, description="A model node: the listener's version spec.")
+    version: str | None = Field(None, description="A model node: the version it resolves to now.")
+    listener: str | None = Field(None, description="A listener or model node: its listener.")
+
+
+class FlowEdge(Schema):
+    """Messages moving from one node to the next, for one listener."""
+
+    id: str
+    kind: EdgeKind = Field(
+        description="`receive`: source -> listener (received); `invoke`: listener -> model "
+        "(received and not skipped); `result`: model -> output sink (succeeded); "
+        "`dead-letter`: listener -> error sink (dead-lettered)."
+    )
+    source: str = Field(description="The id of the node it leaves.")
+    target: str = Field(description="The id of the node it enters.")
+    listener: str
+    messages: int = Field(
+        description="Messages it carried since the listener's processes started, summed over "
+        "the live nodes."
+    )
+    rate_per_s: float | None = Field(
+        None,
+        description="Messages per second over the last readings (up to 10 s); null until two "
+        "readings at least 0.5 s apart were taken.",
+    )
+    backward: bool = Field(
+        False, description="Part of a cycle, drawn right to left (the layout ignores it)."
+    )
+
+
+class FlowPipeline(Schema):
+    """One hop of a pipeline: ``upstream`` publishes to a place ``downstream`` reads."""
+
+    upstream: str
+    downstream: str
+    place: str = Field(description="The id of the place node they share.")
+    dead_letters: bool = Field(
+        False, description="The upstream's error sink (not an output) feeds the downstream."
+    )
+
+
+class FlowGraph(Schema):
+    """Every listener's sources, model version and sinks as one graph."""
+
+    at: float = Field(description="When the figures were read (epoch seconds).")
+    nodes: list[FlowNode]
+    edges: list[FlowEdge]
+    pipelines: list[FlowPipeline]
+    layers: int = Field(description="Number of columns in the layout.")

@@ -23,9 +23,12 @@ from modelbus.client.schemas import (
     CreatedKey,
     DeadLetterOut,
     DeadLetterPage,
+    FlowGraph,
     KeyInfoOut,
+    ListenerHistoryOut,
     ListenerOut,
     ListenerStatusOut,
+    ModelHistoryOut,
     ModelInfo,
     NodeOut,
     PushInfo,
@@ -172,6 +175,14 @@ class Client:
         """The versions of a model, newest first."""
         return self._run(op.versions(owner, name))
 
+    def model_history(
+        self, owner: str, name: str, *, window_s: float | None = None, step_s: float | None = None
+    ) -> ModelHistoryOut:
+        """Model ``owner/name``'s recent past per version, step by step (summed over the
+        nodes): calls and errors per second and mean duration; ``window_s`` and ``step_s``
+        as :meth:`listener_history`."""
+        return self._run(op.model_history(owner, name, window_s, step_s))
+
     def builds(self, owner: str, name: str) -> list[BuildInfo]:
         """The builds of a model, newest first (without logs)."""
         return self._run(op.builds(owner, name))
@@ -241,6 +252,21 @@ class Client:
     def listener_status(self, name: str) -> ListenerStatusOut:
         """State, last error, counters and the version its spec resolves to now."""
         return self._run(op.listener_status(name))
+
+    def listener_history(
+        self, name: str, *, window_s: float | None = None, step_s: float | None = None
+    ) -> ListenerHistoryOut:
+        """Listener ``name``'s recent past, step by step (summed over the nodes): received,
+        succeeded, retried and dead-lettered per second, in flight, backlog and latency
+        p50/p99. ``window_s``: how far back (the server's default and most: an hour);
+        ``step_s``: seconds per step."""
+        return self._run(op.listener_history(name, window_s, step_s))
+
+    def flow(self) -> FlowGraph:
+        """Every listener as one graph: the places it reads and writes, itself and its model
+        version, with each hop's messages and rate and each pipeline between listeners (as
+        the console's flow map draws it). URLs are shown by their shape."""
+        return self._run(op.flow())
 
     # --- runs and dead letters ---------------------------------------------------------------
 

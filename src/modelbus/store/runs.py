@@ -23,7 +23,8 @@ runs (:meth:`RunStore.renew_claims`). A message claimed by another replica whose
 not expired is not claimed: that delivery waits (the listener releases it as ``Busy``), on
 whichever node or process it arrived. Any run record written after the claim (``retrying``,
 ``succeeded``, ``dead_lettered``) ends it; a ``running`` note keeps it. A replica that dies
-leaves its claims to expire.
+leaves its claims to expire, or to be ended by a replica of the same machine that finds its
+process gone (:meth:`RunStore.claimants`, :mod:`modelbus.listeners.claims`).
 """
 
 from __future__ import annotations
@@ -250,6 +251,20 @@ class RunStore:
             message_ids,
             {"claim_expires_at": clock_of(self._engine.dialect.name) + ttl_s},
         )
+
+    async def claimants(self, listener: str, message_ids: Sequence[str]) -> dict[str, str]:
+        """Who holds a claim, not expired, on each of ``message_ids`` (message id -> claimant;
+        messages not claimed are left out)."""
+        if not message_ids:
+            return {}
+        query = select(runs.c.message_id, runs.c.claimed_by).where(
+            runs.c.listener == listener,
+            runs.c.message_id.in_(list(set(message_ids))),
+            runs.c.claimed_by.is_not(None),
+            runs.c.claim_expires_at >= clock_of(self._engine.dialect.name),
+        )
+        async with self._engine.connect() as conn:
+            return {m: c for m, c in (await conn.execute(query)).all()}
 
     async def unclaim(self, listener: str, claimant: str, message_ids: Sequence[str]) -> None:
         """End ``claimant``'s claims of ``message_ids`` (their deliveries were handed back

@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { describe, test } from "node:test";
 
 import {
@@ -15,45 +14,22 @@ import {
   InvalidInput,
   type ListenerDefinition,
   ListenerNotFound,
-  type Run,
   RunNotFound,
 } from "modelbus";
 
 import { shared } from "../support/context.js";
 import { rejected } from "../support/expect.js";
-import { eventually } from "../support/models.js";
+import { finishedRun, hookSource, running, sendHook } from "../support/hooks.js";
 
 const ctx = shared();
-const SECRET = "ts-sdk-test-secret-0123456789abcdef";
 const NAME = "ts-orders";
 
 const definition: ListenerDefinition = {
   name: NAME,
-  source: `webhook://${NAME}?secret=${SECRET}`,
+  source: hookSource(NAME),
   model: "e2e/behave@1.*",
   retry: { max_attempts: 1 },
 };
-
-/** POST a signed webhook to the hook `name`, with `id` as its Idempotency-Key (the message id). */
-async function sendHook(name: string, id: string, body: unknown): Promise<void> {
-  const text = JSON.stringify(body);
-  const t = Math.floor(Date.now() / 1000).toString();
-  const v1 = createHmac("sha256", SECRET).update(`${t}.${text}`).digest("hex");
-  const response = await fetch(`${ctx.server.url}/v1/hooks/${name}`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", "Idempotency-Key": id, "X-Modelbus-Signature": `t=${t},v1=${v1}` },
-    body: text,
-  });
-  assert.equal(response.status, 202, await response.text());
-}
-
-/** The run record of message `id` once it has finished (succeeded or dead-lettered). */
-async function finishedRun(id: string): Promise<Run> {
-  return eventually(async () => {
-    const [run] = await ctx.mb.runs(id, { listener: NAME });
-    return run && (run.status === "succeeded" || run.status === "dead_lettered") ? run : undefined;
-  });
-}
 
 describe("listeners, runs and dead letters", () => {
   test("create a listener; read it back, in the list, with its status", async () => {
@@ -67,11 +43,8 @@ describe("listeners, runs and dead letters", () => {
 
     assert.equal((await ctx.mb.listener(NAME)).name, NAME);
     assert.deepEqual((await ctx.mb.listeners()).map((l) => l.name), [NAME]);
-    const status = await eventually(async () => {
-      const s = await ctx.mb.listenerStatus(NAME);
-      return s.state === "running" ? s : undefined;
-    });
-    assert.equal(status.version, "1.0.0");
+    await running(NAME);
+    assert.equal((await ctx.mb.listenerStatus(NAME)).version, "1.0.0");
   });
 
   test("a taken name is a Conflict; a bad definition a DefinitionError saying what to change", async () => {
@@ -84,7 +57,7 @@ describe("listeners, runs and dead letters", () => {
 
   test("a message's run record: succeeded, on the resolved version; and the listener's page of runs", async () => {
     await sendHook(NAME, "order-1", { op: "ok", id: "order-1" });
-    const run = await finishedRun("order-1");
+    const run = await finishedRun(NAME, "order-1");
     assert.equal(run.status, "succeeded");
     assert.equal(run.listener, NAME);
     assert.equal(run.message_id, "order-1");
@@ -92,7 +65,7 @@ describe("listeners, runs and dead letters", () => {
     assert.equal(run.attempts, 1);
 
     await sendHook(NAME, "order-2", { op: "ok", id: "order-2" });
-    await finishedRun("order-2");
+    await finishedRun(NAME, "order-2");
     const first = await ctx.mb.listenerRuns(NAME, { limit: 1 });
     assert.equal(first.items.length, 1);
     assert.ok(first.next_cursor);
@@ -108,7 +81,7 @@ describe("listeners, runs and dead letters", () => {
 
   test("a permanent failure is dead-lettered with its body; a redrive runs it again", async () => {
     await sendHook(NAME, "order-bad/1?#", { op: "permanent", id: "bad" }); // an id needing escapes
-    const run = await finishedRun("order-bad/1?#");
+    const run = await finishedRun(NAME, "order-bad/1?#");
     assert.equal(run.status, "dead_lettered");
 
     const page = await ctx.mb.deadLetters(NAME);
@@ -133,7 +106,7 @@ describe("listeners, runs and dead letters", () => {
   test("pause and resume; put and apply report what changed; delete", async () => {
     assert.equal((await ctx.mb.pauseListener(NAME)).status.state, "paused");
     await ctx.mb.resumeListener(NAME);
-    await eventually(async () => ((await ctx.mb.listenerStatus(NAME)).state === "running" ? true : undefined));
+    await running(NAME);
 
     // "***" where a credential is stored keeps it.
     const stored = (await ctx.mb.listener(NAME)).definition;
@@ -142,7 +115,7 @@ describe("listeners, runs and dead letters", () => {
     const applied = await ctx.mb.applyListeners([{ ...stored, max_in_flight: 10 }]);
     assert.deepEqual(applied, { created: [], updated: [], unchanged: [NAME], deleted: [] });
     await sendHook(NAME, "order-3", { op: "ok", id: "order-3" }); // the secret still works
-    assert.equal((await finishedRun("order-3")).status, "succeeded");
+    assert.equal((await finishedRun(NAME, "order-3")).status, "succeeded");
 
     await ctx.mb.deleteListener(NAME);
     assert.ok((await rejected(ctx.mb.listener(NAME))) instanceof ListenerNotFound);

@@ -18,12 +18,18 @@ import type {
   DeadLetter,
   DeadLetterPage,
   ErrorDetail,
+  FlowEdge,
+  FlowGraph,
+  FlowNode,
+  FlowPipeline,
   Health,
   JobInfo,
   KeyInfo,
   Listener,
   ListenerDefinition,
+  ListenerHistory,
   ListenerStatus,
+  ModelHistory,
   ModelInfo,
   NodeInfo,
   NodeListenerStatus,
@@ -32,6 +38,8 @@ import type {
   RetryPolicy,
   Run,
   RunPage,
+  SearchRedriveResult,
+  VersionHistory,
   VersionInfo,
 } from "modelbus";
 
@@ -99,6 +107,28 @@ const SCHEMAS: Record<string, string[]> = {
   }),
   DeadLetterPage: keys<DeadLetterPage>({ items: true, next_cursor: true }),
   RedriveOut: keys<RedriveResult>({ model: true, redriven: true, failed: true }),
+  SearchRedriveOut: keys<SearchRedriveResult>({ matched: true, listeners: true }),
+  ListenerHistoryOut: keys<ListenerHistory>({
+    name: true, start: true, end: true, step_s: true, times: true, received_per_s: true,
+    succeeded_per_s: true, retried_per_s: true, dead_lettered_per_s: true, in_flight: true, backlog: true,
+    latency_p50_s: true, latency_p99_s: true, totals: true,
+  }),
+  ModelHistoryOut: keys<ModelHistory>({
+    model: true, start: true, end: true, step_s: true, times: true, versions: true,
+  }),
+  VersionHistoryOut: keys<VersionHistory>({
+    version: true, calls_per_s: true, errors_per_s: true, duration_mean_s: true, totals: true,
+  }),
+  FlowGraph: keys<FlowGraph>({ at: true, nodes: true, edges: true, pipelines: true, layers: true }),
+  FlowNode: keys<FlowNode>({
+    id: true, kind: true, label: true, layer: true, row: true, href: true, state: true, reason: true,
+    scheme: true, urls: true, roles: true, model: true, spec: true, version: true, listener: true,
+  }),
+  FlowEdge: keys<FlowEdge>({
+    id: true, kind: true, source: true, target: true, listener: true, messages: true, rate_per_s: true,
+    backward: true,
+  }),
+  FlowPipeline: keys<FlowPipeline>({ upstream: true, downstream: true, place: true, dead_letters: true }),
   NodeOut: keys<NodeInfo>({
     id: true, state: true, address: true, host: true, pid: true, version: true, workers: true, parent: true,
     started_at: true, heartbeat_at: true, heartbeat_age_s: true, stopped_at: true, listeners_running: true,

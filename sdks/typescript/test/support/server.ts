@@ -1,13 +1,15 @@
 /**
  * A REAL `modelbus serve` for the tests: a free port, its own temporary data directory, the
- * admin key it prints on first start (as `tests/support/server.py` does for the Python tests).
+ * admin key it prints on first start (as `tests/support/server.py` does for the Python tests),
+ * a folder for `dir://` sources (its only dir root), and a heartbeat every second, so the
+ * last hour's history has a new sample each second rather than every five.
  *
  * The server is the repository's `.venv/bin/modelbus`, or `MODELBUS_BIN` when set. Its output
  * goes to a log file in the data directory's parent, shown when it fails to start.
  */
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -41,12 +43,15 @@ export function freePort(): Promise<number> {
 export class ModelbusServer {
   readonly url: string;
   readonly adminKey: string;
+  /** Where `dir://` sources and sinks may lie (the server's `MODELBUS_DIR_ROOTS`). */
+  readonly folders: string;
   readonly #process: ChildProcess;
   readonly #root: string;
 
   private constructor(url: string, adminKey: string, process: ChildProcess, root: string) {
     this.url = url;
     this.adminKey = adminKey;
+    this.folders = join(root, "folders");
     this.#process = process;
     this.#root = root;
   }
@@ -56,11 +61,17 @@ export class ModelbusServer {
     const root = mkdtempSync(join(tmpdir(), "modelbus-ts-"));
     const port = await freePort();
     const logPath = join(root, "server.log");
+    mkdirSync(join(root, "folders"));
     const log = openSync(logPath, "w");
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MODELBUS_")));
     const child = spawn(modelbusBin(), ["serve", "--port", String(port), "--data-dir", join(root, "data")], {
       stdio: ["ignore", log, log],
-      env: { ...env, MODELBUS_WORKERS: "1" },
+      env: {
+        ...env,
+        MODELBUS_WORKERS: "1",
+        MODELBUS_DIR_ROOTS: join(root, "folders"),
+        MODELBUS_HEARTBEAT_INTERVAL_S: "1",
+      },
       detached: true, // its own process group: its runners stop with it
     });
     const url = `http://127.0.0.1:${port}`;
