@@ -255,3 +255,32 @@ def test_a_busy_port_is_refused_before_anything_is_done(command: str, tmp_path: 
     assert "--port" in result.stderr
     assert "mb_" not in result.stdout + result.stderr  # no key was printed
     assert not data.exists()  # nor a data directory made
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["runs", "list", "--limit", "0"], "--limit"),
+        (["runs", "list", "--limit", "1001"], "--limit"),
+        (["dead-letters", "list", "--limit", "-5"], "--limit"),
+        (["runs", "list", "--status", "bogus"], "--status"),
+        (["runs", "list", "--since", "nan"], "--since"),
+        (["runs", "list", "--since", "1e400"], "--since"),
+        (["dead-letters", "list", "--until", "99999999999999d"], "--until"),
+        (["dead-letters", "redrive", "--all", "--rate", "nan"], "--rate"),
+        (["dead-letters", "redrive", "--all", "--rate", "inf"], "--rate"),
+        (["dead-letters", "redrive", "some-listener", "--rate", "0"], "--rate"),
+        (["dead-letters", "redrive", "--all", "--rate", "20000"], "--rate"),
+    ],
+)
+def test_search_values_the_server_would_refuse_are_usage_errors(
+    args: list[str], option: str
+) -> None:
+    """Status 2, the option named, no traceback, and no request made (the URL is a closed
+    port: reaching for it would end with status 1)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    result = run_bare(*args, "--url", url, "--key", "mb_0000000000000000_x")
+    assert result.returncode == 2, result.stderr
+    assert option in result.stderr and "Traceback" not in result.stderr

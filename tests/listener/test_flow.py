@@ -243,3 +243,17 @@ def test_a_listener_reading_dead_letters_is_a_pipeline_hop_too() -> None:
     ]
     assert dead.roles == ["dead-letter", "source"]
     assert node(graph, "listener:triage").layer == dead.layer + 1
+
+
+def test_place_ids_say_nothing_the_urls_shapes_hide() -> None:
+    """A key without listeners:manage reads the graph: a place's id must not let it confirm
+    a guess of the queue or path its URL's shape hides (as a digest of them would)."""
+
+    def ids(stream: str, folder: str) -> list[str]:
+        graph = graph_of(
+            (listener("a", f"redis://:{PASSWORD}@broker/0?stream={stream}"), status("a")),
+            (listener("b", f"dir:///srv/{folder}", outputs=["local://done"]), status("b")),
+        )
+        return sorted(n.id for n in graph.nodes if n.kind == "place")
+
+    assert ids("orders", "payroll") == ids("guess", "other") == ["place:1", "place:2", "place:3"]

@@ -313,3 +313,22 @@ async def test_a_claim_expires_unless_renewed_and_ends_when_handed_back(store: R
     assert await store.renew_claims("l", "a", ["m2"], ttl_s=30) == set()  # b holds it now
     await store.unclaim("l", "a", ["m1"])
     assert await store.claim("l", "b", {"m1": 3}, ttl_s=30) == {"m1"}
+
+
+async def test_an_error_quoting_a_nul_character_is_kept_on_every_store(store: RunStore) -> None:
+    """PostgreSQL refuses a NUL in text: an error that quotes one (a model's message about
+    binary input) is kept with it written as ``\\x00``, or the record could never be
+    written and the message would be retried forever instead of dead-lettered."""
+    failed = replace(
+        letter("nul", at=5.0),
+        error_message="bad \x00 input",
+        stacktrace='ValueError: bad \x00 input\n  File "model.py"',
+    )
+    dead = run("m-nul", "dead_lettered", error={"type": "ValueError", "message": "bad \x00"})
+    await store.write([failed, dead])
+    kept = await store.get_dead_letter("nul")
+    assert kept.error_message == "bad \\x00 input"
+    assert kept.stacktrace.startswith("ValueError: bad \\x00 input")
+    assert kept.body == failed.body  # the body is bytes: kept as it came, NUL included
+    (record,) = await store.get_runs("m-nul")
+    assert record.error == {"type": "ValueError", "message": "bad \\x00"}

@@ -71,6 +71,22 @@ def test_unreachable_server_is_a_modelbus_error() -> None:
         client.models()
 
 
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 0.0, -1.0, 20_000.0])
+async def test_a_redrive_pace_json_cannot_carry_or_the_server_refuses_is_invalid_input(
+    rate: float,
+) -> None:
+    """Refused before a request (nan and inf have no JSON form: the JSON encoder's
+    ValueError reached the caller), in both clients; nothing listens at the URL."""
+    with Client("http://127.0.0.1:9", "mb_0000000000000000_x") as client:
+        with pytest.raises(errors.InvalidInput, match="rate_per_s"):
+            client.redrive("any", rate_per_s=rate)
+        with pytest.raises(errors.InvalidInput, match="rate_per_s"):
+            client.redrive_matching(every=True, rate_per_s=rate)
+    async with AsyncClient("http://127.0.0.1:9", "mb_0000000000000000_x") as aclient:
+        with pytest.raises(errors.InvalidInput, match="rate_per_s"):
+            await aclient.redrive_matching(every=True, rate_per_s=rate)
+
+
 def test_jobs(server: ModelbusServer) -> None:
     with server.client() as client:
         job = client.submit("test/echo@1.0.0", {"sleep": 0.3})

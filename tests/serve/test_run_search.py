@@ -135,8 +135,9 @@ def test_queue_runs_are_searched_and_paged_over_the_api(
     admin.delete_listener(name)
 
 
-def test_bulk_redrive_needs_the_manage_scope(server: ModelbusServer, admin: Client) -> None:
-    name = unique("search-dead")
+def dead_letters(server: ModelbusServer, admin: Client, name: str, *message_ids: str) -> None:
+    """A listener ``name`` whose model resolves to nothing (7.*), and a dead letter of it
+    for each of ``message_ids``."""
     admin.create_listener(
         {
             "name": name,
@@ -146,8 +147,13 @@ def test_bulk_redrive_needs_the_manage_scope(server: ModelbusServer, admin: Clie
         },
         check=False,
     )
-    publish(server.data_dir, f"{name}-in", ("d-1", b"{}"), ("d-2", b"{}"))
-    eventually(lambda: len(admin.search_dead_letters(listener=name).items) == 2)
+    publish(server.data_dir, f"{name}-in", *((m, b"{}") for m in message_ids))
+    eventually(lambda: len(admin.search_dead_letters(listener=name).items) == len(message_ids))
+
+
+def test_bulk_redrive_needs_the_manage_scope(server: ModelbusServer, admin: Client) -> None:
+    name = unique("search-dead")
+    dead_letters(server, admin, name, "d-1", "d-2")
     reader = admin.create_key(name=unique("reader"), scopes=["call:*"])
     with Client(server.url, reader.key) as client:
         assert len(client.search_dead_letters(listener=name).items) == 2
@@ -163,6 +169,29 @@ def test_bulk_redrive_needs_the_manage_scope(server: ModelbusServer, admin: Clie
     rest = admin.redrive_matching(listener=name, spec="1.*")
     assert rest.matched == 1 and len(rest.listeners[name].redriven) == 1
     assert admin.redrive_matching(listener=name).matched == 0
+    admin.delete_listener(name)
+
+
+def test_a_misspelt_redrive_field_is_refused_and_nothing_runs(
+    server: ModelbusServer, admin: Client
+) -> None:
+    """An unknown field in a redrive body would narrow nothing if ignored: ``idss`` would
+    redrive every letter of the listener, ``sinse`` every letter the rest matches."""
+    name = unique("typo-dead")
+    dead_letters(server, admin, name, "t-1", "t-2")
+    one = admin.search_dead_letters(message_id="t-1").items[0].id
+    with httpx.Client(base_url=server.url, headers=admin_headers(server)) as http:
+        by_ids = http.post(
+            f"/v1/listeners/{name}/dead-letters/redrive", json={"idss": [one], "spec": "1.*"}
+        )
+        searched = http.post(
+            "/v1/dead-letters/redrive",
+            json={"listener": name, "sinse": "2026-01-01T00:00:00", "spec": "1.*"},
+        )
+    for answer, field in ((by_ids, "idss"), (searched, "sinse")):
+        assert answer.status_code == 422, answer.text
+        assert f"body.{field}" in answer.json()["error"]["message"]
+    assert len(admin.search_dead_letters(listener=name, include_redriven=False).items) == 2
     admin.delete_listener(name)
 
 

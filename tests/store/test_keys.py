@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from modelbus.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from modelbus.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelbus.store import schema
 from modelbus.store.database import Database
 from modelbus.store.keys import ADMIN, KeyInfo, KeyStore
@@ -103,8 +103,27 @@ async def test_bootstrap_admin_only_on_a_store_without_keys(db: Database) -> Non
     assert (await keys.verify(plaintext)).scopes == (ADMIN,)
     assert await keys.bootstrap_admin() is None
     (info,) = await keys.list()
+    await keys.create("own admin", [ADMIN])  # the last admin key cannot be revoked
     await keys.revoke(info.id)
     assert await keys.bootstrap_admin() is None  # revoked keys still count: not a fresh store
+
+
+async def test_the_last_admin_key_cannot_be_revoked(db: Database) -> None:
+    """With no admin key left, no key could be made or revoked again, and a store with
+    keys makes no bootstrap key: revoking the last one (one's own, say) is refused."""
+    keys = KeyStore(db)
+    first = await keys.bootstrap_admin()
+    assert first is not None
+    (boot,) = await keys.list()
+    _, reader = await keys.create("reader", ["call:*"])
+    with pytest.raises(Conflict, match="last admin key"):
+        await keys.revoke(boot.id)
+    assert (await keys.verify(first)).revoked_at is None  # nothing changed
+    _, other = await keys.create("second admin", [ADMIN])
+    await keys.revoke(boot.id)  # another admin key is left
+    await keys.revoke(reader.id)  # keys without admin go as before
+    with pytest.raises(Conflict, match="last admin key"):
+        await keys.revoke(other.id)
 
 
 async def test_bootstrap_admin_after_other_keys_does_nothing(db: Database) -> None:

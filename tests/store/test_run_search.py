@@ -137,6 +137,17 @@ async def test_bad_cursors_and_two_listeners_are_refused(store: RunStore) -> Non
         await store.list_runs("a", search=Search(listener="b"))
 
 
+@pytest.mark.parametrize("at", ["nan", "inf", "-inf", "1e999"])
+async def test_a_cursor_at_no_time_is_refused_not_an_empty_page(store: RunStore, at: str) -> None:
+    """A forged cursor whose time is not a number (nan, infinite) ends no page: refused,
+    rather than answering an empty page as if the listing had ended."""
+    await store.write(RUNS)
+    with pytest.raises(InvalidInput, match="not a page cursor"):
+        await store.list_runs(cursor=f"{at}|ocr|m1")
+    with pytest.raises(InvalidInput, match="not a page cursor"):
+        await store.list_dead_letters(cursor=f"{at}|ocr-m1")
+
+
 async def test_dead_letters_are_searched_and_matched_per_listener(store: RunStore) -> None:
     await store.write(
         [
@@ -168,3 +179,22 @@ async def test_dead_letters_are_searched_and_matched_per_listener(store: RunStor
         "ocr": ["ocr-m1", "ocr-m2"]
     }
     assert await store.dead_letter_ids(search=Search(since=25.0)) == ["s3-m1", "raw-m4"]
+
+
+@pytest.mark.parametrize(
+    "search",
+    [Search(listener="a\x00b"), Search(message_id="a\x00b"), Search(object_key="a\x00b")],
+)
+async def test_a_nul_character_in_a_search_is_the_callers_invalid_input(
+    store: RunStore, search: Search
+) -> None:
+    """PostgreSQL cannot keep a NUL in text: the search is refused as the caller's input
+    (a 400), never a database error (a 500); SQLite keeps such text and finds none."""
+    await store.write(RUNS)
+    for listing in (store.list_runs, store.list_dead_letters):
+        try:
+            page = await listing(search=search)
+        except InvalidInput as exc:
+            assert "NUL" in exc.message
+        else:
+            assert page.items == []

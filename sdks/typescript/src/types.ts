@@ -341,7 +341,7 @@ export interface ModelHistory {
 
 /** A place (queue, topic, folder), a listener or a model version of the {@link FlowGraph}. */
 export interface FlowNode {
-  /** `place:HASH`, `listener:NAME`, `model:LISTENER`. */
+  /** `listener:NAME`, `model:LISTENER` or `place:N` (numbered in listener-name order). */
   id: string;
   kind: "place" | "listener" | "model";
   /** A place's URL (by its shape), a listener's name, a model. */

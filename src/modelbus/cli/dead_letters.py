@@ -11,10 +11,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from modelbus import errors
 from modelbus.cli.options import AsJson, Key, Url, open_client
 from modelbus.cli.output import err, fields_table, new_table, out, print_json, when
-from modelbus.cli.search import MessageId, ObjectKey, Since, Until, more, search_filters
-from modelbus.client.schemas import DEFAULT_REDRIVE_RATE_PER_S, RedriveOut, SearchRedriveOut
+from modelbus.cli.search import Limit, MessageId, ObjectKey, Since, Until, more, search_filters
+from modelbus.client.operations import checked_rate
+from modelbus.client.schemas import (
+    DEFAULT_REDRIVE_RATE_PER_S,
+    MAX_REDRIVE_RATE_PER_S,
+    RedriveOut,
+    SearchRedriveOut,
+)
 
 app = typer.Typer(help="List, inspect and redrive dead letters.", no_args_is_help=True)
 
@@ -31,7 +38,7 @@ def dead_letters_list(
     object_key: ObjectKey = None,
     since: Since = None,
     until: Until = None,
-    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 50,
+    limit: Limit = 50,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="Go on from where the last page ended.")
     ] = None,
@@ -117,6 +124,13 @@ def _preview(body: bytes, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(body)} bytes)"
 
 
+def _rate(value: float | None) -> float | None:
+    try:  # the SDK's check: click's FloatRange would let nan through
+        return checked_rate(value)
+    except errors.InvalidInput as exc:
+        raise typer.BadParameter(exc.message.removeprefix("rate_per_s: ")) from None
+
+
 @app.command("redrive")
 def dead_letters_redrive(
     listener: Annotated[
@@ -153,7 +167,9 @@ def dead_letters_redrive(
         float | None,
         typer.Option(
             "--rate",
-            help=f"Most redriven per second, per listener [{DEFAULT_REDRIVE_RATE_PER_S:g}].",
+            callback=_rate,
+            help=f"Most redriven per second, per listener, above 0 and at most "
+            f"{MAX_REDRIVE_RATE_PER_S:g} [{DEFAULT_REDRIVE_RATE_PER_S:g}].",
         ),
     ] = None,
     url: Url = None,

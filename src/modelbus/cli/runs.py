@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.table import Table
@@ -11,10 +11,18 @@ from rich.table import Table
 from modelbus import errors
 from modelbus.cli.options import AsJson, Key, Url, open_client
 from modelbus.cli.output import fields_table, new_table, out, print_json, when
-from modelbus.cli.search import MessageId, ObjectKey, Since, Until, more, search_filters
-from modelbus.client.schemas import RunOut, RunPage
+from modelbus.cli.search import Limit, MessageId, ObjectKey, Since, Until, more, search_filters
+from modelbus.client.schemas import RunOut, RunPage, RunStatus
 
 app = typer.Typer(help="What happened to broker messages (run records).", no_args_is_help=True)
+
+STATUSES: tuple[str, ...] = get_args(RunStatus)
+
+
+def _status(value: str | None) -> str | None:
+    if value is not None and value not in STATUSES:
+        raise typer.BadParameter(f"{value!r} is none of {', '.join(STATUSES)}")
+    return value
 
 
 def _run_rows(run: RunOut) -> list[tuple[str, str]]:
@@ -86,13 +94,17 @@ def runs_list(
     ] = None,
     status: Annotated[
         str | None,
-        typer.Option("--status", help="Only running, retrying, succeeded or dead_lettered."),
+        typer.Option(
+            "--status",
+            callback=_status,
+            help=f"Only records in this state: {', '.join(STATUSES)}.",
+        ),
     ] = None,
     message_id: MessageId = None,
     object_key: ObjectKey = None,
     since: Since = None,
     until: Until = None,
-    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 50,
+    limit: Limit = 50,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="Go on from where the last page ended.")
     ] = None,

@@ -1,6 +1,7 @@
 """The filters ``runs list``, ``dead-letters list`` and ``dead-letters redrive`` share:
 ``--message-id``, ``--object-key``, ``--since`` and ``--until``, read into the keyword
-arguments of the SDK's searches (:meth:`modelbus.client.Client.search_runs`...)."""
+arguments of the SDK's searches (:meth:`modelbus.client.Client.search_runs`...), and the
+listings' ``--limit``. A value the server would refuse is a usage error here (status 2)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ from typing import Annotated, Any
 import typer
 
 from modelbus.cli.output import err
+from modelbus.client.schemas import MAX_PAGE_SIZE
 
-__all__ = ["MessageId", "ObjectKey", "Since", "Until", "moment", "more", "search_filters"]
+__all__ = [
+    "Limit",
+    "MessageId",
+    "ObjectKey",
+    "Since",
+    "Until",
+    "moment",
+    "more",
+    "search_filters",
+]
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -32,6 +43,12 @@ ObjectKey = Annotated[
 ]
 Since = Annotated[str | None, typer.Option("--since", help=f"At or after: {_TIME_HELP}.")]
 Until = Annotated[str | None, typer.Option("--until", help=f"Before: {_TIME_HELP}.")]
+Limit = Annotated[
+    int,
+    typer.Option(
+        "--limit", min=1, max=MAX_PAGE_SIZE, help="How many (at most a page), newest first."
+    ),
+]
 
 
 def more(cursor: str | None) -> None:
@@ -44,19 +61,24 @@ def moment(text: str, option: str) -> float:
     """Epoch seconds of a ``--since``/``--until`` value: ``N[smhd]`` ago, epoch seconds, or
     an ISO 8601 date/time (local time unless it says its zone); a usage error otherwise."""
     text = text.strip()
+    try:
+        at = _epoch_s(text)
+        dt.datetime.fromtimestamp(at, dt.UTC)  # nan, inf, or past the year 9999: no time
+    except (ValueError, OverflowError, OSError):
+        raise typer.BadParameter(
+            f"not a time: {text!r} (give {_TIME_HELP})", param_hint=option
+        ) from None
+    return at
+
+
+def _epoch_s(text: str) -> float:
     ago = _AGO.match(text)
     if ago:
         return time.time() - float(ago.group(1)) * _UNIT_S[ago.group(2)]
     try:
         return float(text)
     except ValueError:
-        pass
-    try:
         return dt.datetime.fromisoformat(text).timestamp()  # naive: local time
-    except ValueError:
-        raise typer.BadParameter(
-            f"not a time: {text!r} (give {_TIME_HELP})", param_hint=option
-        ) from None
 
 
 def search_filters(

@@ -36,6 +36,7 @@ from modelbus.client.responses import json_of, many, nothing, one, text_of
 from modelbus.client.results import CallResult, Job
 from modelbus.client.schemas import (
     LISTENER_NAME_PATTERN,
+    MAX_REDRIVE_RATE_PER_S,
     ApplyOut,
     BuildInfo,
     CallEnvelope,
@@ -500,6 +501,18 @@ def search_dead_letters(
     return _get("/v1/dead-letters", one(DeadLetterPage), **params)
 
 
+def checked_rate(rate_per_s: float | None) -> float | None:
+    """``rate_per_s`` if a redrive may go at that pace (above 0, at most
+    MAX_REDRIVE_RATE_PER_S; None: the server's default); raises InvalidInput otherwise (nan
+    and infinity included, which JSON cannot even carry)."""
+    if rate_per_s is not None and not 0 < rate_per_s <= MAX_REDRIVE_RATE_PER_S:
+        raise errors.InvalidInput(
+            f"rate_per_s: give a number of letters per second above 0, at most "
+            f"{MAX_REDRIVE_RATE_PER_S:g} (not {rate_per_s!r})"
+        )
+    return rate_per_s
+
+
 def redrive_matching(
     filters: SearchFilters,
     include_redriven: bool,
@@ -512,7 +525,7 @@ def redrive_matching(
         "all": every,
         "include_redriven": include_redriven,
         "spec": spec,
-        "rate_per_s": rate_per_s,
+        "rate_per_s": checked_rate(rate_per_s),
     }
     request = Request(
         method="POST", path="/v1/dead-letters/redrive", json_body=body, timeout=_REDRIVE_TIMEOUT_S
@@ -527,7 +540,11 @@ def dead_letter(letter_id: str) -> Operation[DeadLetterOut]:
 def redrive(
     listener: str, ids: Iterable[str] | None, spec: str | None, rate_per_s: float | None
 ) -> Operation[RedriveOut]:
-    body = {"ids": list(ids) if ids is not None else None, "spec": spec, "rate_per_s": rate_per_s}
+    body = {
+        "ids": list(ids) if ids is not None else None,
+        "spec": spec,
+        "rate_per_s": checked_rate(rate_per_s),
+    }
     request = Request(
         method="POST",
         path=f"/v1/listeners/{listener}/dead-letters/redrive",

@@ -20,6 +20,10 @@ from modelbus.config import DEFAULT_MAX_BODY_BYTES
 ContentTypeName = Literal["json", "text", "binary"]
 # A redrive's pace when the request names none (the server's ManagerOptions default).
 DEFAULT_REDRIVE_RATE_PER_S = 10.0
+MAX_REDRIVE_RATE_PER_S = 10_000
+# Most records on one page of a listing of runs or dead letters.
+MAX_PAGE_SIZE = 1000
+RunStatus = Literal["running", "retrying", "succeeded", "dead_lettered"]
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_IN_FLIGHT = 100
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -481,7 +485,7 @@ class ApplyOut(Schema):
 class RunOut(Schema):
     listener: str
     message_id: str = Field(description="The broker's id of the message.")
-    status: Literal["running", "retrying", "succeeded", "dead_lettered"]
+    status: RunStatus
     attempts: int
     version: str | None = Field(None, description="The resolved version that ran (or failed).")
     output_id: str | None = Field(None, description="The result's id in the output sinks.")
@@ -541,6 +545,10 @@ class DeadLetterPage(Schema):
 
 
 class RedriveRequest(Schema):
+    # A misspelt field is refused: ignored, it would widen what runs again (``idss`` would
+    # redrive every letter of the listener, ``sinse`` every letter the other filters match).
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     ids: list[str] | None = Field(
         None, description="Dead letters to redrive (default: every one not redriven yet)."
     )
@@ -552,7 +560,7 @@ class RedriveRequest(Schema):
     rate_per_s: float | None = Field(
         None,
         gt=0,
-        le=10_000,
+        le=MAX_REDRIVE_RATE_PER_S,
         description=f"Most redriven per second (default {DEFAULT_REDRIVE_RATE_PER_S:g}).",
     )
 
@@ -577,6 +585,8 @@ class DeadLetterSearch(Schema):
 
 
 class SearchRedriveRequest(DeadLetterSearch):
+    model_config = ConfigDict(frozen=True, extra="forbid")  # as RedriveRequest's
+
     all: bool = Field(
         False,
         description="Say that an empty search, every dead letter of every listener, is "
@@ -590,7 +600,7 @@ class SearchRedriveRequest(DeadLetterSearch):
     rate_per_s: float | None = Field(
         None,
         gt=0,
-        le=10_000,
+        le=MAX_REDRIVE_RATE_PER_S,
         description=f"Most redriven per second, per listener (default "
         f"{DEFAULT_REDRIVE_RATE_PER_S:g}).",
     )
@@ -684,7 +694,10 @@ PlaceRole = Literal["source", "output", "dead-letter"]
 class FlowNode(Schema):
     """A place, a listener or a model version, where the layout puts it."""
 
-    id: str = Field(description="Stable id: `place:HASH`, `listener:NAME`, `model:LISTENER`.")
+    id: str = Field(
+        description="`listener:NAME`, `model:LISTENER`, or `place:N`: places numbered in "
+        "the order the listeners (by name) name them, so the same while they do."
+    )
     kind: NodeKind
     label: str = Field(description="A place's URL (by its shape), a listener's name, a model.")
     layer: int = Field(description="Column of the layered layout, 0 at the left.")

@@ -25,7 +25,6 @@ page can draw the graph with no layout engine.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -132,8 +131,10 @@ def _host(host: str, scheme: str) -> str:
     return host.lower()
 
 
-def _place_id(key: str) -> str:
-    return "place:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+def _place_id(number: int) -> str:
+    # A number, not a digest of the place's key: the key holds what a URL's shape hides (the
+    # queue, the path), and anyone reading the graph could confirm a guess against a digest.
+    return f"place:{number}"
 
 
 # --- building --------------------------------------------------------------------------------
@@ -199,7 +200,9 @@ class _Collector:
     def place(self, url: str, role: PlaceRole) -> str:
         """The id of the place ``url`` names, noting this spelling (masked) and role."""
         key = place_key(url)
-        found = self.places.setdefault(key, _Place(_place_id(key), [], [], _scheme(url)))
+        found = self.places.get(key)
+        if found is None:
+            found = self.places[key] = _Place(_place_id(len(self.places) + 1), [], [], _scheme(url))
         shown = redact_url(url)
         if shown not in found.urls:
             found.urls.append(shown)

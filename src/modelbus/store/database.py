@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -223,11 +223,29 @@ def _sqlite_events(engine: Engine) -> None:
 def _postgres_engine(url: URL, connect_timeout_s: float, statement_timeout_s: float) -> AsyncEngine:
     if importlib.util.find_spec("asyncpg") is None:
         raise MissingExtra("postgres", "asyncpg")
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_pre_ping=True,
         pool_timeout=connect_timeout_s + statement_timeout_s,
         connect_args={"timeout": connect_timeout_s, "command_timeout": statement_timeout_s},
+    )
+    event.listen(engine.sync_engine, "handle_error", _refused_text)
+    return engine
+
+
+# SQLSTATEs of text PostgreSQL cannot keep: a NUL character (\x00) in a text column
+# (character_not_in_repertoire), or \u0000 in JSON (untranslatable_character).
+_UNKEEPABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+def _refused_text(context: ExceptionContext) -> InvalidInput | None:
+    """PostgreSQL's refusal of text it cannot keep, as the caller's InvalidInput (SQLite
+    keeps such text: a search for it finds nothing there, instead of failing)."""
+    code = getattr(context.original_exception, "sqlstate", None)
+    if code not in _UNKEEPABLE_TEXT:
+        return None
+    return InvalidInput(
+        "text with a NUL character (\\x00 or \\u0000), which the store cannot keep: remove it"
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from modelbus.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from modelbus.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelbus.store import schema
 from modelbus.store.database import Database
 
@@ -153,11 +153,22 @@ class KeyStore:
         """Revoke a key, and end its console sessions; effective for the next request.
         Idempotent.
 
-        Raises :class:`NotFound` for an unknown id.
+        Raises :class:`NotFound` for an unknown id, :class:`Conflict` for the last unrevoked
+        ``admin`` key: without one no key could be made or revoked again, and a store that
+        has keys never makes a bootstrap key.
         """
         k, s = schema.api_keys.c, schema.console_sessions.c
         now = time.time()
         async with self.db.write() as conn:
+            # Locked (PostgreSQL; SQLite's write transaction is alone): two admins revoking
+            # the two last admin keys at once must not both see the other one left.
+            active = select(k.id, k.scopes).where(k.revoked_at.is_(None)).with_for_update()
+            admins = {r.id for r in (await conn.execute(active)).all() if ADMIN in r.scopes}
+            if admins == {key_id}:
+                raise Conflict(
+                    f"API key {key_id} is the last admin key: create another admin key "
+                    "first (with none, no key could be made or revoked again)"
+                )
             await conn.execute(
                 update(schema.api_keys)
                 .where(k.id == key_id, k.revoked_at.is_(None))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -671,9 +672,12 @@ def _run_cursor(text: str) -> tuple[float, str, str]:
 def _cursor(text: str) -> tuple[float, str]:
     at, _, key = text.partition("|")
     try:
-        return float(at), key
+        moment = float(at)
     except ValueError:
-        raise InvalidInput(f"not a page cursor: {text!r}") from None
+        moment = math.nan
+    if not math.isfinite(moment):  # nan, inf: no page ends there (the page would be empty)
+        raise InvalidInput(f"not a page cursor: {text!r}")
+    return moment, key
 
 
 def _run_row(r: RunRecord) -> dict[str, Any]:
@@ -685,7 +689,7 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "version": r.version,
         "output_id": r.output_id,
         "result_location": json.dumps(list(r.result_location)) if r.result_location else None,
-        "error": dict(r.error) if r.error is not None else None,
+        "error": _shown_error(r.error),
         "duration_ms": r.duration_ms,
         "first_received_at": r.first_received_at,
         "updated_at": r.updated_at,
@@ -694,6 +698,20 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "claim_expires_at": None,
         "object_key": r.object_key,
     }
+
+
+def _shown(text: str) -> str:
+    """An error's words (its message, a stack trace) as every store keeps them: a NUL
+    character, which PostgreSQL refuses in text, written as the four characters ``\\x00``
+    (else the record could never be written: a model error quoting binary input would
+    retry forever instead of being dead-lettered)."""
+    return text.replace("\x00", "\\x00")
+
+
+def _shown_error(error: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {k: _shown(v) if isinstance(v, str) else v for k, v in error.items()}
 
 
 def _run_of(row: RowMapping) -> RunRecord:
@@ -723,8 +741,8 @@ def _dead_letter_row(d: DeadLetter) -> dict[str, Any]:
         "body": d.body,
         "attributes": dict(d.attributes),
         "error_type": d.error_type,
-        "error_message": d.error_message,
-        "stacktrace": d.stacktrace,
+        "error_message": _shown(d.error_message),
+        "stacktrace": _shown(d.stacktrace),
         "permanent": d.permanent,
         "attempts": d.attempts,
         "model": d.model,

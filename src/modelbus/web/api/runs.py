@@ -10,11 +10,11 @@ pages through one listener's. Records outlive the listener.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from modelbus.client.schemas import RunOut, RunPage
+from modelbus.client.schemas import RunOut, RunPage, RunStatus
 from modelbus.errors import RunNotFound
 from modelbus.listeners.credentials import redact_url
 from modelbus.store.runs import Page, RunRecord
@@ -25,8 +25,7 @@ from modelbus.web.api.search import Cursor, Limit, SearchQuery
 
 router = APIRouter(tags=["runs"])
 
-Status = Literal["running", "retrying", "succeeded", "dead_lettered"]
-StatusQuery = Annotated[Status | None, Query(description="Only records in this state.")]
+StatusQuery = Annotated[RunStatus | None, Query(description="Only records in this state.")]
 
 
 def run_out(record: RunRecord) -> RunOut:

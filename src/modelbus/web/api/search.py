@@ -10,11 +10,12 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 
+from modelbus.client.schemas import MAX_PAGE_SIZE
 from modelbus.store.runs import Search
 
 __all__ = ["Cursor", "Limit", "SearchQuery", "epoch_s", "search_of", "search_query"]
 
-Limit = Annotated[int, Query(ge=1, le=1000)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the last page.")]
 
 
