@@ -108,7 +108,14 @@ def test_a_two_step_pipeline_on_local_queues(server: ModelbusServer) -> None:
 
             publish(server, inbox, [json.dumps({"n": i}).encode() for i in range(MESSAGES)])
             deadline = time.monotonic() + WAIT_S
-            while edges_of(graph, second)["result"]["messages"] < MESSAGES:
+
+            def through(graph: dict[str, Any]) -> bool:
+                """Every message through, and a reading far enough (RATE_MIN_SPAN_S) after
+                the one before publishing for the rates to span their passage."""
+                last = edges_of(graph, second)["result"]
+                return last["messages"] >= MESSAGES and last["rate_per_s"] is not None
+
+            while not through(graph):
                 assert time.monotonic() < deadline, json.dumps(edges_of(graph, second))
                 time.sleep(0.25)
                 graph = flow(api)
