@@ -332,3 +332,22 @@ async def test_an_error_quoting_a_nul_character_is_kept_on_every_store(store: Ru
     assert kept.body == failed.body  # the body is bytes: kept as it came, NUL included
     (record,) = await store.get_runs("m-nul")
     assert record.error == {"type": "ValueError", "message": "bad \\x00"}
+
+
+async def test_a_message_id_or_attribute_holding_a_nul_character_is_kept_on_every_store(
+    store: RunStore, writer: RunWriter
+) -> None:
+    """A publisher chooses an AMQP message id, an MQTT modelbus-id, a header's value: one
+    holding a NUL (which PostgreSQL refuses in text) is still recorded, deduped, claimed
+    and dead-lettered, or its message would be retried forever."""
+    nul_id = "m-\x00-1"
+    assert await store.claim("l", "a", {nul_id: 1, "m-2": 1}, ttl_s=30) == {nul_id, "m-2"}
+    assert await store.claimants("l", [nul_id]) == {nul_id: "a"}
+    assert await store.renew_claims("l", "a", [nul_id], ttl_s=30) == {nul_id}
+    failed = replace(letter("nul-id", at=5.0), message_id=nul_id, attributes={"k\x00": "v\x00"})
+    await store.write([failed, run(nul_id, "dead_lettered")])
+    kept = await store.get_dead_letter("nul-id")
+    assert kept.attributes == {"k\x00": "v\x00"}  # kept as they came: redrive sends them
+    assert (await store.get_runs(nul_id))[0].status == "dead_lettered"
+    await writer.record(run("m-\x00-2", "succeeded"))
+    assert await store.succeeded("l", ["m-\x00-2", "m-\x00-3"]) == {"m-\x00-2"}

@@ -35,7 +35,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar, get_args
@@ -194,9 +194,10 @@ class RunStore:
         """Which of ``message_ids`` already succeeded in ``listener`` (the dedupe check)."""
         if not message_ids:
             return set()
+        keys = _keys(message_ids)
         query = select(runs.c.message_id).where(
             runs.c.listener == listener,
-            runs.c.message_id.in_(list(set(message_ids))),
+            runs.c.message_id.in_(list(keys)),
             runs.c.status == "succeeded",
         )
         if self._direct is not None:
@@ -204,13 +205,15 @@ class RunStore:
             def read(conn: Connection) -> set[str]:
                 return set(conn.execute(query).scalars())
 
-            if len(message_ids) <= INLINE_READ_MAX:
-                found = self._direct.succeeded_now(listener, message_ids)
-                if found is not None:
-                    return found
-            return await self._direct.run(read)
-        async with self._engine.connect() as conn:
-            return set((await conn.execute(query)).scalars())
+            found: set[str] | None = None
+            if len(keys) <= INLINE_READ_MAX:
+                found = self._direct.succeeded_now(listener, list(keys))
+            if found is None:
+                found = await self._direct.run(read)
+        else:
+            async with self._engine.connect() as conn:
+                found = set((await conn.execute(query)).scalars())
+        return {keys[k] for k in found}
 
     async def claim(
         self, listener: str, claimant: str, attempts: Mapping[str, int], *, ttl_s: float
@@ -224,10 +227,11 @@ class RunStore:
         if not attempts:
             return set()
         now, expires = time.time(), clock_of(self._engine.dialect.name) + ttl_s
+        keys = _keys(attempts)
         rows = [
             {
                 "listener": listener,
-                "message_id": message_id,
+                "message_id": key,
                 "status": "running",
                 "attempts": attempt,
                 "first_received_at": now,
@@ -235,10 +239,10 @@ class RunStore:
                 "claimed_by": claimant,
                 "claim_expires_at": expires,
             }
-            for message_id, attempt in attempts.items()
+            for key, attempt in ((k, attempts[m]) for k, m in keys.items())
         ]
         statement = self._claiming.values(rows)
-        return await self._written_ids(statement)
+        return {keys[k] for k in await self._written_ids(statement)}
 
     async def renew_claims(
         self, listener: str, claimant: str, message_ids: Sequence[str], *, ttl_s: float
@@ -257,14 +261,15 @@ class RunStore:
         messages not claimed are left out)."""
         if not message_ids:
             return {}
+        keys = _keys(message_ids)
         query = select(runs.c.message_id, runs.c.claimed_by).where(
             runs.c.listener == listener,
-            runs.c.message_id.in_(list(set(message_ids))),
+            runs.c.message_id.in_(list(keys)),
             runs.c.claimed_by.is_not(None),
             runs.c.claim_expires_at >= clock_of(self._engine.dialect.name),
         )
         async with self._engine.connect() as conn:
-            return {m: c for m, c in (await conn.execute(query)).all()}
+            return {keys[k]: c for k, c in (await conn.execute(query)).all()}
 
     async def unclaim(self, listener: str, claimant: str, message_ids: Sequence[str]) -> None:
         """End ``claimant``'s claims of ``message_ids`` (their deliveries were handed back
@@ -278,17 +283,18 @@ class RunStore:
     ) -> set[str]:
         if not message_ids:
             return set()
+        keys = _keys(message_ids)
         statement = (
             update(runs)
             .where(
                 runs.c.listener == listener,
-                runs.c.message_id.in_(list(set(message_ids))),
+                runs.c.message_id.in_(list(keys)),
                 runs.c.claimed_by == claimant,
             )
             .values(**values)
             .returning(runs.c.message_id)
         )
-        return await self._written_ids(statement)
+        return {keys[k] for k in await self._written_ids(statement)}
 
     async def _written_ids(self, statement: Executable) -> set[str]:
         """Run ``statement`` (a write returning message ids) in a transaction of its own."""
@@ -303,7 +309,7 @@ class RunStore:
 
     async def get_runs(self, message_id: str, listener: str | None = None) -> list[RunRecord]:
         """The run records of a broker message id (one per listener that received it)."""
-        query = select(runs).where(runs.c.message_id == message_id)
+        query = select(runs).where(runs.c.message_id == _shown(message_id))
         if listener is not None:
             query = query.where(runs.c.listener == listener)
         async with self._engine.connect() as conn:
@@ -683,7 +689,7 @@ def _cursor(text: str) -> tuple[float, str]:
 def _run_row(r: RunRecord) -> dict[str, Any]:
     return {
         "listener": r.listener,
-        "message_id": r.message_id,
+        "message_id": _shown(r.message_id),
         "status": r.status,
         "attempts": r.attempts,
         "version": r.version,
@@ -700,11 +706,18 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
     }
 
 
+def _keys(message_ids: Iterable[str]) -> dict[str, str]:
+    """The store's key of each of ``message_ids`` (:func:`_shown`: a publisher chooses an
+    AMQP message id or an MQTT ``modelbus-id``, NUL included) -> the id as given, to answer
+    in the caller's terms."""
+    return {_shown(m): m for m in message_ids}
+
+
 def _shown(text: str) -> str:
-    """An error's words (its message, a stack trace) as every store keeps them: a NUL
-    character, which PostgreSQL refuses in text, written as the four characters ``\\x00``
-    (else the record could never be written: a model error quoting binary input would
-    retry forever instead of being dead-lettered)."""
+    """An error's words (its message, a stack trace) or a message id as every store keeps
+    them: a NUL character, which PostgreSQL refuses in text, written as the four characters
+    ``\\x00`` (else the record could never be written: a model error quoting binary input, or
+    a message whose id holds one, would retry forever instead of being dead-lettered)."""
     return text.replace("\x00", "\\x00")
 
 
@@ -737,7 +750,7 @@ def _dead_letter_row(d: DeadLetter) -> dict[str, Any]:
     return {
         "id": d.id,
         "listener": d.listener,
-        "message_id": d.message_id,
+        "message_id": _shown(d.message_id),
         "body": d.body,
         "attributes": dict(d.attributes),
         "error_type": d.error_type,
