@@ -157,7 +157,7 @@ def test_a_cold_version_says_so(page: Page, console_server: ModelbusServer, tmp_
     runners = page.get_by_role("region", name=re.compile("^Runners"))
     expect(runners.get_by_role("heading", level=2)).to_contain_text("cold")
     expect(page.get_by_role("region", name="Schema")).to_contain_text("No input schema")
-    expect(page.get_by_role("region", name="Recent errors")).to_contain_text("None since")
+    expect(page.get_by_role("region", name="Recent errors")).to_contain_text("None: no listener")
     assert "-d '{}'" in snippet(page, "curl")
 
 

@@ -5,6 +5,7 @@ through another's API, and nodes that cannot work together are refused at start.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -17,6 +18,7 @@ from cryptography.fernet import Fernet
 
 from modelbus.client.schemas import ListenerStatusOut
 from modelbus.connectors.webhook import sign
+from modelbus.errors import ModelError
 from tests.serve.conftest import eventually
 from tests.support.server import MODELBUS, ModelbusServer, clean_env, free_port
 
@@ -122,8 +124,8 @@ def test_a_folder_listener_moves_to_another_node_when_its_owner_is_killed(
     assert sorted(name.split(".")[0] for name in results) == ["after", "before"]
 
 
-def post_hook(server: ModelbusServer, hook: str, n: int) -> None:
-    body = json.dumps({"n": n}).encode()
+def post_hook(server: ModelbusServer, hook: str, n: int, **more: object) -> None:
+    body = json.dumps({"n": n, **more}).encode()
     answer = httpx.post(
         f"{server.url}/v1/hooks/{hook}",
         content=body,
@@ -231,6 +233,36 @@ def test_a_dead_letter_is_redriven_through_another_node(nodes: Nodes, tmp_path: 
         assert on_a.dead_letter(letter.id).redriven_to == "test/echo@1.0.*"
         assert on_a.dead_letters("late", include_redriven=False).items == []
         assert [d.id for d in on_a.dead_letters("late").items] == [letter.id]
+
+
+def test_a_version_page_lists_the_errors_every_nodes_listeners_met(nodes: Nodes) -> None:
+    """A model error met by a listener on node B shows on node A's version page, beside a
+    failed call to A itself; B's own page shows the listener's error, not A's call."""
+    a, b = nodes.start("a"), nodes.start("b")
+    nodes.push_echo()
+    with a.client() as client:
+        client.create_listener(
+            {
+                "name": "refuses",
+                "source": f"webhook://refuses?secret={HOOK_SECRET}&poll_ms=50",
+                "model": "test/echo@1.0.0",
+                "retry": {"max_attempts": 1},
+            }
+        )
+        with pytest.raises(ModelError):
+            client.call("test/echo@1.0.0", {"fail": "a call to A went wrong"})
+    b_id = node_id(b)
+    with b.client() as client:
+        eventually(lambda: states(client.listener_status("refuses")).get(b_id) == "running", 30)
+    post_hook(b, "refuses", 1, fail_permanent="B's listener met a bad input")
+    with a.client() as on_a:
+        eventually(lambda: on_a.dead_letters("refuses").items, 30)
+    path = "/console/models/test/echo/versions/1.0.0"
+    on_a_page, on_b_page = (html.unescape(console_page(n, path)) for n in (a, b))
+    assert "B's listener met a bad input" in on_a_page and "refuses" in on_a_page
+    assert "a call to A went wrong" in on_a_page
+    assert "B's listener met a bad input" in on_b_page
+    assert "a call to A went wrong" not in on_b_page  # a call's error stays with its server
 
 
 def console_page(server: ModelbusServer, path: str) -> str:

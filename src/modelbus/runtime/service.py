@@ -38,12 +38,14 @@ RECENT_ERRORS_PER_MODEL = 20
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RecentError:
-    """One failed invocation as the console lists it: when, which version, what."""
+    """One failed invocation as the console lists it: when, which version, what, and the
+    listener whose message it was (None for a call over HTTP, "try it" or a job)."""
 
     at: float
     version: str | None
     error_type: str
     message: str
+    listener: str | None = None
 
 
 class RecentErrors:
@@ -54,8 +56,11 @@ class RecentErrors:
         self._per_model = per_model
         self._errors: dict[tuple[str, str], deque[RecentError]] = {}
 
-    def add(self, owner: str, name: str, error: InvocationError) -> None:
-        """Remember ``error`` (stamped with its resolved version) of ``owner/name``."""
+    def add(
+        self, owner: str, name: str, error: InvocationError, *, listener: str | None = None
+    ) -> None:
+        """Remember ``error`` (stamped with its resolved version) of ``owner/name``, from a
+        message of ``listener`` if given."""
         kept = self._errors.setdefault((owner, name), deque(maxlen=self._per_model))
         kept.append(
             RecentError(
@@ -63,6 +68,7 @@ class RecentErrors:
                 version=error.version,
                 error_type=error.error_type,
                 message=error.message,
+                listener=listener,
             )
         )
 
@@ -355,9 +361,10 @@ class ModelService:
             if untold:
                 ran(untold, [results[j] for j in untold])
         done = [o for o in outcomes if o is not None]
+        listener = options.attributes.get("listener")  # a listener's calls say whose they are
         for outcome in done:
             if isinstance(outcome, InvocationError):
-                self.recent_errors.add(resolved.owner, resolved.name, outcome)
+                self.recent_errors.add(resolved.owner, resolved.name, outcome, listener=listener)
         return done
 
 

@@ -347,6 +347,27 @@ class RunStore:
             records, f"{last.updated_at!r}|{last.listener}|{last.message_id}" if last else None
         )
 
+    async def failed_runs(
+        self, listeners: Sequence[str], version: str, limit: int
+    ) -> list[RunRecord]:
+        """The run records of ``listeners`` that ran ``version`` (a version label) and keep
+        an error (retrying, or dead-lettered), most recently updated first, at most ``limit``:
+        a model version's recent errors as every node's listeners met them."""
+        if not listeners:
+            return []
+        query = (
+            select(runs)
+            .where(
+                runs.c.listener.in_(list(listeners)),
+                runs.c.version == version,
+                runs.c.error.is_not(None),
+            )
+            .order_by(runs.c.updated_at.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [_run_of(row) for row in (await conn.execute(query)).mappings()]
+
     async def list_dead_letters(
         self,
         listener: str | None = None,

@@ -19,11 +19,13 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
 from modelbus.errors import VersionNotFound
+from modelbus.runtime.service import RECENT_ERRORS_PER_MODEL, RecentError
 from modelbus.web.api.context import services
 from modelbus.web.console.auth import Viewing
 from modelbus.web.console.models import check_reader
 from modelbus.web.console.snippets import KEY_VARIABLE, example_input, snippets
 from modelbus.web.console.web import PREFIX, ConsoleRoute, render
+from modelbus.web.server import Services
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
@@ -65,6 +67,36 @@ def runner_figures(metrics: CollectorRegistry, build_hash: str) -> list[RunnerFi
     return [found[w] for w in sorted(found, key=lambda w: (len(w), w))]
 
 
+async def recent_errors(svc: Services, owner: str, name: str, spec: str) -> list[RecentError]:
+    """The last :data:`RECENT_ERRORS_PER_MODEL` errors of version ``spec`` of ``owner/name``,
+    newest first: what every node's listeners met (their run records that keep an error:
+    retrying or dead-lettered), and this process's calls over HTTP, "try it" and jobs."""
+    mine = [
+        e
+        for e in svc.models.recent_errors.of(owner, name)
+        if e.version == spec and e.listener is None
+    ]
+    listeners = [
+        info.name
+        for info in await svc.listeners.list()
+        if (info.definition.ref.owner, info.definition.ref.name) == (owner, name)
+    ]
+    failed = await svc.listeners.runs.failed_runs(listeners, spec, RECENT_ERRORS_PER_MODEL)
+    theirs = [
+        RecentError(
+            at=run.updated_at,
+            version=run.version,
+            error_type=str(run.error.get("type", "Error")),
+            message=str(run.error.get("message", "")),
+            listener=run.listener,
+        )
+        for run in failed
+        if run.error is not None
+    ]
+    errors = sorted(mine + theirs, key=lambda e: e.at, reverse=True)
+    return errors[:RECENT_ERRORS_PER_MODEL]
+
+
 @router.get("/models/{owner}/{name}/versions/{version}")
 async def version_page(
     request: Request, owner: str, name: str, version: str, viewer: Viewing
@@ -82,7 +114,7 @@ async def version_page(
     schemas = build.manifest.schemas
     base_url = str(request.base_url).rstrip("/")
     runners = await asyncio.to_thread(runner_figures, svc.metrics, build.hash)
-    errors = [e for e in svc.models.recent_errors.of(owner, name) if e.version == spec]
+    errors = await recent_errors(svc, owner, name, spec)
     return render(
         request,
         "version.html",
