@@ -88,7 +88,7 @@ def test_traffic_through_a_listener_shows_in_its_history(tmp_path: Path) -> None
         with server.client() as mb:
             mine = mb.listener_history(NAME, window_s=600, step_s=5)
             assert mine.step_s == 5 and mine.totals == totals
-            versions = mb.model_history("test", "echo", window_s=600).versions
+            versions = mb.model_history("test", "echo", window_s=600, step_s=5).versions
             assert [(v.version, v.totals["calls"]) for v in versions] == [("1.0.0", 8)]
             graph = mb.flow()
             edges = {e.kind: e.messages for e in graph.edges if e.listener == NAME}
