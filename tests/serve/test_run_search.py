@@ -5,13 +5,14 @@ search matches (``POST /v1/dead-letters/redrive``, ``dead-letters redrive --obje
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from modelbus.client import Client
+from modelbus.client import AsyncClient, Client
 from modelbus.errors import Forbidden, InvalidInput
 from tests.support.server import ModelbusServer
 
@@ -117,6 +118,9 @@ def test_queue_runs_are_searched_and_paged_over_the_api(
             break
         cursor = page.next_cursor
     assert sorted(seen) == sorted(m for m, _ in messages) and len(seen) == 7
+    # The iterators follow the cursors themselves: every record, in the pages' order.
+    assert [r.message_id for r in admin.each_run(listener=name, page_size=2)] == seen
+    assert list(admin.each_run(listener=name, since=time.time() + 60)) == []
     (one,) = admin.search_runs(message_id="q-3").items
     assert (one.listener, one.object_key) == (name, None)
 
@@ -149,6 +153,22 @@ def dead_letters(server: ModelbusServer, admin: Client, name: str, *message_ids:
     )
     publish(server.data_dir, f"{name}-in", *((m, b"{}") for m in message_ids))
     eventually(lambda: len(admin.search_dead_letters(listener=name).items) == len(message_ids))
+
+
+def test_the_async_iterators_follow_every_page(server: ModelbusServer, admin: Client) -> None:
+    name = unique("each-dead")
+    dead_letters(server, admin, name, *(f"e-{i}" for i in range(5)))
+
+    async def read() -> tuple[list[str], list[str]]:
+        async with AsyncClient(server.url, server.admin_key) as client:
+            dead = client.each_dead_letter(listener=name, page_size=2)
+            runs = client.each_run(listener=name, page_size=3)
+            return [d.message_id async for d in dead], [r.message_id async for r in runs]
+
+    letters, runs = asyncio.run(read())
+    assert sorted(letters) == sorted(runs) == [f"e-{i}" for i in range(5)]
+    assert [d.message_id for d in admin.each_dead_letter(listener=name, page_size=4)] == letters
+    admin.delete_listener(name)
 
 
 def test_bulk_redrive_needs_the_manage_scope(server: ModelbusServer, admin: Client) -> None:

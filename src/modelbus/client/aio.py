@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -42,6 +42,7 @@ from modelbus.client.schemas import (
 __all__ = ["AsyncClient"]
 
 T = TypeVar("T")
+Page = TypeVar("Page", RunPage, DeadLetterPage)
 
 
 class AsyncClient:
@@ -289,6 +290,48 @@ class AsyncClient:
         """See :meth:`Client.search_dead_letters`."""
         filters = op.search_filters(listener, message_id, object_key, since, until)
         return await self._run(op.search_dead_letters(filters, include_redriven, limit, cursor))
+
+    def each_run(
+        self,
+        *,
+        listener: str | None = None,
+        status: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        page_size: int = 200,
+    ) -> AsyncIterator[RunOut]:
+        """See :meth:`Client.each_run` (``async for``)."""
+        filters = op.search_filters(listener, message_id, object_key, since, until)
+        return self._each(lambda cursor: op.search_runs(filters, status, page_size, cursor))
+
+    def each_dead_letter(
+        self,
+        *,
+        listener: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        include_redriven: bool = True,
+        page_size: int = 200,
+    ) -> AsyncIterator[DeadLetterOut]:
+        """See :meth:`Client.each_dead_letter` (``async for``)."""
+        filters = op.search_filters(listener, message_id, object_key, since, until)
+        return self._each(
+            lambda cursor: op.search_dead_letters(filters, include_redriven, page_size, cursor)
+        )
+
+    async def _each(self, page_of: Callable[[str | None], Operation[Page]]) -> AsyncIterator[Any]:
+        cursor: str | None = None
+        while True:
+            page = await self._run(page_of(cursor))
+            for item in page.items:
+                yield item
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
     async def redrive_matching(
         self,

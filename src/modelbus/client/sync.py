@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -42,6 +42,7 @@ from modelbus.client.schemas import (
 __all__ = ["Client"]
 
 T = TypeVar("T")
+Page = TypeVar("Page", RunPage, DeadLetterPage)
 
 
 class Client:
@@ -326,6 +327,49 @@ class Client:
         narrowed as :meth:`search_runs` (the time is when they were dead-lettered)."""
         filters = op.search_filters(listener, message_id, object_key, since, until)
         return self._run(op.search_dead_letters(filters, include_redriven, limit, cursor))
+
+    def each_run(
+        self,
+        *,
+        listener: str | None = None,
+        status: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        page_size: int = 200,
+    ) -> Iterator[RunOut]:
+        """Every run record :meth:`search_runs` finds with these filters, page after page
+        (``page_size`` per request), most recently updated first."""
+        filters = op.search_filters(listener, message_id, object_key, since, until)
+        return self._each(lambda cursor: op.search_runs(filters, status, page_size, cursor))
+
+    def each_dead_letter(
+        self,
+        *,
+        listener: str | None = None,
+        message_id: str | None = None,
+        object_key: str | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        include_redriven: bool = True,
+        page_size: int = 200,
+    ) -> Iterator[DeadLetterOut]:
+        """Every dead letter :meth:`search_dead_letters` finds with these filters, page
+        after page (``page_size`` per request), newest first."""
+        filters = op.search_filters(listener, message_id, object_key, since, until)
+        return self._each(
+            lambda cursor: op.search_dead_letters(filters, include_redriven, page_size, cursor)
+        )
+
+    def _each(self, page_of: Callable[[str | None], Operation[Page]]) -> Iterator[Any]:
+        cursor: str | None = None
+        while True:
+            page = self._run(page_of(cursor))
+            yield from page.items
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
     def redrive_matching(
         self,
