@@ -103,6 +103,27 @@ def test_timeout_option_in_default_mode(server: ModelbusServer) -> None:
     assert body["error"]["code"] == "InvocationTimeout"
 
 
+@pytest.mark.parametrize("timeout", ["inf", "1e308", "86401"])
+def test_a_timeout_out_of_range_is_refused_and_the_model_still_answers(
+    server: ModelbusServer, timeout: str
+) -> None:
+    # ?timeout=inf once reached the pool, whose dispatch then failed for every caller.
+    with server.http() as http:
+        refused = http.post(
+            "/v1/algo/test/echo/1.1.0", json={"a": 1}, params={"timeout": timeout}, timeout=15
+        )
+        after = http.post("/v1/algo/test/echo/1.1.0", json={"a": 2}, timeout=15)
+    assert refused.status_code == 400
+    assert "at most 86400" in refused.json()["error"]["message"]
+    assert after.json()["result"] == {"a": 2}
+
+
+def test_a_version_with_thousands_of_digits_is_a_bad_spec(server: ModelbusServer) -> None:
+    answer = algo(server, "test/echo/" + "9" * 5000 + ".0.0", json={})
+    assert answer.status_code == 400
+    assert "at most nine digits" in answer.json()["error"]["message"]
+
+
 def test_raw_output_and_raw_errors(server: ModelbusServer) -> None:
     raw = algo(server, "test/echo/1.0.0", json={"k": "v"}, params={"output": "raw"})
     assert raw.status_code == 200

@@ -3,13 +3,14 @@ each input's own attributes (SQLite store, a real registry build, real runners).
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from modelbus.client.refs import ModelRef
-from modelbus.errors import InputRejected
+from modelbus.errors import InputRejected, InvalidInput
 from modelbus.registry.catalog import Registry
 from modelbus.runtime.invocation import CallOptions, Payload, Result
 from modelbus.runtime.pool import PoolManager
@@ -77,3 +78,11 @@ async def test_invoke_batch_gives_each_input_its_attributes_past_rejected_ones(
     assert pool.stats().calls == before + 1  # both accepted inputs in one runner call
     with pytest.raises(ValueError, match="1 attributes for 3 inputs"):
         await models.invoke_batch(ref, payloads, options, attributes=own[:1])
+
+
+@pytest.mark.parametrize("timeout_s", [math.inf, math.nan, 1e308, 86_401.0, 0.0, -1.0])
+def test_call_options_refuse_a_timeout_out_of_range(timeout_s: float) -> None:
+    # The pool schedules by the timeout: an infinite one broke its dispatch for every caller.
+    with pytest.raises(InvalidInput, match="give a number of seconds over 0 and at most 86400"):
+        CallOptions(timeout_s=timeout_s)
+    assert CallOptions(timeout_s=86_400.0).timeout_s == 86_400.0

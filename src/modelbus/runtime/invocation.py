@@ -9,12 +9,17 @@ is decoded twice on the hot path.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from modelbus.client.refs import ModelRef
+from modelbus.errors import InvalidInput
 from modelbus.runtime import jsondoc
+
+# The longest timeout a call may ask for (a day, as a listener's ``timeout_s``).
+MAX_TIMEOUT_S = 86_400.0
 
 ContentType = Literal["json", "text", "binary"]
 CONTENT_TYPES: tuple[ContentType, ...] = ("json", "text", "binary")
@@ -81,7 +86,9 @@ OnResults = Callable[[Sequence[int], Sequence["Result | Exception"]], None]
 class CallOptions:
     """Per-call options.
 
-    ``timeout_s``: the most one input may take (``None``: the version's default timeout).
+    ``timeout_s``: the most one input may take (``None``: the version's default timeout);
+    over 0 and at most :data:`MAX_TIMEOUT_S`, else :class:`InvalidInput` (a caller's
+    ``?timeout=inf`` must not reach the pool, which schedules by it).
     ``capture_stdout``: return what the model printed (inputs of such a call share a runner
     call with no other caller's). ``attributes``: the context attributes of every input
     (message attributes, trace context), which the model sees as ``context.attributes``.
@@ -95,6 +102,12 @@ class CallOptions:
     max_batch_size: int | None = None
 
     def __post_init__(self) -> None:
+        timeout = self.timeout_s
+        if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
+            raise InvalidInput(
+                f"timeout {timeout:g} s is out of range: give a number of seconds over 0 "
+                f"and at most {MAX_TIMEOUT_S:g}"
+            )
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
 
