@@ -402,3 +402,23 @@ def test_the_openapi_document_lists_the_routes(examples: ModelbusServer) -> None
     ):
         assert "OIP" in paths[path][method]["summary"], path
     assert not any(p.startswith("/v2/{") for p in paths)
+
+
+def test_requests_that_broke_the_server_are_refused(examples: ModelbusServer) -> None:
+    deep = b"[" * 5000 + b"1" + b"]" * 5000
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": ' + deep + b"}]}"
+    with examples.http() as http:
+        nested = http.post("/v2/models/test/echo/infer", content=body)
+        superscript = http.post(
+            "/v2/models/test/echo/infer",
+            content=b"{}",
+            headers={"Inference-Header-Content-Length": b"\xb2"},  # "²"
+        )
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]
+    assert superscript.status_code == 400 and "number of bytes" in superscript.json()["error"]
+    status, answer = infer(
+        examples,
+        "test/echo",
+        {"inputs": [one("x", "FP32", [1], [1.0])], "parameters": {"timeout": 10**400}},
+    )
+    assert status == 400 and "at most" in answer["error"]

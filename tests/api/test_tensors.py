@@ -221,3 +221,36 @@ def test_schemas_are_described_as_tensors() -> None:
     ]
     assert schema_tensors({"type": "object"}, name="output", batch=True) == []
     assert schema_tensors(None, name="input", batch=False) == []
+
+
+def test_a_shape_with_no_elements_but_countless_empty_lists_is_refused() -> None:
+    # 10**20 empty rows cost no bytes to send but would be built as 10**20 lists.
+    with pytest.raises(InvalidInput, match="empty lists: give at most 65536 rows"):
+        parse_request(request(tensor("x", "FP32", [10**20, 0], [])), None)
+    assert inputs_of(request(tensor("x", "FP32", [2, 0], []))) == ([("json", [[], []])], False)
+
+
+def test_a_shape_of_more_than_32_dimensions_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="900 dimensions; modelbus takes at most 32"):
+        parse_request(request(tensor("x", "FP32", [1] * 900, [1.0])), None)
+
+
+def test_data_nested_too_deep_is_not_json() -> None:
+    deep = b"[" * 5000 + b"1" + b"]" * 5000
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": ' + deep + b"}]}"
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        parse_request(body, None)
+    as_json = tensor("x", "BYTES", [1], [deep.decode()], content_type="json")
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        inputs_of(request(as_json))
+
+
+def test_an_integer_too_large_for_a_float_is_no_fp_value() -> None:
+    with pytest.raises(InvalidInput, match="is not a FP32 value"):
+        parse_request(request(tensor("x", "FP32", [1], [10**400])), None)
+
+
+def test_a_timeout_parameter_over_a_day_is_refused() -> None:
+    body = request(tensor("x", "FP32", [1], [1.0]), parameters={"timeout": 10**400})
+    with pytest.raises(InvalidInput, match="at most 86400000000"):
+        parse_request(body, None)

@@ -323,7 +323,8 @@ def _header_length(request: Request) -> int | None:
     value = request.headers.get(HEADER_LENGTH)
     if value is None:
         return None
-    if not value.strip().isdigit():
+    # ASCII digits only: "²" is a digit to str.isdigit, but no number to int().
+    if not (value.strip().isascii() and value.strip().isdigit()):
         raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes, got {value!r}")
     return int(value)
 

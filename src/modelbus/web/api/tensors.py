@@ -34,12 +34,14 @@ import base64
 import json
 import math
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelbus.errors import InvalidInput
-from modelbus.runtime.invocation import Payload
+from modelbus.runtime import jsondoc
+from modelbus.runtime.invocation import MAX_TIMEOUT_S, Payload
 
 # Datatypes with a fixed-size binary form: struct codes (little-endian).
 _STRUCT = {
@@ -86,6 +88,13 @@ _UNSUPPORTED_PARAMETERS = {
     "content_type": "request-level content types (MLServer's pd...): give each input its own",
 }
 _SHARED_MEMORY = "shared_memory_"
+_MICROSECONDS = 1_000_000
+# numpy's limit: a shape of thousands of dimensions is no tensor, and would nest the
+# model's JSON input that deep.
+MAX_DIMS = 32
+# A tensor with no elements (a 0 in its shape) still stands for the nested empty lists
+# before that 0, which cost memory though the request carries no data for them.
+MAX_EMPTY_LISTS = 65_536
 JSON_CONTENT = "json"
 BASE64_CONTENT = "base64"
 
@@ -153,7 +162,7 @@ def _split(body: bytes, header_length: int) -> tuple[bytes, bytes]:
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        found = json.loads(data)
+        found = jsondoc.loads(data)
     except ValueError as exc:
         raise InvalidInput(f"the inference request is not valid JSON: {exc}") from exc
     if not isinstance(found, dict):
@@ -192,8 +201,11 @@ def _check_request_parameters(parameters: Mapping[str, Any]) -> None:
     timeout = parameters.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
         raise InvalidInput("parameter 'timeout' must be an integer (microseconds)")
-    if isinstance(timeout, int) and timeout <= 0:
-        raise InvalidInput("parameter 'timeout' must be positive (microseconds)")
+    if isinstance(timeout, int) and not 0 < timeout <= MAX_TIMEOUT_S * _MICROSECONDS:
+        raise InvalidInput(
+            "parameter 'timeout' must be positive and at most "
+            f"{MAX_TIMEOUT_S * _MICROSECONDS:.0f} (microseconds: {MAX_TIMEOUT_S:g} s)"
+        )
 
 
 def _check_unique(names: Sequence[str], what: str) -> None:
@@ -251,7 +263,24 @@ def _header(spec: Mapping[str, Any], where: str) -> tuple[str, str, tuple[int, .
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(
+            f"input {name!r}: a shape of {len(shape)} dimensions; modelbus takes at most {MAX_DIMS}"
+        )
+    _check_empty_lists(name, shape)
     return name, datatype, tuple(shape)
+
+
+def _check_empty_lists(name: str, shape: Sequence[int]) -> None:
+    """Refuse a shape with a 0 whose dimensions before it make too many empty lists."""
+    if 0 not in shape:
+        return
+    lists = math.prod(shape[: shape.index(0)])
+    if lists > MAX_EMPTY_LISTS:
+        raise InvalidInput(
+            f"input {name!r}: shape {shape} holds no elements but {lists} empty lists: "
+            f"give at most {MAX_EMPTY_LISTS} rows before the 0"
+        )
 
 
 def _content_type(value: object, datatype: str, count: int, where: str) -> str | None:
@@ -352,11 +381,15 @@ def _from_json(data: object, datatype: str, count: int, where: str) -> list[Any]
 
 
 def _flatten(data: object) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
+    # A loop, not recursion: data may be nested as deep as the JSON parser allows.
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item))
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        else:
+            flat.append(item)
     return flat
 
 
@@ -369,7 +402,8 @@ def _fits(value: object, datatype: str) -> bool:
         return False
     if datatype in _INT_BITS:
         return isinstance(value, int) and _in_range(value, datatype)
-    return True
+    # An integer too large for a float (10**400) is no FP value.
+    return isinstance(value, float) or abs(value) <= sys.float_info.max
 
 
 def _in_range(value: int, datatype: str) -> bool:
@@ -469,7 +503,7 @@ def _element_payload(tensor: Tensor) -> Payload:
 
 def _json_element(name: str, raw: bytes) -> Payload:
     try:
-        json.loads(raw)
+        jsondoc.loads(raw)
     except ValueError as exc:
         raise InvalidInput(f"input {name!r}: content_type 'json' but not JSON: {exc}") from exc
     return Payload(raw, "json")
@@ -486,7 +520,7 @@ def _object_of(tensors: Sequence[Tensor], schema: object) -> dict[str, Any]:
 
 def _property_value(tensor: Tensor, prop: object) -> Any:
     if tensor.parameters.get("content_type") == "json":
-        return json.loads(_json_element(tensor.name, _raw(tensor.data[0])).data)
+        return jsondoc.loads(_json_element(tensor.name, _raw(tensor.data[0])).data)
     described = schema_dims(prop)
     if described is not None and not described[0] and len(tensor.data) == 1:
         return _json_element_value(tensor.name, tensor.data[0])
