@@ -119,3 +119,13 @@ def test_bad_hash_refs(text: str) -> None:
 def test_version_specs_are_not_taken_for_hashes() -> None:
     assert parse_ref("latest") == VersionSpec()
     assert parse_ref("1.2.3") == VersionSpec(1, 2, 3)
+
+
+@pytest.mark.parametrize("text", ["1000000000.0.0", "1.2." + "9" * 5000])
+def test_version_numbers_have_at_most_nine_digits(text: str) -> None:
+    # Larger ones overflow the store's integer columns; thousands of digits, int() itself.
+    with pytest.raises(VersionSpecError, match="at most nine digits"):
+        Version.parse(text)
+    with pytest.raises(VersionSpecError):
+        parse_ref(text)
+    assert Version.parse("999999999.0.0").major == 999_999_999

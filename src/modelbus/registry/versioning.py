@@ -22,14 +22,21 @@ BUMPS: tuple[Bump, ...] = ("major", "minor", "patch")
 MIN_HASH_PREFIX = 8
 HASH_PREFIX = "sha256:"
 
-_NUMBER = r"(0|[1-9][0-9]*)"
+# At most nine digits: every version number fits the store's integer columns (and Python
+# refuses to convert numbers of thousands of digits).
+_NUMBER = r"(0|[1-9][0-9]{0,8})"
 _VERSION = re.compile(rf"^{_NUMBER}\.{_NUMBER}\.{_NUMBER}$")
 _MINOR_WILDCARD = re.compile(rf"^{_NUMBER}\.{_NUMBER}\.\*$")
 _MAJOR_WILDCARD = re.compile(rf"^{_NUMBER}\.\*$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
-SPEC_FORMS = "MAJOR.MINOR.PATCH (1.2.3), 1.2.*, 1.*, latest, or a build hash (sha256:<hex>)"
-VERSION_FORM = "MAJOR.MINOR.PATCH with numbers and no leading zeros, like 1.2.3"
+SPEC_FORMS = (
+    "MAJOR.MINOR.PATCH (1.2.3; numbers of at most nine digits), 1.2.*, 1.*, latest, "
+    "or a build hash (sha256:<hex>)"
+)
+VERSION_FORM = (
+    "MAJOR.MINOR.PATCH with numbers of at most nine digits and no leading zeros, like 1.2.3"
+)
 
 
 @dataclass(frozen=True, order=True, slots=True)
