@@ -20,12 +20,13 @@ from modelbus.connectors import (
 from modelbus.connectors.directory import (
     DirectorySource,
     FileReader,
+    folder_of,
     notification,
     result_path,
     write_dead_letter,
     write_result,
 )
-from modelbus.errors import ConnectorConfigError, ConnectorError
+from modelbus.errors import ConnectorConfigError, ConnectorError, DefinitionError
 from modelbus.listeners.envelopes import DeadLetterInfo, dead_letter_id, encode_dead_letter
 
 
@@ -324,3 +325,9 @@ async def test_other_dead_letters_are_their_body_and_error(
     error = json.loads(record.read_text())
     assert error["file"] == f"{letter_id}.bin" and "body" not in error
     assert base64.b64decode(error["body_base64"]) == b"\xff\x00 binary body"
+
+
+@pytest.mark.parametrize("url", ["dir:///tmp/in\x00box", "dir:///tmp/in%00box"])
+def test_a_folder_with_a_nul_is_refused_as_a_definition_error(url: str) -> None:
+    with pytest.raises(DefinitionError, match="cannot hold a NUL character"):
+        folder_of(url)

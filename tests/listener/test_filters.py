@@ -89,3 +89,16 @@ def test_bad_filters_are_refused_with_advice(spec: dict[str, Any], advice: str) 
         compile_filter(spec)
     assert advice in str(info.value)
     assert str(info.value).startswith("filter")  # says where
+
+
+def test_patterns_nest_at_most_32_deep() -> None:
+    deep: dict[str, Any] = {"a": ["x"]}
+    for _ in range(1000):
+        deep = {"a": deep}
+    with pytest.raises(DefinitionError, match="nest at most 32 objects deep"):
+        compile_filter({"body": deep})
+    shallow: dict[str, Any] = {"a": ["x"]}
+    value: Any = {"a": "x"}
+    for _ in range(31):
+        shallow, value = {"a": shallow}, {"a": value}
+    assert matches({"body": shallow}, value)

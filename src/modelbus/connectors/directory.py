@@ -99,7 +99,10 @@ def folder_of(url: str) -> Path:
     parts = urlsplit(url)
     if parts.scheme != "dir" or not (parts.netloc + parts.path).strip("/"):
         raise DefinitionError(f"{url}: expected dir:///absolute/path or dir://relative/path")
-    return Path(unquote(parts.netloc + parts.path)).expanduser().resolve()
+    folder = unquote(parts.netloc + parts.path)
+    if "\x00" in folder:
+        raise DefinitionError(f"{url!r}: a folder name cannot hold a NUL character")
+    return Path(folder).expanduser().resolve()
 
 
 def check_folder(folder: Path, ctx: ConnectorContext) -> Path:

@@ -21,8 +21,8 @@ Rules:
 
 * Every field named in a pattern must match (AND); a list gives alternatives (OR). A single
   value is shorthand for a one-element list: ``"type": "invoice"``.
-* A JSON object as a field's value is a nested pattern. Operators therefore always sit
-  inside a list: ``"name": [{"prefix": "ab"}]``.
+* A JSON object as a field's value is a nested pattern (at most ``MAX_DEPTH``, 32, deep).
+  Operators therefore always sit inside a list: ``"name": [{"prefix": "ab"}]``.
 * Operators: ``{"prefix": "s"}``, ``{"suffix": "s"}``, ``{"equals-ignore-case": "s"}``,
   ``{"anything-but": value-or-list}``, ``{"exists": true|false}``, and
   ``{"numeric": [op, n]}`` or a range ``{"numeric": [">=", 0, "<", 5]}`` with ops
@@ -64,6 +64,9 @@ _NUMERIC_OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
+# Nested patterns compile (and match) recursively: a pattern thousands of objects deep
+# would exhaust the interpreter's stack.
+MAX_DEPTH = 32
 _OPERATORS = ("prefix", "suffix", "equals-ignore-case", "anything-but", "exists", "numeric")
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -104,10 +107,16 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Filter:
     )
 
 
-def _pattern(pattern: Any, path: str, *, attrs: bool) -> Check:
+def _pattern(pattern: Any, path: str, *, attrs: bool, depth: int = 1) -> Check:
     if not isinstance(pattern, Mapping) or not pattern:
         raise DefinitionError(f"{path}: expected a non-empty object of field -> condition")
-    fields = [(str(k), _field(v, f"{path}.{k}", attrs=attrs)) for k, v in pattern.items()]
+    if depth > MAX_DEPTH:
+        raise DefinitionError(
+            f"{path}: patterns nest at most {MAX_DEPTH} objects deep; match a shallower field"
+        )
+    fields = [
+        (str(k), _field(v, f"{path}.{k}", attrs=attrs, depth=depth)) for k, v in pattern.items()
+    ]
 
     def check(obj: Any) -> bool:
         if not isinstance(obj, Mapping):
@@ -117,7 +126,7 @@ def _pattern(pattern: Any, path: str, *, attrs: bool) -> Check:
     return check
 
 
-def _field(condition: Any, path: str, *, attrs: bool) -> Check:
+def _field(condition: Any, path: str, *, attrs: bool, depth: int) -> Check:
     if isinstance(condition, Mapping):
         if attrs:
             raise DefinitionError(
@@ -128,7 +137,7 @@ def _field(condition: Any, path: str, *, attrs: bool) -> Check:
             raise DefinitionError(
                 f"{path}: an operator must sit inside a list: write [{dict(condition)!r}]"
             )
-        nested = _pattern(condition, path, attrs=attrs)
+        nested = _pattern(condition, path, attrs=attrs, depth=depth + 1)
         return lambda value: value is not MISSING and _any(value, nested)
     alternatives = condition if isinstance(condition, list) else [condition]
     if not alternatives:
