@@ -14,6 +14,15 @@ from tests.support.server import ModelbusServer
 
 from .conftest import eventually, publish, receive_all, unique
 
+JSON = {"Content-Type": "application/json"}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    pattern: dict[str, Any] = {"a": ["x"]}
+    for _ in range(depth):
+        pattern = {"a": pattern}
+    return pattern
+
 
 def echo_listener(name: str, **more: Any) -> dict[str, Any]:
     return {
@@ -127,14 +136,18 @@ def test_pause_resume_and_delete(server: ModelbusServer, admin: Client) -> None:
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"colour": "blue"}, "unknown field"),
         ({"outputs": ["local://SAME"], "source": "local://SAME"}, "is the source itself"),
+        # These three answered 500 or no answer at all.
+        ({"filter": {"body": nested(400)}}, "nest at most 32 objects deep"),
+        ({"outputs": ["dir:///tmp/in\x00box"]}, "cannot hold a NUL character"),
+        ({"filter": {"body": {"n": ["\ud800"]}}}, "\\ud800"),
     ],
 )
 def test_refused_definitions_say_what_to_change(
     server: ModelbusServer, change: dict[str, Any], says: str
 ) -> None:
-    body = {**echo_listener(unique("bad")), **change}
+    body = json.dumps({**echo_listener(unique("bad")), **change})  # "\ud800" escaped
     with server.http() as http:
-        answer = http.post("/v1/listeners", json=body)
+        answer = http.post("/v1/listeners", content=body, headers=JSON)
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "DefinitionError"

@@ -41,6 +41,7 @@ from modelbus.connectors import credentials_of, redact_text, redact_url, scheme_
 from modelbus.errors import DefinitionError, InvalidInput
 from modelbus.listeners.filters import compile_filter
 from modelbus.listeners.retry import RetryPolicy
+from modelbus.runtime.jsondoc import refuse_surrogates
 
 __all__ = [
     "BatchPolicy",
@@ -91,6 +92,14 @@ class ListenerDefinition(ListenerFields):
         description="Store results over a sink's limit (or over_bytes) in an object store "
         "and publish a reference to them instead of dead-lettering them.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: Any) -> Any:
+        # A lone surrogate ("\\ud800" in the JSON) is no text: stored, it made every answer
+        # that shows the listener (its list too) fail to encode.
+        refuse_surrogates(data)
+        return data
 
     @field_validator("model")
     @classmethod

@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["loads", "refuse_surrogates"]
 
 
 def loads(data: str | bytes | bytearray) -> Any:
@@ -28,7 +28,7 @@ def loads(data: str | bytes | bytearray) -> Any:
         raise ValueError("JSON nested too deeply") from None
     escape = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_BYTES
     if escape.search(data):  # type: ignore[arg-type]
-        _refuse_surrogates(value)
+        refuse_surrogates(value)
     return value
 
 
@@ -38,7 +38,7 @@ _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _refuse_surrogates(value: Any) -> None:
+def refuse_surrogates(value: Any) -> None:
     """Raise ValueError when a string (or key) in ``value`` holds a lone surrogate (a pair
     written as two escapes is decoded into one character, and is fine)."""
     pending = [value]
