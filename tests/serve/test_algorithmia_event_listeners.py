@@ -280,6 +280,7 @@ def test_kafka_translation() -> None:
             "credentials.access_key_id, credentials.secret_access_key not supported",
         ),
         ({"credentials": "{not json"}, "credentials is not a JSON text"),
+        ({"credentials": "[" * 5000 + "]" * 5000}, "JSON nested too deeply"),  # was a 500
         ({"algoOwner": "someone-else"}, "/v1/users/someone-else/event-listeners"),
         ({"algoName": None}, "algoName is required"),
         ({"priority": 3}, "priority: not an Algorithmia event-listener field"),
@@ -315,6 +316,17 @@ def test_what_modelbus_cannot_do_is_refused_by_name(
     error = refused.json()["error"]
     assert error["code"] == "DefinitionError"
     assert missing in error["message"]
+
+
+def test_a_body_nested_too_deep_is_not_json(aws_server: ModelbusServer) -> None:
+    with aws_server.http() as http:
+        refused = http.post(
+            f"/v1/users/{OWNER}/event-listeners",
+            content=b"[" * 5000 + b"]" * 5000,
+            headers={"Content-Type": "application/json"},
+        )
+    assert refused.status_code == 400, refused.text  # was a 500 (RecursionError)
+    assert "nested too deeply" in refused.json()["error"]["message"]
 
 
 def _make_topic(bootstrap: str, topic: str) -> None:

@@ -28,7 +28,6 @@ is read as JSON.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -39,6 +38,7 @@ from fastapi.responses import Response
 from modelbus.errors import BuildNotFound, Conflict, InvalidInput, ModelNotFound, VersionNotFound
 from modelbus.registry import catalog as reg
 from modelbus.registry.versioning import Bump
+from modelbus.runtime import jsondoc
 from modelbus.web.api.auth import Manager, Reader
 from modelbus.web.api.context import services
 from modelbus.web.api.errors import responses
@@ -86,7 +86,7 @@ async def algorithmia_body(request: Request) -> dict[str, Any]:
     if "application/x-www-form-urlencoded" in request.headers.get("content-type", ""):
         return _form_body(data.decode("utf-8", "replace"))
     try:
-        body = json.loads(data or b"{}")
+        body = jsondoc.loads(data or b"{}")
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -101,7 +101,7 @@ def _form_body(text: str) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for key, values in fields.items():
         try:
-            found = json.loads(values[0]) if len(values) == 1 else None
+            found = jsondoc.loads(values[0]) if len(values) == 1 else None
         except ValueError:
             found = None
         if not isinstance(found, dict):

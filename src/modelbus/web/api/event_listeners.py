@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 import uuid
 from typing import Annotated, Any
@@ -48,6 +47,7 @@ from modelbus.errors import DefinitionError, ListenerNotFound, UserNotFound
 from modelbus.listeners.credentials import credentials_of, redact_definition, restore_masked
 from modelbus.listeners.definition import ListenerDefinition
 from modelbus.listeners.manager import ListenerInfo
+from modelbus.runtime import jsondoc
 from modelbus.store.keys import KeyInfo
 from modelbus.web.api.algorithmia import algorithmia_spec
 from modelbus.web.api.algorithms import algorithmia_body, json_body
@@ -172,7 +172,7 @@ def _credentials(body: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]
     found = raw
     if isinstance(raw, str):
         try:
-            found = json.loads(raw)
+            found = jsondoc.loads(raw)
         except ValueError as exc:
             raise DefinitionError(f"credentials is not a JSON text: {exc}") from exc
     if not isinstance(found, dict):
