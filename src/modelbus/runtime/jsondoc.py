@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 __all__ = ["loads", "refuse_surrogates"]
@@ -26,6 +27,13 @@ def loads(data: str | bytes | bytearray) -> Any:
         value = json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError:
+        # int() refuses thousands of digits, telling the reader to call
+        # sys.set_int_max_str_digits(): advice for the server, not for whoever sent it.
+        limit = sys.get_int_max_str_digits()
+        raise ValueError(f"a number of more than {limit} digits: send it as a string") from None
     escape = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_BYTES
     if escape.search(data):  # type: ignore[arg-type]
         refuse_surrogates(value)
